@@ -1,0 +1,975 @@
+// The engine: one log of records over a Media, the maps in memory, group commit, the
+// cleaner and checkpoints. Faces (block, later kv, region, stream) submit ops to it.
+//
+// A commit goes through these steps, all inside one pipeline that runs one batch at a time:
+//   1. gather every commit queued since the last batch (group commit);
+//   2. check each commit's conditions against the applied state plus earlier commits of
+//      the batch; a failed check rejects that commit alone;
+//   3. make room: clean segments (or checkpoint, so more become cleanable) until the batch fits;
+//   4. give each commit the next sequence number and lay the records into the head segment;
+//   5. write each segment's span with one write, then one flush for the whole batch;
+//   6. apply the records to the maps, then resolve every caller.
+// Because state is applied only after the flush, a reader never sees data a crash could lose,
+// and because one batch is flushed before the next is written, a crash can tear only the
+// last batch (recovery drops it whole).
+//
+// Invariants:
+// - `appliedSeq` is the seq of the last record applied; every record up to it is durable
+//   (durability 'full') and reflected in the maps;
+// - per segment, liveBytes equals the mapped sectors (expired or not) that point into it;
+// - a segment is reused only when free (see segments.ts).
+
+import { randomInt } from 'node:crypto';
+import { assert } from '../base/assert.js';
+import type { Clock } from '../base/clock.js';
+import { AtomioError } from '../base/errors.js';
+import { ExpiryQueue } from '../ftl/expiry.js';
+import { ExtentMap, type Extent } from '../ftl/extent-map.js';
+import { SegmentTable, type SegmentInfo } from '../ftl/segments.js';
+import {
+  CHUNK_CRC_BYTES,
+  CHUNK_DATA_BYTES,
+  OpType,
+  RecordKind,
+  SEGMENTS_OFFSET,
+  SegmentKind,
+  alignUp,
+  encodeRecord,
+  encodeSegmentHeader,
+  encodeSuperblock,
+  recordBytesFor,
+  verifyChunks,
+  type BlockOp,
+  type Superblock,
+} from '../log/format.js';
+import { checksum } from '../log/crc.js';
+import type { Media } from '../media/media.js';
+import { checkpointBytes, encodeCheckpoint, type Head } from './checkpoint.js';
+import {
+  CLEANER_RESERVE_SEGMENTS,
+  CLEAN_BELOW_FREE_FRACTION,
+  MAX_BATCH_BYTES,
+  USABLE_FRACTION,
+  WEAR_SPREAD_LIMIT,
+} from './limits.js';
+
+export type Durability = 'full' | 'none';
+
+export type OpInput =
+  | { type: 'write'; lba: number; count: number; data: Uint8Array }
+  | { type: 'trim'; lba: number; count: number };
+
+export type Condition =
+  | { kind: 'unwritten'; lba: number; count: number }
+  | { kind: 'version'; lba: number; count: number; version: number };
+
+export interface EngineSettings {
+  media: Media;
+  superblock: Superblock;
+  clock: Clock;
+  durability: Durability;
+  flushIntervalMs: number;
+  checkpointIntervalBytes: number;
+}
+
+export interface Corruption {
+  segment: number;
+  offset: number;
+  reason: string;
+}
+
+export interface RecoveryReport {
+  ms: number;
+  checkpointSeq: number;
+  recordsReplayed: number;
+  bytesReplayed: number;
+  recordsDropped: number;
+  corruptions: Corruption[];
+}
+
+interface Pending {
+  ops: OpInput[];
+  conditions: Condition[];
+  ttlMs: number;
+  dataBytes: number;
+  resolve: (version: number) => void;
+  reject: (error: Error) => void;
+}
+
+/** A record on its way to the log. */
+interface Outgoing {
+  kind: RecordKind;
+  head: SegmentKind;
+  ops: BlockOp[];
+  seq: number;
+  segment: number;
+  offset: number;
+  bytes: number;
+  dataOffsets: number[];
+}
+
+interface Span {
+  segment: number;
+  start: number;
+  end: number;
+  header?: SegmentInfo;
+}
+
+export class Engine {
+  readonly media: Media;
+  readonly clock: Clock;
+  readonly sectorBytes: number;
+  readonly segmentBytes: number;
+  /** Records start at multiples of this; also the size of a segment header. */
+  readonly alignment: number;
+  readonly storeId: Buffer;
+  readonly durability: Durability;
+  readonly segments: SegmentTable;
+  readonly map = new ExtentMap();
+  readonly expiry = new ExpiryQueue();
+
+  superblock: Superblock;
+  /** Next record's seq. */
+  nextSeq = 1;
+  appliedSeq = 0;
+  /** Every record with seq <= this is covered by the durable checkpoint. */
+  checkpointSeq = 0;
+  checkpointChain: number[] = [];
+  /** Write position of each head (hot: user commits; cold: cleaner relocations). */
+  heads = new Map<SegmentKind, { segment: number; offset: number }>();
+  recovery: RecoveryReport | undefined;
+
+  private readonly checkpointIntervalBytes: number;
+  private bytesSinceCheckpoint = 0;
+  private queue: Pending[] = [];
+  private running = false;
+  private idleWaiters: (() => void)[] = [];
+  private failure: AtomioError | undefined;
+  private closed = false;
+  private flushTimer: NodeJS.Timeout | undefined;
+  private dirtySinceFlush = false;
+
+  readonly counters = {
+    commits: 0,
+    batches: 0,
+    flushes: 0,
+    userBytes: 0,
+    mediaBytes: 0,
+    cleanerBytes: 0,
+    segmentsCleaned: 0,
+    checkpoints: 0,
+    expiredBytes: 0,
+  };
+
+  constructor(s: EngineSettings) {
+    this.media = s.media;
+    this.clock = s.clock;
+    this.superblock = s.superblock;
+    this.sectorBytes = s.superblock.sectorBytes;
+    this.segmentBytes = s.superblock.segmentBytes;
+    this.alignment = Math.max(512, s.superblock.sectorBytes);
+    this.storeId = s.superblock.storeId;
+    this.durability = s.durability;
+    this.checkpointIntervalBytes = s.checkpointIntervalBytes;
+    this.segments = new SegmentTable(s.superblock.segmentCount);
+    if (this.durability === 'none') {
+      this.flushTimer = setInterval(() => void this.backgroundFlush(), s.flushIntervalMs);
+      this.flushTimer.unref();
+    }
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Geometry
+
+  segmentOffset(index: number): number {
+    return SEGMENTS_OFFSET + index * this.segmentBytes;
+  }
+
+  /** Bytes of records one segment can hold. */
+  get segmentPayloadBytes(): number {
+    return this.segmentBytes - this.alignment;
+  }
+
+  /** The largest record (unpadded) that fits in a segment. */
+  get maxRecordBytes(): number {
+    return this.segmentPayloadBytes;
+  }
+
+  reserveSegments(): number {
+    const ckpt = checkpointBytes(this.segments.count, 2, this.map.size + 1024);
+    return CLEANER_RESERVE_SEGMENTS + Math.ceil(ckpt / this.segmentPayloadBytes);
+  }
+
+  /** The most live data the store accepts; past it writes fail with ERR_NO_SPACE. */
+  usableBytes(): number {
+    const segments = Math.max(0, this.segments.count - this.reserveSegments());
+    return Math.floor(segments * this.segmentPayloadBytes * USABLE_FRACTION);
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Reads
+
+  isLive(e: Extent, now: number): boolean {
+    return e.expiresAt === 0 || e.expiresAt > now;
+  }
+
+  /** Mapped, unexpired pieces of [lba, lba + count), clipped, in lba order. */
+  livePieces(lba: number, count: number): Extent[] {
+    const now = this.clock.now();
+    const pieces: Extent[] = [];
+    this.map.forEachIn(lba, count, (p) => {
+      if (this.isLive(p, now)) pieces.push(p);
+    });
+    return pieces;
+  }
+
+  async read(lba: number, count: number): Promise<Buffer> {
+    this.assertOpen();
+    const out = Buffer.alloc(count * this.sectorBytes);
+    const pieces = this.livePieces(lba, count);
+    if (pieces.length === 0) return out;
+    for (const p of pieces) this.segments.at(p.segment).readers++;
+    try {
+      await Promise.all(pieces.map((p) => this.readPiece(p, out, (p.lba - lba) * this.sectorBytes)));
+    } finally {
+      for (const p of pieces) this.segments.at(p.segment).readers--;
+    }
+    return out;
+  }
+
+  /** Reads the chunks holding `piece`, checks them, and copies its sectors to out[at…]. */
+  private async readPiece(piece: Extent, out: Buffer, at: number): Promise<void> {
+    const segment = this.segments.at(piece.segment);
+    const { start, bytes, firstChunk } = this.chunkSpan(piece);
+    const buf = Buffer.allocUnsafe(bytes);
+    await this.media.read(buf, this.segmentOffset(piece.segment) + start);
+    const bad = verifyChunks(buf, segment.nonce, start);
+    if (bad >= 0) {
+      throw new AtomioError(
+        'ERR_CORRUPT',
+        `sectors ${piece.lba}..${piece.lba + piece.count - 1} failed their checksum (segment ${piece.segment}, offset ${bad}); the data is not returned`,
+        { segment: piece.segment, offset: bad, lba: piece.lba, count: piece.count },
+      );
+    }
+    copyOutOfChunks(buf, firstChunk, piece.firstSector * this.sectorBytes, piece.count * this.sectorBytes, out, at);
+  }
+
+  /** The chunk-aligned byte range (offset in segment) that holds a piece's sectors. */
+  chunkSpan(piece: Extent): { start: number; bytes: number; firstChunk: number } {
+    const a = piece.firstSector * this.sectorBytes;
+    const b = a + piece.count * this.sectorBytes;
+    const opBytes = piece.opSectors * this.sectorBytes;
+    const c0 = Math.floor(a / CHUNK_DATA_BYTES);
+    const c1 = Math.floor((b - 1) / CHUNK_DATA_BYTES);
+    const chunkBytes = CHUNK_DATA_BYTES + CHUNK_CRC_BYTES;
+    const lastData = Math.min(CHUNK_DATA_BYTES, opBytes - c1 * CHUNK_DATA_BYTES);
+    const start = piece.dataOffset + c0 * chunkBytes;
+    const end = piece.dataOffset + c1 * chunkBytes + CHUNK_CRC_BYTES + lastData;
+    return { start, bytes: end - start, firstChunk: c0 };
+  }
+
+  /** Newest version and whether anything is mapped in the range, as of the applied state. */
+  rangeState(lba: number, count: number): { mapped: boolean; version: number } {
+    let version = 0;
+    let mapped = false;
+    const now = this.clock.now();
+    this.map.forEachIn(lba, count, (p) => {
+      if (!this.isLive(p, now)) return;
+      mapped = true;
+      if (p.version > version) version = p.version;
+    });
+    return { mapped, version };
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Commits
+
+  /** Queues a commit; resolves with its version once durable (see durability). */
+  commit(ops: OpInput[], conditions: Condition[], ttlMs: number): Promise<number> {
+    if (this.closed) return Promise.reject(closedError());
+    if (this.failure) return Promise.reject(this.failure);
+    let dataBytes = 0;
+    for (const op of ops) if (op.type === 'write') dataBytes += op.data.length;
+    return new Promise<number>((resolve, reject) => {
+      this.queue.push({ ops, conditions, ttlMs, dataBytes, resolve, reject });
+      this.kick();
+    });
+  }
+
+  private kick(): void {
+    if (this.running) return;
+    this.running = true;
+    // Defer one turn so that commits submitted in the same tick share the batch.
+    setImmediate(() => void this.pipeline());
+  }
+
+  /** Resolves when no batch is running and the queue is empty. */
+  idle(): Promise<void> {
+    if (!this.running && this.queue.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private async pipeline(): Promise<void> {
+    try {
+      while (this.queue.length > 0) {
+        const batch = this.takeBatch();
+        if (this.failure) {
+          for (const p of batch) p.reject(this.failure);
+          continue;
+        }
+        await this.commitBatch(batch);
+        if (!this.failure) await this.maintain();
+      }
+    } catch (error) {
+      // A bug, not an I/O error (those are handled in commitBatch): fail loudly but keep
+      // callers from hanging.
+      this.failure ??= new AtomioError('ERR_IO', `internal error: ${(error as Error).message}`, {}, { cause: error });
+      for (const p of this.queue.splice(0)) p.reject(this.failure);
+      throw error;
+    } finally {
+      this.running = false;
+      for (const w of this.idleWaiters.splice(0)) w();
+      if (this.queue.length > 0) this.kick();
+    }
+  }
+
+  private takeBatch(): Pending[] {
+    let bytes = 0;
+    let n = 0;
+    while (n < this.queue.length) {
+      bytes += this.queue[n]!.dataBytes;
+      if (n > 0 && bytes > MAX_BATCH_BYTES) break;
+      n++;
+    }
+    return this.queue.splice(0, n);
+  }
+
+  private async commitBatch(batch: Pending[]): Promise<void> {
+    this.sweepExpired();
+    const accepted = this.admit(batch);
+    if (accepted.length === 0) return;
+    const records = accepted.map((p) => this.outgoing(RecordKind.commit, SegmentKind.hot, this.toBlockOps(p)));
+    try {
+      await this.makeRoom(records);
+    } catch (error) {
+      for (const p of accepted) p.reject(error as Error);
+      if (!(error instanceof AtomioError && error.code === 'ERR_NO_SPACE')) this.fail(error);
+      return;
+    }
+    try {
+      await this.writeRecords(records);
+    } catch (error) {
+      const failure = this.fail(error);
+      for (const p of accepted) p.reject(failure);
+      return;
+    }
+    for (let i = 0; i < accepted.length; i++) {
+      this.counters.commits++;
+      this.counters.userBytes += accepted[i]!.dataBytes;
+      accepted[i]!.resolve(records[i]!.seq);
+    }
+  }
+
+  /** Checks conditions and space in queue order; returns the commits that go ahead. */
+  private admit(batch: Pending[]): Pending[] {
+    const overlay = new ExtentMap();
+    const accepted: Pending[] = [];
+    let live = this.segments.liveBytes();
+    const usable = this.usableBytes();
+    for (const p of batch) {
+      const failed = this.failedCondition(p.conditions, overlay);
+      if (failed !== undefined) {
+        p.reject(failed);
+        continue;
+      }
+      const growth = this.liveGrowth(p, overlay);
+      if (growth > 0 && live + growth > usable) {
+        p.reject(
+          new AtomioError(
+            'ERR_NO_SPACE',
+            `store is full: ${live} live bytes of ${usable} usable; trim or overwrite data, or open with a larger capacity`,
+            { liveBytes: live, usableBytes: usable, needed: growth },
+          ),
+        );
+        continue;
+      }
+      live += growth;
+      // Placeholder extents stand for this commit's effect on later commits of the batch;
+      // version Infinity means "written in this batch" (newer than any applied version).
+      for (const op of p.ops) {
+        overlay.set(overlayExtent(op.lba, op.count, op.type === 'write' ? Infinity : -1));
+      }
+      accepted.push(p);
+    }
+    return accepted;
+  }
+
+  /** Newest live version in range, seen through the batch's overlay (-1 marks a trim). */
+  private stateThrough(overlay: ExtentMap, lba: number, count: number): { mapped: boolean; version: number } {
+    let mapped = false;
+    let version = 0;
+    let cursor = lba;
+    const end = lba + count;
+    const take = (s: { mapped: boolean; version: number }): void => {
+      if (s.mapped) mapped = true;
+      if (s.version > version) version = s.version;
+    };
+    for (const piece of overlay.piecesIn(lba, count)) {
+      if (piece.lba > cursor) take(this.rangeState(cursor, piece.lba - cursor));
+      if (piece.version !== -1) take({ mapped: true, version: piece.version });
+      cursor = piece.lba + piece.count;
+    }
+    if (cursor < end) take(this.rangeState(cursor, end - cursor));
+    return { mapped, version };
+  }
+
+  private failedCondition(conditions: Condition[], overlay: ExtentMap): AtomioError | undefined {
+    for (let i = 0; i < conditions.length; i++) {
+      const c = conditions[i]!;
+      const state = this.stateThrough(overlay, c.lba, c.count);
+      if (c.kind === 'unwritten' && state.mapped) {
+        return new AtomioError(
+          'ERR_CONDITION',
+          `condition ${i} failed: sectors ${c.lba}..${c.lba + c.count - 1} are not all unwritten`,
+          { index: i, condition: c, actualVersion: versionForError(state.version) },
+        );
+      }
+      if (c.kind === 'version' && state.version !== c.version) {
+        return new AtomioError(
+          'ERR_CONDITION',
+          `condition ${i} failed: newest version in sectors ${c.lba}..${c.lba + c.count - 1} is ${versionForError(state.version)}, not ${c.version}`,
+          { index: i, condition: c, actualVersion: versionForError(state.version) },
+        );
+      }
+    }
+    return undefined;
+  }
+
+  /** Bytes of live data the commit adds (negative when it frees more than it writes). */
+  private liveGrowth(p: Pending, overlay: ExtentMap): number {
+    let growth = 0;
+    for (const op of p.ops) {
+      if (op.type === 'write') growth += op.count * this.sectorBytes;
+      // Approximate: sectors already rewritten earlier in the batch are counted as free.
+      if (overlay.piecesIn(op.lba, op.count).length === 0) {
+        for (const piece of this.livePieces(op.lba, op.count)) growth -= piece.count * this.sectorBytes;
+      }
+    }
+    return growth;
+  }
+
+  private toBlockOps(p: Pending): BlockOp[] {
+    const expiresAt = p.ttlMs > 0 ? this.clock.now() + p.ttlMs : 0;
+    return p.ops.map((op) =>
+      op.type === 'write'
+        ? { type: OpType.write, lba: op.lba, count: op.count, version: 0, expiresAt, data: op.data }
+        : { type: OpType.trim, lba: op.lba, count: op.count, version: 0, expiresAt: 0 },
+    );
+  }
+
+  private outgoing(kind: RecordKind, head: SegmentKind, ops: BlockOp[]): Outgoing {
+    const bytes = recordBytesFor(ops, this.sectorBytes);
+    assert(bytes <= this.maxRecordBytes, 'record fits in a segment (limits are checked by the faces)');
+    return { kind, head, ops, seq: 0, segment: -1, offset: 0, bytes, dataOffsets: [] };
+  }
+
+  private fail(error: unknown): AtomioError {
+    if (this.failure) return this.failure;
+    const code = (error as NodeJS.ErrnoException)?.code ?? 'unknown';
+    this.failure = new AtomioError(
+      'ERR_IO',
+      `the medium failed (${code}): ${(error as Error)?.message}; the store accepts no more writes, reopen it to recover`,
+      { cause: code },
+      { cause: error },
+    );
+    return this.failure;
+  }
+
+  // -------------------------------------------------------------------------------------
+  // The write path shared by commits, the cleaner and recovery's truncation
+
+  /**
+   * Lays out, writes, flushes and applies `records` as one group commit. The caller has
+   * made room (makeRoom). Sequence numbers are assigned here, in order.
+   */
+  private async writeRecords(records: Outgoing[]): Promise<void> {
+    const batchSeq = this.nextSeq;
+    const spans = new Map<number, Span>();
+    for (const r of records) {
+      r.seq = this.nextSeq++;
+      if (r.kind === RecordKind.commit) for (const op of r.ops) op.version = r.seq;
+      const padded = alignUp(r.bytes, this.alignment);
+      let head = this.heads.get(r.head);
+      if (head === undefined || head.offset + padded > this.segmentBytes) {
+        if (head !== undefined) this.seal(head.segment);
+        const opened = this.openSegment(r.head, r.seq);
+        head = { segment: opened.index, offset: this.alignment };
+        this.heads.set(r.head, head);
+        spans.set(opened.index, { segment: opened.index, start: 0, end: this.alignment, header: opened });
+      }
+      r.segment = head.segment;
+      r.offset = head.offset;
+      head.offset += padded;
+      const span = spans.get(head.segment) ?? { segment: head.segment, start: r.offset, end: r.offset };
+      span.end = head.offset;
+      spans.set(head.segment, span);
+      this.segments.at(head.segment).writeOffset = head.offset;
+    }
+
+    const writes: Promise<void>[] = [];
+    for (const span of spans.values()) {
+      const buf = Buffer.alloc(span.end - span.start);
+      if (span.header) {
+        const h = span.header;
+        encodeSegmentHeader(
+          {
+            index: h.index,
+            kind: h.kind as SegmentKind,
+            nonce: h.nonce,
+            eraseCount: h.eraseCount,
+            openSeq: h.openSeq,
+            storeId: this.storeId,
+            nextSegment: -1,
+            payloadBytes: 0,
+            payloadCrc: 0,
+          },
+          buf,
+        );
+      }
+      const nonce = this.segments.at(span.segment).nonce;
+      for (const r of records) {
+        if (r.segment !== span.segment) continue;
+        encodeRecord(
+          { seq: r.seq, batchSeq, batchCount: records.length, kind: r.kind, ops: r.ops },
+          this.sectorBytes,
+          nonce,
+          r.offset,
+          buf,
+          r.offset - span.start,
+          r.dataOffsets,
+        );
+      }
+      this.counters.mediaBytes += buf.length;
+      this.bytesSinceCheckpoint += buf.length;
+      writes.push(this.media.write(buf, this.segmentOffset(span.segment) + span.start));
+    }
+    await settleAll(writes);
+    if (this.durability === 'full') {
+      await this.media.flush();
+      this.counters.flushes++;
+    } else {
+      this.dirtySinceFlush = true;
+    }
+    this.counters.batches++;
+    for (const r of records) this.apply(r);
+  }
+
+  private openSegment(kind: SegmentKind, openSeq: number): SegmentInfo {
+    const s = this.segments.pickFree();
+    assert(s !== undefined, 'a free segment exists (makeRoom reserved it)');
+    s.state = 'open';
+    s.kind = kind;
+    s.nonce = randomInt(0, 2 ** 32 - 1) >>> 0;
+    s.openSeq = openSeq;
+    s.eraseCount++;
+    s.maxSeq = 0;
+    s.liveBytes = 0;
+    s.writeOffset = this.alignment;
+    s.damaged = false;
+    return s;
+  }
+
+  private seal(index: number): void {
+    const s = this.segments.at(index);
+    assert(s.state === 'open', 'only an open segment is sealed');
+    s.state = 'sealed';
+    s.sealedAtMs = this.clock.now();
+  }
+
+  /** Applies one durable record to the maps. */
+  private apply(r: Outgoing): void {
+    const seg = this.segments.at(r.segment);
+    seg.maxSeq = Math.max(seg.maxSeq, r.seq);
+    let w = 0;
+    for (const op of r.ops) {
+      if (op.type === OpType.write) {
+        const dataOffset = r.dataOffsets[w++]!;
+        this.applyWrite(r.kind, op.lba, op.count, op.version, op.expiresAt, r.segment, dataOffset);
+      } else {
+        this.applyTrim(op.lba, op.count);
+      }
+    }
+    this.appliedSeq = r.seq;
+  }
+
+  /** Shared by the live path and recovery's replay. */
+  applyWrite(
+    kind: RecordKind,
+    lba: number,
+    count: number,
+    version: number,
+    expiresAt: number,
+    segment: number,
+    dataOffset: number,
+  ): void {
+    if (kind === RecordKind.commit) {
+      this.place({ lba, count, version, segment, dataOffset, opSectors: count, firstSector: 0, expiresAt });
+      if (expiresAt !== 0) this.expiry.push({ expiresAt, lba, count, version });
+      return;
+    }
+    // A relocation moves only the sectors that still hold the version it copied.
+    for (const piece of this.map.piecesIn(lba, count)) {
+      if (piece.version !== version) continue;
+      this.place({
+        lba: piece.lba,
+        count: piece.count,
+        version,
+        segment,
+        dataOffset,
+        opSectors: count,
+        firstSector: piece.lba - lba,
+        expiresAt,
+      });
+    }
+  }
+
+  applyTrim(lba: number, count: number): void {
+    for (const d of this.map.clear(lba, count)) this.segments.at(d.segment).liveBytes -= d.count * this.sectorBytes;
+  }
+
+  private place(e: Extent): void {
+    for (const d of this.map.set(e)) this.segments.at(d.segment).liveBytes -= d.count * this.sectorBytes;
+    this.segments.at(e.segment).liveBytes += e.count * this.sectorBytes;
+  }
+
+  /** Unmaps data whose TTL has passed, so its segments empty without being copied. */
+  sweepExpired(now = this.clock.now()): void {
+    for (let d = this.expiry.peek(); d !== undefined && d.expiresAt <= now; d = this.expiry.peek()) {
+      this.expiry.pop();
+      for (const piece of this.map.piecesIn(d.lba, d.count)) {
+        if (piece.version !== d.version || piece.expiresAt > now || piece.expiresAt === 0) continue;
+        this.applyTrim(piece.lba, piece.count);
+        this.counters.expiredBytes += piece.count * this.sectorBytes;
+      }
+    }
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Space: cleaning and checkpoints
+
+  /** Ensures the free segments cover the records (plus the reserve), cleaning if needed. */
+  private async makeRoom(records: Outgoing[]): Promise<void> {
+    const needed = this.segmentsNeeded(records);
+    let stuck = 0;
+    while (this.segments.freeCount() < needed + this.reserveSegments()) {
+      if (await this.cleanOne()) {
+        stuck = 0;
+        continue;
+      }
+      if (stuck++ === 0 && this.hasUncheckpointedSealed()) {
+        await this.checkpoint();
+        continue;
+      }
+      throw new AtomioError(
+        'ERR_NO_SPACE',
+        `no segment can be freed: ${this.segments.liveBytes()} live bytes; trim data or open with a larger capacity`,
+        { liveBytes: this.segments.liveBytes(), freeSegments: this.segments.freeCount() },
+      );
+    }
+  }
+
+  private segmentsNeeded(records: Outgoing[]): number {
+    const byHead = new Map<SegmentKind, number>();
+    for (const r of records) byHead.set(r.head, (byHead.get(r.head) ?? 0) + alignUp(r.bytes, this.alignment));
+    let needed = 0;
+    for (const [kind, bytes] of byHead) {
+      const head = this.heads.get(kind);
+      const room = head ? this.segmentBytes - head.offset : 0;
+      // Records do not split across segments, so each new segment may waste up to one record.
+      if (bytes > room) needed += Math.ceil(bytes / (this.segmentPayloadBytes / 2)) + 1;
+    }
+    return needed;
+  }
+
+  private hasUncheckpointedSealed(): boolean {
+    return this.segments.segments.some((s) => s.state === 'sealed' && s.maxSeq > this.checkpointSeq);
+  }
+
+  /** Background work between batches: checkpoints when due, cleaning when space runs low. */
+  private async maintain(): Promise<void> {
+    if (this.bytesSinceCheckpoint >= this.checkpointIntervalBytes) await this.checkpoint();
+    this.reclaimEmpty();
+    const lowWater = this.reserveSegments() + Math.max(2, Math.ceil(this.segments.count * CLEAN_BELOW_FREE_FRACTION));
+    if (this.segments.freeCount() < lowWater && this.queue.length === 0) await this.cleanOne();
+  }
+
+  /** Frees sealed segments with nothing live whose records the checkpoint covers. */
+  reclaimEmpty(): number {
+    let n = 0;
+    for (const s of this.segments.segments) {
+      if (s.state === 'sealed' && s.liveBytes === 0 && s.maxSeq <= this.checkpointSeq && !this.isHead(s.index)) {
+        s.state = 'free';
+        s.kind = 0;
+        n++;
+      }
+    }
+    return n;
+  }
+
+  private isHead(index: number): boolean {
+    for (const h of this.heads.values()) if (h.segment === index) return true;
+    return false;
+  }
+
+  /** Picks a victim by cost/benefit (or by wear), moves its live data, frees it. */
+  async cleanOne(): Promise<boolean> {
+    const now = this.clock.now();
+    this.sweepExpired(now);
+    if (this.reclaimEmpty() > 0) return true;
+    const victim = this.pickVictim(now);
+    if (victim === undefined) return false;
+    const moved = await this.relocate(victim, now);
+    if (!moved) return false;
+    this.counters.segmentsCleaned++;
+    this.reclaimEmpty();
+    return true;
+  }
+
+  private pickVictim(now: number): SegmentInfo | undefined {
+    const wear = this.segments.eraseCounts();
+    let best: SegmentInfo | undefined;
+    let bestScore = -Infinity;
+    for (const s of this.segments.segments) {
+      if (s.state !== 'sealed' || s.damaged || s.maxSeq > this.checkpointSeq) continue;
+      const u = s.liveBytes / this.segmentPayloadBytes;
+      let score: number;
+      if (wear.max - s.eraseCount > WEAR_SPREAD_LIMIT) {
+        score = Infinity; // static wear levelling: move cold data off a little-worn segment
+      } else {
+        if (u >= 0.98) continue;
+        const age = Math.max(1, now - s.sealedAtMs);
+        score = ((1 - u) * age) / (1 + u);
+      }
+      if (score > bestScore) {
+        best = s;
+        bestScore = score;
+      }
+    }
+    return best;
+  }
+
+  /** Copies the victim's live pieces to the cold head; false when it cannot be cleaned. */
+  private async relocate(victim: SegmentInfo, now: number): Promise<boolean> {
+    const pieces: Extent[] = [];
+    // Live data is found through the map: every extent pointing into the victim.
+    for (const e of this.map.all()) if (e.segment === victim.index && this.isLive(e, now)) pieces.push(e);
+    const records: Outgoing[] = [];
+    let ops: BlockOp[] = [];
+    let bytes = 0;
+    const budget = Math.floor(this.maxRecordBytes / 2);
+    victim.readers++;
+    try {
+      for (const piece of pieces) {
+        const data = await this.readPieceForCleaner(piece, victim);
+        if (data === undefined) {
+          victim.damaged = true;
+          return false;
+        }
+        const op: BlockOp = {
+          type: OpType.write,
+          lba: piece.lba,
+          count: piece.count,
+          version: piece.version,
+          expiresAt: piece.expiresAt,
+          data,
+        };
+        const opBytes = recordBytesFor([op], this.sectorBytes);
+        if (ops.length > 0 && (bytes + opBytes > budget || ops.length >= 1024)) {
+          records.push(this.outgoing(RecordKind.relocation, SegmentKind.cold, ops));
+          ops = [];
+          bytes = 0;
+        }
+        ops.push(op);
+        bytes += opBytes;
+      }
+    } finally {
+      victim.readers--;
+    }
+    if (ops.length > 0) records.push(this.outgoing(RecordKind.relocation, SegmentKind.cold, ops));
+    if (records.length > 0) {
+      if (this.segments.freeCount() < this.segmentsNeeded(records)) return false;
+      await this.writeRecords(records);
+      for (const r of records) this.counters.cleanerBytes += alignUp(r.bytes, this.alignment);
+    }
+    // Anything still pointing here expired between the scan and now, or was never live.
+    this.sweepExpired(now);
+    assert(victim.liveBytes === 0 || this.onlyExpiredLeft(victim, now), `victim ${victim.index} is empty after relocation`);
+    return true;
+  }
+
+  private onlyExpiredLeft(victim: SegmentInfo, now: number): boolean {
+    for (const e of this.map.all()) if (e.segment === victim.index && this.isLive(e, now)) return false;
+    return true;
+  }
+
+  private async readPieceForCleaner(piece: Extent, victim: SegmentInfo): Promise<Buffer | undefined> {
+    const out = Buffer.alloc(piece.count * this.sectorBytes);
+    const { start, bytes, firstChunk } = this.chunkSpan(piece);
+    const buf = Buffer.allocUnsafe(bytes);
+    await this.media.read(buf, this.segmentOffset(victim.index) + start);
+    if (verifyChunks(buf, victim.nonce, start) >= 0) return undefined;
+    copyOutOfChunks(buf, firstChunk, piece.firstSector * this.sectorBytes, out.length, out, 0);
+    return out;
+  }
+
+  /** Writes a checkpoint of the maps and points the superblock at it. */
+  async checkpoint(): Promise<void> {
+    this.sweepExpired();
+    const seq = this.nextSeq - 1;
+    assert(seq === this.appliedSeq || this.appliedSeq === 0 || seq >= this.appliedSeq, 'every record is applied');
+    const heads: Head[] = [];
+    for (const [kind, h] of this.heads) heads.push({ kind, segment: h.segment, offset: h.offset });
+    const payload = encodeCheckpoint(seq, this.nextSeq, heads, this.segments.segments, this.map.size, this.map.all());
+    const per = this.segmentPayloadBytes;
+    const chain: SegmentInfo[] = [];
+    for (let i = 0; i === 0 || i * per < payload.length; i++) {
+      const s = this.segments.pickFree();
+      if (s === undefined) {
+        for (const c of chain) c.state = 'free';
+        throw new AtomioError('ERR_NO_SPACE', 'no free segment left for a checkpoint; trim data to make room', {});
+      }
+      s.state = 'checkpoint';
+      chain.push(s);
+    }
+    const writes: Promise<void>[] = [];
+    for (let i = 0; i < chain.length; i++) {
+      const s = chain[i]!;
+      const part = payload.subarray(i * per, Math.min(payload.length, (i + 1) * per));
+      s.kind = SegmentKind.checkpoint;
+      s.nonce = randomInt(0, 2 ** 32 - 1) >>> 0;
+      s.openSeq = seq;
+      s.eraseCount++;
+      s.maxSeq = 0;
+      s.liveBytes = 0;
+      const buf = Buffer.alloc(this.alignment + part.length);
+      encodeSegmentHeader(
+        {
+          index: s.index,
+          kind: SegmentKind.checkpoint,
+          nonce: s.nonce,
+          eraseCount: s.eraseCount,
+          openSeq: seq,
+          storeId: this.storeId,
+          nextSegment: chain[i + 1]?.index ?? -1,
+          payloadBytes: part.length,
+          payloadCrc: checksumOf(part),
+        },
+        buf,
+      );
+      buf.set(part, this.alignment);
+      this.counters.mediaBytes += buf.length;
+      writes.push(this.media.write(buf, this.segmentOffset(s.index)));
+    }
+    await settleAll(writes);
+    await this.media.flush();
+    this.counters.flushes++;
+    const next: Superblock = {
+      ...this.superblock,
+      generation: this.superblock.generation + 1,
+      checkpoint: { seq, firstSegment: chain[0]!.index, payloadBytes: payload.length },
+    };
+    await this.media.write(encodeSuperblock(next), (next.generation % 2) * 4096);
+    await this.media.flush();
+    this.counters.flushes++;
+    this.superblock = next;
+    for (const old of this.checkpointChain) {
+      const s = this.segments.at(old);
+      s.state = 'free';
+      s.kind = 0;
+    }
+    this.checkpointChain = chain.map((s) => s.index);
+    this.checkpointSeq = seq;
+    this.bytesSinceCheckpoint = 0;
+    this.counters.checkpoints++;
+    this.reclaimEmpty();
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Flushing and closing
+
+  private async backgroundFlush(): Promise<void> {
+    if (!this.dirtySinceFlush || this.closed || this.failure) return;
+    this.dirtySinceFlush = false;
+    try {
+      await this.media.flush();
+      this.counters.flushes++;
+    } catch (error) {
+      this.fail(error);
+    }
+  }
+
+  /** Waits for queued commits, makes everything durable and writes a final checkpoint. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await this.idle();
+    this.closed = true;
+    if (this.flushTimer) clearInterval(this.flushTimer);
+    if (!this.failure) {
+      if (this.appliedSeq > this.checkpointSeq || this.bytesSinceCheckpoint > 0) await this.checkpoint();
+      else await this.media.flush();
+    }
+    await this.media.close();
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  assertOpen(): void {
+    if (this.closed) throw closedError();
+  }
+}
+
+function closedError(): AtomioError {
+  return new AtomioError('ERR_CLOSED', 'the store is closed; open it again to use it', {});
+}
+
+function versionForError(v: number): number | string {
+  return v === Infinity ? 'a commit earlier in the same batch' : v;
+}
+
+function overlayExtent(lba: number, count: number, version: number): Extent {
+  return { lba, count, version, segment: 0, dataOffset: 0, opSectors: count, firstSector: 0, expiresAt: 0 };
+}
+
+/** Copies `length` bytes starting at op-data byte `from` out of chunked bytes that begin at `firstChunk`. */
+export function copyOutOfChunks(
+  chunks: Buffer,
+  firstChunk: number,
+  from: number,
+  length: number,
+  out: Buffer,
+  at: number,
+): void {
+  const chunkBytes = CHUNK_DATA_BYTES + CHUNK_CRC_BYTES;
+  let copied = 0;
+  while (copied < length) {
+    const dataPos = from + copied;
+    const c = Math.floor(dataPos / CHUNK_DATA_BYTES) - firstChunk;
+    const inChunk = dataPos % CHUNK_DATA_BYTES;
+    const src = c * chunkBytes + CHUNK_CRC_BYTES + inChunk;
+    const n = Math.min(CHUNK_DATA_BYTES - inChunk, length - copied);
+    chunks.copy(out, at + copied, src, src + n);
+    copied += n;
+  }
+}
+
+function checksumOf(bytes: Uint8Array): number {
+  return checksum(bytes, 0);
+}
+
+/** Awaits every promise, then rethrows the first failure (so no write is left running). */
+async function settleAll(promises: Promise<void>[]): Promise<void> {
+  const results = await Promise.allSettled(promises);
+  for (const r of results) if (r.status === 'rejected') throw r.reason;
+}

@@ -1,0 +1,26 @@
+// Every limit has a name. These are part of the public contract (README, "Limits").
+
+/** Most ops (writes + trims) in one atomic commit. */
+export const MAX_ATOMIC_OPS = 1024;
+/** Most data bytes in one atomic commit (the store's segment size may lower it; see Store.limits). */
+export const MAX_ATOMIC_BYTES = 8 * 1024 * 1024;
+/** Most conditions attached to one commit. */
+export const MAX_CONDITIONS = 64;
+/** Highest addressable byte of the block face is 2^53: lbas stay exact in a JS number. */
+export const ADDRESS_SPACE_BYTES = 2 ** 53;
+
+export const DEFAULT_CAPACITY_BYTES = 1024 * 1024 * 1024;
+export const DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024;
+export const MIN_SEGMENT_BYTES = 64 * 1024;
+export const MAX_SEGMENT_BYTES = 1024 * 1024 * 1024;
+/** A group commit gathers at most this many data bytes before it writes. */
+export const MAX_BATCH_BYTES = 32 * 1024 * 1024;
+/** Segments kept free for the cleaner's own writes, beyond what a checkpoint needs. */
+export const CLEANER_RESERVE_SEGMENTS = 2;
+/** Share of the non-reserved space that live data may fill; the rest lets the cleaner work. */
+export const USABLE_FRACTION = 0.9;
+/** Background cleaning starts below this share of free segments. */
+export const CLEAN_BELOW_FREE_FRACTION = 0.08;
+/** A sealed segment whose erase count trails the maximum by this much is moved to level wear. */
+export const WEAR_SPREAD_LIMIT = 32;
+export const DEFAULT_FLUSH_INTERVAL_MS = 1000;

@@ -1,0 +1,289 @@
+// Recovery: rebuild the maps from the last checkpoint plus the log written after it.
+//
+// Steps:
+//   1. load the checkpoint the superblock points at (maps, segment table, heads);
+//   2. find the log written since: each head from its checkpointed offset, and every
+//      segment whose header says it was opened after the checkpoint;
+//   3. scan those segments record by record, checking every header and chunk checksum;
+//   4. sort the records by seq; the last group commit may be torn (it was never
+//      acknowledged): if any of its records is missing or damaged, drop all of it;
+//      damage anywhere earlier is corruption: it is reported, the rest is applied;
+//   5. make dropped records unreadable (zero their headers) so a later recovery cannot
+//      mistake them for log, seal the old heads, and free what holds nothing live.
+
+import { assert } from '../base/assert.js';
+import { AtomioError } from '../base/errors.js';
+import { checksum } from '../log/crc.js';
+import {
+  RecordKind,
+  SegmentKind,
+  alignUp,
+  decodeRecordMeta,
+  decodeSegmentHeader,
+  verifyChunks,
+  chunkedBytes,
+  type DecodedOp,
+} from '../log/format.js';
+import { decodeCheckpoint, type CheckpointState } from './checkpoint.js';
+import type { Corruption, Engine } from './engine.js';
+
+interface Source {
+  segment: number;
+  from: number;
+  nonce: number;
+}
+
+interface Scanned {
+  seq: number;
+  batchSeq: number;
+  batchCount: number;
+  kind: RecordKind;
+  ops: DecodedOp[];
+  segment: number;
+  offset: number;
+  bytes: number;
+  badChunk: number;
+}
+
+export async function recover(engine: Engine): Promise<void> {
+  const started = performance.now();
+  const sb = engine.superblock;
+  const corruptions: Corruption[] = [];
+  const state = sb.checkpoint.firstSegment >= 0 ? await loadCheckpoint(engine) : undefined;
+  const checkpointSeq = state?.seq ?? 0;
+  if (state) installCheckpoint(engine, state);
+  engine.checkpointSeq = checkpointSeq;
+
+  const sources = await findSources(engine, state);
+  const scanned: Scanned[] = [];
+  let bytesReplayed = 0;
+  for (const source of sources) {
+    const found = await scanSegment(engine, source, checkpointSeq);
+    for (const r of found) scanned.push(r);
+  }
+  scanned.sort((a, b) => a.seq - b.seq);
+
+  // The last group commit is whole or dropped.
+  let lastBatch = -1;
+  for (const r of scanned) lastBatch = Math.max(lastBatch, r.batchSeq);
+  const lastRecords = scanned.filter((r) => r.batchSeq === lastBatch);
+  const lastWhole =
+    lastRecords.length > 0 &&
+    lastRecords.length === lastRecords[0]!.batchCount &&
+    lastRecords.every((r, i) => r.seq === lastBatch + i && r.badChunk < 0);
+
+  let expected = checkpointSeq + 1;
+  let maxSeen = Math.max(checkpointSeq, (state?.nextSeq ?? 1) - 1);
+  const dropped: Scanned[] = [];
+  let replayed = 0;
+  for (const r of scanned) {
+    maxSeen = Math.max(maxSeen, r.seq);
+    if (r.batchSeq === lastBatch && !lastWhole) {
+      dropped.push(r);
+      continue;
+    }
+    if (r.seq !== expected) {
+      corruptions.push({ segment: r.segment, offset: r.offset, reason: `records ${expected}..${r.seq - 1} are missing before this one` });
+    }
+    if (r.badChunk >= 0) {
+      corruptions.push({ segment: r.segment, offset: r.badChunk, reason: `record ${r.seq} has a chunk that fails its checksum` });
+    }
+    replay(engine, r);
+    replayed++;
+    bytesReplayed += r.bytes;
+    expected = r.seq + 1;
+  }
+  await truncate(engine, dropped);
+
+  engine.nextSeq = maxSeen + 1;
+  engine.appliedSeq = engine.nextSeq - 1;
+  // Heads restart in fresh segments: the old ones are sealed where their log ended.
+  for (const s of engine.segments.segments) {
+    if (s.state === 'open') {
+      s.state = 'sealed';
+      s.sealedAtMs = engine.clock.now();
+    }
+  }
+  engine.heads.clear();
+  recountLive(engine);
+  engine.sweepExpired();
+  engine.reclaimEmpty();
+  engine.recovery = {
+    ms: performance.now() - started,
+    checkpointSeq,
+    recordsReplayed: replayed,
+    bytesReplayed,
+    recordsDropped: dropped.length,
+    corruptions,
+  };
+}
+
+async function loadCheckpoint(engine: Engine): Promise<CheckpointState> {
+  const sb = engine.superblock;
+  const parts: Buffer[] = [];
+  const chain: number[] = [];
+  let total = 0;
+  let index = sb.checkpoint.firstSegment;
+  const header = Buffer.alloc(engine.alignment);
+  while (index >= 0) {
+    if (index >= engine.segments.count || chain.includes(index) || chain.length > engine.segments.count) {
+      throw corruptCheckpoint(index, 'the checkpoint chain is broken');
+    }
+    await engine.media.read(header, engine.segmentOffset(index));
+    const h = decodeSegmentHeader(header, index, engine.storeId);
+    if (h === undefined || h.kind !== SegmentKind.checkpoint || h.openSeq !== sb.checkpoint.seq) {
+      throw corruptCheckpoint(index, 'a checkpoint segment header is damaged');
+    }
+    if (h.payloadBytes > engine.segmentPayloadBytes) throw corruptCheckpoint(index, 'a checkpoint part is too long');
+    const part = Buffer.alloc(h.payloadBytes);
+    await engine.media.read(part, engine.segmentOffset(index) + engine.alignment);
+    if (checksum(part, 0) !== h.payloadCrc) throw corruptCheckpoint(index, 'a checkpoint part fails its checksum');
+    parts.push(part);
+    chain.push(index);
+    total += part.length;
+    engine.segments.at(index).eraseCount = h.eraseCount;
+    index = h.nextSegment;
+  }
+  if (total !== sb.checkpoint.payloadBytes) throw corruptCheckpoint(sb.checkpoint.firstSegment, 'the checkpoint is truncated');
+  const state = decodeCheckpoint(Buffer.concat(parts, total));
+  if (state === undefined || state.seq !== sb.checkpoint.seq || state.segments.length !== engine.segments.count) {
+    throw corruptCheckpoint(sb.checkpoint.firstSegment, 'the checkpoint payload is malformed');
+  }
+  engine.checkpointChain = chain;
+  return state;
+}
+
+function corruptCheckpoint(segment: number, what: string): AtomioError {
+  return new AtomioError('ERR_CORRUPT', `${what} (segment ${segment}); run \`atomio check\` on the store for details`, {
+    segment,
+  });
+}
+
+function installCheckpoint(engine: Engine, state: CheckpointState): void {
+  const chain = new Set(engine.checkpointChain);
+  state.segments.forEach((row, i) => {
+    const s = engine.segments.at(i);
+    s.state = row.state === 'checkpoint' ? 'free' : row.state;
+    s.kind = row.state === 'checkpoint' ? 0 : row.kind;
+    s.damaged = row.damaged;
+    s.eraseCount = Math.max(s.eraseCount, row.eraseCount);
+    s.nonce = row.nonce;
+    s.writeOffset = row.writeOffset;
+    s.openSeq = row.openSeq;
+    s.maxSeq = row.maxSeq;
+    if (chain.has(i)) {
+      s.state = 'checkpoint';
+      s.kind = SegmentKind.checkpoint;
+    }
+  });
+  for (const e of state.extents) engine.map.loadInOrder(e);
+  engine.nextSeq = state.nextSeq;
+}
+
+/** The checkpoint's heads (from their offsets) and every data segment opened after it. */
+async function findSources(engine: Engine, state: CheckpointState | undefined): Promise<Source[]> {
+  const checkpointSeq = state?.seq ?? 0;
+  const chain = new Set(engine.checkpointChain);
+  const sources: Source[] = [];
+  const header = Buffer.alloc(engine.alignment);
+  const fresh = new Set<number>();
+  for (let i = 0; i < engine.segments.count; i++) {
+    if (chain.has(i)) continue;
+    await engine.media.read(header, engine.segmentOffset(i));
+    const h = decodeSegmentHeader(header, i, engine.storeId);
+    if (h === undefined || h.kind === SegmentKind.checkpoint || h.openSeq <= checkpointSeq) continue;
+    const s = engine.segments.at(i);
+    s.state = 'open';
+    s.kind = h.kind;
+    s.nonce = h.nonce;
+    s.openSeq = h.openSeq;
+    s.eraseCount = Math.max(s.eraseCount, h.eraseCount);
+    s.maxSeq = 0;
+    s.writeOffset = engine.alignment;
+    s.damaged = false;
+    fresh.add(i);
+    sources.push({ segment: i, from: engine.alignment, nonce: h.nonce });
+  }
+  for (const head of state?.heads ?? []) {
+    if (fresh.has(head.segment)) continue; // reused since: its new log is scanned from the start
+    const s = engine.segments.at(head.segment);
+    sources.push({ segment: head.segment, from: head.offset, nonce: s.nonce });
+  }
+  return sources;
+}
+
+/** Reads a segment from `from` to its end and returns the valid records after checkpointSeq. */
+async function scanSegment(engine: Engine, source: Source, checkpointSeq: number): Promise<Scanned[]> {
+  const size = engine.segmentBytes - source.from;
+  const found: Scanned[] = [];
+  if (size <= 0) return found;
+  const bytes = Buffer.alloc(size);
+  await engine.media.read(bytes, engine.segmentOffset(source.segment) + source.from);
+  let prevSeq = checkpointSeq;
+  let p = 0;
+  while (p < size) {
+    const offset = source.from + p;
+    const decoded = decodeRecordMeta(bytes.subarray(p), source.nonce, offset, engine.sectorBytes, size - p);
+    if (!decoded.ok) break;
+    const r = decoded.record;
+    if (r.seq <= prevSeq) break;
+    let badChunk = -1;
+    for (const op of r.ops) {
+      if (op.dataOffset === 0) continue;
+      const start = op.dataOffset - source.from;
+      const span = bytes.subarray(start, start + chunkedBytes(op.count * engine.sectorBytes));
+      const bad = verifyChunks(span, source.nonce, op.dataOffset);
+      if (bad >= 0) {
+        badChunk = bad;
+        break;
+      }
+    }
+    found.push({
+      seq: r.seq,
+      batchSeq: r.batchSeq,
+      batchCount: r.batchCount,
+      kind: r.kind,
+      ops: r.ops,
+      segment: source.segment,
+      offset,
+      bytes: r.recordBytes,
+      badChunk,
+    });
+    prevSeq = r.seq;
+    p += alignUp(r.recordBytes, engine.alignment);
+  }
+  const s = engine.segments.at(source.segment);
+  s.writeOffset = Math.max(s.writeOffset, source.from + p);
+  return found;
+}
+
+function replay(engine: Engine, r: Scanned): void {
+  const s = engine.segments.at(r.segment);
+  s.maxSeq = Math.max(s.maxSeq, r.seq);
+  for (const op of r.ops) {
+    if (op.dataOffset !== 0) {
+      const version = r.kind === RecordKind.commit ? r.seq : op.version;
+      engine.applyWrite(r.kind, op.lba, op.count, version, op.expiresAt, r.segment, op.dataOffset);
+    } else {
+      engine.applyTrim(op.lba, op.count);
+    }
+  }
+}
+
+/** Zeroes the header of every dropped record so that no later scan can see it. */
+async function truncate(engine: Engine, dropped: Scanned[]): Promise<void> {
+  if (dropped.length === 0) return;
+  const zeros = Buffer.alloc(engine.alignment);
+  for (const r of dropped) await engine.media.write(zeros, engine.segmentOffset(r.segment) + r.offset);
+  await engine.media.flush();
+}
+
+/** Live bytes per segment, from the maps. */
+function recountLive(engine: Engine): void {
+  for (const s of engine.segments.segments) s.liveBytes = 0;
+  for (const e of engine.map.all()) {
+    const s = engine.segments.at(e.segment);
+    assert(s.state === 'open' || s.state === 'sealed', `extent at lba ${e.lba} points into a ${s.state} segment ${s.index}`);
+    s.liveBytes += e.count * engine.sectorBytes;
+  }
+}

@@ -1,0 +1,409 @@
+// The on-media format, to the byte. docs/format.md is the prose version of this file.
+//
+//   [superblock A: 4 KiB][superblock B: 4 KiB][segment 0][segment 1]…[segment N-1]
+//
+// All integers are little-endian. Counts and sequence numbers that may exceed 2^32 are
+// stored as float64, which is exact for every integer below 2^53 (the largest lba).
+//
+// Invariants:
+// - a record never crosses a segment boundary;
+// - every record starts at a multiple of the store's alignment (its sector size), so a
+//   sector once acknowledged is never written again until its segment is reused;
+// - sequence numbers rise strictly within a segment and across the whole log.
+
+import { assert } from '../base/assert.js';
+import { checksum, seedAt } from './crc.js';
+
+export const FORMAT_VERSION = 1;
+
+export const SUPERBLOCK_BYTES = 4096;
+export const SUPERBLOCK_COPIES = 2;
+/** Byte offset of segment 0 in the medium. */
+export const SEGMENTS_OFFSET = SUPERBLOCK_BYTES * SUPERBLOCK_COPIES;
+
+export const SEGMENT_HEADER_USED_BYTES = 64;
+export const RECORD_HEADER_BYTES = 48;
+export const BLOCK_OP_BYTES = 40;
+/** Data of a write op is stored as chunks of [crc32c: 4][up to 4096 data bytes]. */
+export const CHUNK_DATA_BYTES = 4096;
+export const CHUNK_CRC_BYTES = 4;
+
+const SUPERBLOCK_MAGIC = Buffer.from('ATOMIOSB', 'latin1');
+const SEGMENT_MAGIC = 0x47455341; // 'ASEG'
+const RECORD_MAGIC = 0x43455241; // 'AREC'
+
+export const SegmentKind = {
+  /** Written by user commits: hot data. */
+  hot: 1,
+  /** Written by the cleaner: data that survived at least one cleaning, cold. */
+  cold: 2,
+  /** Holds part of a checkpoint. */
+  checkpoint: 3,
+} as const;
+export type SegmentKind = (typeof SegmentKind)[keyof typeof SegmentKind];
+
+export const RecordKind = {
+  /** A user commit: its ops take effect at version = seq. */
+  commit: 1,
+  /** The cleaner moved live data: each op keeps its original version. */
+  relocation: 2,
+} as const;
+export type RecordKind = (typeof RecordKind)[keyof typeof RecordKind];
+
+export const OpType = {
+  write: 1,
+  trim: 2,
+} as const;
+export type OpType = (typeof OpType)[keyof typeof OpType];
+
+// ---------------------------------------------------------------------------------------
+// Superblock
+
+export interface CheckpointPointer {
+  /** Every record with seq <= this is reflected in the checkpoint. */
+  seq: number;
+  /** First segment of the checkpoint's chain; -1 when the store has none yet. */
+  firstSegment: number;
+  /** Total payload bytes across the chain. */
+  payloadBytes: number;
+}
+
+export interface Superblock {
+  formatVersion: number;
+  generation: number;
+  storeId: Buffer; // 16 bytes
+  sectorBytes: number;
+  segmentBytes: number;
+  segmentCount: number;
+  capacity: number;
+  checkpoint: CheckpointPointer;
+}
+
+// Layout of the first 128 bytes of a superblock copy:
+//   0 magic[8] | 8 crc32c of [12,128) | 12 format version u32 | 16 generation f64
+//   24 store id[16] | 40 sector bytes u32 | 44 segment bytes u32 | 48 segment count u32
+//   52 reserved u32 | 56 capacity f64 | 64 checkpoint seq f64 | 72 checkpoint first segment i32
+//   76 reserved u32 | 80 checkpoint payload bytes f64 | 88..128 reserved (zero)
+const SUPERBLOCK_USED_BYTES = 128;
+
+export function encodeSuperblock(sb: Superblock): Buffer {
+  const buf = Buffer.alloc(SUPERBLOCK_BYTES);
+  SUPERBLOCK_MAGIC.copy(buf, 0);
+  buf.writeUInt32LE(sb.formatVersion, 12);
+  buf.writeDoubleLE(sb.generation, 16);
+  assert(sb.storeId.length === 16, 'store id is 16 bytes');
+  sb.storeId.copy(buf, 24);
+  buf.writeUInt32LE(sb.sectorBytes, 40);
+  buf.writeUInt32LE(sb.segmentBytes, 44);
+  buf.writeUInt32LE(sb.segmentCount, 48);
+  buf.writeDoubleLE(sb.capacity, 56);
+  buf.writeDoubleLE(sb.checkpoint.seq, 64);
+  buf.writeInt32LE(sb.checkpoint.firstSegment, 72);
+  buf.writeDoubleLE(sb.checkpoint.payloadBytes, 80);
+  buf.writeUInt32LE(checksum(buf.subarray(12, SUPERBLOCK_USED_BYTES), 0), 8);
+  return buf;
+}
+
+export type SuperblockDecode =
+  | { ok: true; superblock: Superblock }
+  | { ok: false; reason: 'not-a-store' | 'checksum' | 'newer-format'; formatVersion?: number };
+
+export function decodeSuperblock(buf: Buffer): SuperblockDecode {
+  if (!buf.subarray(0, 8).equals(SUPERBLOCK_MAGIC)) return { ok: false, reason: 'not-a-store' };
+  if (buf.readUInt32LE(8) !== checksum(buf.subarray(12, SUPERBLOCK_USED_BYTES), 0)) {
+    return { ok: false, reason: 'checksum' };
+  }
+  const formatVersion = buf.readUInt32LE(12);
+  if (formatVersion > FORMAT_VERSION) return { ok: false, reason: 'newer-format', formatVersion };
+  return {
+    ok: true,
+    superblock: {
+      formatVersion,
+      generation: buf.readDoubleLE(16),
+      storeId: Buffer.from(buf.subarray(24, 40)),
+      sectorBytes: buf.readUInt32LE(40),
+      segmentBytes: buf.readUInt32LE(44),
+      segmentCount: buf.readUInt32LE(48),
+      capacity: buf.readDoubleLE(56),
+      checkpoint: {
+        seq: buf.readDoubleLE(64),
+        firstSegment: buf.readInt32LE(72),
+        payloadBytes: buf.readDoubleLE(80),
+      },
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// Segment header: the first `alignment` bytes of every segment in use.
+//   0 magic u32 | 4 crc32c of [8,64) seeded with 0 | 8 segment index u32 | 12 kind u32
+//   16 nonce u32 | 20 erase count u32 | 24 open seq f64 | 32 store id[16]
+//   48 next segment i32 (checkpoint chains; -1 = last) | 52 payload bytes u32 (checkpoint)
+//   56 payload crc32c u32 (checkpoint) | 60 reserved u32
+
+export interface SegmentHeader {
+  index: number;
+  kind: SegmentKind;
+  /** Random per opening; seeds every checksum inside the segment. */
+  nonce: number;
+  eraseCount: number;
+  /** Every record in the segment has seq >= openSeq. */
+  openSeq: number;
+  storeId: Buffer;
+  nextSegment: number;
+  payloadBytes: number;
+  payloadCrc: number;
+}
+
+export function encodeSegmentHeader(h: SegmentHeader, into: Buffer, at = 0): void {
+  const b = into.subarray(at, at + SEGMENT_HEADER_USED_BYTES);
+  b.fill(0);
+  b.writeUInt32LE(SEGMENT_MAGIC, 0);
+  b.writeUInt32LE(h.index, 8);
+  b.writeUInt32LE(h.kind, 12);
+  b.writeUInt32LE(h.nonce >>> 0, 16);
+  b.writeUInt32LE(h.eraseCount, 20);
+  b.writeDoubleLE(h.openSeq, 24);
+  h.storeId.copy(b, 32);
+  b.writeInt32LE(h.nextSegment, 48);
+  b.writeUInt32LE(h.payloadBytes, 52);
+  b.writeUInt32LE(h.payloadCrc >>> 0, 56);
+  b.writeUInt32LE(checksum(b.subarray(8, SEGMENT_HEADER_USED_BYTES), 0), 4);
+}
+
+/** Returns undefined when the bytes are not a valid header of this store's segment `index`. */
+export function decodeSegmentHeader(b: Buffer, index: number, storeId: Buffer): SegmentHeader | undefined {
+  if (b.length < SEGMENT_HEADER_USED_BYTES) return undefined;
+  if (b.readUInt32LE(0) !== SEGMENT_MAGIC) return undefined;
+  if (b.readUInt32LE(4) !== checksum(b.subarray(8, SEGMENT_HEADER_USED_BYTES), 0)) return undefined;
+  if (b.readUInt32LE(8) !== index) return undefined;
+  if (!b.subarray(32, 48).equals(storeId)) return undefined;
+  const kind = b.readUInt32LE(12);
+  if (kind !== SegmentKind.hot && kind !== SegmentKind.cold && kind !== SegmentKind.checkpoint) return undefined;
+  return {
+    index,
+    kind,
+    nonce: b.readUInt32LE(16),
+    eraseCount: b.readUInt32LE(20),
+    openSeq: b.readDoubleLE(24),
+    storeId: Buffer.from(b.subarray(32, 48)),
+    nextSegment: b.readInt32LE(48),
+    payloadBytes: b.readUInt32LE(52),
+    payloadCrc: b.readUInt32LE(56),
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// Records
+//
+// Record header (48 bytes):
+//   0 magic u32 | 4 crc32c of [8, metaBytes) seeded by (nonce, record offset)
+//   8 record bytes u32 (header + ops + data, before padding) | 12 meta bytes u32 (header + ops)
+//   16 seq f64 | 24 batch seq f64 (seq of the first record of its group commit)
+//   32 batch count u32 (records in that group commit) | 36 kind u16 | 38 reserved u16
+//   40 op count u32 | 44 reserved u32
+// Block op (40 bytes):
+//   0 type u8 | 1 reserved[3] | 4 descriptor bytes u32 (= 40) | 8 lba f64 | 16 count f64 (sectors)
+//   24 version f64 | 32 expires-at f64 (ms since the epoch; 0 = never)
+// Data: each write op's sectors, in op order, as chunks [crc32c u32][≤4096 bytes], each crc
+// seeded by (nonce, chunk offset).
+
+export interface BlockOp {
+  type: OpType;
+  lba: number;
+  count: number;
+  /** For commits equal to the record's seq; for relocations the original version. */
+  version: number;
+  expiresAt: number;
+  /** Write ops only: count × sector bytes. */
+  data?: Uint8Array;
+}
+
+export function chunkedBytes(dataBytes: number): number {
+  return dataBytes + Math.ceil(dataBytes / CHUNK_DATA_BYTES) * CHUNK_CRC_BYTES;
+}
+
+export function recordBytesFor(ops: readonly BlockOp[], sectorBytes: number): number {
+  let bytes = RECORD_HEADER_BYTES + ops.length * BLOCK_OP_BYTES;
+  for (const op of ops) if (op.type === OpType.write) bytes += chunkedBytes(op.count * sectorBytes);
+  return bytes;
+}
+
+export function alignUp(n: number, alignment: number): number {
+  return Math.ceil(n / alignment) * alignment;
+}
+
+export interface RecordFields {
+  seq: number;
+  batchSeq: number;
+  batchCount: number;
+  kind: RecordKind;
+  ops: readonly BlockOp[];
+}
+
+/**
+ * Encodes one record into `into` at `at`, which lies at `offsetInSegment` of a segment with
+ * `nonce`. Returns the record's unpadded length. For every write op, `dataOffsets` receives
+ * the offset-in-segment where its chunked data begins.
+ */
+export function encodeRecord(
+  r: RecordFields,
+  sectorBytes: number,
+  nonce: number,
+  offsetInSegment: number,
+  into: Buffer,
+  at: number,
+  dataOffsets: number[],
+): number {
+  const metaBytes = RECORD_HEADER_BYTES + r.ops.length * BLOCK_OP_BYTES;
+  let p = at + metaBytes;
+  let o = 0;
+  for (const op of r.ops) {
+    const d = at + RECORD_HEADER_BYTES + o * BLOCK_OP_BYTES;
+    into.fill(0, d, d + BLOCK_OP_BYTES);
+    into[d] = op.type;
+    into.writeUInt32LE(BLOCK_OP_BYTES, d + 4);
+    into.writeDoubleLE(op.lba, d + 8);
+    into.writeDoubleLE(op.count, d + 16);
+    into.writeDoubleLE(op.version, d + 24);
+    into.writeDoubleLE(op.expiresAt, d + 32);
+    if (op.type === OpType.write) {
+      const data = op.data;
+      assert(data !== undefined && data.length === op.count * sectorBytes, 'write op carries count sectors of data');
+      dataOffsets.push(offsetInSegment + (p - at));
+      p = writeChunks(data, nonce, offsetInSegment + (p - at), into, p);
+    }
+    o++;
+  }
+  const recordBytes = p - at;
+  const h = at;
+  into.writeUInt32LE(RECORD_MAGIC, h);
+  into.writeUInt32LE(recordBytes, h + 8);
+  into.writeUInt32LE(metaBytes, h + 12);
+  into.writeDoubleLE(r.seq, h + 16);
+  into.writeDoubleLE(r.batchSeq, h + 24);
+  into.writeUInt32LE(r.batchCount, h + 32);
+  into.writeUInt16LE(r.kind, h + 36);
+  into.writeUInt16LE(0, h + 38);
+  into.writeUInt32LE(r.ops.length, h + 40);
+  into.writeUInt32LE(0, h + 44);
+  into.writeUInt32LE(checksum(into.subarray(h + 8, h + metaBytes), seedAt(nonce, offsetInSegment)), h + 4);
+  return recordBytes;
+}
+
+function writeChunks(data: Uint8Array, nonce: number, offsetInSegment: number, into: Buffer, at: number): number {
+  let p = at;
+  for (let i = 0; i < data.length; i += CHUNK_DATA_BYTES) {
+    const piece = data.subarray(i, Math.min(data.length, i + CHUNK_DATA_BYTES));
+    into.set(piece, p + CHUNK_CRC_BYTES);
+    into.writeUInt32LE(checksum(piece, seedAt(nonce, offsetInSegment + (p - at))), p);
+    p += CHUNK_CRC_BYTES + piece.length;
+  }
+  return p;
+}
+
+export interface DecodedOp {
+  type: OpType;
+  lba: number;
+  count: number;
+  version: number;
+  expiresAt: number;
+  /** Write ops: offset-in-segment of the chunked data. */
+  dataOffset: number;
+}
+
+export interface DecodedRecordHeader {
+  seq: number;
+  batchSeq: number;
+  batchCount: number;
+  kind: RecordKind;
+  recordBytes: number;
+  metaBytes: number;
+  ops: DecodedOp[];
+}
+
+export type RecordDecode =
+  | { ok: true; record: DecodedRecordHeader }
+  | { ok: false; reason: 'no-record' | 'checksum' | 'malformed' };
+
+/**
+ * Decodes the header and op descriptors of the record at `offsetInSegment`. `bytes` must
+ * start at the record and hold at least its meta bytes; `limit` is the space left in the
+ * segment. Data chunks are checked separately (verifyChunks).
+ */
+export function decodeRecordMeta(
+  bytes: Buffer,
+  nonce: number,
+  offsetInSegment: number,
+  sectorBytes: number,
+  limit: number,
+): RecordDecode {
+  if (bytes.length < RECORD_HEADER_BYTES) return { ok: false, reason: 'no-record' };
+  if (bytes.readUInt32LE(0) !== RECORD_MAGIC) return { ok: false, reason: 'no-record' };
+  const recordBytes = bytes.readUInt32LE(8);
+  const metaBytes = bytes.readUInt32LE(12);
+  const opCount = bytes.readUInt32LE(40);
+  if (metaBytes < RECORD_HEADER_BYTES || metaBytes > recordBytes || recordBytes > limit) {
+    return { ok: false, reason: 'malformed' };
+  }
+  if (metaBytes > bytes.length) return { ok: false, reason: 'malformed' };
+  if (bytes.readUInt32LE(4) !== checksum(bytes.subarray(8, metaBytes), seedAt(nonce, offsetInSegment))) {
+    return { ok: false, reason: 'checksum' };
+  }
+  if (metaBytes !== RECORD_HEADER_BYTES + opCount * BLOCK_OP_BYTES) return { ok: false, reason: 'malformed' };
+  const kind = bytes.readUInt16LE(36);
+  if (kind !== RecordKind.commit && kind !== RecordKind.relocation) return { ok: false, reason: 'malformed' };
+  const ops: DecodedOp[] = [];
+  let dataOffset = offsetInSegment + metaBytes;
+  for (let i = 0; i < opCount; i++) {
+    const d = RECORD_HEADER_BYTES + i * BLOCK_OP_BYTES;
+    const type = bytes[d];
+    if ((type !== OpType.write && type !== OpType.trim) || bytes.readUInt32LE(d + 4) !== BLOCK_OP_BYTES) {
+      return { ok: false, reason: 'malformed' };
+    }
+    const op: DecodedOp = {
+      type,
+      lba: bytes.readDoubleLE(d + 8),
+      count: bytes.readDoubleLE(d + 16),
+      version: bytes.readDoubleLE(d + 24),
+      expiresAt: bytes.readDoubleLE(d + 32),
+      dataOffset: 0,
+    };
+    if (type === OpType.write) {
+      op.dataOffset = dataOffset;
+      dataOffset += chunkedBytes(op.count * sectorBytes);
+    }
+    ops.push(op);
+  }
+  if (dataOffset - offsetInSegment !== recordBytes) return { ok: false, reason: 'malformed' };
+  return {
+    ok: true,
+    record: {
+      seq: bytes.readDoubleLE(16),
+      batchSeq: bytes.readDoubleLE(24),
+      batchCount: bytes.readUInt32LE(32),
+      kind,
+      recordBytes,
+      metaBytes,
+      ops,
+    },
+  };
+}
+
+/**
+ * Checks the chunks in `bytes`, which hold chunked data beginning at chunk boundary
+ * `chunkOffsetInSegment`. Returns the offset-in-segment of the first bad chunk, or -1.
+ */
+export function verifyChunks(bytes: Uint8Array, nonce: number, chunkOffsetInSegment: number): number {
+  const view = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
+  let p = 0;
+  while (p < view.length) {
+    const dataBytes = Math.min(CHUNK_DATA_BYTES, view.length - p - CHUNK_CRC_BYTES);
+    if (dataBytes <= 0) return chunkOffsetInSegment + p;
+    const expected = view.readUInt32LE(p);
+    const data = view.subarray(p + CHUNK_CRC_BYTES, p + CHUNK_CRC_BYTES + dataBytes);
+    if (checksum(data, seedAt(nonce, chunkOffsetInSegment + p)) !== expected) return chunkOffsetInSegment + p;
+    p += CHUNK_CRC_BYTES + dataBytes;
+  }
+  return -1;
+}

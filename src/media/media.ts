@@ -1,0 +1,23 @@
+// A Media is where bytes live: a file, a block device, or a simulated device for tests.
+// Nothing outside src/media touches the file system.
+//
+// Contract:
+// - offsets and lengths are byte counts; every access lies inside [0, size);
+// - read fills the whole buffer; bytes never written read as zeros;
+// - write may be reordered or lost by a crash until flush() resolves; after that it is durable;
+// - a write interrupted by a crash may leave any subset of its 512-byte sectors written (torn);
+// - an I/O failure rejects with the underlying error (code EIO etc.), never silently.
+
+export interface Media {
+  /** Bytes addressable, fixed for the life of the media. */
+  readonly size: number;
+  read(buffer: Uint8Array, offset: number): Promise<void>;
+  readSync(buffer: Uint8Array, offset: number): void;
+  write(buffer: Uint8Array, offset: number): Promise<void>;
+  /** Make every completed write durable (fdatasync). */
+  flush(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** The unit of tearing that atomio assumes of every medium. */
+export const MEDIA_SECTOR_BYTES = 512;

@@ -1,0 +1,283 @@
+// open(dir) → Store: the one public way into atomio.
+//
+// Opening takes these steps:
+//   1. lock the directory (one owner per store, across processes);
+//   2. open the medium: DIR/atomio.data, or the block device named by `device`;
+//   3. read both superblock copies and keep the valid one with the highest generation,
+//      or format a new store when the medium is empty;
+//   4. recover: load the checkpoint and replay the log written after it.
+
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import { assert } from '../base/assert.js';
+import { systemClock, type Clock } from '../base/clock.js';
+import { AtomioError } from '../base/errors.js';
+import { BlockDevice } from '../block/block.js';
+import { Engine, type Durability, type RecoveryReport } from '../engine/engine.js';
+import {
+  DEFAULT_CAPACITY_BYTES,
+  DEFAULT_FLUSH_INTERVAL_MS,
+  DEFAULT_SEGMENT_BYTES,
+  MAX_SEGMENT_BYTES,
+  MIN_SEGMENT_BYTES,
+} from '../engine/limits.js';
+import { recover } from '../engine/recovery.js';
+import {
+  FORMAT_VERSION,
+  SEGMENTS_OFFSET,
+  SUPERBLOCK_BYTES,
+  decodeSuperblock,
+  encodeSuperblock,
+  type Superblock,
+} from '../log/format.js';
+import { directoryEntries } from '../media/directory.js';
+import { ensureDirectory, openFileMedia } from '../media/file.js';
+import { acquireStoreLock, type StoreLock } from '../media/lock.js';
+import type { Media } from '../media/media.js';
+
+export const DATA_FILE_NAME = 'atomio.data';
+const MIN_SEGMENTS = 8;
+
+export interface OpenOptions {
+  /** Bytes the data file may ever take (fixed at creation). Default 1 GiB. Not allocated up front. */
+  capacity?: number;
+  /** 512 or 4096 (fixed at creation). Default 512. */
+  sectorSize?: 512 | 4096;
+  /** Bytes per segment, the unit of cleaning (fixed at creation). Default 16 MiB. */
+  segmentSize?: number;
+  /** Put the log on this existing block device instead of DIR/atomio.data. */
+  device?: string;
+  /**
+   * 'full' (default): a write resolves once it is on stable storage. 'none': writes resolve
+   * once handed to the OS, which is flushed every `flushIntervalMs` and on close; a crash
+   * may lose the last interval (never half a commit).
+   */
+  durability?: Durability;
+  flushIntervalMs?: number;
+  /** Log bytes written between checkpoints; bounds how much an open replays. Default min(64 MiB, capacity / 8). */
+  checkpointIntervalBytes?: number;
+  /** Time source for TTLs; tests pass a ManualClock. */
+  clock?: Clock;
+  /** A medium to use instead of a file (tests pass a FaultMedia). */
+  media?: Media;
+}
+
+export interface StoreStats {
+  capacity: number;
+  /** The most live data the store accepts before writes fail with ERR_NO_SPACE. */
+  usableBytes: number;
+  /** Bytes of segments in use (not free). */
+  bytesUsed: number;
+  liveBytes: number;
+  segmentBytes: number;
+  segments: number;
+  freeSegments: number;
+  /** Media bytes written per user data byte, since open (includes headers, padding, cleaning, checkpoints). */
+  writeAmplification: number;
+  /** (user + cleaner bytes) / user bytes since open: the cleaner's share alone. */
+  cleanerAmplification: number;
+  eraseCounts: { min: number; mean: number; max: number };
+  commits: number;
+  flushes: number;
+  commitsPerFlush: number;
+  checkpoints: number;
+  segmentsCleaned: number;
+  mappedExtents: number;
+  expiredBytesReclaimed: number;
+  lastRecovery: RecoveryReport | undefined;
+}
+
+export class Store implements AsyncDisposable {
+  /** The block face: sectors, atomic vectored writes, conditions, TTL. */
+  readonly block: BlockDevice;
+
+  private constructor(
+    readonly directory: string,
+    private readonly engine: Engine,
+    private readonly lock: StoreLock,
+  ) {
+    this.block = new BlockDevice(engine);
+  }
+
+  /** @internal use open() */
+  static async open(directory: string, options: OpenOptions = {}): Promise<Store> {
+    const dir = path.resolve(directory);
+    const entries = await directoryEntries(dir);
+    if (entries !== undefined && entries.length > 0 && !entries.includes(DATA_FILE_NAME) && !options.device && !options.media) {
+      throw new AtomioError(
+        'ERR_FORMAT',
+        `${dir} is not an atomio store (it has no ${DATA_FILE_NAME}) and is not empty; choose an empty or new directory`,
+        { path: dir },
+      );
+    }
+    await ensureDirectory(dir);
+    const lock = await acquireStoreLock(dir);
+    let media: Media | undefined;
+    try {
+      const opened = await openMedium(dir, options);
+      media = opened.media;
+      const engine = new Engine({
+        media,
+        superblock: opened.superblock,
+        clock: options.clock ?? systemClock,
+        durability: options.durability ?? 'full',
+        flushIntervalMs: options.flushIntervalMs ?? DEFAULT_FLUSH_INTERVAL_MS,
+        checkpointIntervalBytes: options.checkpointIntervalBytes ?? Math.min(64 * 1024 * 1024, Math.max(4 * opened.superblock.segmentBytes, opened.superblock.capacity / 8)),
+      });
+      await recover(engine);
+      return new Store(dir, engine, lock);
+    } catch (error) {
+      await media?.close().catch(() => undefined);
+      await lock.release();
+      throw error;
+    }
+  }
+
+  /** Numbers that describe space, wear, commits and the last recovery. */
+  stats(): StoreStats {
+    const e = this.engine;
+    const c = e.counters;
+    const free = e.segments.freeCount();
+    return {
+      capacity: e.superblock.capacity,
+      usableBytes: e.usableBytes(),
+      bytesUsed: (e.segments.count - free) * e.segmentBytes,
+      liveBytes: e.segments.liveBytes(),
+      segmentBytes: e.segmentBytes,
+      segments: e.segments.count,
+      freeSegments: free,
+      writeAmplification: c.userBytes === 0 ? 0 : c.mediaBytes / c.userBytes,
+      cleanerAmplification: c.userBytes === 0 ? 0 : (c.userBytes + c.cleanerBytes) / c.userBytes,
+      eraseCounts: e.segments.eraseCounts(),
+      commits: c.commits,
+      flushes: c.flushes,
+      commitsPerFlush: c.flushes === 0 ? 0 : c.commits / c.flushes,
+      checkpoints: c.checkpoints,
+      segmentsCleaned: c.segmentsCleaned,
+      mappedExtents: e.map.size,
+      expiredBytesReclaimed: c.expiredBytes,
+      lastRecovery: e.recovery,
+    };
+  }
+
+  /** Writes a checkpoint now, so that the next open replays nothing written before it. */
+  async checkpoint(): Promise<void> {
+    this.engine.assertOpen();
+    await this.engine.idle();
+    await this.engine.checkpoint();
+  }
+
+  /** Waits for queued commits, makes everything durable, writes a checkpoint and unlocks. */
+  async close(): Promise<void> {
+    if (this.engine.isClosed) return;
+    try {
+      await this.engine.close();
+    } finally {
+      await this.lock.release();
+    }
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
+
+/**
+ * Opens a store, creating it when the directory is new or empty.
+ * @example
+ *   const store = await open('./data');
+ *   await store.block.write(0, Buffer.alloc(512, 7));
+ *   await store.close();
+ */
+export function open(directory: string, options: OpenOptions = {}): Promise<Store> {
+  return Store.open(directory, options);
+}
+
+async function openMedium(dir: string, options: OpenOptions): Promise<{ media: Media; superblock: Superblock }> {
+  const capacity = options.capacity ?? DEFAULT_CAPACITY_BYTES;
+  const target = options.device ?? path.join(dir, DATA_FILE_NAME);
+  let media: Media = options.media ?? (await openFileMedia(target, { size: capacity, create: true }));
+  let superblock = await readSuperblock(media, target);
+  if (superblock !== undefined && !options.media && superblock.capacity !== media.size) {
+    await media.close();
+    media = await openFileMedia(target, { size: superblock.capacity, create: false });
+  }
+  if (superblock === undefined) superblock = await format(media, options);
+  return { media, superblock };
+}
+
+async function readSuperblock(media: Media, where: string): Promise<Superblock | undefined> {
+  const copies = Buffer.alloc(SUPERBLOCK_BYTES * 2);
+  await media.read(copies, 0);
+  if (copies.every((b) => b === 0)) return undefined;
+  let best: Superblock | undefined;
+  let newer: number | undefined;
+  for (let i = 0; i < 2; i++) {
+    const d = decodeSuperblock(copies.subarray(i * SUPERBLOCK_BYTES, (i + 1) * SUPERBLOCK_BYTES));
+    if (d.ok) {
+      if (best === undefined || d.superblock.generation > best.generation) best = d.superblock;
+    } else if (d.reason === 'newer-format') {
+      newer = d.formatVersion;
+    }
+  }
+  if (best !== undefined) return best;
+  if (newer !== undefined) {
+    throw new AtomioError(
+      'ERR_FORMAT',
+      `${where} was written by a newer atomio (format ${newer}; this one reads up to ${FORMAT_VERSION}); upgrade atomio`,
+      { formatVersion: newer },
+    );
+  }
+  throw new AtomioError('ERR_FORMAT', `${where} is not an atomio store (no valid superblock)`, { path: where });
+}
+
+async function format(media: Media, options: OpenOptions): Promise<Superblock> {
+  const sectorBytes = options.sectorSize ?? 512;
+  if (sectorBytes !== 512 && sectorBytes !== 4096) {
+    throw new AtomioError('ERR_ARGUMENT', `sectorSize must be 512 or 4096, got ${String(sectorBytes)}`, {});
+  }
+  const segmentBytes = options.segmentSize ?? Math.min(DEFAULT_SEGMENT_BYTES, defaultSegmentFor(media.size));
+  if (
+    !Number.isSafeInteger(segmentBytes) ||
+    segmentBytes < MIN_SEGMENT_BYTES ||
+    segmentBytes > MAX_SEGMENT_BYTES ||
+    segmentBytes % 4096 !== 0
+  ) {
+    throw new AtomioError(
+      'ERR_ARGUMENT',
+      `segmentSize must be a multiple of 4096 between ${MIN_SEGMENT_BYTES} and ${MAX_SEGMENT_BYTES}, got ${String(segmentBytes)}`,
+      {},
+    );
+  }
+  const segmentCount = Math.floor((media.size - SEGMENTS_OFFSET) / segmentBytes);
+  if (segmentCount < MIN_SEGMENTS) {
+    throw new AtomioError(
+      'ERR_ARGUMENT',
+      `capacity ${media.size} holds ${segmentCount} segments of ${segmentBytes} bytes; at least ${MIN_SEGMENTS} are needed`,
+      { capacity: media.size, segmentBytes },
+    );
+  }
+  const base: Superblock = {
+    formatVersion: FORMAT_VERSION,
+    generation: 0,
+    storeId: randomBytes(16),
+    sectorBytes,
+    segmentBytes,
+    segmentCount,
+    capacity: media.size,
+    checkpoint: { seq: 0, firstSegment: -1, payloadBytes: 0 },
+  };
+  await media.write(encodeSuperblock(base), 0);
+  const current = { ...base, generation: 1 };
+  await media.write(encodeSuperblock(current), SUPERBLOCK_BYTES);
+  await media.flush();
+  assert(current.segmentCount >= MIN_SEGMENTS, 'formatted store has enough segments');
+  return current;
+}
+
+/** Small stores get smaller segments so that the cleaner has enough of them to choose from. */
+function defaultSegmentFor(capacity: number): number {
+  let bytes = DEFAULT_SEGMENT_BYTES;
+  while (bytes > MIN_SEGMENTS * 1024 * 1024 && capacity / bytes < 64) bytes /= 2;
+  return bytes;
+}
