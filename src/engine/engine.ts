@@ -34,6 +34,7 @@ import {
   SEGMENTS_OFFSET,
   SegmentKind,
   alignUp,
+  decodeRecordMeta,
   encodeRecord,
   encodeSegmentHeader,
   encodeSuperblock,
@@ -318,7 +319,7 @@ export class Engine {
           continue;
         }
         await this.commitBatch(batch);
-        if (!this.failure) await this.maintain();
+        if (!this.failure) await this.maintainSafely();
       }
     } catch (error) {
       // A bug, not an I/O error (those are handled in commitBatch): fail loudly but keep
@@ -695,6 +696,16 @@ export class Engine {
     return this.segments.segments.some((s) => s.state === 'sealed' && s.maxSeq > this.checkpointSeq);
   }
 
+  private async maintainSafely(): Promise<void> {
+    try {
+      await this.maintain();
+    } catch (error) {
+      // Running out of room for a checkpoint is not a failure of the medium: writes will
+      // report ERR_NO_SPACE themselves. Anything else is.
+      if (!(error instanceof AtomioError && error.code === 'ERR_NO_SPACE')) this.fail(error);
+    }
+  }
+
   /** Background work between batches: checkpoints when due, cleaning when space runs low. */
   private async maintain(): Promise<void> {
     if (this.bytesSinceCheckpoint >= this.checkpointIntervalBytes) await this.checkpoint();
@@ -760,40 +771,45 @@ export class Engine {
 
   /** Copies the victim's live pieces to the cold head; false when it cannot be cleaned. */
   private async relocate(victim: SegmentInfo, now: number): Promise<boolean> {
-    const pieces: Extent[] = [];
-    // Live data is found through the map: every extent pointing into the victim.
-    for (const e of this.map.all()) if (e.segment === victim.index && this.isLive(e, now)) pieces.push(e);
+    // One read of the whole victim, then its own records say where to look in the map.
+    const image = Buffer.allocUnsafe(victim.writeOffset);
+    victim.readers++;
+    try {
+      await this.media.read(image, this.segmentOffset(victim.index));
+    } finally {
+      victim.readers--;
+    }
+    const pieces = this.livePiecesOf(victim, image, now);
     const records: Outgoing[] = [];
     let ops: BlockOp[] = [];
     let bytes = 0;
     const budget = Math.floor(this.maxRecordBytes / 2);
-    victim.readers++;
-    try {
-      for (const piece of pieces) {
-        const data = await this.readPieceForCleaner(piece, victim);
-        if (data === undefined) {
-          victim.damaged = true;
-          return false;
-        }
-        const op: BlockOp = {
-          type: OpType.write,
-          lba: piece.lba,
-          count: piece.count,
-          version: piece.version,
-          expiresAt: piece.expiresAt,
-          data,
-        };
-        const opBytes = recordBytesFor([op], this.sectorBytes);
-        if (ops.length > 0 && (bytes + opBytes > budget || ops.length >= 1024)) {
-          records.push(this.outgoing(RecordKind.relocation, SegmentKind.cold, ops));
-          ops = [];
-          bytes = 0;
-        }
-        ops.push(op);
-        bytes += opBytes;
+    for (const piece of pieces) {
+      const { start, bytes: spanBytes, firstChunk } = this.chunkSpan(piece);
+      const chunks = image.subarray(start, start + spanBytes);
+      if (chunks.length !== spanBytes || verifyChunks(chunks, victim.nonce, start) >= 0) {
+        // Keep damaged data where it is, so that reads go on reporting ERR_CORRUPT.
+        victim.damaged = true;
+        return false;
       }
-    } finally {
-      victim.readers--;
+      const data = Buffer.allocUnsafe(piece.count * this.sectorBytes);
+      copyOutOfChunks(chunks, firstChunk, piece.firstSector * this.sectorBytes, data.length, data, 0);
+      const op: BlockOp = {
+        type: OpType.write,
+        lba: piece.lba,
+        count: piece.count,
+        version: piece.version,
+        expiresAt: piece.expiresAt,
+        data,
+      };
+      const opBytes = recordBytesFor([op], this.sectorBytes);
+      if (ops.length > 0 && (bytes + opBytes > budget || ops.length >= 1024)) {
+        records.push(this.outgoing(RecordKind.relocation, SegmentKind.cold, ops));
+        ops = [];
+        bytes = 0;
+      }
+      ops.push(op);
+      bytes += opBytes;
     }
     if (ops.length > 0) records.push(this.outgoing(RecordKind.relocation, SegmentKind.cold, ops));
     if (records.length > 0) {
@@ -801,24 +817,45 @@ export class Engine {
       await this.writeRecords(records);
       for (const r of records) this.counters.cleanerBytes += alignUp(r.bytes, this.alignment);
     }
-    // Anything still pointing here expired between the scan and now, or was never live.
-    this.sweepExpired(now);
-    assert(victim.liveBytes === 0 || this.onlyExpiredLeft(victim, now), `victim ${victim.index} is empty after relocation`);
+    // What still points here has expired: unmap it, its space returns without a copy.
+    for (const e of this.extentsIn(victim)) {
+      assert(!this.isLive(e, now), `victim ${victim.index} holds live lba ${e.lba} after relocation`);
+      this.applyTrim(e.lba, e.count);
+      this.counters.expiredBytes += e.count * this.sectorBytes;
+    }
+    assert(victim.liveBytes === 0, `victim ${victim.index} is empty after relocation`);
     return true;
   }
 
-  private onlyExpiredLeft(victim: SegmentInfo, now: number): boolean {
-    for (const e of this.map.all()) if (e.segment === victim.index && this.isLive(e, now)) return false;
-    return true;
+  /**
+   * Live pieces in the victim, found by walking its records and asking the map which of
+   * their sectors still point there. Falls back to a scan of the whole map when the
+   * records do not account for every live byte (a damaged header hides the rest).
+   */
+  private livePiecesOf(victim: SegmentInfo, image: Buffer, now: number): Extent[] {
+    const pieces: Extent[] = [];
+    let found = 0;
+    let p = this.alignment;
+    while (p < image.length) {
+      const decoded = decodeRecordMeta(image.subarray(p), victim.nonce, p, this.sectorBytes, image.length - p);
+      if (!decoded.ok) break;
+      for (const op of decoded.record.ops) {
+        if (op.type !== OpType.write) continue;
+        this.map.forEachIn(op.lba, op.count, (piece) => {
+          if (piece.segment !== victim.index || piece.dataOffset !== op.dataOffset) return;
+          found += piece.count * this.sectorBytes;
+          if (this.isLive(piece, now)) pieces.push(piece);
+        });
+      }
+      p += alignUp(decoded.record.recordBytes, this.alignment);
+    }
+    if (found === victim.liveBytes) return pieces;
+    return this.extentsIn(victim).filter((e) => this.isLive(e, now));
   }
 
-  private async readPieceForCleaner(piece: Extent, victim: SegmentInfo): Promise<Buffer | undefined> {
-    const out = Buffer.alloc(piece.count * this.sectorBytes);
-    const { start, bytes, firstChunk } = this.chunkSpan(piece);
-    const buf = Buffer.allocUnsafe(bytes);
-    await this.media.read(buf, this.segmentOffset(victim.index) + start);
-    if (verifyChunks(buf, victim.nonce, start) >= 0) return undefined;
-    copyOutOfChunks(buf, firstChunk, piece.firstSector * this.sectorBytes, out.length, out, 0);
+  private extentsIn(victim: SegmentInfo): Extent[] {
+    const out: Extent[] = [];
+    for (const e of this.map.all()) if (e.segment === victim.index) out.push(e);
     return out;
   }
 

@@ -106,6 +106,7 @@ export async function recover(engine: Engine): Promise<void> {
   }
   engine.heads.clear();
   recountLive(engine);
+  rebuildDeadlines(engine);
   engine.sweepExpired();
   engine.reclaimEmpty();
   engine.recovery = {
@@ -276,6 +277,14 @@ async function truncate(engine: Engine, dropped: Scanned[]): Promise<void> {
   const zeros = Buffer.alloc(engine.alignment);
   for (const r of dropped) await engine.media.write(zeros, engine.segmentOffset(r.segment) + r.offset);
   await engine.media.flush();
+}
+
+/** TTL deadlines for every mapped extent that expires (the checkpoint does not store them). */
+function rebuildDeadlines(engine: Engine): void {
+  engine.expiry.clear();
+  for (const e of engine.map.all()) {
+    if (e.expiresAt !== 0) engine.expiry.push({ expiresAt: e.expiresAt, lba: e.lba, count: e.count, version: e.version });
+  }
 }
 
 /** Live bytes per segment, from the maps. */
