@@ -133,6 +133,10 @@ export class Engine {
   /** Next record's seq. */
   nextSeq = 1;
   appliedSeq = 0;
+  /** Every record with seq <= this has been flushed. */
+  flushedSeq = 0;
+  /** Every record with seq <= this has been written (not necessarily flushed). */
+  private writtenSeq = 0;
   /** Every record with seq <= this is covered by the durable checkpoint. */
   checkpointSeq = 0;
   checkpointChain: number[] = [];
@@ -541,7 +545,7 @@ export class Engine {
       for (const r of records) {
         if (r.segment !== span.segment) continue;
         encodeRecord(
-          { seq: r.seq, batchSeq, batchCount: records.length, kind: r.kind, ops: r.ops },
+          { seq: r.seq, batchSeq, batchCount: records.length, durableSeq: this.flushedSeq, kind: r.kind, ops: r.ops },
           this.sectorBytes,
           nonce,
           r.offset,
@@ -555,9 +559,11 @@ export class Engine {
       writes.push(this.media.write(buf, this.segmentOffset(span.segment) + span.start));
     }
     await settleAll(writes);
+    this.writtenSeq = this.nextSeq - 1;
     if (this.durability === 'full') {
       await this.media.flush();
       this.counters.flushes++;
+      this.flushedSeq = this.writtenSeq;
     } else {
       this.dirtySinceFlush = true;
     }
@@ -908,8 +914,10 @@ export class Engine {
       writes.push(this.media.write(buf, this.segmentOffset(s.index)));
     }
     await settleAll(writes);
+    const covered = this.writtenSeq;
     await this.media.flush();
     this.counters.flushes++;
+    this.flushedSeq = Math.max(this.flushedSeq, covered);
     const next: Superblock = {
       ...this.superblock,
       generation: this.superblock.generation + 1,
@@ -937,9 +945,11 @@ export class Engine {
   private async backgroundFlush(): Promise<void> {
     if (!this.dirtySinceFlush || this.closed || this.failure) return;
     this.dirtySinceFlush = false;
+    const covered = this.writtenSeq;
     try {
       await this.media.flush();
       this.counters.flushes++;
+      this.flushedSeq = Math.max(this.flushedSeq, covered);
     } catch (error) {
       this.fail(error);
     }

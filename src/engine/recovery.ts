@@ -37,6 +37,7 @@ interface Scanned {
   seq: number;
   batchSeq: number;
   batchCount: number;
+  durableSeq: number;
   kind: RecordKind;
   ops: DecodedOp[];
   segment: number;
@@ -63,27 +64,30 @@ export async function recover(engine: Engine): Promise<void> {
   }
   scanned.sort((a, b) => a.seq - b.seq);
 
-  // The last group commit is whole or dropped.
-  let lastBatch = -1;
-  for (const r of scanned) lastBatch = Math.max(lastBatch, r.batchSeq);
-  const lastRecords = scanned.filter((r) => r.batchSeq === lastBatch);
-  const lastWhole =
-    lastRecords.length > 0 &&
-    lastRecords.length === lastRecords[0]!.batchCount &&
-    lastRecords.every((r, i) => r.seq === lastBatch + i && r.badChunk < 0);
+  // A record whose seq some later record vouches for as flushed (its durable seq) was on
+  // stable storage: if it is missing or damaged, that is corruption, reported, and the rest
+  // goes on. The first missing or damaged record nobody vouches for is where the log was
+  // torn by the crash: it and everything after it were never acknowledged, and are dropped.
+  let vouched = checkpointSeq;
+  for (const r of scanned) vouched = Math.max(vouched, r.durableSeq);
 
   let expected = checkpointSeq + 1;
   let maxSeen = Math.max(checkpointSeq, (state?.nextSeq ?? 1) - 1);
   const dropped: Scanned[] = [];
+  let torn = false;
   let replayed = 0;
   for (const r of scanned) {
     maxSeen = Math.max(maxSeen, r.seq);
-    if (r.batchSeq === lastBatch && !lastWhole) {
+    if (!torn && (r.seq !== expected || r.badChunk >= 0)) {
+      const firstBad = r.seq !== expected ? expected : r.seq;
+      if (firstBad > vouched) torn = true;
+    }
+    if (torn) {
       dropped.push(r);
       continue;
     }
     if (r.seq !== expected) {
-      corruptions.push({ segment: r.segment, offset: r.offset, reason: `records ${expected}..${r.seq - 1} are missing before this one` });
+      corruptions.push({ segment: r.segment, offset: r.offset, reason: `records ${expected}..${r.seq - 1}, flushed before, are missing` });
     }
     if (r.badChunk >= 0) {
       corruptions.push({ segment: r.segment, offset: r.badChunk, reason: `record ${r.seq} has a chunk that fails its checksum` });
@@ -95,8 +99,12 @@ export async function recover(engine: Engine): Promise<void> {
   }
   await truncate(engine, dropped);
 
+  // What was replayed may sit in the OS cache only (a killed process, durability 'none'):
+  // make it durable before new records vouch for it.
+  await engine.media.flush();
   engine.nextSeq = maxSeen + 1;
   engine.appliedSeq = engine.nextSeq - 1;
+  engine.flushedSeq = engine.appliedSeq;
   // Heads restart in fresh segments: the old ones are sealed where their log ended.
   for (const s of engine.segments.segments) {
     if (s.state === 'open') {
@@ -222,12 +230,17 @@ async function scanSegment(engine: Engine, source: Source, checkpointSeq: number
   await engine.media.read(bytes, engine.segmentOffset(source.segment) + source.from);
   let prevSeq = checkpointSeq;
   let p = 0;
+  let end = 0;
   while (p < size) {
     const offset = source.from + p;
     const decoded = decodeRecordMeta(bytes.subarray(p), source.nonce, offset, engine.sectorBytes, size - p);
-    if (!decoded.ok) break;
+    if (!decoded.ok || decoded.record.seq <= prevSeq) {
+      // Not a record of this segment's log: the torn or unwritten tail, or a damaged header
+      // with more log after it. Look for the next record at the following aligned offset.
+      p += engine.alignment;
+      continue;
+    }
     const r = decoded.record;
-    if (r.seq <= prevSeq) break;
     let badChunk = -1;
     for (const op of r.ops) {
       if (op.dataOffset === 0) continue;
@@ -243,6 +256,7 @@ async function scanSegment(engine: Engine, source: Source, checkpointSeq: number
       seq: r.seq,
       batchSeq: r.batchSeq,
       batchCount: r.batchCount,
+      durableSeq: r.durableSeq,
       kind: r.kind,
       ops: r.ops,
       segment: source.segment,
@@ -252,9 +266,10 @@ async function scanSegment(engine: Engine, source: Source, checkpointSeq: number
     });
     prevSeq = r.seq;
     p += alignUp(r.recordBytes, engine.alignment);
+    end = p;
   }
   const s = engine.segments.at(source.segment);
-  s.writeOffset = Math.max(s.writeOffset, source.from + p);
+  s.writeOffset = Math.max(s.writeOffset, source.from + end);
   return found;
 }
 

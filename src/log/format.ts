@@ -22,7 +22,7 @@ export const SUPERBLOCK_COPIES = 2;
 export const SEGMENTS_OFFSET = SUPERBLOCK_BYTES * SUPERBLOCK_COPIES;
 
 export const SEGMENT_HEADER_USED_BYTES = 64;
-export const RECORD_HEADER_BYTES = 48;
+export const RECORD_HEADER_BYTES = 56;
 export const BLOCK_OP_BYTES = 40;
 /** Data of a write op is stored as chunks of [crc32c: 4][up to 4096 data bytes]. */
 export const CHUNK_DATA_BYTES = 4096;
@@ -196,12 +196,15 @@ export function decodeSegmentHeader(b: Buffer, index: number, storeId: Buffer): 
 // ---------------------------------------------------------------------------------------
 // Records
 //
-// Record header (48 bytes):
+// Record header (56 bytes):
 //   0 magic u32 | 4 crc32c of [8, metaBytes) seeded by (nonce, record offset)
 //   8 record bytes u32 (header + ops + data, before padding) | 12 meta bytes u32 (header + ops)
 //   16 seq f64 | 24 batch seq f64 (seq of the first record of its group commit)
 //   32 batch count u32 (records in that group commit) | 36 kind u16 | 38 reserved u16
 //   40 op count u32 | 44 reserved u32
+//   48 durable seq f64: every record up to this seq had been flushed when this one was
+//      written. Recovery uses it to tell a lost unflushed write (drop from there on) from
+//      damage to flushed data (report it, keep the rest).
 // Block op (40 bytes):
 //   0 type u8 | 1 reserved[3] | 4 descriptor bytes u32 (= 40) | 8 lba f64 | 16 count f64 (sectors)
 //   24 version f64 | 32 expires-at f64 (ms since the epoch; 0 = never)
@@ -237,6 +240,7 @@ export interface RecordFields {
   seq: number;
   batchSeq: number;
   batchCount: number;
+  durableSeq: number;
   kind: RecordKind;
   ops: readonly BlockOp[];
 }
@@ -287,6 +291,7 @@ export function encodeRecord(
   into.writeUInt16LE(0, h + 38);
   into.writeUInt32LE(r.ops.length, h + 40);
   into.writeUInt32LE(0, h + 44);
+  into.writeDoubleLE(r.durableSeq, h + 48);
   into.writeUInt32LE(checksum(into.subarray(h + 8, h + metaBytes), seedAt(nonce, offsetInSegment)), h + 4);
   return recordBytes;
 }
@@ -316,6 +321,7 @@ export interface DecodedRecordHeader {
   seq: number;
   batchSeq: number;
   batchCount: number;
+  durableSeq: number;
   kind: RecordKind;
   recordBytes: number;
   metaBytes: number;
@@ -382,6 +388,7 @@ export function decodeRecordMeta(
       seq: bytes.readDoubleLE(16),
       batchSeq: bytes.readDoubleLE(24),
       batchCount: bytes.readUInt32LE(32),
+      durableSeq: bytes.readDoubleLE(48),
       kind,
       recordBytes,
       metaBytes,
