@@ -88,6 +88,13 @@ export interface RecoveryReport {
   corruptions: Corruption[];
 }
 
+/** Work that must run alone between batches (checkpoints asked for by the user). */
+interface Job {
+  run: () => Promise<void>;
+  resolve: () => void;
+  reject: (error: Error) => void;
+}
+
 interface Pending {
   ops: OpInput[];
   conditions: Condition[];
@@ -147,6 +154,7 @@ export class Engine {
   private readonly checkpointIntervalBytes: number;
   private bytesSinceCheckpoint = 0;
   private queue: Pending[] = [];
+  private jobs: Job[] = [];
   private running = false;
   private idleWaiters: (() => void)[] = [];
   private failure: AtomioError | undefined;
@@ -308,15 +316,38 @@ export class Engine {
     setImmediate(() => void this.pipeline());
   }
 
+  /** Runs `run` inside the pipeline, between batches, so that no commit interleaves with it. */
+  exclusive(run: () => Promise<void>): Promise<void> {
+    if (this.closed) return Promise.reject(closedError());
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise<void>((resolve, reject) => {
+      this.jobs.push({ run, resolve, reject });
+      this.kick();
+    });
+  }
+
   /** Resolves when no batch is running and the queue is empty. */
   idle(): Promise<void> {
-    if (!this.running && this.queue.length === 0) return Promise.resolve();
+    if (!this.running && this.queue.length === 0 && this.jobs.length === 0) return Promise.resolve();
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
   private async pipeline(): Promise<void> {
     try {
-      while (this.queue.length > 0) {
+      while (this.queue.length > 0 || this.jobs.length > 0) {
+        for (const job of this.jobs.splice(0)) {
+          if (this.failure) {
+            job.reject(this.failure);
+            continue;
+          }
+          try {
+            await job.run();
+            job.resolve();
+          } catch (error) {
+            job.reject(error as Error);
+          }
+        }
+        if (this.queue.length === 0) continue;
         const batch = this.takeBatch();
         if (this.failure) {
           for (const p of batch) p.reject(this.failure);
@@ -330,11 +361,12 @@ export class Engine {
       // callers from hanging.
       this.failure ??= new AtomioError('ERR_IO', `internal error: ${(error as Error).message}`, {}, { cause: error });
       for (const p of this.queue.splice(0)) p.reject(this.failure);
+      for (const j of this.jobs.splice(0)) j.reject(this.failure);
       throw error;
     } finally {
       this.running = false;
       for (const w of this.idleWaiters.splice(0)) w();
-      if (this.queue.length > 0) this.kick();
+      if (this.queue.length > 0 || this.jobs.length > 0) this.kick();
     }
   }
 

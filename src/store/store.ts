@@ -162,9 +162,7 @@ export class Store implements AsyncDisposable {
 
   /** Writes a checkpoint now, so that the next open replays nothing written before it. */
   async checkpoint(): Promise<void> {
-    this.engine.assertOpen();
-    await this.engine.idle();
-    await this.engine.checkpoint();
+    await this.engine.exclusive(() => this.engine.checkpoint());
   }
 
   /** Waits for queued commits, makes everything durable, writes a checkpoint and unlocks. */
