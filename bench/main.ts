@@ -1,0 +1,46 @@
+// Benchmark entry point: `node dist/bench/main.js <name> [options]` (or `npm run bench -- <name>`).
+//
+// Each benchmark runs atomio and a peer doing the same work on the same data in the same
+// run, and prints the ratio (see DESIGN.md, "Measuring"). Benchmarks are not tests: they
+// never fail a build; they print PASS/MISS against the targets they know.
+
+interface Benchmark {
+  describe: string;
+  run: (args: string[]) => Promise<number>;
+}
+
+const benchmarks: Record<string, Benchmark> = {
+  block: {
+    describe: 'block face vs plain fs (pwrite + fdatasync): durable random/sequential writes, reads, open time, write amplification',
+    run: async (args) => (await import('./block.js')).main(args),
+  },
+};
+
+function usage(): void {
+  const out = process.stderr;
+  out.write('usage: node dist/bench/main.js <benchmark> [--quick] [--repeats N] [--dir PATH | --tmp] [--keep] [--only CASES]\n');
+  out.write('       (npm run bench -- <benchmark> …; --quick shrinks every case for a smoke run)\n\n');
+  out.write('benchmarks:\n');
+  for (const [name, b] of Object.entries(benchmarks)) out.write(`  ${name.padEnd(10)} ${b.describe}\n`);
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  const benchmark = name === undefined ? undefined : benchmarks[name];
+  if (benchmark === undefined) {
+    if (name !== undefined && name !== '--help' && name !== '-h') process.stderr.write(`unknown benchmark: ${name}\n\n`);
+    usage();
+    return 2;
+  }
+  return benchmark.run(rest);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    console.error(error);
+    process.exitCode = 1;
+  },
+);

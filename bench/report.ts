@@ -1,0 +1,198 @@
+// Small helpers shared by the benchmarks: timing, repetition (noise), formatting, tables.
+//
+// A benchmark measures each case R times and reports the median with the min–max spread,
+// because these machines are noisy; and it always runs a peer on the same data so that the
+// ratio, not a lone absolute figure, carries the result.
+
+/** Nanoseconds from an arbitrary origin (monotonic). */
+export function now(): bigint {
+  return process.hrtime.bigint();
+}
+
+/** Seconds elapsed since `start` (a value of now()). */
+export function secondsSince(start: bigint): number {
+  return Number(now() - start) / 1e9;
+}
+
+/** Runs `fn` and returns its result with the seconds it took. */
+export async function timed<T>(fn: () => Promise<T>): Promise<{ value: T; seconds: number }> {
+  const start = now();
+  const value = await fn();
+  return { value, seconds: secondsSince(start) };
+}
+
+/** The median and spread of repeated measurements of one quantity. */
+export interface Sample {
+  median: number;
+  min: number;
+  max: number;
+  values: number[];
+}
+
+export function summarize(values: readonly number[]): Sample {
+  if (values.length === 0) return { median: NaN, min: NaN, max: NaN, values: [] };
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  const median = sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+  return { median, min: sorted[0]!, max: sorted[sorted.length - 1]!, values: [...values] };
+}
+
+/** Measures `fn` `repeats` times in a row; each call returns one value (ops/s, MB/s, ms…). */
+export async function repeat(repeats: number, fn: (rep: number) => Promise<number>): Promise<Sample> {
+  const values: number[] = [];
+  for (let rep = 0; rep < repeats; rep++) values.push(await fn(rep));
+  return summarize(values);
+}
+
+export interface RunResult {
+  ops: number;
+  seconds: number;
+  opsPerSecond: number;
+  /** Process CPU time (user + system, all threads) per op, in microseconds. */
+  cpuMicrosPerOp: number;
+}
+
+function cpuMicros(): number {
+  const u = process.cpuUsage();
+  return u.user + u.system;
+}
+
+/**
+ * Keeps `inFlight` operations running until `seconds` have passed (no new op starts after
+ * the deadline; the ones in flight finish and count). `op` gets the worker's index, so each
+ * worker can own its buffers.
+ */
+export async function runFor(
+  inFlight: number,
+  seconds: number,
+  op: (worker: number) => Promise<unknown>,
+): Promise<RunResult> {
+  const cpu = cpuMicros();
+  const start = now();
+  const deadline = start + BigInt(Math.round(seconds * 1e9));
+  let ops = 0;
+  const worker = async (w: number): Promise<void> => {
+    while (now() < deadline) {
+      await op(w);
+      ops++;
+    }
+  };
+  await Promise.all(Array.from({ length: inFlight }, (_, w) => worker(w)));
+  const elapsed = secondsSince(start);
+  return { ops, seconds: elapsed, opsPerSecond: ops / elapsed, cpuMicrosPerOp: (cpuMicros() - cpu) / Math.max(1, ops) };
+}
+
+/** Runs exactly `total` operations with `inFlight` of them running at a time. */
+export async function runCount(
+  inFlight: number,
+  total: number,
+  op: (index: number, worker: number) => Promise<unknown>,
+): Promise<RunResult> {
+  const cpu = cpuMicros();
+  const start = now();
+  let next = 0;
+  const worker = async (w: number): Promise<void> => {
+    while (next < total) {
+      const i = next++;
+      await op(i, w);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(inFlight, Math.max(1, total)) }, (_, w) => worker(w)));
+  const elapsed = secondsSince(start);
+  return { ops: total, seconds: elapsed, opsPerSecond: total / elapsed, cpuMicrosPerOp: (cpuMicros() - cpu) / Math.max(1, total) };
+}
+
+// ---------------------------------------------------------------------------------------
+// Formatting
+
+/** 12,345 */
+export function formatCount(n: number): string {
+  if (!Number.isFinite(n)) return String(n);
+  return Math.round(n).toLocaleString('en-US');
+}
+
+/** Operations per second: "12,345 ops/s". */
+export function formatOps(opsPerSecond: number): string {
+  return `${formatCount(opsPerSecond)} ops/s`;
+}
+
+/** Bytes per second as MB/s (10^6 bytes). */
+export function mbPerSecond(bytes: number, seconds: number): number {
+  return bytes / seconds / 1e6;
+}
+
+export function formatMBs(mbs: number): string {
+  return `${mbs.toFixed(1)} MB/s`;
+}
+
+export function formatMs(ms: number): string {
+  return ms >= 100 ? `${ms.toFixed(0)} ms` : `${ms.toFixed(1)} ms`;
+}
+
+/** A ratio such as "21.3x" (two decimals below 10). */
+export function formatRatio(r: number): string {
+  if (!Number.isFinite(r)) return '—';
+  return r >= 10 ? `${r.toFixed(1)}x` : `${r.toFixed(2)}x`;
+}
+
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return `${v >= 100 || u === 0 ? v.toFixed(0) : v.toFixed(1)} ${units[u]}`;
+}
+
+/** "median (min–max)", each part formatted by `format` without its unit repeated. */
+export function formatSample(s: Sample, format: (n: number) => string): string {
+  if (s.values.length <= 1) return format(s.median);
+  return `${format(s.median)} (${stripUnit(format(s.min))}–${stripUnit(format(s.max))})`;
+}
+
+function stripUnit(text: string): string {
+  const space = text.indexOf(' ');
+  return space < 0 ? text : text.slice(0, space);
+}
+
+/** Prints rows as an aligned text table; the first column is left-aligned, the rest right. */
+export function printTable(headers: readonly string[], rows: readonly (readonly string[])[], out = console.log): void {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: readonly string[]): string =>
+    cells
+      .map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!)))
+      .join(' | ')
+      .trimEnd();
+  out(line(headers));
+  out(widths.map((w) => '-'.repeat(w)).join('-|-'));
+  for (const r of rows) out(line(headers.map((_, i) => r[i] ?? '')));
+}
+
+/** A section title. */
+export function printTitle(title: string, out = console.log): void {
+  out('');
+  out(title);
+  out('='.repeat(title.length));
+}
+
+/** Progress goes to stderr so that stdout holds only results. */
+export function progress(message: string): void {
+  process.stderr.write(`  … ${message}\n`);
+}
+
+// ---------------------------------------------------------------------------------------
+// Deterministic randomness: both sides of a comparison see the same sequence.
+
+/** mulberry32: a small, fast, seeded PRNG returning floats in [0, 1). */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
