@@ -49,7 +49,7 @@ import {
   type Superblock,
 } from '../log/format.js';
 import type { Media } from '../media/media.js';
-import { decodeCheckpoint, type CheckpointState, type SegmentRow } from './checkpoint.js';
+import { checkpointExtents, decodeCheckpoint, type CheckpointState, type SegmentRow } from './checkpoint.js';
 import { ADDRESS_SPACE_BYTES, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES } from './limits.js';
 
 export type ProblemKind = 'record-header' | 'chunk' | 'segment-header' | 'checkpoint' | 'superblock';
@@ -377,7 +377,7 @@ class Checker {
       return;
     }
     summary.valid = true;
-    summary.extents = state.extents.length;
+    summary.extents = checkpointExtents(state).length;
     this.state = state;
   }
 
@@ -417,7 +417,7 @@ class Checker {
     const g = this.geo;
     let end = -1;
     let wrong = 0;
-    for (const e of state.extents) {
+    for (const e of checkpointExtents(state)) {
       const row = state.segments[e.segment];
       let why: string | undefined;
       if (!Number.isSafeInteger(e.lba) || e.lba < end) why = 'overlaps or is out of order';
@@ -643,7 +643,7 @@ class Checker {
    */
   private judgeMap(kept: Found[]): Set<number> {
     const map = new ExtentMap();
-    for (const e of this.state?.extents ?? []) map.set(e);
+    if (this.state) for (const e of checkpointExtents(this.state)) map.set(e);
     for (const f of kept) replay(map, f);
     const now = Date.now();
     let live = 0;

@@ -6,11 +6,12 @@
 //   heads, 16 bytes each: kind u32 | segment u32 | offset u32 | reserved u32
 //   segments, 32 bytes each: state u8 | kind u8 | damaged u8 | reserved u8 | erase count u32
 //     nonce u32 | write offset u32 | open seq f64 | max seq f64
-//   extents, 48 bytes each: lba f64 | count u32 | op sectors u32 | first sector u32
-//     segment u32 | data offset u32 | reserved u32 | version f64 | expires at f64
+//   extents, 48 bytes each, six f64 (the extent map's own leaf layout, so loading is a copy):
+//     lba | count | version | segment × 2^32 + data offset | op sectors × 2^24 + first sector
+//     | expires at
 
 import { assert } from '../base/assert.js';
-import type { Extent } from '../ftl/extent-map.js';
+import { EXTENT_FIELDS, ExtentMap, type Extent } from '../ftl/extent-map.js';
 import type { SegmentInfo, SegmentState } from '../ftl/segments.js';
 import type { SegmentKind } from '../log/format.js';
 
@@ -45,8 +46,18 @@ export interface CheckpointState {
   nextSeq: number;
   heads: Head[];
   segments: SegmentRow[];
-  extents: Extent[];
+  /** EXTENT_FIELDS numbers per extent, sorted by lba (ExtentMap.importRaw takes it as is). */
+  extentsRaw: Float64Array;
 }
+
+/** The checkpoint's extents as objects (for tools; the engine loads the raw form). */
+export function checkpointExtents(state: CheckpointState): Extent[] {
+  const out: Extent[] = [];
+  for (let i = 0; i < state.extentsRaw.length / EXTENT_FIELDS; i++) out.push(ExtentMap.unpackRaw(state.extentsRaw, i));
+  return out;
+}
+
+const LITTLE_ENDIAN = new Uint8Array(new Float64Array([1]).buffer)[7] === 0x3f;
 
 export function checkpointBytes(segmentCount: number, headCount: number, extentCount: number): number {
   return HEADER_BYTES + headCount * HEAD_BYTES + segmentCount * SEGMENT_BYTES + extentCount * EXTENT_BYTES;
@@ -57,9 +68,9 @@ export function encodeCheckpoint(
   nextSeq: number,
   heads: readonly Head[],
   segments: readonly SegmentInfo[],
-  extentCount: number,
-  extents: Iterable<Extent>,
+  extentsRaw: Float64Array,
 ): Buffer {
+  const extentCount = extentsRaw.length / EXTENT_FIELDS;
   const buf = Buffer.alloc(checkpointBytes(segments.length, heads.length, extentCount));
   buf.writeUInt32LE(MAGIC, 0);
   buf.writeUInt32LE(VERSION, 4);
@@ -86,20 +97,13 @@ export function encodeCheckpoint(
     buf.writeDoubleLE(s.maxSeq, p + 24);
     p += SEGMENT_BYTES;
   }
-  let n = 0;
-  for (const e of extents) {
-    buf.writeDoubleLE(e.lba, p);
-    buf.writeUInt32LE(e.count, p + 8);
-    buf.writeUInt32LE(e.opSectors, p + 12);
-    buf.writeUInt32LE(e.firstSector, p + 16);
-    buf.writeUInt32LE(e.segment, p + 20);
-    buf.writeUInt32LE(e.dataOffset, p + 24);
-    buf.writeDoubleLE(e.version, p + 32);
-    buf.writeDoubleLE(e.expiresAt, p + 40);
-    p += EXTENT_BYTES;
-    n++;
+  if (LITTLE_ENDIAN) {
+    buf.set(new Uint8Array(extentsRaw.buffer, extentsRaw.byteOffset, extentsRaw.byteLength), p);
+  } else {
+    for (let i = 0; i < extentsRaw.length; i++) buf.writeDoubleLE(extentsRaw[i]!, p + i * 8);
   }
-  assert(n === extentCount && p === buf.length, 'checkpoint holds exactly the extents counted');
+  p += extentCount * EXTENT_BYTES;
+  assert(p === buf.length, 'checkpoint holds exactly the extents counted');
   return buf;
 }
 
@@ -130,18 +134,11 @@ export function decodeCheckpoint(buf: Buffer): CheckpointState | undefined {
       maxSeq: buf.readDoubleLE(p + 24),
     });
   }
-  const extents: Extent[] = new Array(extentCount);
-  for (let i = 0; i < extentCount; i++, p += EXTENT_BYTES) {
-    extents[i] = {
-      lba: buf.readDoubleLE(p),
-      count: buf.readUInt32LE(p + 8),
-      opSectors: buf.readUInt32LE(p + 12),
-      firstSector: buf.readUInt32LE(p + 16),
-      segment: buf.readUInt32LE(p + 20),
-      dataOffset: buf.readUInt32LE(p + 24),
-      version: buf.readDoubleLE(p + 32),
-      expiresAt: buf.readDoubleLE(p + 40),
-    };
+  const extentsRaw = new Float64Array(extentCount * EXTENT_FIELDS);
+  if (LITTLE_ENDIAN) {
+    new Uint8Array(extentsRaw.buffer).set(buf.subarray(p, p + extentCount * EXTENT_BYTES));
+  } else {
+    for (let i = 0; i < extentsRaw.length; i++) extentsRaw[i] = buf.readDoubleLE(p + i * 8);
   }
-  return { seq: buf.readDoubleLE(8), nextSeq: buf.readDoubleLE(16), heads, segments, extents };
+  return { seq: buf.readDoubleLE(8), nextSeq: buf.readDoubleLE(16), heads, segments, extentsRaw };
 }

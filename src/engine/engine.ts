@@ -29,11 +29,14 @@ import { SegmentTable, type SegmentInfo } from '../ftl/segments.js';
 import {
   CHUNK_CRC_BYTES,
   CHUNK_DATA_BYTES,
+  BLOCK_OP_BYTES,
   OpType,
+  RECORD_HEADER_BYTES,
   RecordKind,
   SEGMENTS_OFFSET,
   SegmentKind,
   alignUp,
+  chunkedBytes,
   decodeRecordMeta,
   encodeRecord,
   encodeSegmentHeader,
@@ -344,7 +347,8 @@ export class Engine {
             await job.run();
             job.resolve();
           } catch (error) {
-            job.reject(error as Error);
+            // A medium failure fails the store, as it would in a batch; ERR_NO_SPACE does not.
+            job.reject(error instanceof AtomioError ? error : this.fail(error));
           }
         }
         if (this.queue.length === 0) continue;
@@ -371,11 +375,15 @@ export class Engine {
   }
 
   private takeBatch(): Pending[] {
+    // A batch is written and made room for as a whole: kept to half a segment, it never
+    // needs more free segments than one commit of the largest size, so commits that fit one
+    // at a time are not refused (or left waiting) for arriving together.
+    const limit = Math.min(MAX_BATCH_BYTES, Math.floor(this.segmentPayloadBytes / 2));
     let bytes = 0;
     let n = 0;
     while (n < this.queue.length) {
       bytes += this.queue[n]!.dataBytes;
-      if (n > 0 && bytes > MAX_BATCH_BYTES) break;
+      if (n > 0 && bytes > limit) break;
       n++;
     }
     return this.queue.splice(0, n);
@@ -383,11 +391,11 @@ export class Engine {
 
   private async commitBatch(batch: Pending[]): Promise<void> {
     this.sweepExpired();
-    const accepted = this.admit(batch);
+    const { accepted, growth } = this.admit(batch);
     if (accepted.length === 0) return;
     const records = accepted.map((p) => this.outgoing(RecordKind.commit, SegmentKind.hot, this.toBlockOps(p)));
     try {
-      await this.makeRoom(records);
+      await this.makeRoom(records, growth <= 0);
     } catch (error) {
       for (const p of accepted) p.reject(error as Error);
       if (!(error instanceof AtomioError && error.code === 'ERR_NO_SPACE')) this.fail(error);
@@ -407,12 +415,13 @@ export class Engine {
     }
   }
 
-  /** Checks conditions and space in queue order; returns the commits that go ahead. */
-  private admit(batch: Pending[]): Pending[] {
+  /** Checks conditions and space in queue order; returns the commits that go ahead and their growth in live bytes. */
+  private admit(batch: Pending[]): { accepted: Pending[]; growth: number } {
     const overlay = new ExtentMap();
     const accepted: Pending[] = [];
     let live = this.segments.liveBytes();
     const usable = this.usableBytes();
+    const start = live;
     for (const p of batch) {
       const failed = this.failedCondition(p.conditions, overlay);
       if (failed !== undefined) {
@@ -438,7 +447,7 @@ export class Engine {
       }
       accepted.push(p);
     }
-    return accepted;
+    return { accepted, growth: live - start };
   }
 
   /** Newest live version in range, seen through the batch's overlay (-1 marks a trim). */
@@ -482,17 +491,36 @@ export class Engine {
     return undefined;
   }
 
-  /** Bytes of live data the commit adds (negative when it frees more than it writes). */
+  /**
+   * Bytes of live data the commit adds (negative when it frees more than it writes), with
+   * the sectors mapped seen through the batch's overlay: rewriting what an earlier commit
+   * of the batch wrote adds nothing. Ops of one commit that overlap each other are counted
+   * as if they did not (at most the commit's own size too much).
+   */
   private liveGrowth(p: Pending, overlay: ExtentMap): number {
     let growth = 0;
     for (const op of p.ops) {
       if (op.type === 'write') growth += op.count * this.sectorBytes;
-      // Approximate: sectors already rewritten earlier in the batch are counted as free.
-      if (overlay.piecesIn(op.lba, op.count).length === 0) {
-        for (const piece of this.livePieces(op.lba, op.count)) growth -= piece.count * this.sectorBytes;
-      }
+      growth -= this.mappedSectorsThrough(overlay, op.lba, op.count) * this.sectorBytes;
     }
     return growth;
+  }
+
+  /** Live sectors of the range as the batch's overlay leaves them (-1 marks a trim). */
+  private mappedSectorsThrough(overlay: ExtentMap, lba: number, count: number): number {
+    let mapped = 0;
+    let cursor = lba;
+    const end = lba + count;
+    const applied = (from: number, n: number): void => {
+      for (const piece of this.livePieces(from, n)) mapped += piece.count;
+    };
+    for (const piece of overlay.piecesIn(lba, count)) {
+      if (piece.lba > cursor) applied(cursor, piece.lba - cursor);
+      if (piece.version !== -1) mapped += piece.count;
+      cursor = piece.lba + piece.count;
+    }
+    if (cursor < end) applied(cursor, end - cursor);
+    return mapped;
   }
 
   private toBlockOps(p: Pending): BlockOp[] {
@@ -696,19 +724,40 @@ export class Engine {
   // -------------------------------------------------------------------------------------
   // Space: cleaning and checkpoints
 
-  /** Ensures the free segments cover the records (plus the reserve), cleaning if needed. */
-  private async makeRoom(records: Outgoing[]): Promise<void> {
-    const needed = this.segmentsNeeded(records);
+  /**
+   * Ensures the free segments cover the records (plus the reserve), cleaning if needed.
+   * Records that do not grow live data (trims, overwrites) may use all but one segment of
+   * the cleaner's part of the reserve: they are how a full store gets room back, so they
+   * must not be refused for want of room. The checkpoint's part and one segment for the
+   * cleaner stay free, so that the space they free can always be reclaimed.
+   */
+  private async makeRoom(records: Outgoing[], shrinking = false): Promise<void> {
+    const needed = this.segmentsNeeded(records) - (shrinking ? CLEANER_RESERVE_SEGMENTS - 1 : 0);
     let stuck = 0;
+    // Cleaning can move data around without freeing anything (nearly full victims): give up
+    // once a full pass over the segments has not raised the free count, instead of looping.
+    let bestFree = this.segments.freeCount();
+    let fruitless = 0;
     while (this.segments.freeCount() < needed + this.reserveSegments()) {
+      if (fruitless > this.segments.count) break;
       if (await this.cleanOne()) {
         stuck = 0;
+        const free = this.segments.freeCount();
+        if (free > bestFree) {
+          bestFree = free;
+          fruitless = 0;
+        } else {
+          fruitless++;
+        }
         continue;
       }
       if (stuck++ === 0 && this.hasUncheckpointedSealed()) {
         await this.checkpoint();
         continue;
       }
+      break;
+    }
+    if (this.segments.freeCount() < needed + this.reserveSegments()) {
       throw new AtomioError(
         'ERR_NO_SPACE',
         `no segment can be freed: ${this.segments.liveBytes()} live bytes; trim data or open with a larger capacity`,
@@ -752,8 +801,13 @@ export class Engine {
     if (this.segments.freeCount() < lowWater && this.queue.length === 0) await this.cleanOne();
   }
 
-  /** Frees sealed segments with nothing live whose records the checkpoint covers. */
+  /**
+   * Frees sealed segments with nothing live whose records the checkpoint covers. Only when
+   * every applied record is flushed: the records that emptied a segment (overwrites, trims,
+   * relocations) must be durable before the segment can be written over.
+   */
   reclaimEmpty(): number {
+    if (this.flushedSeq < this.appliedSeq) return 0;
     let n = 0;
     for (const s of this.segments.segments) {
       if (s.state === 'sealed' && s.liveBytes === 0 && s.maxSeq <= this.checkpointSeq && !this.isHead(s.index)) {
@@ -774,14 +828,25 @@ export class Engine {
   async cleanOne(): Promise<boolean> {
     const now = this.clock.now();
     this.sweepExpired(now);
+    await this.flushIfBehind();
     if (this.reclaimEmpty() > 0) return true;
     const victim = this.pickVictim(now);
     if (victim === undefined) return false;
     const moved = await this.relocate(victim, now);
     if (!moved) return false;
     this.counters.segmentsCleaned++;
+    await this.flushIfBehind();
     this.reclaimEmpty();
     return true;
+  }
+
+  /** With durability 'none', flushes what is written but not yet flushed. */
+  private async flushIfBehind(): Promise<void> {
+    if (this.flushedSeq >= this.writtenSeq) return;
+    const covered = this.writtenSeq;
+    await this.media.flush();
+    this.counters.flushes++;
+    this.flushedSeq = Math.max(this.flushedSeq, covered);
   }
 
   private pickVictim(now: number): SegmentInfo | undefined {
@@ -820,8 +885,23 @@ export class Engine {
     const pieces = this.livePiecesOf(victim, image, now);
     const records: Outgoing[] = [];
     let ops: BlockOp[] = [];
-    let bytes = 0;
-    const budget = Math.floor(this.maxRecordBytes / 2);
+    let bytes = RECORD_HEADER_BYTES;
+    // Records never cross segments, so each one is cut to fill the room left where
+    // writeRecords will place it: the cold head's tail first, then whole new segments; a
+    // piece that does not fit whole is split at a sector. Cut at a fixed size, or with
+    // pieces kept whole, records would waste the tail of every segment, and cleaning a
+    // nearly full victim could take as much space as it frees (the store then fills up
+    // long before usableBytes).
+    const cold = this.heads.get(SegmentKind.cold);
+    let at = cold ? cold.offset : this.segmentBytes;
+    let newSegments = 0;
+    const close = (): void => {
+      const r = this.outgoing(RecordKind.relocation, SegmentKind.cold, ops);
+      records.push(r);
+      at += alignUp(r.bytes, this.alignment);
+      ops = [];
+      bytes = RECORD_HEADER_BYTES;
+    };
     for (const piece of pieces) {
       const { start, bytes: spanBytes, firstChunk } = this.chunkSpan(piece);
       const chunks = image.subarray(start, start + spanBytes);
@@ -832,26 +912,34 @@ export class Engine {
       }
       const data = Buffer.allocUnsafe(piece.count * this.sectorBytes);
       copyOutOfChunks(chunks, firstChunk, piece.firstSector * this.sectorBytes, data.length, data, 0);
-      const op: BlockOp = {
-        type: OpType.write,
-        lba: piece.lba,
-        count: piece.count,
-        version: piece.version,
-        expiresAt: piece.expiresAt,
-        data,
-      };
-      const opBytes = recordBytesFor([op], this.sectorBytes);
-      if (ops.length > 0 && (bytes + opBytes > budget || ops.length >= 1024)) {
-        records.push(this.outgoing(RecordKind.relocation, SegmentKind.cold, ops));
-        ops = [];
-        bytes = 0;
+      for (let done = 0; done < piece.count; ) {
+        if (ops.length >= 1024) close();
+        const fit = Math.min(piece.count - done, this.sectorsFitting(this.segmentBytes - at - bytes - BLOCK_OP_BYTES));
+        if (fit <= 0) {
+          if (ops.length > 0) {
+            close();
+          } else {
+            at = this.alignment; // the record starts a new segment
+            newSegments++;
+          }
+          continue;
+        }
+        ops.push({
+          type: OpType.write,
+          lba: piece.lba + done,
+          count: fit,
+          version: piece.version,
+          expiresAt: piece.expiresAt,
+          data: data.subarray(done * this.sectorBytes, (done + fit) * this.sectorBytes),
+        });
+        bytes += BLOCK_OP_BYTES + chunkedBytes(fit * this.sectorBytes);
+        done += fit;
       }
-      ops.push(op);
-      bytes += opBytes;
     }
-    if (ops.length > 0) records.push(this.outgoing(RecordKind.relocation, SegmentKind.cold, ops));
+    if (ops.length > 0) close();
     if (records.length > 0) {
-      if (this.segments.freeCount() < this.segmentsNeeded(records)) return false;
+      // Leave room for a checkpoint: without one, nothing written since can be cleaned.
+      if (this.segments.freeCount() < newSegments + this.reserveSegments() - CLEANER_RESERVE_SEGMENTS) return false;
       await this.writeRecords(records);
       for (const r of records) this.counters.cleanerBytes += alignUp(r.bytes, this.alignment);
     }
@@ -863,6 +951,14 @@ export class Engine {
     }
     assert(victim.liveBytes === 0, `victim ${victim.index} is empty after relocation`);
     return true;
+  }
+
+  /** The most sectors whose chunked data fits in `room` bytes (0 when none does). */
+  private sectorsFitting(room: number): number {
+    if (room <= 0) return 0;
+    let n = Math.floor(room / this.sectorBytes);
+    while (n > 0 && chunkedBytes(n * this.sectorBytes) > room) n--;
+    return n;
   }
 
   /**
@@ -893,7 +989,9 @@ export class Engine {
 
   private extentsIn(victim: SegmentInfo): Extent[] {
     const out: Extent[] = [];
-    for (const e of this.map.all()) if (e.segment === victim.index) out.push(e);
+    this.map.forEach((e) => {
+      if (e.segment === victim.index) out.push(e);
+    });
     return out;
   }
 
@@ -904,7 +1002,7 @@ export class Engine {
     assert(seq === this.appliedSeq || this.appliedSeq === 0 || seq >= this.appliedSeq, 'every record is applied');
     const heads: Head[] = [];
     for (const [kind, h] of this.heads) heads.push({ kind, segment: h.segment, offset: h.offset });
-    const payload = encodeCheckpoint(seq, this.nextSeq, heads, this.segments.segments, this.map.size, this.map.all());
+    const payload = encodeCheckpoint(seq, this.nextSeq, heads, this.segments.segments, this.map.exportRaw());
     const per = this.segmentPayloadBytes;
     const chain: SegmentInfo[] = [];
     for (let i = 0; i === 0 || i * per < payload.length; i++) {
@@ -993,11 +1091,18 @@ export class Engine {
     await this.idle();
     this.closed = true;
     if (this.flushTimer) clearInterval(this.flushTimer);
-    if (!this.failure) {
-      if (this.appliedSeq > this.checkpointSeq || this.bytesSinceCheckpoint > 0) await this.checkpoint();
-      else await this.media.flush();
+    try {
+      if (!this.failure) {
+        if (this.appliedSeq > this.checkpointSeq || this.bytesSinceCheckpoint > 0) await this.checkpoint();
+        else await this.media.flush();
+      }
+    } catch (error) {
+      // The log is intact (a checkpoint only shortens the next recovery), but the caller
+      // learns that the medium failed, as ERR_IO like every other medium failure.
+      throw error instanceof AtomioError ? error : this.fail(error);
+    } finally {
+      await this.media.close();
     }
-    await this.media.close();
   }
 
   get isClosed(): boolean {

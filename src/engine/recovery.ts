@@ -102,7 +102,9 @@ export async function recover(engine: Engine): Promise<void> {
   // What was replayed may sit in the OS cache only (a killed process, durability 'none'):
   // make it durable before new records vouch for it.
   await engine.media.flush();
-  engine.nextSeq = maxSeen + 1;
+  // The seqs of dropped records were never acknowledged, and their headers are now zero:
+  // they are handed out again, so the log has no hole that later records would vouch for.
+  engine.nextSeq = expected;
   engine.appliedSeq = engine.nextSeq - 1;
   engine.flushedSeq = engine.appliedSeq;
   // Heads restart in fresh segments: the old ones are sealed where their log ended.
@@ -113,8 +115,7 @@ export async function recover(engine: Engine): Promise<void> {
     }
   }
   engine.heads.clear();
-  recountLive(engine);
-  rebuildDeadlines(engine);
+  checkLive(engine);
   engine.sweepExpired();
   engine.reclaimEmpty();
   engine.recovery = {
@@ -185,7 +186,11 @@ function installCheckpoint(engine: Engine, state: CheckpointState): void {
       s.kind = SegmentKind.checkpoint;
     }
   });
-  for (const e of state.extents) engine.map.loadInOrder(e);
+  // One pass loads the map, counts live bytes per segment and queues TTL deadlines.
+  engine.map.importRaw(state.extentsRaw, (segment, sectors, expiresAt, lba, version) => {
+    engine.segments.at(segment).liveBytes += sectors * engine.sectorBytes;
+    if (expiresAt !== 0) engine.expiry.push({ expiresAt, lba, count: sectors, version });
+  });
   engine.nextSeq = state.nextSeq;
 }
 
@@ -294,20 +299,15 @@ async function truncate(engine: Engine, dropped: Scanned[]): Promise<void> {
   await engine.media.flush();
 }
 
-/** TTL deadlines for every mapped extent that expires (the checkpoint does not store them). */
-function rebuildDeadlines(engine: Engine): void {
-  engine.expiry.clear();
-  for (const e of engine.map.all()) {
-    if (e.expiresAt !== 0) engine.expiry.push({ expiresAt: e.expiresAt, lba: e.lba, count: e.count, version: e.version });
-  }
-}
-
-/** Live bytes per segment, from the maps. */
-function recountLive(engine: Engine): void {
-  for (const s of engine.segments.segments) s.liveBytes = 0;
-  for (const e of engine.map.all()) {
-    const s = engine.segments.at(e.segment);
-    assert(s.state === 'open' || s.state === 'sealed', `extent at lba ${e.lba} points into a ${s.state} segment ${s.index}`);
-    s.liveBytes += e.count * engine.sectorBytes;
+/** Every extent points into a segment in use, and live bytes per segment add up. */
+function checkLive(engine: Engine): void {
+  const live = new Float64Array(engine.segments.count);
+  engine.map.forEachRaw((segment, sectors, lba) => {
+    const s = engine.segments.at(segment);
+    assert(s.state === 'open' || s.state === 'sealed', `extent at lba ${lba} points into a ${s.state} segment ${s.index}`);
+    live[segment]! += sectors * engine.sectorBytes;
+  });
+  for (const s of engine.segments.segments) {
+    assert(s.liveBytes === live[s.index], `segment ${s.index} counts ${s.liveBytes} live bytes, the map ${live[s.index]}`);
   }
 }

@@ -1,18 +1,22 @@
 // The block face's map: which log location holds each mapped sector.
 //
+// A B+ tree keyed by lba whose leaves keep their extents in one Float64Array each (six
+// numbers an extent), so a million extents cost about 55 bytes each and no object per
+// extent: loading a checkpoint is a copy, and the garbage collector has nothing to trace.
+// Extent objects are made only for what a caller asks to see.
+//
 // Invariants:
-// - extents never overlap and never have count 0;
+// - extents never overlap and never have count 0; within a leaf and along the leaf chain
+//   they are sorted by lba;
+// - in an inner node, child i holds only lbas >= keys[i] (for i >= 1) and < keys[i + 1];
+//   keys[0] is unused (the leftmost child takes everything below keys[1]);
+// - no leaf or inner node is empty, except the root leaf of an empty map;
 // - an extent's sectors are sectors [firstSector, firstSector + count) of one write op whose
 //   chunked data starts at `dataOffset` of `segment` and holds `opSectors` sectors;
 // - every mutation reports the pieces it displaced, so the caller can keep per-segment live
 //   byte counts exact.
 
-import sortedBtree from 'sorted-btree';
 import { assert } from '../base/assert.js';
-
-// sorted-btree is CommonJS with `exports.default`: under NodeNext the class is `.default`.
-const BTree = sortedBtree.default;
-type Tree = InstanceType<typeof BTree<number, Extent>>;
 
 export interface Extent {
   readonly lba: number;
@@ -42,24 +46,100 @@ export function slice(e: Extent, lba: number, count: number): Extent {
   };
 }
 
+// Six float64 fields per extent. Location and op shape are packed: both stay far below 2^53.
+export const EXTENT_FIELDS = 6;
+const F_LBA = 0;
+const F_COUNT = 1;
+const F_VERSION = 2;
+const F_LOCATION = 3; // segment × 2^32 + dataOffset
+const F_SHAPE = 4; // opSectors × 2^24 + firstSector
+const F_EXPIRES = 5;
+const TWO_32 = 2 ** 32;
+const TWO_24 = 2 ** 24;
+
+const LEAF_CAPACITY = 128;
+const INNER_CAPACITY = 64;
+/** Bulk loading fills leaves this full, leaving room for inserts without an immediate split. */
+const LOAD_FILL = 112;
+
+class Leaf {
+  n = 0;
+  readonly data = new Float64Array(LEAF_CAPACITY * EXTENT_FIELDS);
+  next: Leaf | undefined;
+  prev: Leaf | undefined;
+}
+
+class Inner {
+  n = 0;
+  readonly keys = new Float64Array(INNER_CAPACITY);
+  readonly children: Node[] = [];
+}
+
+type Node = Leaf | Inner;
+
+interface Position {
+  leaf: Leaf;
+  /** Index in the leaf of the last extent with lba <= the probe, or -1. */
+  index: number;
+  /** Inner nodes on the way down with the child index taken in each. */
+  path: { node: Inner; child: number }[];
+}
+
+function unpack(d: Float64Array, i: number): Extent {
+  const o = i * EXTENT_FIELDS;
+  const location = d[o + F_LOCATION]!;
+  const shape = d[o + F_SHAPE]!;
+  return {
+    lba: d[o + F_LBA]!,
+    count: d[o + F_COUNT]!,
+    version: d[o + F_VERSION]!,
+    segment: Math.floor(location / TWO_32),
+    dataOffset: location % TWO_32,
+    opSectors: Math.floor(shape / TWO_24),
+    firstSector: shape % TWO_24,
+    expiresAt: d[o + F_EXPIRES]!,
+  };
+}
+
+function pack(e: Extent, d: Float64Array, i: number): void {
+  assert(e.opSectors < TWO_24 && e.firstSector < TWO_24 && e.dataOffset < TWO_32, 'extent fields fit their packing');
+  const o = i * EXTENT_FIELDS;
+  d[o + F_LBA] = e.lba;
+  d[o + F_COUNT] = e.count;
+  d[o + F_VERSION] = e.version;
+  d[o + F_LOCATION] = e.segment * TWO_32 + e.dataOffset;
+  d[o + F_SHAPE] = e.opSectors * TWO_24 + e.firstSector;
+  d[o + F_EXPIRES] = e.expiresAt;
+}
+
 export class ExtentMap {
-  private tree: Tree = new BTree<number, Extent>();
+  private root: Node = new Leaf();
+  private count = 0;
 
   get size(): number {
-    return this.tree.size;
+    return this.count;
   }
 
   /** Calls `visit` with each extent overlapping [lba, lba + count), clipped to the range, in lba order. */
   forEachIn(lba: number, count: number, visit: (piece: Extent) => void): void {
     const end = lba + count;
-    const before = this.tree.getPairOrNextLower(lba);
-    if (before !== undefined && before[0] < lba) {
-      const e = before[1];
-      if (e.lba + e.count > lba) visit(slice(e, lba, Math.min(end, e.lba + e.count) - lba));
+    const pos = this.locate(lba);
+    let leaf: Leaf | undefined = pos.leaf;
+    let i = Math.max(0, pos.index);
+    while (leaf !== undefined) {
+      const d = leaf.data;
+      for (; i < leaf.n; i++) {
+        const eLba = d[i * EXTENT_FIELDS + F_LBA]!;
+        if (eLba >= end) return;
+        const eEnd = eLba + d[i * EXTENT_FIELDS + F_COUNT]!;
+        if (eEnd <= lba) continue;
+        const e = unpack(d, i);
+        const from = Math.max(lba, eLba);
+        visit(slice(e, from, Math.min(end, eEnd) - from));
+      }
+      leaf = leaf.next;
+      i = 0;
     }
-    this.tree.forRange(lba, end, false, (_k: number, e: Extent) => {
-      visit(slice(e, e.lba, Math.min(end, e.lba + e.count) - e.lba));
-    });
   }
 
   /** Extents overlapping the range, clipped. */
@@ -73,44 +153,313 @@ export class ExtentMap {
   clear(lba: number, count: number): Extent[] {
     const end = lba + count;
     const displaced: Extent[] = [];
-    const before = this.tree.getPairOrNextLower(lba);
-    if (before !== undefined && before[0] < lba) {
-      const e = before[1];
+    // An extent starting before the range: keep its left part, and its right part if it
+    // reaches past the range.
+    let pos = this.locate(lba);
+    if (pos.index >= 0) {
+      const e = unpack(pos.leaf.data, pos.index);
       const eEnd = e.lba + e.count;
-      if (eEnd > lba) {
+      if (e.lba < lba && eEnd > lba) {
         displaced.push(slice(e, lba, Math.min(end, eEnd) - lba));
-        this.tree.set(e.lba, slice(e, e.lba, lba - e.lba));
-        if (eEnd > end) this.tree.set(end, slice(e, end, eEnd - end));
+        pack(slice(e, e.lba, lba - e.lba), pos.leaf.data, pos.index);
+        if (eEnd > end) {
+          this.insert(slice(e, end, eEnd - end));
+          return displaced;
+        }
       }
     }
-    const inside: Extent[] = [];
-    this.tree.forRange(lba, end, false, (_k: number, e: Extent) => {
-      inside.push(e);
-    });
-    for (const e of inside) {
+    // Extents starting inside the range: drop them, or keep the part past its end.
+    for (;;) {
+      pos = this.locate(lba);
+      let leaf: Leaf | undefined = pos.leaf;
+      let i = pos.index + 1;
+      if (pos.index >= 0 && pos.leaf.data[pos.index * EXTENT_FIELDS + F_LBA]! >= lba) i = pos.index;
+      while (leaf !== undefined && i >= leaf.n) {
+        leaf = leaf.next;
+        i = 0;
+      }
+      if (leaf === undefined) return displaced;
+      const e = unpack(leaf.data, i);
+      if (e.lba >= end) return displaced;
       const eEnd = e.lba + e.count;
-      this.tree.delete(e.lba);
-      displaced.push(slice(e, e.lba, Math.min(end, eEnd) - e.lba));
-      if (eEnd > end) this.tree.set(end, slice(e, end, eEnd - end));
+      if (eEnd <= end) {
+        displaced.push(e);
+        this.removeAt(leaf, i);
+      } else {
+        // Its start moves right, maybe past the next leaf's separator: re-insert it, so that
+        // routing finds it.
+        displaced.push(slice(e, e.lba, end - e.lba));
+        this.removeAt(leaf, i);
+        this.insert(slice(e, end, eEnd - end));
+        return displaced;
+      }
     }
-    return displaced;
   }
 
   /** Maps `extent`, replacing whatever it overlaps; returns the displaced pieces. */
   set(extent: Extent): Extent[] {
     assert(extent.count > 0, 'extent maps at least one sector');
     const displaced = this.clear(extent.lba, extent.count);
-    this.tree.set(extent.lba, extent);
+    this.insert(extent);
     return displaced;
   }
 
-  /** Inserts without checking overlap; for loading a checkpoint in lba order. */
-  loadInOrder(extent: Extent): void {
-    this.tree.set(extent.lba, extent);
+  /** Calls `visit` with every extent in lba order. */
+  forEach(visit: (e: Extent) => void): void {
+    for (let leaf: Leaf | undefined = this.firstLeaf(); leaf !== undefined; leaf = leaf.next) {
+      for (let i = 0; i < leaf.n; i++) visit(unpack(leaf.data, i));
+    }
+  }
+
+  /** Every extent's segment, sector count and lba, in lba order, without making objects. */
+  forEachRaw(visit: (segment: number, sectors: number, lba: number) => void): void {
+    for (let leaf: Leaf | undefined = this.firstLeaf(); leaf !== undefined; leaf = leaf.next) {
+      const d = leaf.data;
+      for (let i = 0; i < leaf.n; i++) {
+        const o = i * EXTENT_FIELDS;
+        visit(Math.floor(d[o + F_LOCATION]! / TWO_32), d[o + F_COUNT]!, d[o + F_LBA]!);
+      }
+    }
   }
 
   /** Iterates all extents in lba order. */
   *all(): IterableIterator<Extent> {
-    for (const [, e] of this.tree.entries()) yield e;
+    for (let leaf: Leaf | undefined = this.firstLeaf(); leaf !== undefined; leaf = leaf.next) {
+      for (let i = 0; i < leaf.n; i++) yield unpack(leaf.data, i);
+    }
+  }
+
+  /**
+   * The raw fields of every extent, in lba order, EXTENT_FIELDS numbers each: what a
+   * checkpoint stores. `rawLocation` and `rawShape` decode the packed ones.
+   */
+  exportRaw(): Float64Array {
+    const out = new Float64Array(this.count * EXTENT_FIELDS);
+    let at = 0;
+    for (let leaf: Leaf | undefined = this.firstLeaf(); leaf !== undefined; leaf = leaf.next) {
+      out.set(leaf.data.subarray(0, leaf.n * EXTENT_FIELDS), at);
+      at += leaf.n * EXTENT_FIELDS;
+    }
+    assert(at === out.length, 'export covers every extent');
+    return out;
+  }
+
+  /**
+   * Replaces the map with extents given raw, sorted and not overlapping (a checkpoint).
+   * Calls `each(segment, sectors, expiresAt, lba, version)` for every extent, so the caller
+   * can count live bytes and deadlines in the same pass.
+   */
+  importRaw(
+    raw: Float64Array,
+    each?: (segment: number, sectors: number, expiresAt: number, lba: number, version: number) => void,
+  ): void {
+    assert(raw.length % EXTENT_FIELDS === 0, 'raw extents come in whole records');
+    const total = raw.length / EXTENT_FIELDS;
+    let level: Node[] = [];
+    let firstKeys: number[] = [];
+    let prev: Leaf | undefined;
+    let lastEnd = -Infinity;
+    for (let at = 0; at < total; at += LOAD_FILL) {
+      const leaf = new Leaf();
+      leaf.n = Math.min(LOAD_FILL, total - at);
+      leaf.data.set(raw.subarray(at * EXTENT_FIELDS, (at + leaf.n) * EXTENT_FIELDS));
+      for (let i = 0; i < leaf.n; i++) {
+        const o = i * EXTENT_FIELDS;
+        const lba = leaf.data[o + F_LBA]!;
+        const sectors = leaf.data[o + F_COUNT]!;
+        assert(lba >= lastEnd && sectors > 0, 'checkpoint extents are sorted and disjoint');
+        lastEnd = lba + sectors;
+        if (each) {
+          each(Math.floor(leaf.data[o + F_LOCATION]! / TWO_32), sectors, leaf.data[o + F_EXPIRES]!, lba, leaf.data[o + F_VERSION]!);
+        }
+      }
+      leaf.prev = prev;
+      if (prev) prev.next = leaf;
+      prev = leaf;
+      level.push(leaf);
+      firstKeys.push(leaf.data[F_LBA]!);
+    }
+    this.count = total;
+    if (level.length === 0) {
+      this.root = new Leaf();
+      return;
+    }
+    while (level.length > 1) {
+      const up: Node[] = [];
+      const upKeys: number[] = [];
+      const per = Math.floor((INNER_CAPACITY * 7) / 8);
+      for (let at = 0; at < level.length; at += per) {
+        const inner = new Inner();
+        const n = Math.min(per, level.length - at);
+        for (let i = 0; i < n; i++) {
+          inner.children.push(level[at + i]!);
+          inner.keys[i] = firstKeys[at + i]!;
+        }
+        inner.n = n;
+        up.push(inner);
+        upKeys.push(firstKeys[at]!);
+      }
+      level = up;
+      firstKeys = upKeys;
+    }
+    this.root = level[0]!;
+  }
+
+  /** Decodes one raw extent (for readers of exportRaw output). */
+  static unpackRaw(raw: Float64Array, index: number): Extent {
+    return unpack(raw, index);
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Tree mechanics
+
+  private firstLeaf(): Leaf {
+    let node = this.root;
+    while (node instanceof Inner) node = node.children[0]!;
+    return node;
+  }
+
+  /** The leaf where `lba` belongs and the last extent there with lba <= it. */
+  private locate(lba: number): Position {
+    const path: { node: Inner; child: number }[] = [];
+    let node = this.root;
+    while (node instanceof Inner) {
+      let lo = 1;
+      let hi = node.n - 1;
+      let child = 0;
+      while (lo <= hi) {
+        const mid = (lo + hi) >> 1;
+        if (node.keys[mid]! <= lba) {
+          child = mid;
+          lo = mid + 1;
+        } else {
+          hi = mid - 1;
+        }
+      }
+      path.push({ node, child });
+      node = node.children[child]!;
+    }
+    const d = node.data;
+    let lo = 0;
+    let hi = node.n - 1;
+    let index = -1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if (d[mid * EXTENT_FIELDS + F_LBA]! <= lba) {
+        index = mid;
+        lo = mid + 1;
+      } else {
+        hi = mid - 1;
+      }
+    }
+    // The floor may sit at the end of the previous leaf when this one starts after lba.
+    if (index === -1 && node.prev !== undefined && node.prev.n > 0) {
+      return { leaf: node.prev, index: node.prev.n - 1, path: [] };
+    }
+    return { leaf: node, index, path };
+  }
+
+  private insert(e: Extent): void {
+    const pos = this.locate(e.lba);
+    // locate() may answer with the previous leaf (floor there); insert where routing says.
+    let { leaf, index, path } = pos;
+    if (path.length === 0 && this.root instanceof Inner) {
+      const routed = this.route(e.lba);
+      leaf = routed.leaf;
+      path = routed.path;
+      index = -1;
+      for (let i = 0; i < leaf.n && leaf.data[i * EXTENT_FIELDS + F_LBA]! <= e.lba; i++) index = i;
+    }
+    const at = index + 1;
+    const d = leaf.data;
+    d.copyWithin((at + 1) * EXTENT_FIELDS, at * EXTENT_FIELDS, leaf.n * EXTENT_FIELDS);
+    pack(e, d, at);
+    leaf.n++;
+    this.count++;
+    if (leaf.n === LEAF_CAPACITY) this.splitLeaf(leaf, path);
+  }
+
+  /** Descends by routing only (never steps to a neighbour leaf). */
+  private route(lba: number): { leaf: Leaf; path: { node: Inner; child: number }[] } {
+    const path: { node: Inner; child: number }[] = [];
+    let node = this.root;
+    while (node instanceof Inner) {
+      let child = 0;
+      for (let i = 1; i < node.n && node.keys[i]! <= lba; i++) child = i;
+      path.push({ node, child });
+      node = node.children[child]!;
+    }
+    return { leaf: node, path };
+  }
+
+  private splitLeaf(leaf: Leaf, path: { node: Inner; child: number }[]): void {
+    const right = new Leaf();
+    const half = leaf.n >> 1;
+    right.n = leaf.n - half;
+    right.data.set(leaf.data.subarray(half * EXTENT_FIELDS, leaf.n * EXTENT_FIELDS));
+    leaf.n = half;
+    right.next = leaf.next;
+    if (right.next) right.next.prev = right;
+    right.prev = leaf;
+    leaf.next = right;
+    this.insertChild(path, path.length - 1, right, right.data[F_LBA]!);
+  }
+
+  /** Puts `child` (holding lbas from `key` up) right of path[level]'s child, splitting upward. */
+  private insertChild(path: { node: Inner; child: number }[], level: number, child: Node, key: number): void {
+    if (level < 0) {
+      const root = new Inner();
+      root.children.push(this.root, child);
+      root.keys[1] = key;
+      root.n = 2;
+      this.root = root;
+      return;
+    }
+    const { node, child: at } = path[level]!;
+    node.children.splice(at + 1, 0, child);
+    node.keys.copyWithin(at + 2, at + 1, node.n);
+    node.keys[at + 1] = key;
+    node.n++;
+    if (node.n < INNER_CAPACITY) return;
+    const right = new Inner();
+    const half = node.n >> 1;
+    right.n = node.n - half;
+    for (let i = 0; i < right.n; i++) {
+      right.children.push(node.children[half + i]!);
+      right.keys[i] = node.keys[half + i]!;
+    }
+    node.children.length = half;
+    node.n = half;
+    this.insertChild(path, level - 1, right, right.keys[0]!);
+  }
+
+  private removeAt(leaf: Leaf, i: number): void {
+    const d = leaf.data;
+    const lba = d[i * EXTENT_FIELDS + F_LBA]!;
+    d.copyWithin(i * EXTENT_FIELDS, (i + 1) * EXTENT_FIELDS, leaf.n * EXTENT_FIELDS);
+    leaf.n--;
+    this.count--;
+    if (leaf.n > 0 || leaf === this.root) return;
+    // Routing by an lba the leaf held leads back to it: that is its path.
+    const { leaf: found, path } = this.route(lba);
+    assert(found === leaf, 'routing by a held lba finds the leaf');
+    if (leaf.prev) leaf.prev.next = leaf.next;
+    if (leaf.next) leaf.next.prev = leaf.prev;
+    this.removeChild(path, path.length - 1);
+  }
+
+  /** Removes path[level]'s child from it; an inner node left empty goes the same way. */
+  private removeChild(path: { node: Inner; child: number }[], level: number): void {
+    const { node, child } = path[level]!;
+    node.children.splice(child, 1);
+    node.keys.copyWithin(child, child + 1, node.n);
+    node.n--;
+    if (node.n === 0) {
+      if (level === 0) this.root = new Leaf();
+      else this.removeChild(path, level - 1);
+      return;
+    }
+    // A lone child under the root: the tree gets shorter.
+    while (this.root instanceof Inner && this.root.n === 1) this.root = this.root.children[0]!;
   }
 }

@@ -1,0 +1,100 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { ExtentMap, type Extent } from '../../src/ftl/extent-map.js';
+import { makeRandom, randomSeed } from '../../src/media/random.js';
+
+// A sector-by-sector model: lba → [version, segment, dataOffset, op sector].
+type Cell = [version: number, segment: number, dataOffset: number, opSector: number];
+
+function extent(lba: number, count: number, version: number): Extent {
+  return { lba, count, version, segment: version % 7, dataOffset: version * 8, opSectors: count, firstSector: 0, expiresAt: 0 };
+}
+
+function modelOf(map: ExtentMap): Map<number, Cell> {
+  const cells = new Map<number, Cell>();
+  let lastEnd = -1;
+  for (const e of map.all()) {
+    assert.ok(e.lba >= lastEnd && e.count > 0, `extents sorted and disjoint at lba ${e.lba}`);
+    lastEnd = e.lba + e.count;
+    for (let i = 0; i < e.count; i++) cells.set(e.lba + i, [e.version, e.segment, e.dataOffset, e.firstSector + i]);
+  }
+  return cells;
+}
+
+test('extent map matches a per-sector model under random sets and clears (seeded)', (t) => {
+  const seed = Number(process.env.ATOMIO_SEED ?? randomSeed());
+  t.diagnostic(`seed ${seed}`);
+  const random = makeRandom(seed);
+  const map = new ExtentMap();
+  const model = new Map<number, Cell>();
+  const span = 4000;
+  for (let step = 1; step <= 6000; step++) {
+    const lba = Math.floor(random() * span);
+    const count = 1 + Math.floor(random() * (random() < 0.1 ? 400 : 12));
+    if (random() < 0.75) {
+      const displaced = map.set(extent(lba, count, step));
+      let displacedSectors = 0;
+      for (const d of displaced) displacedSectors += d.count;
+      let expected = 0;
+      for (let i = 0; i < count; i++) {
+        if (model.has(lba + i)) expected++;
+        model.set(lba + i, [step, step % 7, step * 8, i]);
+      }
+      assert.equal(displacedSectors, expected, `seed ${seed} step ${step}: displaced sectors of set`);
+    } else {
+      const displaced = map.clear(lba, count);
+      let displacedSectors = 0;
+      for (const d of displaced) {
+        displacedSectors += d.count;
+        for (let i = 0; i < d.count; i++) assert.equal(model.get(d.lba + i)?.[0], d.version, `seed ${seed}: displaced piece is what was there`);
+      }
+      let expected = 0;
+      for (let i = 0; i < count; i++) if (model.delete(lba + i)) expected++;
+      assert.equal(displacedSectors, expected, `seed ${seed} step ${step}: displaced sectors of clear`);
+    }
+    if (step % 500 === 0) {
+      assert.deepEqual(modelOf(map), model, `seed ${seed} step ${step}: whole map`);
+      for (const [lba, cell] of model) {
+        const found = map.piecesIn(lba, 1);
+        assert.equal(found.length === 1 && found[0]!.version, cell[0], `seed ${seed} step ${step}: lookup of lba ${lba}`);
+      }
+      const probe = Math.floor(random() * span);
+      const pieces = map.piecesIn(probe, 50);
+      let covered = 0;
+      for (const p of pieces) {
+        assert.ok(p.lba >= probe && p.lba + p.count <= probe + 50, 'pieces are clipped to the range');
+        covered += p.count;
+      }
+      let expected = 0;
+      for (let i = 0; i < 50; i++) if (model.has(probe + i)) expected++;
+      assert.equal(covered, expected, `seed ${seed}: piecesIn covers the mapped sectors`);
+    }
+  }
+  assert.equal(map.size, [...map.all()].length, 'size counts the extents');
+});
+
+test('exportRaw and importRaw round-trip a large map and keep it editable', () => {
+  const map = new ExtentMap();
+  for (let i = 0; i < 50_000; i++) map.set(extent(i * 3, 2, i + 1));
+  const copy = new ExtentMap();
+  let sectors = 0;
+  copy.importRaw(map.exportRaw(), (_segment, n) => (sectors += n));
+  assert.equal(sectors, 100_000, 'import reports every extent');
+  assert.equal(copy.size, 50_000);
+  assert.deepEqual([...copy.all()], [...map.all()], 'same extents after the round trip');
+  copy.clear(0, 150_000);
+  assert.equal(copy.size, 0, 'clearing everything empties the imported tree');
+  copy.set(extent(5, 1, 9));
+  assert.deepEqual(copy.piecesIn(0, 10).map((p) => p.lba), [5], 'the emptied tree takes new extents');
+});
+
+test('sparse lbas near 2^44 and huge clears stay exact', () => {
+  const map = new ExtentMap();
+  const top = 2 ** 44 - 10;
+  map.set(extent(top, 10, 1));
+  map.set(extent(0, 1, 2));
+  assert.deepEqual(map.piecesIn(top - 5, 20).map((p) => [p.lba, p.count]), [[top, 10]]);
+  const displaced = map.clear(1, 2 ** 44 - 1);
+  assert.deepEqual(displaced.map((p) => p.count), [10], 'the clear displaced the far extent');
+  assert.equal(map.size, 1);
+});
