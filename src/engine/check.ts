@@ -37,7 +37,9 @@ import {
   SEGMENTS_OFFSET,
   SUPERBLOCK_BYTES,
   SegmentKind,
-  alignUp,
+  isZero,
+  nextRecordAt,
+  resyncAfter,
   chunkedBytes,
   decodeRecordMeta,
   decodeSegmentHeader,
@@ -499,9 +501,15 @@ class Checker {
     while (p + RECORD_HEADER_BYTES <= g.segmentBytes) {
       const d = decodeRecordMeta(image.subarray(p), plan.nonce, p, g.sectorBytes, g.segmentBytes - p);
       if (!d.ok || d.record.seq <= prevSeq) {
+        // Zeros from the end of a record to the next aligned offset pad a group commit.
+        const boundary = Math.ceil(p / g.alignment) * g.alignment;
+        if (gap === undefined && p % g.alignment !== 0 && isZero(image, p, boundary - p)) {
+          p = boundary;
+          continue;
+        }
         const reason = d.ok ? `a record of seq ${d.record.seq} after seq ${prevSeq}` : REASONS[d.reason];
         gap ??= { segment: plan.index, offset: p, reason, prevSeq, next: undefined };
-        p += g.alignment;
+        p = resyncAfter(image, p, p, g.alignment);
         continue;
       }
       const found = this.verifyRecord(image, plan, p, d.record);
@@ -512,7 +520,7 @@ class Checker {
       }
       records.push(found);
       prevSeq = d.record.seq;
-      p += alignUp(d.record.recordBytes, g.alignment);
+      p = nextRecordAt(p, d.record.recordBytes);
     }
     if (gap !== undefined) gaps.push(gap);
     return { records, gaps };

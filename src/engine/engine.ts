@@ -36,6 +36,8 @@ import {
   SEGMENTS_OFFSET,
   SegmentKind,
   alignUp,
+  nextRecordAt,
+  resyncAfter,
   chunkedBytes,
   decodeRecordMeta,
   encodeRecord,
@@ -563,9 +565,9 @@ export class Engine {
     for (const r of records) {
       r.seq = this.nextSeq++;
       if (r.kind === RecordKind.commit) for (const op of r.ops) op.version = r.seq;
-      const padded = alignUp(r.bytes, this.alignment);
+      const size = nextRecordAt(0, r.bytes);
       let head = this.heads.get(r.head);
-      if (head === undefined || head.offset + padded > this.segmentBytes) {
+      if (head === undefined || head.offset + size > this.segmentBytes) {
         if (head !== undefined) this.seal(head.segment);
         const opened = this.openSegment(r.head, r.seq);
         head = { segment: opened.index, offset: this.alignment };
@@ -574,12 +576,18 @@ export class Engine {
       }
       r.segment = head.segment;
       r.offset = head.offset;
-      head.offset += padded;
+      head.offset += size;
       const span = spans.get(head.segment) ?? { segment: head.segment, start: r.offset, end: r.offset };
       span.end = head.offset;
       spans.set(head.segment, span);
-      this.segments.at(head.segment).writeOffset = head.offset;
     }
+    // Each span ends padded to the alignment, so the next group commit starts in a sector
+    // of its own and never rewrites one holding acknowledged records.
+    for (const span of spans.values()) {
+      span.end = alignUp(span.end, this.alignment);
+      this.segments.at(span.segment).writeOffset = span.end;
+    }
+    for (const head of this.heads.values()) head.offset = alignUp(head.offset, this.alignment);
 
     const writes: Promise<void>[] = [];
     for (const span of spans.values()) {
@@ -898,7 +906,7 @@ export class Engine {
     const close = (): void => {
       const r = this.outgoing(RecordKind.relocation, SegmentKind.cold, ops);
       records.push(r);
-      at += alignUp(r.bytes, this.alignment);
+      at += nextRecordAt(0, r.bytes);
       ops = [];
       bytes = RECORD_HEADER_BYTES;
     };
@@ -972,7 +980,10 @@ export class Engine {
     let p = this.alignment;
     while (p < image.length) {
       const decoded = decodeRecordMeta(image.subarray(p), victim.nonce, p, this.sectorBytes, image.length - p);
-      if (!decoded.ok) break;
+      if (!decoded.ok) {
+        p = resyncAfter(image, p, p, this.alignment);
+        continue;
+      }
       for (const op of decoded.record.ops) {
         if (op.type !== OpType.write) continue;
         this.map.forEachIn(op.lba, op.count, (piece) => {
@@ -981,7 +992,7 @@ export class Engine {
           if (this.isLive(piece, now)) pieces.push(piece);
         });
       }
-      p += alignUp(decoded.record.recordBytes, this.alignment);
+      p = nextRecordAt(p, decoded.record.recordBytes);
     }
     if (found === victim.liveBytes) return pieces;
     return this.extentsIn(victim).filter((e) => this.isLive(e, now));

@@ -18,6 +18,8 @@ import {
   RecordKind,
   SegmentKind,
   alignUp,
+  nextRecordAt,
+  resyncAfter,
   decodeRecordMeta,
   decodeSegmentHeader,
   verifyChunks,
@@ -240,9 +242,9 @@ async function scanSegment(engine: Engine, source: Source, checkpointSeq: number
     const offset = source.from + p;
     const decoded = decodeRecordMeta(bytes.subarray(p), source.nonce, offset, engine.sectorBytes, size - p);
     if (!decoded.ok || decoded.record.seq <= prevSeq) {
-      // Not a record of this segment's log: the torn or unwritten tail, or a damaged header
-      // with more log after it. Look for the next record at the following aligned offset.
-      p += engine.alignment;
+      // Not a record of this segment's log: padding, the torn or unwritten tail, or a
+      // damaged header with more log after it. Look for the next record.
+      p = resyncAfter(bytes, p, offset, engine.alignment) - source.from;
       continue;
     }
     const r = decoded.record;
@@ -270,8 +272,8 @@ async function scanSegment(engine: Engine, source: Source, checkpointSeq: number
       badChunk,
     });
     prevSeq = r.seq;
-    p += alignUp(r.recordBytes, engine.alignment);
-    end = p;
+    p = nextRecordAt(offset, r.recordBytes) - source.from;
+    end = alignUp(p + source.from, engine.alignment) - source.from;
   }
   const s = engine.segments.at(source.segment);
   s.writeOffset = Math.max(s.writeOffset, source.from + end);

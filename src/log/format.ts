@@ -7,8 +7,9 @@
 //
 // Invariants:
 // - a record never crosses a segment boundary;
-// - every record starts at a multiple of the store's alignment (its sector size), so a
-//   sector once acknowledged is never written again until its segment is reused;
+// - every group commit starts at a multiple of the store's alignment (its sector size) and
+//   is padded to the next one; records inside it start at multiples of 8 bytes. A sector
+//   once acknowledged is never written again until its segment is reused;
 // - sequence numbers rise strictly within a segment and across the whole log.
 
 import { assert } from '../base/assert.js';
@@ -234,6 +235,39 @@ export function recordBytesFor(ops: readonly BlockOp[], sectorBytes: number): nu
 
 export function alignUp(n: number, alignment: number): number {
   return Math.ceil(n / alignment) * alignment;
+}
+
+/**
+ * Records of one group commit follow each other at this alignment; the group commit as a
+ * whole starts at the store's alignment (its sector size) and is padded with zeros to the
+ * next, so a sector holding acknowledged records is never written again.
+ */
+export const RECORD_ALIGN = 8;
+
+/** Offset of the record that may follow one of `recordBytes` at `offset`. */
+export function nextRecordAt(offset: number, recordBytes: number): number {
+  return alignUp(offset + recordBytes, RECORD_ALIGN);
+}
+
+/**
+ * Where a scan looks next after finding no record at `offsetInSegment` (bytes[at]): the
+ * following record position, or past a whole block of zeros at once (padding, or the
+ * unwritten tail).
+ */
+export function resyncAfter(bytes: Buffer, at: number, offsetInSegment: number, alignment: number): number {
+  const boundary = alignUp(offsetInSegment + 1, alignment);
+  const length = boundary - offsetInSegment;
+  if (at + length <= bytes.length && isZero(bytes, at, length)) return boundary;
+  return offsetInSegment + RECORD_ALIGN;
+}
+
+const ZEROS = Buffer.alloc(4096);
+export function isZero(bytes: Buffer, at: number, length: number): boolean {
+  for (let p = 0; p < length; p += ZEROS.length) {
+    const n = Math.min(ZEROS.length, length - p);
+    if (bytes.compare(ZEROS, 0, n, at + p, at + p + n) !== 0) return false;
+  }
+  return true;
 }
 
 export interface RecordFields {
