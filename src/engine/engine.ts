@@ -165,6 +165,7 @@ export class Engine {
   private failure: AtomioError | undefined;
   private closed = false;
   private flushTimer: NodeJS.Timeout | undefined;
+  private prefilling: Promise<void> | undefined;
   private dirtySinceFlush = false;
 
   readonly counters = {
@@ -801,8 +802,34 @@ export class Engine {
     }
   }
 
+  /**
+   * Zero-fills the next never-used segment in the background, so that the flushes of the
+   * commits written into it do not also commit the file system's allocation of its blocks.
+   * Each segment is filled once in the store's life; reused segments need nothing.
+   */
+  prefillAhead(): void {
+    if (!this.media.allocatesOnWrite || this.prefilling || this.closed || this.failure) return;
+    const s = this.segments.pickUnfilled();
+    if (s === undefined) return;
+    s.readers++; // pinned: nothing allocates it while zeros are on their way
+    this.prefilling = (async () => {
+      const zeros = Buffer.alloc(Math.min(this.segmentBytes, 1024 * 1024));
+      for (let at = 0; at < this.segmentBytes; at += zeros.length) {
+        await this.media.write(zeros.subarray(0, Math.min(zeros.length, this.segmentBytes - at)), this.segmentOffset(s.index) + at);
+      }
+      await this.media.flush();
+      s.prefilled = true;
+    })()
+      .catch(() => undefined) // a failed fill costs speed only; the write path reports real failures
+      .finally(() => {
+        s.readers--;
+        this.prefilling = undefined;
+      });
+  }
+
   /** Background work between batches: checkpoints when due, cleaning when space runs low. */
   private async maintain(): Promise<void> {
+    this.prefillAhead();
     if (this.bytesSinceCheckpoint >= this.checkpointIntervalBytes) await this.checkpoint();
     this.reclaimEmpty();
     const lowWater = this.reserveSegments() + Math.max(2, Math.ceil(this.segments.count * CLEAN_BELOW_FREE_FRACTION));
@@ -1102,6 +1129,7 @@ export class Engine {
     await this.idle();
     this.closed = true;
     if (this.flushTimer) clearInterval(this.flushTimer);
+    await this.prefilling;
     try {
       if (!this.failure) {
         if (this.appliedSeq > this.checkpointSeq || this.bytesSinceCheckpoint > 0) await this.checkpoint();

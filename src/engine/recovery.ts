@@ -119,6 +119,7 @@ export async function recover(engine: Engine): Promise<void> {
   engine.heads.clear();
   checkLive(engine);
   engine.sweepExpired();
+  engine.prefillAhead();
   engine.reclaimEmpty();
   engine.recovery = {
     ms: performance.now() - started,

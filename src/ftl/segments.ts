@@ -29,6 +29,8 @@ export interface SegmentInfo {
   sealedAtMs: number;
   /** A live chunk failed its checksum here: never clean it, so reads keep reporting it. */
   damaged: boolean;
+  /** Zero-filled ahead of its first use, so writing it allocates nothing (not persisted). */
+  prefilled: boolean;
 }
 
 export class SegmentTable {
@@ -50,6 +52,7 @@ export class SegmentTable {
         readers: 0,
         sealedAtMs: 0,
         damaged: false,
+        prefilled: false,
       });
     }
   }
@@ -70,14 +73,26 @@ export class SegmentTable {
     return n;
   }
 
-  /** The free segment with the lowest erase count (wear levelling), or undefined. */
+  /**
+   * The free segment with the lowest erase count (wear levelling), or undefined. Among
+   * never-used segments, one already zero-filled comes first.
+   */
   pickFree(): SegmentInfo | undefined {
     let best: SegmentInfo | undefined;
     for (const s of this.segments) {
       if (s.state !== 'free' || s.readers !== 0) continue;
       if (best === undefined || s.eraseCount < best.eraseCount) best = s;
+      else if (s.eraseCount === best.eraseCount && s.prefilled && !best.prefilled) best = s;
     }
     return best;
+  }
+
+  /** A never-used free segment that is not zero-filled yet, or undefined. */
+  pickUnfilled(): SegmentInfo | undefined {
+    for (const s of this.segments) {
+      if (s.state === 'free' && s.readers === 0 && s.eraseCount === 0 && !s.prefilled) return s;
+    }
+    return undefined;
   }
 
   liveBytes(): number {

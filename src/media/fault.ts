@@ -64,6 +64,8 @@ const ERRNO: Readonly<Record<string, { errno: number; text: string }>> = {
 
 export class FaultMedia implements Media {
   readonly size: number;
+  /** Memory needs no allocation ahead of writes. */
+  readonly allocatesOnWrite = false;
   /** The seed this media's PRNG started from; print it to replay a failing run. */
   readonly seed: number;
   private readonly random: () => number;

@@ -111,6 +111,7 @@ export class FileMedia implements Media {
   readonly size: number;
   readonly path: string;
   readonly isBlockDevice: boolean;
+  readonly allocatesOnWrite: boolean;
   private fd: number;
   private closing: Promise<void> | undefined;
   private inFlight = 0;
@@ -124,6 +125,7 @@ export class FileMedia implements Media {
     this.path = filePath;
     this.size = size;
     this.isBlockDevice = isBlockDevice;
+    this.allocatesOnWrite = !isBlockDevice;
   }
 
   async read(buffer: Uint8Array, offset: number): Promise<void> {

@@ -11,6 +11,12 @@
 export interface Media {
   /** Bytes addressable, fixed for the life of the media. */
   readonly size: number;
+  /**
+   * True when the first write to a region allocates space (a sparse file): a flush after
+   * it then also commits the file system's allocation, which costs more than the data.
+   * The engine zero-fills such regions once, ahead of their first use.
+   */
+  readonly allocatesOnWrite?: boolean;
   read(buffer: Uint8Array, offset: number): Promise<void>;
   readSync(buffer: Uint8Array, offset: number): void;
   write(buffer: Uint8Array, offset: number): Promise<void>;
