@@ -649,6 +649,7 @@ export class Engine {
     s.openSeq = openSeq;
     s.eraseCount++;
     s.maxSeq = 0;
+    s.youngestVersion = 0;
     s.liveBytes = 0;
     s.writeOffset = this.alignment;
     s.damaged = false;
@@ -670,6 +671,7 @@ export class Engine {
     for (const op of r.ops) {
       if (op.type === OpType.write) {
         const dataOffset = r.dataOffsets[w++]!;
+        if (op.version > seg.youngestVersion) seg.youngestVersion = op.version;
         this.applyWrite(r.kind, op.lba, op.count, op.version, op.expiresAt, r.segment, dataOffset);
       } else {
         this.applyTrim(op.lba, op.count);
@@ -865,7 +867,7 @@ export class Engine {
     this.sweepExpired(now);
     await this.flushIfBehind();
     if (this.reclaimEmpty() > 0) return true;
-    const victim = this.pickVictim(now);
+    const victim = this.pickVictim();
     if (victim === undefined) return false;
     const moved = await this.relocate(victim, now);
     if (!moved) return false;
@@ -884,7 +886,7 @@ export class Engine {
     this.flushedSeq = Math.max(this.flushedSeq, covered);
   }
 
-  private pickVictim(now: number): SegmentInfo | undefined {
+  private pickVictim(): SegmentInfo | undefined {
     const wear = this.segments.eraseCounts();
     let best: SegmentInfo | undefined;
     let bestScore = -Infinity;
@@ -896,7 +898,9 @@ export class Engine {
         score = Infinity; // static wear levelling: move cold data off a little-worn segment
       } else {
         if (u >= 0.98) continue;
-        const age = Math.max(1, now - s.sealedAtMs);
+        // Age in commits since the segment's newest data was written: relocated data keeps
+        // its version, so cold data stays old however often it moves.
+        const age = Math.max(1, this.nextSeq - s.youngestVersion);
         score = ((1 - u) * age) / (1 + u);
       }
       if (score > bestScore) {

@@ -111,6 +111,7 @@ export async function recover(engine: Engine): Promise<void> {
   engine.flushedSeq = engine.appliedSeq;
   // Heads restart in fresh segments: the old ones are sealed where their log ended.
   for (const s of engine.segments.segments) {
+    s.youngestVersion = s.maxSeq;
     if (s.state === 'open') {
       s.state = 'sealed';
       s.sealedAtMs = engine.clock.now();

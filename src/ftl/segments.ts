@@ -25,8 +25,13 @@ export interface SegmentInfo {
   writeOffset: number;
   /** Reads in flight; a segment is not reused while it has any. */
   readers: number;
-  /** Wall-clock ms when it was sealed; the cleaner's notion of age. */
+  /** Wall-clock ms when it was sealed. */
   sealedAtMs: number;
+  /**
+   * Newest version of any data written into it (relocated data keeps its old version): the
+   * cleaner's measure of how cold the segment is. Not persisted; after an open it is maxSeq.
+   */
+  youngestVersion: number;
   /** A live chunk failed its checksum here: never clean it, so reads keep reporting it. */
   damaged: boolean;
   /** Zero-filled ahead of its first use, so writing it allocates nothing (not persisted). */
@@ -51,6 +56,7 @@ export class SegmentTable {
         writeOffset: 0,
         readers: 0,
         sealedAtMs: 0,
+        youngestVersion: 0,
         damaged: false,
         prefilled: false,
       });
