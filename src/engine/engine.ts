@@ -34,6 +34,7 @@ import {
   RECORD_HEADER_BYTES,
   RecordKind,
   SEGMENTS_OFFSET,
+  SEGMENT_HEADER_USED_BYTES,
   SegmentKind,
   alignUp,
   nextRecordAt,
@@ -244,8 +245,11 @@ export class Engine {
 
   async read(lba: number, count: number): Promise<Buffer> {
     this.assertOpen();
-    const out = Buffer.alloc(count * this.sectorBytes);
     const pieces = this.livePieces(lba, count);
+    if (pieces.length === 1 && pieces[0]!.lba === lba && pieces[0]!.count === count) {
+      return this.readWhole(pieces[0]!); // the common case: one extent covers the request
+    }
+    const out = Buffer.alloc(count * this.sectorBytes);
     if (pieces.length === 0) return out;
     for (const p of pieces) this.segments.at(p.segment).readers++;
     try {
@@ -256,13 +260,38 @@ export class Engine {
     return out;
   }
 
+  /** One piece as its own buffer; a piece inside one chunk is returned without a copy. */
+  private async readWhole(piece: Extent): Promise<Buffer> {
+    const segment = this.segments.at(piece.segment);
+    segment.readers++;
+    try {
+      const { chunks, firstChunk } = await this.readChunks(piece, segment);
+      const from = piece.firstSector * this.sectorBytes;
+      const length = piece.count * this.sectorBytes;
+      const inChunk = from - firstChunk * CHUNK_DATA_BYTES;
+      if (inChunk + length <= CHUNK_DATA_BYTES) {
+        return chunks.subarray(CHUNK_CRC_BYTES + inChunk, CHUNK_CRC_BYTES + inChunk + length);
+      }
+      const out = Buffer.allocUnsafe(length);
+      copyOutOfChunks(chunks, firstChunk, from, length, out, 0);
+      return out;
+    } finally {
+      segment.readers--;
+    }
+  }
+
   /** Reads the chunks holding `piece`, checks them, and copies its sectors to out[at…]. */
   private async readPiece(piece: Extent, out: Buffer, at: number): Promise<void> {
-    const segment = this.segments.at(piece.segment);
+    const { chunks, firstChunk } = await this.readChunks(piece, this.segments.at(piece.segment));
+    copyOutOfChunks(chunks, firstChunk, piece.firstSector * this.sectorBytes, piece.count * this.sectorBytes, out, at);
+  }
+
+  /** The chunks that hold a piece, read and checked; ERR_CORRUPT if any fails its checksum. */
+  private async readChunks(piece: Extent, segment: SegmentInfo): Promise<{ chunks: Buffer; firstChunk: number }> {
     const { start, bytes, firstChunk } = this.chunkSpan(piece);
-    const buf = Buffer.allocUnsafe(bytes);
-    await this.media.read(buf, this.segmentOffset(piece.segment) + start);
-    const bad = verifyChunks(buf, segment.nonce, start);
+    const chunks = Buffer.allocUnsafe(bytes);
+    await this.media.read(chunks, this.segmentOffset(piece.segment) + start);
+    const bad = verifyChunks(chunks, segment.nonce, start);
     if (bad >= 0) {
       throw new AtomioError(
         'ERR_CORRUPT',
@@ -270,7 +299,7 @@ export class Engine {
         { segment: piece.segment, offset: bad, lba: piece.lba, count: piece.count },
       );
     }
-    copyOutOfChunks(buf, firstChunk, piece.firstSector * this.sectorBytes, piece.count * this.sectorBytes, out, at);
+    return { chunks, firstChunk };
   }
 
   /** The chunk-aligned byte range (offset in segment) that holds a piece's sectors. */
@@ -592,7 +621,9 @@ export class Engine {
 
     const writes: Promise<void>[] = [];
     for (const span of spans.values()) {
-      const buf = Buffer.alloc(span.end - span.start);
+      // Unzeroed: every byte is written below, records by encodeRecord, the rest as zeros.
+      const buf = Buffer.allocUnsafe(span.end - span.start);
+      let cursor = 0;
       if (span.header) {
         const h = span.header;
         encodeSegmentHeader(
@@ -609,10 +640,13 @@ export class Engine {
           },
           buf,
         );
+        cursor = SEGMENT_HEADER_USED_BYTES;
       }
       const nonce = this.segments.at(span.segment).nonce;
       for (const r of records) {
         if (r.segment !== span.segment) continue;
+        buf.fill(0, cursor, r.offset - span.start);
+        cursor = r.offset - span.start + r.bytes;
         encodeRecord(
           { seq: r.seq, batchSeq, batchCount: records.length, durableSeq: this.flushedSeq, kind: r.kind, ops: r.ops },
           this.sectorBytes,
@@ -623,6 +657,7 @@ export class Engine {
           r.dataOffsets,
         );
       }
+      buf.fill(0, cursor);
       this.counters.mediaBytes += buf.length;
       this.bytesSinceCheckpoint += buf.length;
       writes.push(this.media.write(buf, this.segmentOffset(span.segment) + span.start));
