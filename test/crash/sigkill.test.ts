@@ -1,0 +1,472 @@
+// Crash tests with a real process: a writer (writer.ts) keeps atomic batches in flight on a
+// store and is SIGKILLed, either by the test at a random moment or by itself inside a write
+// (a torn group commit, checkpoint, relocation or recovery write); the test then opens the
+// store itself and holds it to the model (model.ts): every acknowledged batch there, no
+// batch half there, the state a prefix of what was issued, versions right, no corruption
+// reported. One store lives through all the rounds of a test, so the log grows across kills
+// and recovery meets checkpoints, cleaned segments and earlier crashes.
+//
+//   ATOMIO_CRASH_ROUNDS        rounds of the main test (default 50)
+//   ATOMIO_CRASH_EARLY_ROUNDS  rounds of the early-kill test (default 8, 3 writers each)
+//   ATOMIO_SEED                replays a run: the writers' batches and the kill plans (not the
+//                              exact instant a timed kill lands, which the machine decides)
+//   ATOMIO_CRASH_KEEP=1        keeps the store directory (it is kept anyway when a check fails;
+//                              it then holds the state after the test's own recovery)
+
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { open, type RecoveryReport } from '../../src/index.js';
+import { CAPACITY, LBA_RANGE, SEGMENT_SIZE, Rng, deriveSeed, type OpDesc } from './common.js';
+import { Model, snapshotFrom, type WriterLog } from './model.js';
+
+const WRITER = fileURLToPath(new URL('./writer.js', import.meta.url));
+const THIS_FILE = 'dist/test/crash/sigkill.test.js';
+const ROUNDS = positiveInt('ATOMIO_CRASH_ROUNDS', 50);
+const SEED = seedFromEnv();
+/** A writer still alive this long after it was let go is stuck. */
+const STUCK_MS = 20_000;
+
+function positiveInt(name: string, fallback: number): number {
+  const text = process.env[name];
+  if (text === undefined || text.trim() === '') return fallback;
+  const n = Number(text);
+  if (!Number.isSafeInteger(n) || n < 1) throw new Error(`${name} must be an integer >= 1, got ${text}`);
+  return n;
+}
+
+function seedFromEnv(): number {
+  const text = process.env.ATOMIO_SEED;
+  if (text === undefined || text.trim() === '') return Math.floor(Math.random() * 2 ** 32) >>> 0;
+  const n = Number(text.trim());
+  if (!Number.isSafeInteger(n) || n < 0) throw new Error(`ATOMIO_SEED must be an integer >= 0, got ${text}`);
+  return n >>> 0;
+}
+
+function replay(seed: number): string {
+  return `seed ${seed} (replay: ATOMIO_SEED=${seed} node --test ${THIS_FILE})`;
+}
+
+/**
+ * How a writer dies. 'parent': the test SIGKILLs it `delayMs` after its first ACK line (or
+ * its OPENING line). 'tear': it SIGKILLs itself inside the `write`th write to its data file
+ * from `delayMs` after its first ACK (or after it starts to open), leaving a page-aligned
+ * prefix of that write (see writer.ts).
+ */
+type KillPlan =
+  | { by: 'parent'; after: 'ack' | 'opening'; delayMs: number }
+  | { by: 'tear'; from: 'ack' | 'open'; delayMs: number; write: number };
+
+function describePlan(plan: KillPlan): string {
+  return plan.by === 'parent'
+    ? `killed ${plan.delayMs} ms after ${plan.after === 'ack' ? 'ACK 1' : 'OPENING'}`
+    : `torn in write ${plan.write} from ${plan.delayMs} ms after ${plan.from === 'ack' ? 'ACK 1' : 'open'}`;
+}
+
+interface WriterRun extends WriterLog {
+  seed: number;
+  opened: { recovery?: RecoveryReport } | undefined;
+  stats: Record<string, number> | undefined;
+  /** ms from the trigger line to the parent's kill, as it happened. */
+  killedAfterMs: number | undefined;
+  /** The TEAR line of a writer that killed itself in a write. */
+  tear: string | undefined;
+  /** ms from spawn to its OPENED line, its first ACK, its death. */
+  ms: { opened?: number; firstAck?: number; dead?: number };
+}
+
+/** What it takes to start one writer. */
+interface WriterSpec {
+  label: string;
+  seed: number;
+  firstId: number;
+  args: string[];
+  plan: KillPlan;
+}
+
+interface SpawnedWriter {
+  /** Lets the writer open the store; resolves once it is dead, with what it reported. */
+  start(): Promise<WriterRun>;
+  /** Kills a writer that was never started. */
+  abort(): void;
+}
+
+/**
+ * Spawns a writer that loads and then waits (--wait-go), so that its start-up overlaps the
+ * previous round. start() lets it go, kills it as planned and collects its full lines.
+ */
+function spawnWriter(dir: string, spec: WriterSpec): SpawnedWriter {
+  const { label, seed, firstId, args, plan } = spec;
+  const tearArgs =
+    plan.by === 'tear' ? ['--tear-from', plan.from, '--tear-after-ms', String(plan.delayMs), '--tear-write', String(plan.write)] : [];
+  const child = spawn(
+    process.execPath,
+    [WRITER, '--wait-go', '--dir', dir, '--seed', String(seed), '--first-id', String(firstId), ...args, ...tearArgs],
+    { stdio: ['pipe', 'pipe', 'pipe'] },
+  );
+  const run: WriterRun = {
+    label,
+    seed,
+    issued: [],
+    acked: new Map(),
+    opened: undefined,
+    stats: undefined,
+    killedAfterMs: undefined,
+    tear: undefined,
+    ms: {},
+  };
+  let started = 0;
+  const issuedOps = new Map<number, string>();
+  const oddities: string[] = [];
+  let stderr = '';
+  let pending = '';
+  let killed = false;
+  let armedAt = 0;
+  let killTimer: NodeJS.Timeout | undefined;
+  let stuck: NodeJS.Timeout | undefined;
+  const kill = (): void => {
+    if (killed) return;
+    killed = true;
+    run.killedAfterMs = performance.now() - armedAt;
+    child.kill('SIGKILL');
+  };
+  const arm = (): void => {
+    if (armedAt !== 0 || plan.by !== 'parent') return;
+    armedAt = performance.now();
+    if (plan.delayMs <= 0) kill();
+    else killTimer = setTimeout(kill, plan.delayMs);
+  };
+
+  const onLine = (line: string): void => {
+    const space = line.indexOf(' ');
+    const word = space < 0 ? line : line.slice(0, space);
+    const rest = space < 0 ? '' : line.slice(space + 1);
+    switch (word) {
+      case 'SEED':
+        if (Number(rest) !== seed) oddities.push(`writer says seed ${rest}, was given ${seed}`);
+        break;
+      case 'OPENING':
+        if (plan.by === 'parent' && plan.after === 'opening') arm();
+        break;
+      case 'OPENED':
+        run.opened = JSON.parse(rest) as WriterRun['opened'];
+        run.ms.opened = Math.round(performance.now() - started);
+        break;
+      case 'STATS':
+        run.stats = JSON.parse(rest) as Record<string, number>;
+        break;
+      case 'ISSUE': {
+        const [id, ops] = splitOnce(rest);
+        run.issued.push({ id: Number(id), ops: JSON.parse(ops) as OpDesc[] });
+        issuedOps.set(Number(id), ops);
+        break;
+      }
+      case 'ACK': {
+        const [id, more] = splitOnce(rest);
+        const [version, ops] = splitOnce(more);
+        if (issuedOps.get(Number(id)) !== ops) oddities.push(`ACK ${id} names ops that differ from its ISSUE line`);
+        run.acked.set(Number(id), Number(version));
+        run.ms.firstAck ??= Math.round(performance.now() - started);
+        if (plan.by === 'parent' && plan.after === 'ack') arm();
+        break;
+      }
+      case 'TEAR':
+        run.tear = rest;
+        break;
+      case 'FAIL':
+        oddities.push(`writer failed: ${line}`);
+        break;
+      default:
+        oddities.push(`unexpected line from the writer: ${JSON.stringify(line.slice(0, 200))}`);
+    }
+  };
+
+  child.stdout.setEncoding('utf8');
+  child.stdout.on('data', (chunk: string) => {
+    pending += chunk;
+    for (let nl = pending.indexOf('\n'); nl >= 0; nl = pending.indexOf('\n')) {
+      const line = pending.slice(0, nl);
+      pending = pending.slice(nl + 1);
+      try {
+        onLine(line);
+      } catch (error) {
+        oddities.push(`cannot parse ${JSON.stringify(line.slice(0, 200))}: ${String(error)}`);
+      }
+    }
+  });
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (chunk: string) => {
+    stderr += chunk;
+  });
+  // 'close': the process is gone (so its pid no longer holds the store lock) and its stdout
+  // is drained. A last line cut by the kill stays in `pending` and is ignored.
+  const dead = new Promise<WriterRun>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      clearTimeout(stuck);
+      clearTimeout(killTimer);
+      run.ms.dead = Math.round(performance.now() - started);
+      if (signal !== 'SIGKILL' || (plan.by === 'parent' && !killed)) oddities.push(`writer ended by itself (code ${code}, signal ${signal})`);
+      if (oddities.length > 0) {
+        reject(new Error(`${label} (writer seed ${seed}): ${oddities.join('; ')}${stderr ? `\nstderr:\n${stderr.slice(0, 4000)}` : ''}`));
+      } else {
+        resolve(run);
+      }
+    });
+  });
+  // Never an unhandled rejection for a writer that is aborted before it is started.
+  dead.catch(() => undefined);
+  return {
+    start() {
+      started = performance.now();
+      stuck = setTimeout(() => {
+        oddities.push(`still alive after ${STUCK_MS} ms (plan: ${describePlan(plan)})`);
+        kill();
+      }, STUCK_MS);
+      child.stdin.write('GO\n');
+      return dead;
+    },
+    abort() {
+      if (child.exitCode === null && child.signalCode === null) {
+        killed = true;
+        child.kill('SIGKILL');
+      }
+    },
+  };
+}
+
+/**
+ * Runs the writers one after the other on `dir`, each started once the one before is dead
+ * and `after` has dealt with it; the next writer is spawned while the current one runs.
+ */
+async function runWriters(dir: string, specs: WriterSpec[], after: (index: number, run: WriterRun) => Promise<void>): Promise<void> {
+  let next: SpawnedWriter | undefined = specs.length > 0 ? spawnWriter(dir, specs[0]!) : undefined;
+  try {
+    for (let i = 0; i < specs.length; i++) {
+      const running = next!.start();
+      next = i + 1 < specs.length ? spawnWriter(dir, specs[i + 1]!) : undefined;
+      await after(i, await running);
+    }
+  } finally {
+    next?.abort();
+  }
+}
+
+function splitOnce(text: string): [string, string] {
+  const i = text.indexOf(' ');
+  return i < 0 ? [text, ''] : [text.slice(0, i), text.slice(i + 1)];
+}
+
+interface CheckResult {
+  recovery: RecoveryReport;
+  unackedPresent: number[];
+}
+
+/** Opens the store after the kills, checks it against the model, closes it cleanly. */
+async function checkStore(dir: string, model: Model, runs: WriterRun[], context: string): Promise<CheckResult> {
+  const store = await open(dir, { capacity: CAPACITY, segmentSize: SEGMENT_SIZE }).catch((error: unknown) => {
+    throw new Error(`${context}: the store does not open after the kill: ${String((error as Error)?.stack ?? error)}`);
+  });
+  try {
+    const recovery = store.stats().lastRecovery;
+    assert.ok(recovery !== undefined, `${context}: no recovery report`);
+    assert.deepEqual(recovery.corruptions, [], `${context}: a SIGKILL leaves no corruption, but recovery reports some`);
+    const data = await store.block.read(0, LBA_RANGE);
+    const versions = new Float64Array(LBA_RANGE);
+    for (const e of store.block.mapped(0, LBA_RANGE)) versions.fill(e.version, e.lba, e.lba + e.count);
+    const snap = snapshotFrom(data, versions);
+    const stray = store.block.mapped(LBA_RANGE, store.block.sectorCount - LBA_RANGE);
+    if (stray.length > 0) snap.problems.push(`data outside the written range: ${JSON.stringify(stray.slice(0, 3))}`);
+    const verdict = model.check(runs, snap);
+    if (!verdict.ok) {
+      const acked = runs.map((r) => `${r.label}: ${r.issued.length} issued, ${r.acked.size} acked, first id ${r.issued[0]?.id ?? '-'}`);
+      throw new Error(`${context}: ${verdict.message}\n${acked.join('\n')}\nrecovery: ${JSON.stringify(recovery)}`);
+    }
+    const versionProblems: string[] = [];
+    // versionOf at the first sector of every write of every acknowledged batch: at least the
+    // batch's version unless a later trim emptied the sector, and what mapped() says (the
+    // model compared mapped()'s versions for every sector).
+    for (const run of runs) {
+      for (const b of run.issued) {
+        const acked = run.acked.get(b.id);
+        if (acked === undefined) continue;
+        for (const [lba, , kind] of b.ops) {
+          if (kind !== 'w') continue;
+          const v = store.block.versionOf(lba);
+          if (v !== versions[lba]) versionProblems.push(`versionOf(${lba}) is ${v} but mapped() says ${versions[lba]}`);
+          if (v !== 0 && v < acked) versionProblems.push(`versionOf(${lba}) is ${v}, older than acknowledged batch ${b.id} (version ${acked}) that wrote it`);
+        }
+      }
+    }
+    if (versionProblems.length > 0) {
+      throw new Error(`${context}: versionOf:\n  ${versionProblems.slice(0, 10).join('\n  ')}\nrecovery: ${JSON.stringify(recovery)}`);
+    }
+    return { recovery, unackedPresent: verdict.unackedPresent };
+  } catch (error) {
+    if (error instanceof Error && error.message.startsWith(context)) throw error;
+    throw new Error(`${context}: ${String((error as Error)?.stack ?? error)}`, { cause: error });
+  } finally {
+    await store.close();
+  }
+}
+
+/** A fresh store directory, removed at the end unless a check failed (or ATOMIO_CRASH_KEEP). */
+async function withStoreDir(t: TestContext, body: (dir: string) => Promise<void>): Promise<void> {
+  const root = await fsp.mkdtemp(path.join(os.tmpdir(), 'atomio-crash-'));
+  const dir = path.join(root, 'store');
+  try {
+    await body(dir);
+  } catch (error) {
+    t.diagnostic(`store kept for inspection: ${dir}`);
+    throw error;
+  }
+  if (process.env.ATOMIO_CRASH_KEEP) t.diagnostic(`store kept: ${dir}`);
+  else await fsp.rm(root, { recursive: true, force: true });
+}
+
+function describeRecovery(r: RecoveryReport): string {
+  return `recovery replayed ${r.recordsReplayed} records (${Math.round(r.bytesReplayed / 1024)} KiB) after checkpoint ${r.checkpointSeq}, dropped ${r.recordsDropped}`;
+}
+
+test(`acknowledged batches survive SIGKILL and no batch is half there (${ROUNDS} rounds)`, async (t) => {
+  const seed = deriveSeed(SEED, 1);
+  t.diagnostic(replay(SEED));
+  const rng = new Rng(seed);
+  const specs: WriterSpec[] = [];
+  for (let round = 0; round < ROUNDS; round++) {
+    specs.push({
+      label: `round ${round}`,
+      seed: deriveSeed(seed, round),
+      firstId: (round + 1) * 1_000_000,
+      // Every fourth round writes to 1024 lbas only and checkpoints rarely (when space runs
+      // out), so segments die and are reused between checkpoints; every third (of the others)
+      // checkpoints often, so kills land in checkpoint writes; every fifth also asks for
+      // checkpoints (store.checkpoint()) while batches are queued.
+      args: [
+        ...(round % 4 === 3
+          ? ['--lbas', '1024', '--checkpoint-bytes', String(8 * 1024 * 1024)]
+          : round % 3 === 2
+            ? ['--checkpoint-bytes', String(256 * 1024)]
+            : []),
+        ...(round % 5 === 4 ? ['--checkpoint-every', '100'] : []),
+      ],
+      // Even rounds: the test kills the writer at a random moment (mostly in fdatasync).
+      // Odd rounds: the writer kills itself inside a write (a torn group commit, checkpoint
+      // or relocation).
+      plan:
+        round % 2 === 0
+          ? { by: 'parent', after: 'ack', delayMs: rng.int(50, 400) }
+          : { by: 'tear', from: 'ack', delayMs: rng.int(50, 400), write: rng.int(1, 4) },
+    });
+  }
+  const model = new Model();
+  const totals = { acked: 0, unackedPresent: 0, dropped: 0, replayed: 0, checkpoints: 0, cleaned: 0, openedWithCheckpoint: 0 };
+  await withStoreDir(t, async (dir) => {
+    await runWriters(dir, specs, async (round, run) => {
+      const spec = specs[round]!;
+      const context = `round ${round}, writer seed ${spec.seed}, ${describePlan(spec.plan)}, ${replay(SEED)}`;
+      const checking = performance.now();
+      const { recovery, unackedPresent } = await checkStore(dir, model, [run], context);
+      const checkMs = Math.round(performance.now() - checking);
+      const s = run.stats ?? {};
+      totals.acked += run.acked.size;
+      totals.unackedPresent += unackedPresent[0] ?? 0;
+      totals.dropped += recovery.recordsDropped;
+      totals.replayed += recovery.recordsReplayed;
+      totals.checkpoints += s.checkpoints ?? 0;
+      totals.cleaned += s.segmentsCleaned ?? 0;
+      if ((run.opened?.recovery?.checkpointSeq ?? 0) > 0) totals.openedWithCheckpoint++;
+      t.diagnostic(
+        `round ${round} seed ${spec.seed}: ${run.issued.length} issued, ${run.acked.size} acked, ` +
+          `${unackedPresent[0]} unacked present; ${run.tear ? `tore write ${run.tear}` : `killed ${run.killedAfterMs?.toFixed(0)} ms after ACK 1`}; ` +
+          `${describeRecovery(recovery)}; writer made ${s.checkpoints ?? 0} checkpoints, cleaned ${s.segmentsCleaned ?? 0} segments; ` +
+          `ms: opened ${run.ms.opened}, ACK 1 ${run.ms.firstAck}, dead ${run.ms.dead}, check ${checkMs}`,
+      );
+    });
+  });
+  t.diagnostic(`totals: ${JSON.stringify(totals)}`);
+  assert.ok(totals.acked > 0, 'the writers acknowledged batches');
+  if (ROUNDS >= 20) {
+    // The test is only worth something if the kills met the machinery it is meant to test.
+    assert.ok(totals.checkpoints > 0, `no checkpoint was written during the rounds: ${JSON.stringify(totals)}`);
+    assert.ok(totals.cleaned > 0, `the cleaner never ran during the rounds: ${JSON.stringify(totals)}`);
+    assert.ok(totals.replayed > 0, `recovery never replayed a record: ${JSON.stringify(totals)}`);
+    assert.ok(totals.dropped > 0, `no kill ever tore the log: ${JSON.stringify(totals)}`);
+  }
+});
+
+test('kills during open, recovery and the first checkpoints leave the store consistent', async (t) => {
+  const rounds = positiveInt('ATOMIO_CRASH_EARLY_ROUNDS', 8);
+  const seed = deriveSeed(SEED, 2);
+  t.diagnostic(replay(SEED));
+  const rng = new Rng(seed);
+  // Each round: a writer killed mid-write leaves a crashed store; two more start on it with
+  // no clean open in between, so that their own recovery has work to do, and are killed
+  // early. Then the test checks.
+  // - Even rounds chain recoveries: the first writer tears a write (so recovery drops a torn
+  //   tail), the next two write on after their recovery with no checkpoint (so the recovery
+  //   after them meets the log that the one before cut, and what was written since) and die
+  //   inside one of their first writes (recovery's own, or the first batches') or a few ms
+  //   after their first ACK.
+  // - Odd rounds hit open and the first checkpoints: the next two take a checkpoint right
+  //   after open and then every few batches, and die inside one of their first writes,
+  //   while they open, or a few ms after their first ACK.
+  const specs: WriterSpec[] = [];
+  for (let i = 0; i < rounds * 3; i++) {
+    const k = i % 3;
+    const chain = Math.floor(i / 3) % 2 === 0;
+    const pick = rng.next();
+    let plan: KillPlan;
+    let args: string[];
+    if (k === 0) {
+      plan =
+        chain || pick < 0.5
+          ? { by: 'tear', from: 'ack', delayMs: rng.int(20, 200), write: rng.int(1, 4) }
+          : { by: 'parent', after: 'ack', delayMs: rng.int(20, 200) };
+      args = [];
+    } else if (chain) {
+      plan = pick < 0.6 ? { by: 'tear', from: 'open', delayMs: 0, write: rng.int(1, 12) } : { by: 'parent', after: 'ack', delayMs: rng.int(0, 20) };
+      args = ['--checkpoint-bytes', String(8 * 1024 * 1024)];
+    } else {
+      plan =
+        pick < 0.4
+          ? { by: 'tear', from: 'open', delayMs: 0, write: rng.int(1, 8) }
+          : pick < 0.7
+            ? { by: 'parent', after: 'opening', delayMs: rng.int(0, 60) }
+            : { by: 'parent', after: 'ack', delayMs: rng.int(0, 20) };
+      args = ['--checkpoint-at-open', '--checkpoint-bytes', String(64 * 1024), '--checkpoint-every', '40'];
+    }
+    specs.push({ label: `round ${Math.floor(i / 3)} writer ${k}`, seed: deriveSeed(seed, i), firstId: (i + 1) * 1_000_000, args, plan });
+  }
+  const model = new Model();
+  const totals = { killedInOpen: 0, wroteAfterDroppingTail: 0, tornWrites: 0 };
+  let runs: WriterRun[] = [];
+  await withStoreDir(t, async (dir) => {
+    await runWriters(dir, specs, async (i, run) => {
+      runs.push(run);
+      if (i % 3 !== 2) return;
+      const round = Math.floor(i / 3);
+      const plans = specs.slice(i - 2, i + 1).map((s) => `writer seed ${s.seed} ${describePlan(s.plan)}`);
+      const context = `round ${round}: ${plans.join(', ')}; ${replay(SEED)}`;
+      const { recovery, unackedPresent } = await checkStore(dir, model, runs, context);
+      const summary = runs.map(
+        (r, j) =>
+          `${r.acked.size}/${r.issued.length} acked, +${unackedPresent[j]} unacked` +
+          (r.tear ? `, tore write ${r.tear}` : '') +
+          (r.opened ? ` (its open: ${r.opened.recovery ? describeRecovery(r.opened.recovery) : '?'})` : ' (killed before open finished)'),
+      );
+      t.diagnostic(`round ${round}: ${plans.join(', ')}: ${summary.join('; ')}; check: ${describeRecovery(recovery)}`);
+      for (const r of runs) {
+        if (r.opened === undefined) totals.killedInOpen++;
+        else if ((r.opened.recovery?.recordsDropped ?? 0) > 0 && r.issued.length > 0) totals.wroteAfterDroppingTail++;
+        if (r.tear !== undefined) totals.tornWrites++;
+      }
+      runs = [];
+    });
+  });
+  t.diagnostic(`totals: ${JSON.stringify(totals)}`);
+});

@@ -1,0 +1,227 @@
+// The crash writer: a child process that the crash tests start and SIGKILL mid-write.
+//
+//   node dist/test/crash/writer.js --dir DIR --seed N --first-id N
+//        [--checkpoint-bytes N] [--checkpoint-every N] [--checkpoint-at-open]
+//        [--tear-from ack|open --tear-after-ms N --tear-write N] [--lbas N] [--wait-go]
+//
+// It opens (or creates) the store in DIR and then, forever, keeps MAX_IN_FLIGHT random
+// atomic batches in flight over lbas [0, LBA_RANGE): each batch has 1–8 ops, writes of 1–16
+// sectors in the pattern of its id (see common.ts) and now and then a trim; a tenth of them
+// carry a TTL of an hour. Batch ids count up from --first-id in the order the batches are
+// handed to the store. What it does is reported on stdout, line by line, synchronously (see
+// common.ts for the protocol): the parent learns of an acknowledged batch only after its
+// promise resolved, and of a batch before the store saw it.
+//
+// --checkpoint-bytes sets the store's checkpoint interval; --checkpoint-every N also calls
+// store.checkpoint() after every N acknowledgements; --checkpoint-at-open calls it right
+// after open, while the first batches are queued. --lbas N narrows the writes to lbas
+// [0, N): whole segments then die within one checkpoint interval and are reused quickly.
+//
+// --tear-from makes the writer kill itself inside a write, so that the kill lands in the
+// middle of the log rather than wherever a timer from outside happens to fall (mostly in
+// fdatasync): --tear-after-ms after the first ACK (or after it starts to open), the
+// --tear-write'th write to the data file from then on writes only a prefix of its buffer
+// ending at a page boundary (what the kernel leaves of a write() when SIGKILL interrupts
+// it), and the process SIGKILLs itself. Other writes in flight at that moment are left as
+// the kill finds them. With --tear-from open and 0 ms the kill lands in recovery's own
+// writes, the first checkpoint or the first batches.
+//
+// --wait-go: load everything, then wait for a line on stdin before touching the store (the
+// tests start the next writer while they check the last one). The writer exits when its
+// stdin closes, so that it never outlives the test that started it.
+//
+// Without --dir it does nothing: `node --test dist/test/` runs every .js file under a test
+// directory, this one included.
+
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { DATA_FILE_NAME, open, type AtomicOp, type Store } from '../../src/index.js';
+import { openFileMedia } from '../../src/media/file.js';
+import type { Media } from '../../src/media/media.js';
+import { HOT_RANGE, LBA_RANGE, MAX_IN_FLIGHT, CAPACITY, PAGE, SEGMENT_SIZE, Rng, fillPattern, writeLine, type OpDesc } from './common.js';
+
+const { values } = parseArgs({
+  options: {
+    dir: { type: 'string' },
+    seed: { type: 'string' },
+    'first-id': { type: 'string' },
+    'checkpoint-bytes': { type: 'string' },
+    'checkpoint-every': { type: 'string' },
+    'checkpoint-at-open': { type: 'boolean' },
+    'tear-from': { type: 'string' },
+    'tear-after-ms': { type: 'string' },
+    'tear-write': { type: 'string' },
+    lbas: { type: 'string' },
+    'wait-go': { type: 'boolean' },
+  },
+  strict: true,
+});
+
+function count(name: string, text: string | undefined, fallback: number): number {
+  if (text === undefined) return fallback;
+  const n = Number(text);
+  if (!Number.isSafeInteger(n) || n < 0) throw new Error(`--${name} must be an integer >= 0, got ${text}`);
+  return n;
+}
+
+function summary(store: Store): Record<string, number> {
+  const s = store.stats();
+  return {
+    commits: s.commits,
+    flushes: s.flushes,
+    checkpoints: s.checkpoints,
+    segmentsCleaned: s.segmentsCleaned,
+    freeSegments: s.freeSegments,
+    liveBytes: s.liveBytes,
+  };
+}
+
+/** The data file, with a kill that lands inside the n-th write once armed. */
+class TearingMedia implements Media {
+  readonly size: number;
+  private countdown = 0;
+
+  constructor(
+    private readonly inner: Media,
+    private readonly rng: Rng,
+  ) {
+    this.size = inner.size;
+  }
+
+  /** The n-th write from now is the one the kill interrupts. */
+  arm(n: number): void {
+    this.countdown = Math.max(1, n);
+  }
+
+  read(buffer: Uint8Array, offset: number): Promise<void> {
+    return this.inner.read(buffer, offset);
+  }
+
+  readSync(buffer: Uint8Array, offset: number): void {
+    this.inner.readSync(buffer, offset);
+  }
+
+  async write(buffer: Uint8Array, offset: number): Promise<void> {
+    if (this.countdown === 0 || --this.countdown > 0) return this.inner.write(buffer, offset);
+    // Page boundaries strictly inside the write, plus "none of it": where the kill can stop it.
+    const cuts = [offset];
+    for (let b = (Math.floor(offset / PAGE) + 1) * PAGE; b < offset + buffer.length; b += PAGE) cuts.push(b);
+    const kept = cuts[this.rng.int(0, cuts.length - 1)]! - offset;
+    if (kept > 0) await this.inner.write(buffer.subarray(0, kept), offset);
+    writeLine(`TEAR ${offset} ${buffer.length} ${kept}`);
+    process.kill(process.pid, 'SIGKILL');
+    return new Promise<void>(() => undefined);
+  }
+
+  flush(): Promise<void> {
+    return this.inner.flush();
+  }
+
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
+
+function fail(what: string, error: unknown): never {
+  writeLine(`FAIL ${what} ${String((error as Error)?.stack ?? error).replace(/\n/g, ' | ')}`);
+  process.exit(1);
+}
+
+function makeBatch(rng: Rng, id: number, lbas: number): { ops: AtomicOp[]; desc: OpDesc[] } {
+  const ops: AtomicOp[] = [];
+  const desc: OpDesc[] = [];
+  const n = rng.int(1, 8);
+  for (let i = 0; i < n; i++) {
+    const trim = rng.next() < 0.12;
+    const sectors = trim ? rng.int(1, 32) : rng.int(1, 16);
+    const range = rng.next() < 0.3 ? Math.min(HOT_RANGE, lbas >> 2) : lbas;
+    const lba = rng.int(0, range - sectors);
+    if (trim) {
+      ops.push({ trim: lba, count: sectors });
+      desc.push([lba, sectors, 't']);
+    } else {
+      ops.push({ write: lba, data: fillPattern(id, lba, sectors) });
+      desc.push([lba, sectors, 'w']);
+    }
+  }
+  return { ops, desc };
+}
+
+async function main(dir: string): Promise<void> {
+  const seed = count('seed', values.seed, 1) >>> 0;
+  const firstId = count('first-id', values['first-id'], 1);
+  const checkpointBytes = count('checkpoint-bytes', values['checkpoint-bytes'], 0);
+  const checkpointEvery = count('checkpoint-every', values['checkpoint-every'], 0);
+  const lbas = count('lbas', values.lbas, LBA_RANGE);
+  if (firstId < 1) throw new Error('--first-id must be >= 1 (batch id 0 means "no data")');
+  if (lbas < 128 || lbas > LBA_RANGE) throw new Error(`--lbas must lie in [128, ${LBA_RANGE}]`);
+  writeLine(`SEED ${seed}`);
+  const rng = new Rng(seed);
+
+  const tearFrom = values['tear-from'];
+  if (tearFrom !== undefined && tearFrom !== 'ack' && tearFrom !== 'open') throw new Error(`--tear-from must be ack or open, got ${tearFrom}`);
+  const tearAfterMs = count('tear-after-ms', values['tear-after-ms'], 0);
+  const tearWrite = count('tear-write', values['tear-write'], 1);
+  let tearing: TearingMedia | undefined;
+  const armTear = (): void => {
+    const media = tearing;
+    if (media !== undefined) setTimeout(() => media.arm(tearWrite), tearAfterMs);
+  };
+  if (tearFrom !== undefined) {
+    await fsp.mkdir(dir, { recursive: true });
+    tearing = new TearingMedia(await openFileMedia(path.join(dir, DATA_FILE_NAME), { size: CAPACITY, create: true }), new Rng(seed ^ 0x5bd1e995));
+  }
+
+  writeLine('OPENING');
+  if (tearFrom === 'open') armTear();
+  const store = await open(dir, {
+    capacity: CAPACITY,
+    segmentSize: SEGMENT_SIZE,
+    ...(checkpointBytes > 0 ? { checkpointIntervalBytes: checkpointBytes } : {}),
+    ...(tearing !== undefined ? { media: tearing } : {}),
+  });
+  writeLine(`OPENED ${JSON.stringify({ recovery: store.stats().lastRecovery, stats: summary(store) })}`);
+
+  const checkpoint = (): void => {
+    store.checkpoint().then(
+      () => writeLine(`STATS ${JSON.stringify(summary(store))}`),
+      (error: unknown) => fail('checkpoint', error),
+    );
+  };
+
+  let nextId = firstId;
+  let acks = 0;
+  const issue = (): void => {
+    const id = nextId++;
+    const { ops, desc } = makeBatch(rng, id, lbas);
+    // A tenth of the batches expire in an hour, long after the test: their data must survive
+    // like any other, through cleaning, checkpoints and recovery of their deadlines.
+    const ttl = rng.next() < 0.1 ? 3_600_000 : undefined;
+    const json = JSON.stringify(desc);
+    writeLine(`ISSUE ${id} ${json}`);
+    store.block.atomic(ops, ttl === undefined ? {} : { ttl }).then(
+      (version) => {
+        writeLine(`ACK ${id} ${version} ${json}`);
+        if (acks++ === 0 && tearFrom === 'ack') armTear();
+        if (checkpointEvery > 0 && acks % checkpointEvery === 0) checkpoint();
+        issue();
+      },
+      (error: unknown) => fail(String(id), error),
+    );
+  };
+  for (let i = 0; i < MAX_IN_FLIGHT; i++) issue();
+  if (values['checkpoint-at-open']) checkpoint();
+  setInterval(() => writeLine(`STATS ${JSON.stringify(summary(store))}`), 40);
+}
+
+if (values.dir !== undefined) {
+  const dir = values.dir;
+  const go = new Promise<void>((resolve) => {
+    if (!values['wait-go']) resolve();
+    process.stdin.on('data', () => resolve());
+  });
+  process.stdin.on('end', () => process.exit(0));
+  await go;
+  await main(dir).catch((error: unknown) => fail('open', error));
+}
