@@ -9,9 +9,10 @@
 //   4. give each commit the next sequence number and lay the records into the head segment;
 //   5. write each segment's span with one write, then one flush for the whole batch;
 //   6. apply the records to the maps, then resolve every caller.
-// Because state is applied only after the flush, a reader never sees data a crash could lose,
-// and because one batch is flushed before the next is written, a crash can tear only the
-// last batch (recovery drops it whole).
+// Because state is applied only after the flush, a reader of a 'full' store never sees data
+// a crash could lose. Every record names the seq up to which the log was flushed when it
+// was written, so recovery can tell a torn tail (dropped from the first missing or damaged
+// record on) from damage to flushed data (reported, the rest kept).
 //
 // Invariants:
 // - `appliedSeq` is the seq of the last record applied; every record up to it is durable
@@ -134,7 +135,7 @@ export class Engine {
   readonly clock: Clock;
   readonly sectorBytes: number;
   readonly segmentBytes: number;
-  /** Records start at multiples of this; also the size of a segment header. */
+  /** Group commits start at multiples of this (records inside at 8 bytes); also the segment header's size. */
   readonly alignment: number;
   readonly storeId: Buffer;
   readonly durability: Durability;
@@ -695,7 +696,6 @@ export class Engine {
     const s = this.segments.at(index);
     assert(s.state === 'open', 'only an open segment is sealed');
     s.state = 'sealed';
-    s.sealedAtMs = this.clock.now();
   }
 
   /** Applies one durable record to the maps. */
@@ -842,7 +842,8 @@ export class Engine {
   /**
    * Zero-fills the next never-used segment in the background, so that the flushes of the
    * commits written into it do not also commit the file system's allocation of its blocks.
-   * Each segment is filled once in the store's life; reused segments need nothing.
+   * Only never-used segments are filled (again after a reopen, as the mark is not stored);
+   * reused segments need nothing.
    */
   prefillAhead(): void {
     if (!this.media.allocatesOnWrite || this.prefilling || this.closed || this.failure) return;
@@ -1015,7 +1016,7 @@ export class Engine {
       // Leave room for a checkpoint: without one, nothing written since can be cleaned.
       if (this.segments.freeCount() < newSegments + this.reserveSegments() - CLEANER_RESERVE_SEGMENTS) return false;
       await this.writeRecords(records);
-      for (const r of records) this.counters.cleanerBytes += alignUp(r.bytes, this.alignment);
+      for (const r of records) this.counters.cleanerBytes += nextRecordAt(0, r.bytes);
     }
     // What still points here has expired: unmap it, its space returns without a copy.
     for (const e of this.extentsIn(victim)) {

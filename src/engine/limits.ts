@@ -13,6 +13,8 @@ export const DEFAULT_CAPACITY_BYTES = 1024 * 1024 * 1024;
 export const DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024;
 export const MIN_SEGMENT_BYTES = 64 * 1024;
 export const MAX_SEGMENT_BYTES = 1024 * 1024 * 1024;
+/** The extent map packs segment × 2^32 + offset into a float64, exact below 2^53. */
+export const MAX_SEGMENTS = 2 ** 21;
 /** A group commit gathers at most this many data bytes before it writes. */
 export const MAX_BATCH_BYTES = 32 * 1024 * 1024;
 /** Segments kept free for the cleaner's own writes, beyond what a checkpoint needs. */

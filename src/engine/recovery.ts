@@ -5,16 +5,19 @@
 //   2. find the log written since: each head from its checkpointed offset, and every
 //      segment whose header says it was opened after the checkpoint;
 //   3. scan those segments record by record, checking every header and chunk checksum;
-//   4. sort the records by seq; the last group commit may be torn (it was never
-//      acknowledged): if any of its records is missing or damaged, drop all of it;
-//      damage anywhere earlier is corruption: it is reported, the rest is applied;
+//   4. sort the records by seq; the first missing or damaged record that no later record
+//      vouches for as flushed is where the crash tore the log: it and all after it were
+//      never acknowledged and are dropped; missing or damaged records that were vouched
+//      for are corruption: reported, and the rest is applied;
 //   5. make dropped records unreadable (zero their headers) so a later recovery cannot
-//      mistake them for log, seal the old heads, and free what holds nothing live.
+//      mistake them for log, hand their seqs out again, seal the old heads, and free what
+//      holds nothing live.
 
 import { assert } from '../base/assert.js';
 import { AtomioError } from '../base/errors.js';
 import { checksum } from '../log/crc.js';
 import {
+  RECORD_HEADER_BYTES,
   RecordKind,
   SegmentKind,
   alignUp,
@@ -74,12 +77,10 @@ export async function recover(engine: Engine): Promise<void> {
   for (const r of scanned) vouched = Math.max(vouched, r.durableSeq);
 
   let expected = checkpointSeq + 1;
-  let maxSeen = Math.max(checkpointSeq, (state?.nextSeq ?? 1) - 1);
   const dropped: Scanned[] = [];
   let torn = false;
   let replayed = 0;
   for (const r of scanned) {
-    maxSeen = Math.max(maxSeen, r.seq);
     if (!torn && (r.seq !== expected || r.badChunk >= 0)) {
       const firstBad = r.seq !== expected ? expected : r.seq;
       if (firstBad > vouched) torn = true;
@@ -112,10 +113,7 @@ export async function recover(engine: Engine): Promise<void> {
   // Heads restart in fresh segments: the old ones are sealed where their log ended.
   for (const s of engine.segments.segments) {
     s.youngestVersion = s.maxSeq;
-    if (s.state === 'open') {
-      s.state = 'sealed';
-      s.sealedAtMs = engine.clock.now();
-    }
+    if (s.state === 'open') s.state = 'sealed';
   }
   engine.heads.clear();
   checkLive(engine);
@@ -298,8 +296,13 @@ function replay(engine: Engine, r: Scanned): void {
 /** Zeroes the header of every dropped record so that no later scan can see it. */
 async function truncate(engine: Engine, dropped: Scanned[]): Promise<void> {
   if (dropped.length === 0) return;
-  const zeros = Buffer.alloc(engine.alignment);
-  for (const r of dropped) await engine.media.write(zeros, engine.segmentOffset(r.segment) + r.offset);
+  // The header alone: a record may start in the last bytes of its segment, and zeroing
+  // further would reach into the next one.
+  const zeros = Buffer.alloc(RECORD_HEADER_BYTES);
+  for (const r of dropped) {
+    const n = Math.min(zeros.length, engine.segmentBytes - r.offset);
+    await engine.media.write(zeros.subarray(0, n), engine.segmentOffset(r.segment) + r.offset);
+  }
   await engine.media.flush();
 }
 

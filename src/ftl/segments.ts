@@ -25,8 +25,6 @@ export interface SegmentInfo {
   writeOffset: number;
   /** Reads in flight; a segment is not reused while it has any. */
   readers: number;
-  /** Wall-clock ms when it was sealed. */
-  sealedAtMs: number;
   /**
    * Newest version of any data written into it (relocated data keeps its old version): the
    * cleaner's measure of how cold the segment is. Not persisted; after an open it is maxSeq.
@@ -55,7 +53,6 @@ export class SegmentTable {
         liveBytes: 0,
         writeOffset: 0,
         readers: 0,
-        sealedAtMs: 0,
         youngestVersion: 0,
         damaged: false,
         prefilled: false,

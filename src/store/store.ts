@@ -19,6 +19,7 @@ import {
   DEFAULT_FLUSH_INTERVAL_MS,
   DEFAULT_SEGMENT_BYTES,
   MAX_SEGMENT_BYTES,
+  MAX_SEGMENTS,
   MIN_SEGMENT_BYTES,
 } from '../engine/limits.js';
 import { recover } from '../engine/recovery.js';
@@ -248,6 +249,13 @@ async function format(media: Media, options: OpenOptions): Promise<Superblock> {
     );
   }
   const segmentCount = Math.floor((media.size - SEGMENTS_OFFSET) / segmentBytes);
+  if (segmentCount > MAX_SEGMENTS) {
+    throw new AtomioError(
+      'ERR_ARGUMENT',
+      `capacity ${media.size} holds ${segmentCount} segments of ${segmentBytes} bytes; at most ${MAX_SEGMENTS} are supported: use a larger segmentSize`,
+      { capacity: media.size, segmentBytes },
+    );
+  }
   if (segmentCount < MIN_SEGMENTS) {
     throw new AtomioError(
       'ERR_ARGUMENT',
