@@ -1,0 +1,107 @@
+// The cleaner and the space it promises: relocated data is packed into the room left in
+// segments (splitting extents where needed), so a store really holds usableBytes of live data;
+// when it cannot make room it says ERR_NO_SPACE promptly instead of copying data in circles.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { isAtomioError } from '../../src/base/errors.js';
+import { FaultMedia } from '../../src/media/fault.js';
+import { open, type Store } from '../../src/index.js';
+import { tagged } from '../helpers/data.js';
+import { describe } from '../helpers/errors.js';
+import { withTempDir } from '../helpers/temp.js';
+
+const SECTOR = 512;
+const CAPACITY = 4 * 1024 * 1024;
+
+interface Filled {
+  store: Store;
+  /** Extents written and still mapped (every odd one; the even ones are trimmed again). */
+  kept: number[];
+  live: number;
+  usable: number;
+  error: unknown;
+}
+
+/**
+ * Writes `sectors`-sector extents at fresh lbas, trimming every other one again so that the
+ * segments users fill are left half live, until a write fails.
+ */
+async function fill(store: Store, sectors: number): Promise<Omit<Filled, 'store'>> {
+  const kept: number[] = [];
+  for (let n = 0; n < 100_000; n++) {
+    const before = store.stats();
+    try {
+      await store.block.write(n * sectors, tagged(SECTOR, n + 1, n * sectors, sectors));
+      if (n % 2 === 1) {
+        await store.block.trim((n - 1) * sectors, sectors);
+        kept.push(n);
+      }
+    } catch (error) {
+      assert.ok(isAtomioError(error, 'ERR_NO_SPACE'), `expected ERR_NO_SPACE, got ${describe(error)}`);
+      if (n % 2 === 1) kept.push(n - 1); // its write went in, the trim did not
+      return { kept, live: before.liveBytes, usable: before.usableBytes, error };
+    }
+  }
+  assert.fail('the store never filled up');
+}
+
+async function checkKept(store: Store, sectors: number, kept: number[]): Promise<void> {
+  for (const n of kept) {
+    assert.deepEqual(await store.block.read(n * sectors, sectors), tagged(SECTOR, n + 1, n * sectors, sectors), `extent ${n}`);
+  }
+}
+
+for (const sectors of [80, 16]) {
+  test(`a store filled with half-trimmed ${(sectors * SECTOR) / 1024} KiB extents takes live data up to usableBytes before ERR_NO_SPACE`, { timeout: 60_000 }, async (t) => {
+    await withTempDir(async (dir) => {
+      const store = await open(dir, { capacity: CAPACITY, segmentSize: 64 * 1024, media: new FaultMedia(CAPACITY) });
+      try {
+        const full = await fill(store, sectors);
+        t.diagnostic(`full at ${full.live} live of ${full.usable} usable, ${store.stats().segmentsCleaned} segments cleaned`);
+        assert.ok(store.stats().segmentsCleaned > 0, 'the cleaner had to compact the half-live segments');
+        assert.ok(full.live + sectors * SECTOR > full.usable, `ERR_NO_SPACE at ${full.live} live bytes of ${full.usable} usable: ${(full.error as Error).message}`);
+        await checkKept(store, sectors, full.kept);
+      } finally {
+        await store.close();
+      }
+    });
+  });
+}
+
+test('a store filled with 512-byte extents refuses growth with ERR_NO_SPACE in bounded time, keeps every byte, takes overwrites, and takes writes again after trims', { timeout: 60_000 }, async (t) => {
+  await withTempDir(async (dir) => {
+    const store = await open(dir, { capacity: CAPACITY, segmentSize: 64 * 1024, media: new FaultMedia(CAPACITY) });
+    try {
+      const full = await fill(store, 1);
+      t.diagnostic(`full at ${full.live} live of ${full.usable} usable (${((100 * full.live) / full.usable).toFixed(1)}%): ${(full.error as Error).message}`);
+      // Not all of usableBytes (see the todo test below), but most of it.
+      assert.ok(full.live > 0.8 * full.usable, `${full.live} live bytes of ${full.usable} usable when full`);
+      await checkKept(store, 1, full.kept);
+      // Overwrites add no live data: they go on working on a full store.
+      for (let i = 0; i < 300; i++) {
+        const n = full.kept[(i * 7919) % full.kept.length]!;
+        await store.block.write(n, tagged(SECTOR, n + 1, n, 1));
+      }
+      // Trim a quarter of what is kept: writes of that much fresh data go in again.
+      const freed = full.kept.filter((_, i) => i % 4 === 0);
+      for (const n of freed) await store.block.trim(n, 1);
+      for (let i = 0; i < freed.length / 2; i++) await store.block.write(1_000_000 + i, tagged(SECTOR, 7, 1_000_000 + i, 1));
+      await checkKept(store, 1, full.kept.filter((_, i) => i % 4 !== 0));
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+test('usableBytes is reachable with 512-byte extents', { todo: 'per-extent log overhead (40-byte descriptor + 4-byte CRC per 512 bytes) is not counted in usableBytes: a store of single-sector extents fills at about 88% of it' }, async () => {
+  await withTempDir(async (dir) => {
+    const store = await open(dir, { capacity: CAPACITY, segmentSize: 64 * 1024, media: new FaultMedia(CAPACITY) });
+    try {
+      const full = await fill(store, 1);
+      assert.ok(full.live + SECTOR > full.usable, `ERR_NO_SPACE at ${full.live} live bytes of ${full.usable} usable`);
+    } finally {
+      await store.close();
+    }
+  });
+});
