@@ -1172,8 +1172,13 @@ export class Engine {
     await this.prefilling;
     try {
       if (!this.failure) {
-        if (this.appliedSeq > this.checkpointSeq || this.bytesSinceCheckpoint > 0) await this.checkpoint();
-        else await this.media.flush();
+        try {
+          if (this.appliedSeq > this.checkpointSeq || this.bytesSinceCheckpoint > 0) await this.checkpoint();
+        } catch (error) {
+          // No room for a checkpoint: the log is intact without one, and must still be flushed.
+          if (!(error instanceof AtomioError && error.code === 'ERR_NO_SPACE')) throw error;
+        }
+        await this.media.flush();
       }
     } catch (error) {
       // The log is intact (a checkpoint only shortens the next recovery), but the caller

@@ -56,7 +56,6 @@ interface Harness {
   closeAndReopen(): Promise<void>;
   /** Undefined when the medium cannot crash (a real file). */
   crashAndReopen?: () => Promise<void>;
-  dispose(): Promise<void>;
 }
 
 class Model {
@@ -407,7 +406,6 @@ test('model: writes, trims, atomics, conditions and TTL writes on a FaultMedia m
       store: () => fault.store,
       closeAndReopen: async () => void (await fault.closeAndReopen()),
       crashAndReopen: async () => void (await fault.crashAndReopen('keep-all')),
-      dispose: () => fault.dispose(),
     }, clock);
   } finally {
     await fault.dispose();
@@ -427,7 +425,6 @@ test('model: the same random ops on a real data file match the model through cle
         await store.close();
         store = await open(dir, { clock });
       },
-      dispose: async () => undefined,
     }, clock);
   } finally {
     await store.close();
