@@ -1,9 +1,11 @@
 #!/usr/bin/env node
 // The `atomio` command.
 //
+//   atomio serve [--data DIR] [--nbd HOST:PORT|off] …   the servers (what `npm start` runs)
+//   atomio volume create|list|remove …                  the NBD volumes of a store
 //   atomio check DIR [--json]    verify a store, reading only
 //   atomio stats DIR [--json]    open a store and print its statistics
-//   atomio tour [--data DIR]     a short demonstration of the block face (what `npm start` runs)
+//   atomio tour [--data DIR]     a short demonstration of the block face
 //   atomio help | --help | --version
 //
 // Exit codes (stable, scripts may rely on them): 0 success; 1 an error, or `check` found
@@ -15,12 +17,17 @@ import { isAtomioError } from '../base/errors.js';
 import { readSmallFile } from '../media/file.js';
 import { checkCommand } from './check.js';
 import { EXIT, UsageError, writeErr, writeOut } from './output.js';
+import { serve, volumeCommand } from './serve.js';
 import { statsCommand } from './stats.js';
 import { tourCommand } from './tour.js';
 
 const USAGE = `usage: atomio <command> [options]
 
 commands:
+  serve [options]       serve the store in ./data (or --data DIR) over NBD on 127.0.0.1:10809
+                        until SIGINT/SIGTERM; \`atomio serve --help\` lists every option
+  volume create NAME --size SIZE [--read-only] | list | remove NAME   [--data DIR]
+                        manage the store's NBD volumes (not while a server has it open)
   check DIR [--json]    verify every checksum and cross-reference of the store in DIR,
                         reading only; exit 0 clean, 1 problems found, 3 store in use
   stats DIR [--json]    open the store in DIR and print its statistics
@@ -49,6 +56,10 @@ async function main(argv: string[]): Promise<number> {
     case 'version':
       writeOut(`${await version()}\n`);
       return EXIT.ok;
+    case 'serve':
+      return serve(rest);
+    case 'volume':
+      return volumeCommand(rest);
     case 'check': {
       const args = parse(rest, { json: { type: 'boolean' } }, 'DIR');
       return args === undefined ? EXIT.ok : checkCommand(args.positional, args.values.json === true);

@@ -913,6 +913,17 @@ export class Engine {
     return true;
   }
 
+  /** Resolves once every commit resolved before the call is on stable storage. */
+  async flush(): Promise<void> {
+    if (this.closed) throw closedError();
+    if (this.failure) throw this.failure;
+    try {
+      await this.flushIfBehind();
+    } catch (error) {
+      throw this.fail(error);
+    }
+  }
+
   /** With durability 'none', flushes what is written but not yet flushed. */
   private async flushIfBehind(): Promise<void> {
     if (this.flushedSeq >= this.writtenSeq) return;
@@ -1206,8 +1217,9 @@ function versionForError(v: number): number | string {
   return v === Infinity ? 'a commit earlier in the same batch' : v;
 }
 
+/** A placeholder for a batch's pending op; it locates no data (a trim may span 2^44 sectors). */
 function overlayExtent(lba: number, count: number, version: number): Extent {
-  return { lba, count, version, segment: 0, dataOffset: 0, opSectors: count, firstSector: 0, expiresAt: 0 };
+  return { lba, count, version, segment: 0, dataOffset: 0, opSectors: 0, firstSector: 0, expiresAt: 0 };
 }
 
 /** Copies `length` bytes starting at op-data byte `from` out of chunked bytes that begin at `firstChunk`. */

@@ -161,6 +161,19 @@ export class Store implements AsyncDisposable {
     };
   }
 
+  /** 'full': writes resolve once durable. 'none': once handed to the OS (see OpenOptions). */
+  get durability(): Durability {
+    return this.engine.durability;
+  }
+
+  /**
+   * Makes every write that resolved before the call durable. With durability 'full' they
+   * already are; with 'none' this flushes the medium.
+   */
+  flush(): Promise<void> {
+    return this.engine.flush();
+  }
+
   /** Writes a checkpoint now, so that the next open replays nothing written before it. */
   async checkpoint(): Promise<void> {
     await this.engine.exclusive(() => this.engine.checkpoint());

@@ -1,0 +1,306 @@
+// `atomio serve` and `atomio volume`: a store's volumes as network disks, and the commands
+// that manage those volumes.
+//
+//   atomio serve [--data DIR] [--nbd HOST:PORT|off] [--volume-size BYTES] [--capacity BYTES]
+//                [--durability full|none] [--nbd-allow-remote]
+//   atomio volume create NAME --size BYTES [--read-only] [--data DIR]
+//   atomio volume list [--data DIR] [--json]
+//   atomio volume remove NAME [--data DIR]
+//
+// serve runs until SIGINT or SIGTERM, then stops accepting, answers the requests already
+// read, and closes the store. The volume commands open the store themselves, so they fail
+// with ERR_LOCKED while a server has it.
+
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { AtomioError, isAtomioError } from '../base/errors.js';
+import type { Durability } from '../engine/engine.js';
+import { fileExists } from '../media/file.js';
+import { DATA_FILE_NAME, open, type Store } from '../store/store.js';
+import { NBD_DEFAULT_PORT, startNbdServer, type NbdServer } from '../server/nbd/index.js';
+import { DEFAULT_VOLUME_BYTES, Volumes } from '../server/volumes.js';
+import { EXIT, UsageError, aligned, formatBytes, writeErr, writeOut } from './output.js';
+
+export const SERVE_USAGE = `usage: atomio serve [options]
+
+Serves the volumes of the store in DIR as network block devices (NBD, fixed newstyle;
+qemu-img, qemu, nbdkit's tools and the Linux nbd client speak it). The volume called
+'default' answers the empty export name too: nbd://127.0.0.1:10809/ reaches it.
+
+options:
+  --data DIR               the store (created if new; default ./data)
+  --nbd HOST:PORT|off      where NBD listens (default 127.0.0.1:${NBD_DEFAULT_PORT}); off: no NBD
+  --nbd-allow-remote       allow a non-loopback HOST (no TLS yet: the disks travel in clear)
+  --volume-size BYTES      size of the default volume when it is first created (default 1T)
+  --capacity BYTES         most bytes the store's data file may take (only when creating it)
+  --durability full|none   full (default): a write is acknowledged once on stable storage;
+                           none: once the OS has it (NBD FLUSH and FUA still make it durable)
+  --help                   print this text
+
+BYTES takes a suffix K, M, G, T or P (powers of 1024): 64G, 512M.
+SIGINT or SIGTERM stops the server: requests already read are answered, then the store
+closes. A second signal kills it at once (the store recovers on its next open).
+`;
+
+export const VOLUME_USAGE = `usage: atomio volume <create|list|remove> [options]
+
+  volume create NAME --size BYTES [--read-only] [--data DIR]
+                       a new volume that reads as zeros; NAME is 1-64 of A-Z a-z 0-9 . _ -
+  volume list [--data DIR] [--json]
+  volume remove NAME [--data DIR]
+                       forgets the volume and trims all of its data
+
+The commands open the store in DIR (default ./data), so they cannot run while
+\`atomio serve\` has it open: stop the server first.
+`;
+
+export interface ServeControl {
+  /** Stops the server as SIGINT would (for tests and embedding). */
+  signal?: AbortSignal;
+}
+
+/**
+ * Runs `atomio serve`; resolves with the exit code once stopped by SIGINT, SIGTERM or
+ * `control.signal`.
+ */
+export async function serve(argv: string[], control: ServeControl = {}): Promise<number> {
+  const options = parseServeArgs(argv);
+  if (options === undefined) return EXIT.ok;
+  // Listening for the signals before anything is printed: a script that sends SIGTERM as soon
+  // as it reads where we listen must get a clean stop, not the default kill.
+  const stop = stopRequested(control.signal);
+  let store: Store;
+  try {
+    store = await open(options.data, {
+      durability: options.durability,
+      ...(options.capacity === undefined ? {} : { capacity: options.capacity }),
+    });
+  } catch (error) {
+    stop.cancel();
+    throw error;
+  }
+  let server: NbdServer | undefined;
+  try {
+    const volumes = await Volumes.load(store, store.directory, { defaultSize: options.volumeSize ?? DEFAULT_VOLUME_BYTES });
+    const existing = volumes.get('');
+    if (options.volumeSize !== undefined && existing !== undefined && existing.size !== options.volumeSize) {
+      writeErr(`atomio: note: --volume-size sizes the default volume only when it is created; it is ${existing.size} bytes\n`);
+    }
+    if (options.nbd !== undefined) {
+      server = await startNbdServer(store, volumes, {
+        host: options.nbd.host,
+        port: options.nbd.port,
+        allowRemote: options.allowRemote,
+        durability: options.durability,
+        log: (line) => writeErr(`atomio: ${line}\n`),
+      });
+      const a = server.address;
+      const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
+      writeOut(`atomio: serving NBD on nbd://${host}:${a.port}/ (exports: ${volumes.list().map((v) => v.name).join(', ') || 'none'})\n`);
+    } else {
+      writeOut('atomio: NBD is off; nothing is served\n');
+    }
+    const stats = store.stats();
+    writeOut(`atomio: data in ${store.directory} (capacity ${formatBytes(stats.capacity)}, durability ${options.durability})\n`);
+    writeOut('atomio: SIGINT or SIGTERM stops the server\n');
+    const why = await stop.promise;
+    writeOut(`atomio: ${why}: finishing the requests in flight\n`);
+  } finally {
+    stop.cancel();
+    await server?.close();
+    await store.close();
+  }
+  writeOut('atomio: stopped; the store is closed\n');
+  return EXIT.ok;
+}
+
+/** Runs `atomio volume ...`; resolves with the exit code. */
+export async function volumeCommand(argv: string[]): Promise<number> {
+  const [sub, ...rest] = argv;
+  if (sub === undefined || sub === '--help' || sub === '-h' || sub === 'help') {
+    if (sub === undefined) throw new UsageError(`volume: which one: create, list or remove?\n${VOLUME_USAGE}`);
+    writeOut(VOLUME_USAGE);
+    return EXIT.ok;
+  }
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: rest,
+      options: {
+        data: { type: 'string' },
+        size: { type: 'string' },
+        'read-only': { type: 'boolean' },
+        json: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      allowPositionals: true,
+      strict: true,
+    });
+  } catch (error) {
+    throw new UsageError(`volume ${sub}: ${(error as Error).message}`);
+  }
+  const v = parsed.values;
+  if (v.help === true) {
+    writeOut(VOLUME_USAGE);
+    return EXIT.ok;
+  }
+  const data = checkData(v.data);
+  const names = parsed.positionals;
+  const allowed: Record<string, string[]> = { create: ['size', 'read-only'], list: ['json'], remove: [] };
+  const mine = allowed[sub];
+  if (mine === undefined) throw new UsageError(`volume: unknown subcommand '${sub}' (create, list or remove)`);
+  for (const key of ['size', 'read-only', 'json'] as const) {
+    if (v[key] !== undefined && !mine.includes(key)) throw new UsageError(`volume ${sub}: --${key} does not apply`);
+  }
+  const wantName = sub !== 'list';
+  if (wantName && names.length !== 1) throw new UsageError(`volume ${sub}: give one NAME`);
+  if (!wantName && names.length > 0) throw new UsageError(`volume list: unexpected argument '${names[0]}'`);
+  if (sub === 'create' && v.size === undefined) throw new UsageError('volume create: --size BYTES is required');
+  const size = sub === 'create' ? parseSize(v.size!, '--size') : 0;
+
+  if (sub !== 'create' && !(await fileExists(path.join(data, DATA_FILE_NAME)))) {
+    throw new AtomioError('ERR_ARGUMENT', `${path.resolve(data)} holds no atomio store; \`atomio serve --data ${data}\` creates one`, { path: data });
+  }
+  const store = await openForVolumes(data);
+  try {
+    const volumes = await Volumes.load(store, store.directory);
+    switch (sub) {
+      case 'create': {
+        const created = await volumes.create(names[0]!, { size, readOnly: v['read-only'] === true });
+        writeOut(`created volume '${created.name}': ${formatBytes(created.size)}${created.readOnly ? ', read-only' : ''}, slot ${created.slot}\n`);
+        break;
+      }
+      case 'remove':
+        await volumes.remove(names[0]!);
+        writeOut(`removed volume '${names[0]!}' and trimmed its data\n`);
+        break;
+      default: {
+        const list = volumes.list();
+        if (v.json === true) {
+          writeOut(`${JSON.stringify(list, null, 2)}\n`);
+        } else if (list.length === 0) {
+          writeOut('no volumes\n');
+        } else {
+          writeOut(aligned(list.map((x) => [x.name, `${formatBytes(x.size)} (${x.size} bytes)${x.readOnly ? ', read-only' : ''}, slot ${x.slot}`]), ''));
+        }
+      }
+    }
+  } finally {
+    await store.close();
+  }
+  return EXIT.ok;
+}
+
+async function openForVolumes(data: string): Promise<Store> {
+  try {
+    return await open(data);
+  } catch (error) {
+    if (isAtomioError(error, 'ERR_LOCKED')) {
+      throw new AtomioError(
+        'ERR_LOCKED',
+        `${error.message}. Volume commands open the store themselves; is \`atomio serve\` running on it? Stop it first.`,
+        { ...error.details },
+        { cause: error },
+      );
+    }
+    throw error;
+  }
+}
+
+interface ServeOptions {
+  data: string;
+  nbd: { host: string; port: number } | undefined;
+  allowRemote: boolean;
+  volumeSize: number | undefined;
+  capacity: number | undefined;
+  durability: Durability;
+}
+
+function parseServeArgs(argv: string[]): ServeOptions | undefined {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      options: {
+        data: { type: 'string' },
+        nbd: { type: 'string' },
+        'nbd-allow-remote': { type: 'boolean' },
+        'volume-size': { type: 'string' },
+        capacity: { type: 'string' },
+        durability: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      allowPositionals: false,
+      strict: true,
+    });
+  } catch (error) {
+    throw new UsageError(`serve: ${(error as Error).message}`);
+  }
+  const v = parsed.values;
+  if (v.help === true) {
+    writeOut(SERVE_USAGE);
+    return undefined;
+  }
+  const durability = v.durability ?? 'full';
+  if (durability !== 'full' && durability !== 'none') throw new UsageError(`serve: --durability is full or none, not '${durability}'`);
+  return {
+    data: checkData(v.data),
+    nbd: parseListen(v.nbd ?? `127.0.0.1:${NBD_DEFAULT_PORT}`),
+    allowRemote: v['nbd-allow-remote'] === true,
+    volumeSize: v['volume-size'] === undefined ? undefined : parseSize(v['volume-size'], '--volume-size'),
+    capacity: v.capacity === undefined ? undefined : parseSize(v.capacity, '--capacity'),
+    durability,
+  };
+}
+
+function checkData(data: string | undefined): string {
+  if (data === '') throw new UsageError('--data needs a directory');
+  return data ?? './data';
+}
+
+/** 'HOST:PORT', '[v6]:PORT' or 'off'. */
+export function parseListen(text: string): { host: string; port: number } | undefined {
+  if (text === 'off') return undefined;
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(text);
+  const port = m === null ? NaN : Number(m[3]);
+  if (m === null || port > 65535) throw new UsageError(`--nbd takes HOST:PORT ([::1]:PORT for IPv6) or off, not '${text}'`);
+  return { host: (m[1] ?? m[2])!, port };
+}
+
+const SIZE_UNITS: Record<string, number> = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40, p: 2 ** 50 };
+
+/** '64G' → 68719476736. Suffixes K, M, G, T, P (optionally followed by iB or B) are powers of 1024. */
+export function parseSize(text: string, what: string): number {
+  const m = /^(\d+)\s*([kmgtp]?)(?:i?b)?$/i.exec(text.trim());
+  const value = m === null ? NaN : Number(m[1]) * SIZE_UNITS[m[2]!.toLowerCase()]!;
+  if (m === null || !Number.isSafeInteger(value) || value <= 0) {
+    throw new UsageError(`${what} takes a positive number of bytes with an optional K, M, G, T or P suffix, not '${text}'`);
+  }
+  return value;
+}
+
+/**
+ * Resolves with what stopped us: SIGINT, SIGTERM or the abort signal. cancel() removes the
+ * handlers (a second signal then has its default effect: the process dies).
+ */
+function stopRequested(abort: AbortSignal | undefined): { promise: Promise<string>; cancel: () => void } {
+  let resolve!: (why: string) => void;
+  const promise = new Promise<string>((r) => (resolve = r));
+  const cancel = (): void => {
+    process.off('SIGINT', onInt);
+    process.off('SIGTERM', onTerm);
+    abort?.removeEventListener('abort', onAbort);
+  };
+  const done = (why: string): void => {
+    cancel();
+    resolve(why);
+  };
+  const onInt = (): void => done('SIGINT');
+  const onTerm = (): void => done('SIGTERM');
+  const onAbort = (): void => done('asked to stop');
+  process.on('SIGINT', onInt);
+  process.on('SIGTERM', onTerm);
+  if (abort?.aborted === true) done('asked to stop');
+  else abort?.addEventListener('abort', onAbort);
+  return { promise, cancel };
+}
