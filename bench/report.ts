@@ -185,14 +185,5 @@ export function progress(message: string): void {
 // ---------------------------------------------------------------------------------------
 // Deterministic randomness: both sides of a comparison see the same sequence.
 
-/** mulberry32: a small, fast, seeded PRNG returning floats in [0, 1). */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** The tests' seeded PRNG (mulberry32), floats in [0, 1). */
+export { makeRandom as seededRandom } from '../src/media/random.js';
