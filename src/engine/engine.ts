@@ -57,6 +57,7 @@ import {
   CLEANER_RESERVE_SEGMENTS,
   CLEAN_BELOW_FREE_FRACTION,
   MAX_BATCH_BYTES,
+  PREFILL_AHEAD_SEGMENTS,
   USABLE_FRACTION,
   WEAR_SPREAD_LIMIT,
 } from './limits.js';
@@ -847,7 +848,7 @@ export class Engine {
    */
   prefillAhead(): void {
     if (!this.media.allocatesOnWrite || this.prefilling || this.closed || this.failure) return;
-    const s = this.segments.pickUnfilled();
+    const s = this.segments.pickUnfilled(PREFILL_AHEAD_SEGMENTS);
     if (s === undefined) return;
     s.readers++; // pinned: nothing allocates it while zeros are on their way
     this.prefilling = (async () => {

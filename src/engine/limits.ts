@@ -26,3 +26,5 @@ export const CLEAN_BELOW_FREE_FRACTION = 0.08;
 /** A sealed segment whose erase count trails the maximum by this much is moved to level wear. */
 export const WEAR_SPREAD_LIMIT = 32;
 export const DEFAULT_FLUSH_INTERVAL_MS = 1000;
+/** Never-used segments kept zero-filled ahead of the log (on sparse files). */
+export const PREFILL_AHEAD_SEGMENTS = 2;

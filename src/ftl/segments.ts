@@ -90,12 +90,19 @@ export class SegmentTable {
     return best;
   }
 
-  /** A never-used free segment that is not zero-filled yet, or undefined. */
-  pickUnfilled(): SegmentInfo | undefined {
+  /**
+   * A never-used free segment that is not zero-filled yet, or undefined when `ahead` filled
+   * ones are already waiting for use (filling further ahead only competes with the writes).
+   */
+  pickUnfilled(ahead: number): SegmentInfo | undefined {
+    let waiting = 0;
+    let candidate: SegmentInfo | undefined;
     for (const s of this.segments) {
-      if (s.state === 'free' && s.readers === 0 && s.eraseCount === 0 && !s.prefilled) return s;
+      if (s.state !== 'free' || s.eraseCount !== 0) continue;
+      if (s.prefilled) waiting++;
+      else if (candidate === undefined && s.readers === 0) candidate = s;
     }
-    return undefined;
+    return waiting < ahead ? candidate : undefined;
   }
 
   liveBytes(): number {
