@@ -3,6 +3,7 @@
 //
 //   atomio serve [--data DIR] [--nbd HOST:PORT|off] [--volume-size BYTES] [--capacity BYTES]
 //                [--durability full|none] [--nbd-allow-remote]
+//                [--tls off|on|require] [--tls-psk FILE] [--tls-cert FILE --tls-key FILE] [--tls-ca FILE]
 //   atomio volume create NAME --size BYTES [--read-only] [--data DIR]
 //   atomio volume list [--data DIR] [--json]
 //   atomio volume remove NAME [--data DIR]
@@ -11,13 +12,14 @@
 // read, and closes the store. The volume commands open the store themselves, so they fail
 // with ERR_LOCKED while a server has it.
 
+import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { AtomioError, isAtomioError } from '../base/errors.js';
 import type { Durability } from '../engine/engine.js';
 import { fileExists } from '../media/file.js';
 import { DATA_FILE_NAME, open, type Store } from '../store/store.js';
-import { NBD_DEFAULT_PORT, startNbdServer, type NbdServer } from '../server/nbd/index.js';
+import { NBD_DEFAULT_PORT, parsePskFile, startNbdServer, type NbdServer, type NbdTlsOptions } from '../server/nbd/index.js';
 import { DEFAULT_VOLUME_BYTES, Volumes } from '../server/volumes.js';
 import { EXIT, UsageError, aligned, formatBytes, writeErr, writeOut } from './output.js';
 
@@ -30,7 +32,16 @@ qemu-img, qemu, nbdkit's tools and the Linux nbd client speak it). The volume ca
 options:
   --data DIR               the store (created if new; default ./data)
   --nbd HOST:PORT|off      where NBD listens (default 127.0.0.1:${NBD_DEFAULT_PORT}); off: no NBD
-  --nbd-allow-remote       allow a non-loopback HOST (no TLS yet: the disks travel in clear)
+  --nbd-allow-remote       allow a non-loopback HOST without --tls require (the disks
+                           travel in the clear)
+  --tls off|on|require     NBD_OPT_STARTTLS: off (default) refuses it; on lets clients
+                           upgrade; require refuses every other option until TLS is up.
+                           With require, a non-loopback HOST needs no --nbd-allow-remote
+  --tls-psk FILE           TLS pre-shared keys: lines identity:hexkey (psktool's format);
+                           e.g. nbdinfo 'nbds://IDENTITY@HOST:PORT/?tls-psk-file=FILE'
+  --tls-cert FILE          TLS server certificate chain (PEM); needs --tls-key
+  --tls-key FILE           its private key (PEM)
+  --tls-ca FILE            CA certificates (PEM): clients must show a certificate it signed
   --volume-size BYTES      size of the default volume when it is first created (default 1T)
   --capacity BYTES         most bytes the store's data file may take (only when creating it)
   --durability full|none   full (default): a write is acknowledged once on stable storage;
@@ -91,12 +102,14 @@ export async function serve(argv: string[], control: ServeControl = {}): Promise
         host: options.nbd.host,
         port: options.nbd.port,
         allowRemote: options.allowRemote,
+        ...(options.tls === undefined ? {} : { tls: options.tls }),
         durability: options.durability,
         log: (line) => writeErr(`atomio: ${line}\n`),
       });
       const a = server.address;
       const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
-      writeOut(`atomio: serving NBD on nbd://${host}:${a.port}/ (exports: ${volumes.list().map((v) => v.name).join(', ') || 'none'})\n`);
+      const tlsNote = options.tls === undefined ? '' : options.tls.mode === 'required' ? ', TLS required' : ', TLS offered';
+      writeOut(`atomio: serving NBD on nbd://${host}:${a.port}/${tlsNote} (exports: ${volumes.list().map((v) => v.name).join(', ') || 'none'})\n`);
     } else {
       writeOut('atomio: NBD is off; nothing is served\n');
     }
@@ -211,6 +224,7 @@ interface ServeOptions {
   data: string;
   nbd: { host: string; port: number } | undefined;
   allowRemote: boolean;
+  tls: NbdTlsOptions | undefined;
   volumeSize: number | undefined;
   capacity: number | undefined;
   durability: Durability;
@@ -225,6 +239,11 @@ function parseServeArgs(argv: string[]): ServeOptions | undefined {
         data: { type: 'string' },
         nbd: { type: 'string' },
         'nbd-allow-remote': { type: 'boolean' },
+        tls: { type: 'string' },
+        'tls-psk': { type: 'string' },
+        'tls-cert': { type: 'string' },
+        'tls-key': { type: 'string' },
+        'tls-ca': { type: 'string' },
         'volume-size': { type: 'string' },
         capacity: { type: 'string' },
         durability: { type: 'string' },
@@ -247,10 +266,49 @@ function parseServeArgs(argv: string[]): ServeOptions | undefined {
     data: checkData(v.data),
     nbd: parseListen(v.nbd ?? `127.0.0.1:${NBD_DEFAULT_PORT}`),
     allowRemote: v['nbd-allow-remote'] === true,
+    tls: parseTls(v),
     volumeSize: v['volume-size'] === undefined ? undefined : parseSize(v['volume-size'], '--volume-size'),
     capacity: v.capacity === undefined ? undefined : parseSize(v.capacity, '--capacity'),
     durability,
   };
+}
+
+function parseTls(v: { tls?: string; 'tls-psk'?: string; 'tls-cert'?: string; 'tls-key'?: string; 'tls-ca'?: string }): NbdTlsOptions | undefined {
+  const flag = v.tls ?? 'off';
+  const modes: Record<string, NbdTlsOptions['mode']> = { off: 'off', on: 'optional', require: 'required' };
+  const mode = modes[flag];
+  if (mode === undefined) throw new UsageError(`serve: --tls is off, on or require, not '${flag}'`);
+  const given = (['tls-psk', 'tls-cert', 'tls-key', 'tls-ca'] as const).filter((k) => v[k] !== undefined);
+  if (mode === 'off') {
+    if (given.length > 0) throw new UsageError(`serve: --${given[0]!} needs --tls on or --tls require`);
+    return undefined;
+  }
+  if ((v['tls-cert'] === undefined) !== (v['tls-key'] === undefined)) throw new UsageError('serve: --tls-cert and --tls-key go together');
+  if (v['tls-psk'] === undefined && v['tls-cert'] === undefined) {
+    throw new UsageError(`serve: --tls ${flag} needs --tls-psk FILE or --tls-cert FILE --tls-key FILE`);
+  }
+  const read = (flagName: string, file: string): Buffer => {
+    try {
+      return fs.readFileSync(file);
+    } catch (error) {
+      throw new UsageError(`serve: --${flagName} ${file}: ${(error as Error).message}`);
+    }
+  };
+  const out: NbdTlsOptions = { mode };
+  if (v['tls-psk'] !== undefined) {
+    try {
+      out.psk = parsePskFile(read('tls-psk', v['tls-psk']).toString('utf8'));
+    } catch (error) {
+      if (error instanceof UsageError) throw error;
+      throw new UsageError(`serve: --tls-psk ${v['tls-psk']}: ${(error as Error).message}`);
+    }
+  }
+  if (v['tls-cert'] !== undefined) {
+    out.cert = read('tls-cert', v['tls-cert']);
+    out.key = read('tls-key', v['tls-key']!);
+  }
+  if (v['tls-ca'] !== undefined) out.ca = read('tls-ca', v['tls-ca']);
+  return out;
 }
 
 function checkData(data: string | undefined): string {

@@ -8,15 +8,20 @@
 // - shutdown() stops reading new requests, lets the requests already read finish and be
 //   answered, then closes; a connection still in the handshake is closed at once;
 // - after our side ends, the socket is given LINGER_MS to be closed by the client (so that
-//   our last replies are not lost to a reset), then destroyed.
+//   our last replies are not lost to a reset), then destroyed;
+// - after NBD_OPT_STARTTLS, the socket and the input are the TLS ones: nothing is read from or
+//   written to the plain socket again; bytes the client sent before our NBD_REP_ACK reached it
+//   (there must be none) end the session.
 
 import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import type { Store } from '../../store/store.js';
 import type { Volumes } from '../volumes.js';
 import { VolumeDisk } from './disk.js';
 import type { Flusher } from './flush.js';
 import { Handshake } from './handshake.js';
 import { ByteInput, InputEnded } from './input.js';
+import { type TlsContext, upgradeSocket } from './tls.js';
 import { Transmission } from './transmission.js';
 
 /** Bytes received and not yet parsed that a connection holds before it stops reading its socket. */
@@ -30,6 +35,7 @@ export interface ConnectionContext {
   handshakeTimeoutMs: number;
   volumes: Volumes;
   flusher: Flusher;
+  tls: TlsContext;
   log(message: string): void;
   shuttingDown(): boolean;
 }
@@ -37,19 +43,25 @@ export interface ConnectionContext {
 export class Connection {
   /** Resolves when the socket has closed. */
   readonly closed: Promise<void>;
-  private readonly input: ByteInput;
+  private input: ByteInput;
+  private socket: Socket;
+  /** The TLS socket being set up, until its handshake is done. */
+  private upgrading: TLSSocket | undefined;
+  private resolveClosed!: () => void;
   private phase: 'handshake' | 'transmission' | 'closing' = 'handshake';
   private transmission: Transmission | undefined;
   private release: (() => void) | undefined;
   private readonly peer: string;
 
   constructor(
-    private readonly socket: Socket,
+    socket: Socket,
     private readonly ctx: ConnectionContext,
   ) {
+    this.socket = socket;
     this.peer = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
     socket.setNoDelay(true);
-    this.closed = new Promise((resolve) => socket.once('close', () => resolve()));
+    this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
+    socket.once('close', () => this.resolveClosed());
     this.input = new ByteInput(socket, INPUT_HIGH_WATER_BYTES);
   }
 
@@ -92,6 +104,7 @@ export class Connection {
     } else if (this.phase === 'handshake') {
       this.phase = 'closing';
       this.input.close('the server is shutting down');
+      this.upgrading?.destroy();
       this.socket.destroy();
     }
   }
@@ -99,12 +112,15 @@ export class Connection {
   /** Destroys the socket now. */
   destroy(): void {
     this.input.close('destroyed');
+    this.upgrading?.destroy();
     this.socket.destroy();
   }
 
   private async serve(): Promise<{ hard: boolean; reason: string }> {
     const handshake = new Handshake({
-      input: this.input,
+      input: () => this.input,
+      tlsMode: this.ctx.tls.mode,
+      startTls: () => this.startTls(),
       volumes: this.ctx.volumes,
       send: (bytes) => {
         if (!this.socket.destroyed) this.socket.write(bytes);
@@ -117,6 +133,7 @@ export class Connection {
     const timer = setTimeout(() => {
       timedOut = true;
       this.input.close('handshake timeout');
+      this.upgrading?.destroy();
     }, this.ctx.handshakeTimeoutMs);
     timer.unref();
     try {
@@ -151,6 +168,29 @@ export class Connection {
     if (end.kind === 'disconnect') return { hard: true, reason: end.reason };
     this.input.close(end.kind === 'disc' ? 'NBD_CMD_DISC' : end.reason);
     return { hard: false, reason: end.kind === 'disc' ? 'NBD_CMD_DISC' : end.reason };
+  }
+
+  /** Sends what is queued on the plain socket, then runs the TLS handshake and reads from TLS. */
+  private async startTls(): Promise<void> {
+    const options = this.ctx.tls.socketOptions;
+    if (options === undefined) throw new Error('TLS is not configured');
+    const plain = this.socket;
+    // The NBD_REP_ACK must be on its way before the TLS layer takes the socket over.
+    await new Promise<void>((resolve) => plain.write(Buffer.alloc(0), () => resolve()));
+    if (this.input.ended) throw new InputEnded('the connection ended before TLS started');
+    const early = this.input.detach('TLS takes over the socket');
+    if (early > 0) throw new Error(`the client sent ${early} bytes after NBD_OPT_STARTTLS before the server's reply`);
+    const { tlsSocket, secure } = upgradeSocket(plain, options);
+    this.upgrading = tlsSocket;
+    tlsSocket.on('error', () => undefined);
+    tlsSocket.once('close', () => this.resolveClosed());
+    this.socket = tlsSocket;
+    this.input = new ByteInput(tlsSocket, INPUT_HIGH_WATER_BYTES);
+    try {
+      await secure;
+    } finally {
+      this.upgrading = undefined;
+    }
   }
 
   /** Ends our side once everything queued is written; destroys the socket if the client lingers. */

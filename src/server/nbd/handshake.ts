@@ -13,7 +13,12 @@
 // - option data is read into memory only up to MAX_OPTION_BYTES; longer data is skipped;
 // - every length field inside option data is checked against the bytes actually present
 //   before it is used;
-// - TLS is not offered (NOTLS mode): NBD_OPT_STARTTLS is answered NBD_REP_ERR_UNSUP.
+// - TLS follows io.tlsMode: 'off' (NOTLS) answers NBD_OPT_STARTTLS NBD_REP_ERR_UNSUP;
+//   'optional' (SELECTIVETLS, no TLS-only exports) and 'required' (FORCEDTLS) answer it
+//   NBD_REP_ACK and upgrade; a second STARTTLS, or one with data, gets NBD_REP_ERR_INVALID;
+// - in 'required' mode before TLS, every option but STARTTLS and ABORT (unknown and oversized
+//   ones included) gets NBD_REP_ERR_TLS_REQD, and NBD_OPT_EXPORT_NAME, which cannot be
+//   errored, ends the session; after TLS, NBD_REP_ERR_TLS_REQD is never sent.
 
 import { isUtf8 } from 'node:buffer';
 import {
@@ -57,6 +62,7 @@ import {
   NBD_REP_ACK,
   NBD_REP_ERR_INVALID,
   NBD_REP_ERR_SHUTDOWN,
+  NBD_REP_ERR_TLS_REQD,
   NBD_REP_ERR_TOO_BIG,
   NBD_REP_ERR_UNKNOWN,
   NBD_REP_ERR_UNSUP,
@@ -71,7 +77,15 @@ import type { Volume, Volumes } from '../volumes.js';
 
 /** What the connection gives the handshake. */
 export interface HandshakeIo {
-  input: ByteInput;
+  /** Where option bytes come from (a new input once TLS is up). */
+  input(): ByteInput;
+  /** off: NOTLS; optional: SELECTIVETLS; required: FORCEDTLS. */
+  readonly tlsMode: 'off' | 'optional' | 'required';
+  /**
+   * Called once NBD_REP_ACK to NBD_OPT_STARTTLS has been queued: sends it, then runs the TLS
+   * handshake; resolves when io.input reads the TLS session, rejects if the upgrade failed.
+   */
+  startTls(): Promise<void>;
   volumes: Volumes;
   /** Queues bytes for the client. */
   send(bytes: Buffer): void;
@@ -117,19 +131,27 @@ export class Handshake {
   private structured = false;
   /** The export the last NBD_OPT_SET_META_CONTEXT named, if it selected base:allocation. */
   private metaVolume: Volume | undefined;
+  /** TLS has been initiated. */
+  private secure = false;
 
   constructor(private readonly io: HandshakeIo) {}
 
   async run(): Promise<HandshakeResult> {
-    const { input } = this.io;
     this.io.send(greeting(NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES));
-    const clientFlags = (await input.take(4)).readUInt32BE(0);
+    const clientFlags = (await this.io.input().take(4)).readUInt32BE(0);
     if ((clientFlags & ~(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES)) !== 0) {
       return { kind: 'disconnect', reason: `unknown client flags 0x${clientFlags.toString(16)}` };
     }
-    // Clients without NBD_FLAG_C_FIXED_NEWSTYLE are answered in fixed newstyle anyway (the spec allows it).
+    // Clients without NBD_FLAG_C_FIXED_NEWSTYLE are answered in fixed newstyle anyway (the spec allows it),
+    // but TLS needs fixed newstyle negotiated: without the client's flag the server is NOTLS.
     const noZeroes = (clientFlags & NBD_FLAG_C_NO_ZEROES) !== 0;
+    const fixed = (clientFlags & NBD_FLAG_C_FIXED_NEWSTYLE) !== 0;
+    const tlsMode = fixed ? this.io.tlsMode : 'off';
+    if (!fixed && this.io.tlsMode === 'required') {
+      return { kind: 'disconnect', reason: 'TLS is required and the client did not negotiate fixed newstyle' };
+    }
     for (let count = 0; count < MAX_OPTIONS_PER_HANDSHAKE; count++) {
+      const input = this.io.input();
       const header = await input.take(OPTION_HEADER_BYTES);
       if (header.readBigUInt64BE(0) !== IHAVEOPT) return { kind: 'disconnect', reason: 'an option without the IHAVEOPT magic' };
       const option = header.readUInt32BE(8);
@@ -137,9 +159,15 @@ export class Handshake {
       if (length > MAX_OPTION_SKIP_BYTES) {
         return { kind: 'disconnect', reason: `option ${option} with ${length} bytes of data (more than ${MAX_OPTION_SKIP_BYTES})` };
       }
+      const tlsRequired = tlsMode === 'required' && !this.secure && option !== NBD_OPT_STARTTLS && option !== NBD_OPT_ABORT;
       if (length > MAX_OPTION_BYTES) {
         await input.skip(length);
         if (option === NBD_OPT_EXPORT_NAME) return { kind: 'disconnect', reason: `NBD_OPT_EXPORT_NAME with ${length} bytes of name` };
+        if (tlsRequired) {
+          this.reply(option, NBD_REP_ERR_TLS_REQD, 'this server requires TLS: send NBD_OPT_STARTTLS first');
+          await this.io.drained();
+          continue;
+        }
         const known = isKnownOption(option);
         this.reply(option, known ? NBD_REP_ERR_TOO_BIG : NBD_REP_ERR_UNSUP, known ? `option data of ${length} bytes is more than the ${MAX_OPTION_BYTES} this server reads` : `option ${option} is not supported`);
         await this.io.drained();
@@ -150,6 +178,22 @@ export class Handshake {
         if (option === NBD_OPT_EXPORT_NAME) return { kind: 'disconnect', reason: 'the server is shutting down' };
         this.reply(option, NBD_REP_ERR_SHUTDOWN, 'the server is shutting down');
         await this.io.drained();
+        continue;
+      }
+      if (tlsRequired) {
+        if (option === NBD_OPT_EXPORT_NAME) return { kind: 'disconnect', reason: 'NBD_OPT_EXPORT_NAME before TLS, which this server requires' };
+        this.reply(option, NBD_REP_ERR_TLS_REQD, 'this server requires TLS: send NBD_OPT_STARTTLS first');
+        await this.io.drained();
+        continue;
+      }
+      if (option === NBD_OPT_STARTTLS && tlsMode !== 'off' && data.length === 0 && !this.secure) {
+        this.ack(option);
+        try {
+          await this.io.startTls();
+        } catch (error) {
+          return { kind: 'disconnect', reason: `TLS handshake failed: ${error instanceof Error ? error.message : String(error)}` };
+        }
+        this.secure = true;
         continue;
       }
       const result = this.option(option, data, noZeroes);
@@ -174,7 +218,8 @@ export class Handshake {
           return undefined;
         case NBD_OPT_STARTTLS:
           if (data.length !== 0) throw new OptionError(NBD_REP_ERR_INVALID, 'NBD_OPT_STARTTLS carries no data');
-          throw new OptionError(NBD_REP_ERR_UNSUP, 'this server does not offer TLS yet');
+          if (this.secure) throw new OptionError(NBD_REP_ERR_INVALID, 'TLS is already running');
+          throw new OptionError(NBD_REP_ERR_UNSUP, 'this server does not offer TLS');
         case NBD_OPT_INFO:
         case NBD_OPT_GO:
           return this.infoOrGo(option, data);

@@ -5,3 +5,5 @@ export { startNbdServer, isLoopback, NBD_DEFAULT_PORT, MAX_CONNECTIONS, SHUTDOWN
 export type { NbdServer, NbdServerOptions } from './server.js';
 export { MAX_REQUEST_BYTES } from './protocol.js';
 export { MAX_IN_FLIGHT_BYTES, MAX_IN_FLIGHT_REQUESTS } from './transmission.js';
+export { parsePskFile } from './tls.js';
+export type { NbdTlsOptions, NbdTlsMode, NbdPsk } from './tls.js';

@@ -48,10 +48,32 @@ export class ByteInput {
     private readonly highWaterBytes: number,
   ) {
     assert(highWaterBytes >= SMALL_TAKE_BYTES, 'the high-water mark holds at least one small take');
-    socket.on('data', (chunk: Buffer) => this.push(chunk));
-    socket.on('end', () => this.end('the client closed the connection'));
-    socket.on('close', () => this.end('the connection closed'));
-    socket.on('error', (error) => this.end(`socket error: ${error.message}`));
+    socket.on('data', this.onData);
+    socket.on('end', this.onEnd);
+    socket.on('close', this.onClose);
+    socket.on('error', this.onError);
+  }
+
+  private readonly onData = (chunk: Buffer): void => this.push(chunk);
+  private readonly onEnd = (): void => this.end('the client closed the connection');
+  private readonly onClose = (): void => this.end('the connection closed');
+  private readonly onError = (error: Error): void => this.end(`socket error: ${error.message}`);
+
+  /**
+   * Stops listening to the socket (so that another reader, a TLS layer, can take it over)
+   * and ends this input. Returns how many received bytes were not yet taken: they are lost.
+   */
+  detach(reason: string): number {
+    const left = this.buffered;
+    this.socket.off('data', this.onData);
+    this.socket.off('end', this.onEnd);
+    this.socket.off('close', this.onClose);
+    this.socket.off('error', this.onError);
+    this.end(reason);
+    this.chunks = [];
+    this.head = 0;
+    this.buffered = 0;
+    return left;
   }
 
   /** Bytes received and not yet taken. */

@@ -1,8 +1,8 @@
 // The NBD server: a TCP listener handing each client to a Connection.
 //
 // Invariants:
-// - it listens on a loopback address unless the caller passes allowRemote: there is no TLS
-//   yet, so anything else would put the disks on the network in the clear;
+// - it listens on a loopback address unless the caller passes allowRemote or requires TLS
+//   (tls.mode 'required'): anything else would put the disks on the network in the clear;
 // - at most MAX_CONNECTIONS clients at once; more are closed as they arrive; a client that
 //   has not chosen an export within handshakeTimeoutMs is closed;
 // - close() stops accepting, lets every connection answer the requests it has read, and
@@ -16,6 +16,7 @@ import type { Store } from '../../store/store.js';
 import type { Volumes } from '../volumes.js';
 import { Connection } from './connection.js';
 import { Flusher } from './flush.js';
+import { tlsContext, type NbdTlsOptions } from './tls.js';
 
 /** The port IANA assigned to NBD. */
 export const NBD_DEFAULT_PORT = 10809;
@@ -30,8 +31,10 @@ export interface NbdServerOptions {
   host?: string;
   /** Port; 0 picks a free one. Default 10809. */
   port?: number;
-  /** Allow a non-loopback host (there is no TLS yet). Default false. */
+  /** Allow a non-loopback host without requiring TLS (the disks travel in the clear). Default false. */
   allowRemote?: boolean;
+  /** TLS (NBD_OPT_STARTTLS): off (default), optional, or required, with PSK keys and/or a certificate. */
+  tls?: NbdTlsOptions;
   /**
    * The durability the store was opened with. With 'full' a FLUSH has nothing to wait for;
    * otherwise it flushes the store. Default: the store's own, or 'none' (the safe side) if it
@@ -59,9 +62,10 @@ export interface NbdServer {
 }
 
 /**
- * Serves `volumes` of `store` over NBD (fixed newstyle, no TLS).
+ * Serves `volumes` of `store` over NBD (fixed newstyle, TLS as `options.tls` says).
  *
- * Rejects with ERR_ARGUMENT for a non-loopback host without allowRemote, and with the
+ * Rejects with ERR_ARGUMENT for a non-loopback host without allowRemote or required TLS,
+ * for TLS options without credentials, and with the
  * system's error when the address cannot be listened on (EADDRINUSE, say).
  * @example
  *   const server = await startNbdServer(store, volumes, { port: 10809 });
@@ -74,10 +78,11 @@ export async function startNbdServer(store: Store, volumes: Volumes, options: Nb
   if (!Number.isSafeInteger(port) || port < 0 || port > 65535) {
     throw new AtomioError('ERR_ARGUMENT', `port must be an integer 0..65535, got ${String(port)}`, { port });
   }
-  if (!isLoopback(host) && options.allowRemote !== true) {
+  const tls = tlsContext(options.tls);
+  if (!isLoopback(host) && options.allowRemote !== true && tls.mode !== 'required') {
     throw new AtomioError(
       'ERR_ARGUMENT',
-      `${host} is not a loopback address; NBD has no TLS here yet, so serving it beyond this host needs allowRemote (--nbd-allow-remote)`,
+      `${host} is not a loopback address; serving NBD beyond this host needs TLS required (--tls require) or, in the clear, allowRemote (--nbd-allow-remote)`,
       { host },
     );
   }
@@ -86,7 +91,7 @@ export async function startNbdServer(store: Store, volumes: Volumes, options: Nb
   const connections = new Set<Connection>();
   let closing: Promise<void> | undefined;
   const handshakeTimeoutMs = options.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS;
-  const ctx = { store, volumes, flusher, log, handshakeTimeoutMs, shuttingDown: () => closing !== undefined };
+  const ctx = { store, volumes, flusher, tls, log, handshakeTimeoutMs, shuttingDown: () => closing !== undefined };
 
   // allowHalfOpen: a client that sends NBD_CMD_DISC (or anything) and then shuts down its
   // side still gets the replies to what it sent; each connection ends our side itself.

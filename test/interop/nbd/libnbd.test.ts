@@ -4,6 +4,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { NbdClient } from '../../server/nbd/client.js';
@@ -176,5 +177,29 @@ test('nbdsh: every command and the errors the server returns for their misuse', 
       assert.notEqual(failing.code, 0, 'a failing nbdsh assertion fails the run (so ALL OK above means something)');
     },
     { media: 'file', capacity: 128 * MiB, defaultSize: 16 * MiB, volumes: [{ name: 'ro', size: MiB, readOnly: true }] },
+  );
+});
+
+test('nbdinfo over TLS with a PSK file (psktool format): size and flags through nbds://; without TLS it is refused', async (t) => {
+  const why = missing('nbdinfo');
+  if (why !== undefined) return t.skip(why);
+  const key = crypto.randomBytes(32);
+  await withServer(
+    async ({ port, dir }) => {
+      const pskFile = path.join(dir, 'keys.psk');
+      await fsp.writeFile(pskFile, `nbdtest:${key.toString('hex')}\n`, { mode: 0o600 });
+      const info = await run('nbdinfo', ['--json', `nbds://nbdtest@127.0.0.1:${port}/?tls-psk-file=${pskFile}`]);
+      assert.equal(info.code, 0, info.stderr);
+      const e = (JSON.parse(info.stdout) as { exports: Record<string, unknown>[] }).exports[0]!;
+      assert.equal(e['export-size'], 4 * MiB);
+      assert.equal(e.can_trim, true);
+      const clear = await run('nbdinfo', ['--size', `nbd://127.0.0.1:${port}/`]);
+      assert.notEqual(clear.code, 0, 'a client without TLS gets nothing');
+      assert.match(clear.stderr, /TLS/);
+      await fsp.writeFile(pskFile, `nbdtest:${crypto.randomBytes(32).toString('hex')}\n`);
+      const wrong = await run('nbdinfo', ['--size', `nbds://nbdtest@127.0.0.1:${port}/?tls-psk-file=${pskFile}`]);
+      assert.notEqual(wrong.code, 0, 'a wrong key is refused');
+    },
+    { defaultSize: 4 * MiB, tls: { mode: 'required', psk: [{ identity: 'nbdtest', key }] } },
   );
 });

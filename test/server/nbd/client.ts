@@ -8,6 +8,7 @@
 //                  (simple or structured), many in flight at once
 
 import net from 'node:net';
+import tls from 'node:tls';
 import assert from 'node:assert/strict';
 
 export const IHAVEOPT = 0x49484156454f5054n;
@@ -26,6 +27,7 @@ export const REP = {
   ERR_UNSUP: 0x80000001,
   ERR_POLICY: 0x80000002,
   ERR_INVALID: 0x80000003,
+  ERR_TLS_REQD: 0x80000005,
   ERR_UNKNOWN: 0x80000006,
   ERR_SHUTDOWN: 0x80000007,
   ERR_TOO_BIG: 0x80000009,
@@ -88,6 +90,25 @@ export class RawSocket {
       });
       socket.once('error', reject);
     });
+  }
+
+  /**
+   * NBD_OPT_STARTTLS has been answered NBD_REP_ACK: runs a TLS client handshake over this
+   * socket (which must not be used after) and resolves with a RawSocket reading the TLS session.
+   */
+  async startTls(options: tls.ConnectionOptions): Promise<RawSocket> {
+    assert.equal(this.buffered, 0, 'nothing left to read before TLS');
+    this.socket.removeAllListeners('data');
+    const t = tls.connect({ ...options, socket: this.socket });
+    await new Promise<void>((resolve, reject) => {
+      t.once('secureConnect', () => {
+        t.off('error', reject);
+        resolve();
+      });
+      t.once('error', reject);
+      t.once('close', () => reject(new Error('closed during the TLS handshake')));
+    });
+    return new RawSocket(t);
   }
 
   send(...parts: Buffer[]): void {
@@ -288,9 +309,13 @@ export class NbdClient {
   }
 
   static async open(port: number, o: OpenOptions = {}): Promise<NbdClient> {
+    return NbdClient.negotiate(await handshake(port), o);
+  }
+
+  /** Negotiates an export on `s`, a socket in option haggling (over TLS, say). */
+  static async negotiate(s: RawSocket, o: OpenOptions = {}): Promise<NbdClient> {
     const name = o.name ?? '';
     const structured = o.structured ?? true;
-    const s = await handshake(port);
     if (structured) {
       const r = await option(s, OPT.STRUCTURED_REPLY);
       assert.equal(r.at(-1)!.type, REP.ACK, 'structured replies negotiated');

@@ -2,7 +2,7 @@
 
 import { open, type OpenOptions, type Store } from '../../../src/index.js';
 import { FaultMedia } from '../../../src/media/fault.js';
-import { startNbdServer, type NbdServer } from '../../../src/server/nbd/index.js';
+import { startNbdServer, type NbdServer, type NbdTlsOptions } from '../../../src/server/nbd/index.js';
 import { Volumes } from '../../../src/server/volumes.js';
 import { withTempDir } from '../../helpers/temp.js';
 
@@ -28,6 +28,8 @@ export interface HarnessOptions {
   durability?: 'full' | 'none';
   defaultSize?: number;
   handshakeTimeoutMs?: number;
+  /** TLS for the server (default: off). */
+  tls?: NbdTlsOptions;
   /** Extra volumes to create before the server starts. */
   volumes?: { name: string; size: number; readOnly?: boolean }[];
 }
@@ -52,6 +54,7 @@ export async function withServer(body: (h: Harness) => Promise<void>, o: Harness
         durability: options.durability,
         log: (l) => logs.push(l),
         ...(o.handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs: o.handshakeTimeoutMs }),
+        ...(o.tls === undefined ? {} : { tls: o.tls }),
       });
       await body({ dir, store, volumes, server, port: server.address.port, logs });
     } finally {

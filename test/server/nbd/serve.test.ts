@@ -4,13 +4,14 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { parseListen, parseSize } from '../../../src/cli/serve.js';
 import { UsageError } from '../../../src/cli/output.js';
 import { runChild, startServe } from '../../interop/nbd/child.js';
 import { withTempDir } from '../../helpers/temp.js';
-import { NbdClient, handshake, option, OPT, REP } from './client.js';
+import { NbdClient, handshake, infoData, option, OPT, REP } from './client.js';
 import { MiB, pattern } from './harness.js';
 
 test('parseSize takes bytes with K/M/G/T/P suffixes; parseListen HOST:PORT, [v6]:PORT or off', () => {
@@ -136,5 +137,43 @@ test('usage errors exit 2 and say what is wrong; a non-loopback address needs --
     const allowed = await startServe(['--data', data, '--nbd', '0.0.0.0:0', '--nbd-allow-remote']);
     allowed.proc.kill('SIGTERM');
     assert.equal((await allowed.exited).code, 0);
+  });
+});
+
+test('serve --tls: usage errors, --help documents it, and --tls require --tls-psk serves a non-loopback address to PSK clients only', async () => {
+  await withTempDir(async (dir) => {
+    const data = path.join(dir, 'store');
+    const pskFile = path.join(dir, 'keys.psk');
+    const key = crypto.randomBytes(32);
+    await fsp.writeFile(pskFile, `carol:${key.toString('hex')}\n`);
+    await fsp.writeFile(path.join(dir, 'bad.psk'), 'carol:nothex\n');
+    for (const [args, pattern_] of [
+      [['serve', '--tls', 'maybe'], /--tls is off, on or require/],
+      [['serve', '--tls', 'on'], /needs --tls-psk FILE or --tls-cert FILE --tls-key FILE/],
+      [['serve', '--tls-psk', pskFile], /--tls-psk needs --tls on or --tls require/],
+      [['serve', '--tls', 'on', '--tls-cert', pskFile], /--tls-cert and --tls-key go together/],
+      [['serve', '--tls', 'on', '--tls-psk', path.join(dir, 'missing.psk')], /--tls-psk .*missing\.psk/],
+      [['serve', '--tls', 'on', '--tls-psk', path.join(dir, 'bad.psk')], /PSK file line 1/],
+    ] as const) {
+      const r = await runChild([...args, '--data', data]);
+      assert.equal(r.code, 2, `${args.join(' ')}: ${r.err}`);
+      assert.match(r.err, pattern_, args.join(' '));
+    }
+    const help = await runChild(['serve', '--help']);
+    for (const flag of ['--tls off|on|require', '--tls-psk FILE', '--tls-cert FILE', '--tls-key FILE']) assert.ok(help.out.includes(flag), flag);
+    const child = await startServe(['--data', data, '--nbd', '0.0.0.0:0', '--tls', 'require', '--tls-psk', pskFile, '--volume-size', '1M']);
+    try {
+      assert.match(child.out(), /TLS required/);
+      const plain = await handshake(child.port);
+      assert.deepEqual((await option(plain, OPT.GO, infoData(''))).map((x) => x.type), [REP.ERR_TLS_REQD], 'GO before TLS');
+      assert.deepEqual((await option(plain, OPT.STARTTLS)).map((x) => x.type), [REP.ACK]);
+      const s = await plain.startTls({ ciphers: 'PSK', checkServerIdentity: () => undefined, pskCallback: () => ({ identity: 'carol', psk: key }) });
+      const c = await NbdClient.negotiate(s);
+      assert.equal(c.size, MiB);
+      await c.disconnect();
+    } finally {
+      child.proc.kill('SIGTERM');
+      assert.equal((await child.exited).code, 0);
+    }
   });
 });
