@@ -199,6 +199,17 @@ export class ExtentMap {
   /** Maps `extent`, replacing whatever it overlaps; returns the displaced pieces. */
   set(extent: Extent): Extent[] {
     assert(extent.count > 0, 'extent maps at least one sector');
+    // The common overwrite replaces an extent of exactly the same range: in place.
+    const pos = this.locate(extent.lba);
+    if (pos.index >= 0) {
+      const o = pos.index * EXTENT_FIELDS;
+      const d = pos.leaf.data;
+      if (d[o + F_LBA] === extent.lba && d[o + F_COUNT] === extent.count) {
+        const old = unpack(d, pos.index);
+        pack(extent, d, pos.index);
+        return [old];
+      }
+    }
     const displaced = this.clear(extent.lba, extent.count);
     this.insert(extent);
     return displaced;

@@ -98,3 +98,16 @@ test('sparse lbas near 2^44 and huge clears stay exact', () => {
   assert.deepEqual(displaced.map((p) => p.count), [10], 'the clear displaced the far extent');
   assert.equal(map.size, 1);
 });
+
+test('rewriting exactly the same range replaces the extent in place and reports the old one', () => {
+  const map = new ExtentMap();
+  for (let i = 0; i < 1000; i++) map.set(extent(i * 8, 8, i + 1));
+  const displaced = map.set(extent(400, 8, 5000));
+  assert.deepEqual(displaced.map((d) => [d.lba, d.count, d.version]), [[400, 8, 51]], 'the old extent is displaced');
+  assert.equal(map.size, 1000, 'no extent added or lost');
+  assert.deepEqual(map.piecesIn(396, 16).map((p) => [p.lba, p.count, p.version]), [
+    [396, 4, 50],
+    [400, 8, 5000],
+    [408, 4, 52],
+  ]);
+});
