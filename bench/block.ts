@@ -380,6 +380,32 @@ export async function main(argv: string[]): Promise<number> {
 // ---------------------------------------------------------------------------------------
 // 1 + 2: 4 KiB random durable writes, then random reads of the populated store and file.
 
+type Op = (worker: number) => Promise<unknown>;
+
+/**
+ * Runs atomio and the peer `cfg.repeats` times each, alternating, on the same seeded random
+ * sequence (seed `seedBase + rep`), and collects ops/s and CPU per op for both.
+ */
+async function alternate(
+  name: string,
+  cfg: Config,
+  inFlight: number,
+  seedBase: number,
+  sides: { atomio: (rnd: () => number) => Op; peer: (rnd: () => number) => Op },
+): Promise<{ atomio: number[]; peer: number[]; atomioCpu: number[]; peerCpu: number[] }> {
+  const out = { atomio: [] as number[], peer: [] as number[], atomioCpu: [] as number[], peerCpu: [] as number[] };
+  for (let rep = 0; rep < cfg.repeats; rep++) {
+    progress(`${name}: run ${rep + 1}/${cfg.repeats}`);
+    const a = await runFor(inFlight, cfg.seconds, sides.atomio(seededRandom(seedBase + rep)));
+    out.atomio.push(a.opsPerSecond);
+    out.atomioCpu.push(a.cpuMicrosPerOp);
+    const f = await runFor(inFlight, cfg.seconds, sides.peer(seededRandom(seedBase + rep)));
+    out.peer.push(f.opsPerSecond);
+    out.peerCpu.push(f.cpuMicrosPerOp);
+  }
+  return out;
+}
+
 async function randomCases(cfg: Config, dir: string, results: Results): Promise<void> {
   const blocks = cfg.rangeBytes / BLOCK;
   const fill = randomBytes(MiB);
@@ -400,26 +426,13 @@ async function randomCases(cfg: Config, dir: string, results: Results): Promise<
       const name = `4 KiB random durable writes, ${inFlight} in flight`;
       try {
         const before = store.stats();
-        const atomio: number[] = [];
-        const peer: number[] = [];
-        const atomioCpu: number[] = [];
-        const peerCpu: number[] = [];
-        for (let rep = 0; rep < cfg.repeats; rep++) {
-          progress(`${name}: run ${rep + 1}/${cfg.repeats}`);
-          let rnd = seededRandom(1000 + rep);
-          const a = await runFor(inFlight, cfg.seconds, (w) =>
-            store.block.write(Math.floor(rnd() * blocks) * perBlock, slot(w)),
-          );
-          atomio.push(a.opsPerSecond);
-          atomioCpu.push(a.cpuMicrosPerOp);
-          rnd = seededRandom(1000 + rep);
-          const f = await runFor(inFlight, cfg.seconds, async (w) => {
+        const { atomio, peer, atomioCpu, peerCpu } = await alternate(name, cfg, inFlight, 1000, {
+          atomio: (rnd) => (w) => store.block.write(Math.floor(rnd() * blocks) * perBlock, slot(w)),
+          peer: (rnd) => async (w) => {
             await pwrite(fd, slot(w), Math.floor(rnd() * blocks) * BLOCK);
             await fdatasync(fd);
-          });
-          peer.push(f.opsPerSecond);
-          peerCpu.push(f.cpuMicrosPerOp);
-        }
+          },
+        });
         results.cpu(name, atomioCpu, peerCpu);
         const after = store.stats();
         const ratio = results.compare(name, summarize(atomio), summarize(peer), formatOps);
@@ -463,25 +476,10 @@ async function randomCases(cfg: Config, dir: string, results: Results): Promise<
       const name = `4 KiB random reads, ${inFlight} in flight`;
       try {
         const buffers = Array.from({ length: inFlight }, () => Buffer.allocUnsafe(BLOCK));
-        const atomio: number[] = [];
-        const peer: number[] = [];
-        const atomioCpu: number[] = [];
-        const peerCpu: number[] = [];
-        for (let rep = 0; rep < cfg.repeats; rep++) {
-          progress(`${name}: run ${rep + 1}/${cfg.repeats}`);
-          let rnd = seededRandom(2000 + rep);
-          const a = await runFor(inFlight, cfg.seconds, (_w) =>
-            store.block.read(Math.floor(rnd() * blocks) * perBlock, perBlock),
-          );
-          atomio.push(a.opsPerSecond);
-          atomioCpu.push(a.cpuMicrosPerOp);
-          rnd = seededRandom(2000 + rep);
-          const f = await runFor(inFlight, cfg.seconds, (w) =>
-            pread(fd, buffers[w]!, Math.floor(rnd() * blocks) * BLOCK),
-          );
-          peer.push(f.opsPerSecond);
-          peerCpu.push(f.cpuMicrosPerOp);
-        }
+        const { atomio, peer, atomioCpu, peerCpu } = await alternate(name, cfg, inFlight, 2000, {
+          atomio: (rnd) => () => store.block.read(Math.floor(rnd() * blocks) * perBlock, perBlock),
+          peer: (rnd) => (w) => pread(fd, buffers[w]!, Math.floor(rnd() * blocks) * BLOCK),
+        });
         results.cpu(name, atomioCpu, peerCpu);
         results.compare(name, summarize(atomio), summarize(peer), formatOps);
       } catch (error) {
