@@ -1,7 +1,14 @@
 // The public surface of atomio. Nothing else is reachable from outside the package.
 
 export { open, Store, DATA_FILE_NAME } from './store/store.js';
-export type { OpenOptions, StoreStats } from './store/store.js';
+export type { OpenOptions, StoreStats, StoreLimits } from './store/store.js';
+export { KvPool } from './kv/pool.js';
+export type { Entry, PutOptions, DeleteOptions, IncrOptions, ListOptions, Range, PoolStats } from './kv/pool.js';
+export type { Key, Value } from './kv/encoding.js';
+export { AtomicBatch } from './store/atomic.js';
+export type { AtomicResult, Check } from './store/atomic.js';
+export { Transaction } from './store/transaction.js';
+export type { TransactionOptions } from './store/transaction.js';
 export { BlockDevice } from './block/block.js';
 export type { AtomicOp, AtomicOptions, BlockCondition, MappedExtent, WriteOptions } from './block/block.js';
 export type { Durability, RecoveryReport, Corruption } from './engine/engine.js';
@@ -16,4 +23,9 @@ export {
   ADDRESS_SPACE_BYTES,
   DEFAULT_CAPACITY_BYTES,
   DEFAULT_SEGMENT_BYTES,
+  MAX_KEY_BYTES,
+  MAX_VALUE_BYTES,
+  MAX_POOL_NAME_BYTES,
+  MAX_TRANSACTION_READS,
+  DEFAULT_CACHE_BYTES,
 } from './engine/limits.js';

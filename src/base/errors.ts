@@ -4,6 +4,8 @@
 export type ErrorCode =
   /** A check attached to a write did not hold; nothing was written. */
   | 'ERR_CONDITION'
+  /** A transaction kept conflicting with other writers past its retries; nothing was written. */
+  | 'ERR_CONFLICT'
   /** Live data would exceed the store's capacity; nothing was written. */
   | 'ERR_NO_SPACE'
   /** Bytes read back did not match their checksum; the location is in `details`. */

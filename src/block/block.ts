@@ -120,7 +120,8 @@ export class BlockDevice {
     return this.engine.rangeState(lba, 1).version;
   }
 
-  private checkRange(lba: number, count: number, what: string): void {
+  /** @internal */
+  checkRange(lba: number, count: number, what: string): void {
     if (!Number.isSafeInteger(lba) || lba < 0) {
       throw new AtomioError('ERR_ARGUMENT', `${what}: lba must be an integer >= 0, got ${String(lba)}`, { lba });
     }
@@ -136,7 +137,8 @@ export class BlockDevice {
     }
   }
 
-  private checkOps(ops: readonly AtomicOp[]): OpInput[] {
+  /** @internal Checks ops for a commit (also of a store-wide atomic batch or transaction). */
+  checkOps(ops: readonly AtomicOp[]): OpInput[] {
     if (!Array.isArray(ops) || ops.length === 0) {
       throw new AtomioError('ERR_ARGUMENT', 'atomic: ops must be a non-empty array of { write, data } or { trim, count }', {});
     }

@@ -44,6 +44,9 @@ import {
   decodeRecordMeta,
   decodeSegmentHeader,
   decodeSuperblock,
+  isKvOpType,
+  kvDataBytes,
+  kvDataIntact,
   verifyChunks,
   type DecodedOp,
   type DecodedRecordHeader,
@@ -531,6 +534,11 @@ class Checker {
     const g = this.geo;
     const found: Found = { segment: plan.index, offset, record: r, badOps: [] };
     r.ops.forEach((op, i) => {
+      if (op.type === OpType.put) {
+        const data = image.subarray(op.dataOffset, op.dataOffset + kvDataBytes(op.valueBytes));
+        if (!kvDataIntact(data, plan.nonce, op.dataOffset)) found.badOps.push({ op: i, offset: op.dataOffset, bad: 1, chunks: 1 });
+        return;
+      }
       if (op.type !== OpType.write) return;
       const bad = verifyOpChunks(image, plan.nonce, op.dataOffset, op.count * g.sectorBytes);
       if (bad !== undefined) found.badOps.push({ op: i, ...bad });
@@ -550,6 +558,14 @@ class Checker {
     if ((r.kind === RecordKind.commit) !== (plan.kind === SegmentKind.hot)) return `is a ${kindName(r.kind)} in a ${plan.kind === SegmentKind.hot ? 'hot' : 'cold'} segment`;
     if (r.batchSeq > r.seq || r.durableSeq >= r.seq) return `claims batch seq ${r.batchSeq} and durable seq ${r.durableSeq}, not both below its own`;
     for (const op of r.ops) {
+      if (isKvOpType(op.type)) {
+        if (op.type === OpType.put && r.kind === RecordKind.commit && op.version !== r.seq) return `puts a key with version ${op.version}, not its seq`;
+        if (r.kind === RecordKind.relocation && (op.type !== OpType.put || op.version < 1 || op.version >= r.seq)) {
+          return `relocates a key with version ${op.version} (relocations copy older puts only)`;
+        }
+        if (!(op.expiresAt >= 0)) return `gives a key the deadline ${op.expiresAt}`;
+        continue;
+      }
       if (!Number.isSafeInteger(op.lba) || !Number.isSafeInteger(op.count) || op.lba < 0 || op.count < 1 || op.lba + op.count > lastLba) {
         return `has an op on sectors ${op.lba} (+${op.count}), outside the address space`;
       }
@@ -730,6 +746,7 @@ class Checker {
 
 function chunkMessage(f: Found, b: BadOp): string {
   const op = f.record.ops[b.op]!;
+  if (op.type === OpType.put) return `record seq ${f.record.seq}: the value of a put to pool ${op.pool} fails its checksum`;
   const live = b.live === undefined ? '' : `; it holds live data (lba ${b.live}): reads of it fail with ERR_CORRUPT`;
   return `record seq ${f.record.seq}: a data chunk fails its checksum (${b.bad} of ${b.chunks} chunks of its write to lba ${range(op.lba, op.count)})${live}`;
 }
@@ -770,6 +787,7 @@ function verifyOpChunks(
 function replay(map: ExtentMap, f: Found): void {
   const r = f.record;
   for (const op of r.ops) {
+    if (isKvOpType(op.type)) continue; // the block map only; keys are checked through their records
     if (op.type === OpType.trim) {
       map.clear(op.lba, op.count);
     } else if (r.kind === RecordKind.commit) {

@@ -9,14 +9,20 @@
 //   extents, 48 bytes each, six f64 (the extent map's own leaf layout, so loading is a copy):
 //     lba | count | version | segment × 2^32 + data offset | op sectors × 2^24 + first sector
 //     | expires at
+//   pools: next pool id u32 | pool count u32, then for each pool:
+//     id u32 | name bytes u32 | key count f64 | key bytes f64 | name (UTF-8, zero-padded to 8)
+//     | key ends u32 × count (cumulative; zero-padded to 8) | keys (zero-padded to 8)
+//     | metadata f64 × META_FIELDS × count: version | expires at | segment × 2^32 + data
+//       offset | value bytes | (a cache position, meaningless on disk: written as -1)
 
 import { assert } from '../base/assert.js';
 import { EXTENT_FIELDS, ExtentMap, type Extent } from '../ftl/extent-map.js';
+import { META_FIELDS } from '../ftl/key-index.js';
 import type { SegmentInfo, SegmentState } from '../ftl/segments.js';
 import type { SegmentKind } from '../log/format.js';
 
 const MAGIC = 0x504b4341; // 'ACKP'
-const VERSION = 1;
+const VERSION = 2;
 const HEADER_BYTES = 48;
 const HEAD_BYTES = 16;
 const SEGMENT_BYTES = 32;
@@ -41,6 +47,15 @@ export interface SegmentRow {
   maxSeq: number;
 }
 
+export interface PoolImage {
+  id: number;
+  name: string;
+  keys: Uint8Array;
+  /** Cumulative end of each key in `keys`. */
+  ends: Uint32Array;
+  meta: Float64Array;
+}
+
 export interface CheckpointState {
   seq: number;
   nextSeq: number;
@@ -48,6 +63,8 @@ export interface CheckpointState {
   segments: SegmentRow[];
   /** EXTENT_FIELDS numbers per extent, sorted by lba (ExtentMap.importRaw takes it as is). */
   extentsRaw: Float64Array;
+  nextPoolId: number;
+  pools: PoolImage[];
 }
 
 /** The checkpoint's extents as objects (for tools; the engine loads the raw form). */
@@ -60,7 +77,32 @@ export function checkpointExtents(state: CheckpointState): Extent[] {
 const LITTLE_ENDIAN = new Uint8Array(new Float64Array([1]).buffer)[7] === 0x3f;
 
 export function checkpointBytes(segmentCount: number, headCount: number, extentCount: number): number {
-  return HEADER_BYTES + headCount * HEAD_BYTES + segmentCount * SEGMENT_BYTES + extentCount * EXTENT_BYTES;
+  return HEADER_BYTES + headCount * HEAD_BYTES + segmentCount * SEGMENT_BYTES + extentCount * EXTENT_BYTES + 8;
+}
+
+function pad8(n: number): number {
+  return Math.ceil(n / 8) * 8;
+}
+
+function poolImageBytes(p: PoolImage): number {
+  const n = p.ends.length;
+  return 24 + pad8(Buffer.byteLength(p.name)) + pad8(n * 4) + pad8(p.keys.length) + n * META_FIELDS * 8;
+}
+
+function putBytes(buf: Buffer, at: number, bytes: Uint8Array): number {
+  buf.set(bytes, at);
+  return at + pad8(bytes.length);
+}
+
+function putU32s(buf: Buffer, at: number, values: Uint32Array): number {
+  for (let i = 0; i < values.length; i++) buf.writeUInt32LE(values[i]!, at + i * 4);
+  return at + pad8(values.length * 4);
+}
+
+function putF64s(buf: Buffer, at: number, values: Float64Array): number {
+  if (LITTLE_ENDIAN) buf.set(new Uint8Array(values.buffer, values.byteOffset, values.byteLength), at);
+  else for (let i = 0; i < values.length; i++) buf.writeDoubleLE(values[i]!, at + i * 8);
+  return at + values.length * 8;
 }
 
 export function encodeCheckpoint(
@@ -69,9 +111,13 @@ export function encodeCheckpoint(
   heads: readonly Head[],
   segments: readonly SegmentInfo[],
   extentsRaw: Float64Array,
+  nextPoolId: number,
+  pools: readonly PoolImage[],
 ): Buffer {
   const extentCount = extentsRaw.length / EXTENT_FIELDS;
-  const buf = Buffer.alloc(checkpointBytes(segments.length, heads.length, extentCount));
+  let poolBytes = 0;
+  for (const pool of pools) poolBytes += poolImageBytes(pool);
+  const buf = Buffer.alloc(checkpointBytes(segments.length, heads.length, extentCount) + poolBytes);
   buf.writeUInt32LE(MAGIC, 0);
   buf.writeUInt32LE(VERSION, 4);
   buf.writeDoubleLE(seq, 8);
@@ -103,7 +149,25 @@ export function encodeCheckpoint(
     for (let i = 0; i < extentsRaw.length; i++) buf.writeDoubleLE(extentsRaw[i]!, p + i * 8);
   }
   p += extentCount * EXTENT_BYTES;
-  assert(p === buf.length, 'checkpoint holds exactly the extents counted');
+  buf.writeUInt32LE(nextPoolId, p);
+  buf.writeUInt32LE(pools.length, p + 4);
+  p += 8;
+  for (const pool of pools) {
+    const name = Buffer.from(pool.name, 'utf8');
+    const n = pool.ends.length;
+    assert(pool.meta.length === n * META_FIELDS, 'a pool image has metadata for each key');
+    buf.writeUInt32LE(pool.id, p);
+    buf.writeUInt32LE(name.length, p + 4);
+    buf.writeDoubleLE(n, p + 8);
+    buf.writeDoubleLE(pool.keys.length, p + 16);
+    p = putBytes(buf, p + 24, name);
+    p = putU32s(buf, p, pool.ends);
+    p = putBytes(buf, p, pool.keys);
+    const metaAt = p;
+    p = putF64s(buf, p, pool.meta);
+    for (let i = 0; i < n; i++) buf.writeDoubleLE(-1, metaAt + (i * META_FIELDS + META_FIELDS - 1) * 8);
+  }
+  assert(p === buf.length, 'checkpoint holds exactly the extents and pools counted');
   return buf;
 }
 
@@ -113,7 +177,7 @@ export function decodeCheckpoint(buf: Buffer): CheckpointState | undefined {
   const segmentCount = buf.readUInt32LE(24);
   const headCount = buf.readUInt32LE(28);
   const extentCount = buf.readDoubleLE(32);
-  if (buf.length !== checkpointBytes(segmentCount, headCount, extentCount)) return undefined;
+  if (!Number.isSafeInteger(extentCount) || buf.length < checkpointBytes(segmentCount, headCount, extentCount)) return undefined;
   const heads: Head[] = [];
   let p = HEADER_BYTES;
   for (let i = 0; i < headCount; i++, p += HEAD_BYTES) {
@@ -140,5 +204,40 @@ export function decodeCheckpoint(buf: Buffer): CheckpointState | undefined {
   } else {
     for (let i = 0; i < extentsRaw.length; i++) extentsRaw[i] = buf.readDoubleLE(p + i * 8);
   }
-  return { seq: buf.readDoubleLE(8), nextSeq: buf.readDoubleLE(16), heads, segments, extentsRaw };
+  p += extentCount * EXTENT_BYTES;
+  const pools = decodePools(buf, p);
+  if (pools === undefined) return undefined;
+  return { seq: buf.readDoubleLE(8), nextSeq: buf.readDoubleLE(16), heads, segments, extentsRaw, ...pools };
+}
+
+function decodePools(buf: Buffer, at: number): { nextPoolId: number; pools: PoolImage[] } | undefined {
+  let p = at;
+  const nextPoolId = buf.readUInt32LE(p);
+  const count = buf.readUInt32LE(p + 4);
+  p += 8;
+  const pools: PoolImage[] = [];
+  for (let i = 0; i < count; i++) {
+    if (p + 24 > buf.length) return undefined;
+    const id = buf.readUInt32LE(p);
+    const nameBytes = buf.readUInt32LE(p + 4);
+    const n = buf.readDoubleLE(p + 8);
+    const keyBytes = buf.readDoubleLE(p + 16);
+    if (!Number.isSafeInteger(n) || !Number.isSafeInteger(keyBytes) || n < 0 || keyBytes < 0) return undefined;
+    p += 24;
+    const image: PoolImage = { id, name: '', keys: new Uint8Array(0), ends: new Uint32Array(n), meta: new Float64Array(n * META_FIELDS) };
+    if (p + pad8(nameBytes) + pad8(n * 4) + pad8(keyBytes) + n * META_FIELDS * 8 > buf.length) return undefined;
+    image.name = buf.toString('utf8', p, p + nameBytes);
+    p += pad8(nameBytes);
+    for (let k = 0; k < n; k++) image.ends[k] = buf.readUInt32LE(p + k * 4);
+    p += pad8(n * 4);
+    image.keys = buf.subarray(p, p + keyBytes);
+    p += pad8(keyBytes);
+    if (LITTLE_ENDIAN) new Uint8Array(image.meta.buffer).set(buf.subarray(p, p + n * META_FIELDS * 8));
+    else for (let k = 0; k < n * META_FIELDS; k++) image.meta[k] = buf.readDoubleLE(p + k * 8);
+    p += n * META_FIELDS * 8;
+    if (n > 0 && image.ends[n - 1] !== keyBytes) return undefined;
+    pools.push(image);
+  }
+  if (p !== buf.length) return undefined;
+  return { nextPoolId, pools };
 }

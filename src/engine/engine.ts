@@ -26,6 +26,8 @@ import type { Clock } from '../base/clock.js';
 import { AtomioError } from '../base/errors.js';
 import { ExpiryQueue } from '../ftl/expiry.js';
 import { ExtentMap, type Extent } from '../ftl/extent-map.js';
+import type { KeyMeta } from '../ftl/key-index.js';
+import { Pools, TWO_32, segmentOf, type Pool } from '../ftl/pools.js';
 import { SegmentTable, type SegmentInfo } from '../ftl/segments.js';
 import {
   CHUNK_CRC_BYTES,
@@ -45,9 +47,14 @@ import {
   encodeRecord,
   encodeSegmentHeader,
   encodeSuperblock,
+  isKvOp,
+  kvDataBytes,
+  kvDataIntact,
+  kvEntryBytes,
   recordBytesFor,
   verifyChunks,
-  type BlockOp,
+  type KvOp,
+  type LogOp,
   type Superblock,
 } from '../log/format.js';
 import { checksum } from '../log/crc.js';
@@ -64,13 +71,51 @@ import {
 
 export type Durability = 'full' | 'none';
 
+/**
+ * A put's value, or a function that makes it from the key's current value (undefined when
+ * absent) at the moment the commit is admitted: how incr stays atomic without a retry loop.
+ * The function may throw an AtomioError to reject the commit.
+ */
+export type ValueSource = Uint8Array | ((current: Buffer | undefined) => Uint8Array);
+
 export type OpInput =
   | { type: 'write'; lba: number; count: number; data: Uint8Array }
-  | { type: 'trim'; lba: number; count: number };
+  | { type: 'trim'; lba: number; count: number }
+  /** ttlMs 0: no expiry; keepTtl: the key keeps its current expiry (memcached incr). */
+  | { type: 'put'; pool: string; key: Buffer; value: ValueSource; ttlMs: number; keepTtl?: boolean }
+  | { type: 'delete'; pool: string; key: Buffer }
+  /** A new expiry for a present key (ttlMs 0: never expires). */
+  | { type: 'touch'; pool: string; key: Buffer; ttlMs: number }
+  | { type: 'dropPool'; pool: string };
+
+/** A kv key's expected state: a version, or just absent or present. */
+export type KeyExpectation = number | 'absent' | 'present';
 
 export type Condition =
   | { kind: 'unwritten'; lba: number; count: number }
-  | { kind: 'version'; lba: number; count: number; version: number };
+  | { kind: 'version'; lba: number; count: number; version: number }
+  | { kind: 'key'; pool: string; key: Buffer; expect: KeyExpectation }
+  /**
+   * The keys in a range and their versions are exactly `seen` (what a transaction listed):
+   * no key was added, removed or rewritten there since.
+   */
+  | { kind: 'range'; pool: string; start?: Buffer; end?: Buffer; reverse: boolean; limit: number; seen: { key: Buffer; version: number }[] };
+
+/** A key's state as a commit of the batch sees it. */
+interface KeyState {
+  present: boolean;
+  version: number;
+  /** The live value when known without a read (written earlier in the batch). */
+  value: Buffer | undefined;
+  /** Bytes its entry holds in the log (0 when absent or only pending). */
+  entryBytes: number;
+  expiresAt: number;
+}
+
+/** What a segment holds that a live view (an iterator or a snapshot) may still read. */
+export interface Pin {
+  readonly segments: Set<number>;
+}
 
 export interface EngineSettings {
   media: Media;
@@ -79,6 +124,8 @@ export interface EngineSettings {
   durability: Durability;
   flushIntervalMs: number;
   checkpointIntervalBytes: number;
+  /** Bytes of memory for copies of hot kv values. */
+  cacheBytes: number;
 }
 
 export interface Corruption {
@@ -108,6 +155,10 @@ interface Pending {
   conditions: Condition[];
   ttlMs: number;
   dataBytes: number;
+  /** Put values as admitted (computed ones made), by op index. */
+  values: (Uint8Array | undefined)[];
+  /** Expiry of each put and touch as admitted, by op index. */
+  expiries: number[];
   resolve: (version: number) => void;
   reject: (error: Error) => void;
 }
@@ -116,7 +167,7 @@ interface Pending {
 interface Outgoing {
   kind: RecordKind;
   head: SegmentKind;
-  ops: BlockOp[];
+  ops: LogOp[];
   seq: number;
   segment: number;
   offset: number;
@@ -143,6 +194,9 @@ export class Engine {
   readonly segments: SegmentTable;
   readonly map = new ExtentMap();
   readonly expiry = new ExpiryQueue();
+  readonly pools: Pools;
+  /** Segments that live views may still read: not reused while pinned. */
+  private readonly pins = new Set<Pin>();
 
   superblock: Superblock;
   /** Next record's seq. */
@@ -194,6 +248,9 @@ export class Engine {
     this.durability = s.durability;
     this.checkpointIntervalBytes = s.checkpointIntervalBytes;
     this.segments = new SegmentTable(s.superblock.segmentCount);
+    this.pools = new Pools(s.cacheBytes, (segment, delta) => {
+      this.segments.at(segment).liveBytes += delta;
+    });
     if (this.durability === 'none') {
       this.flushTimer = setInterval(() => void this.backgroundFlush(), s.flushIntervalMs);
       this.flushTimer.unref();
@@ -218,7 +275,7 @@ export class Engine {
   }
 
   reserveSegments(): number {
-    const ckpt = checkpointBytes(this.segments.count, 2, this.map.size + 1024);
+    const ckpt = checkpointBytes(this.segments.count, 2, this.map.size + 1024) + this.pools.checkpointBytes();
     return CLEANER_RESERVE_SEGMENTS + Math.ceil(ckpt / this.segmentPayloadBytes);
   }
 
@@ -332,6 +389,81 @@ export class Engine {
   }
 
   // -------------------------------------------------------------------------------------
+  // kv reads
+
+  /** A key's live (unexpired) entry as of the applied state. */
+  liveEntry(pool: Pool | undefined, key: Uint8Array, now = this.clock.now()): KeyMeta | undefined {
+    if (pool === undefined) return undefined;
+    const meta = pool.index.get(key);
+    if (meta === undefined || (meta.expiresAt !== 0 && meta.expiresAt <= now)) return undefined;
+    return meta;
+  }
+
+  /** An entry's value: a copy from the cache, or read from the log and checked. */
+  async readValue(pool: Pool, key: Uint8Array, meta: KeyMeta): Promise<Buffer> {
+    const cached = this.pools.cache.get(meta.cacheAt, meta.valueBytes);
+    if (cached !== undefined) return cached;
+    const segment = this.segments.at(segmentOf(meta));
+    const dataOffset = meta.location % TWO_32;
+    const data = Buffer.allocUnsafe(kvDataBytes(meta.valueBytes));
+    segment.readers++;
+    try {
+      await this.media.read(data, this.segmentOffset(segment.index) + dataOffset);
+    } finally {
+      segment.readers--;
+    }
+    return this.checkedValue(pool, key, meta, segment, dataOffset, data);
+  }
+
+  /** readValue without waiting: a cache miss reads with a blocking system call. */
+  readValueSync(pool: Pool, key: Uint8Array, meta: KeyMeta): Buffer {
+    const cached = this.pools.cache.get(meta.cacheAt, meta.valueBytes);
+    if (cached !== undefined) return cached;
+    const segment = this.segments.at(segmentOf(meta));
+    const dataOffset = meta.location % TWO_32;
+    const data = Buffer.allocUnsafe(kvDataBytes(meta.valueBytes));
+    this.media.readSync(data, this.segmentOffset(segment.index) + dataOffset);
+    return this.checkedValue(pool, key, meta, segment, dataOffset, data);
+  }
+
+  private checkedValue(pool: Pool, key: Uint8Array, meta: KeyMeta, segment: SegmentInfo, dataOffset: number, data: Buffer): Buffer {
+    if (!kvDataIntact(data, segment.nonce, dataOffset)) {
+      throw new AtomioError(
+        'ERR_CORRUPT',
+        `the value of a key in pool '${pool.name}' failed its checksum (segment ${segment.index}, offset ${dataOffset}); it is not returned`,
+        { pool: pool.name, segment: segment.index, offset: dataOffset },
+      );
+    }
+    const value = data.subarray(kvDataBytes(0));
+    // Keep a copy for the next read, if the key still holds this value and it is small.
+    if (value.length <= this.pools.cache.maxValueBytes) {
+      const now = pool.index.get(key);
+      if (now !== undefined && now.location === meta.location && !this.pools.cache.holds(now.cacheAt)) {
+        pool.index.update(key, { cacheAt: this.pools.cache.add(value) });
+      }
+    }
+    return value;
+  }
+
+  /** Keeps the segments that hold live data from reuse until unpin(): what a view reads. */
+  pin(): Pin {
+    const segments = new Set<number>();
+    for (const s of this.segments.segments) if (s.liveBytes > 0 || s.state === 'open') segments.add(s.index);
+    const pin: Pin = { segments };
+    this.pins.add(pin);
+    return pin;
+  }
+
+  unpin(pin: Pin): void {
+    this.pins.delete(pin);
+  }
+
+  private pinned(index: number): boolean {
+    for (const pin of this.pins) if (pin.segments.has(index)) return true;
+    return false;
+  }
+
+  // -------------------------------------------------------------------------------------
   // Commits
 
   /** Queues a commit; resolves with its version once durable (see durability). */
@@ -339,9 +471,13 @@ export class Engine {
     if (this.closed) return Promise.reject(closedError());
     if (this.failure) return Promise.reject(this.failure);
     let dataBytes = 0;
-    for (const op of ops) if (op.type === 'write') dataBytes += op.data.length;
+    for (const op of ops) {
+      if (op.type === 'write') dataBytes += op.data.length;
+      else if (op.type === 'put') dataBytes += op.key.length + (op.value instanceof Uint8Array ? op.value.length : 64);
+      else if (op.type !== 'trim') dataBytes += 64;
+    }
     return new Promise<number>((resolve, reject) => {
-      this.queue.push({ ops, conditions, ttlMs, dataBytes, resolve, reject });
+      this.queue.push({ ops, conditions, ttlMs, dataBytes, values: [], expiries: [], resolve, reject });
       this.kick();
     });
   }
@@ -427,7 +563,8 @@ export class Engine {
     this.sweepExpired();
     const { accepted, growth } = this.admit(batch);
     if (accepted.length === 0) return;
-    const records = accepted.map((p) => this.outgoing(RecordKind.commit, SegmentKind.hot, this.toBlockOps(p)));
+    const batchPools = new Map<string, number>();
+    const records = accepted.map((p) => this.outgoing(RecordKind.commit, SegmentKind.hot, this.toLogOps(p, batchPools)));
     try {
       await this.makeRoom(records, growth <= 0);
     } catch (error) {
@@ -449,20 +586,35 @@ export class Engine {
     }
   }
 
-  /** Checks conditions and space in queue order; returns the commits that go ahead and their growth in live bytes. */
+  /**
+   * Checks conditions and space in queue order, and makes computed values; returns the
+   * commits that go ahead and their growth in live bytes.
+   */
   private admit(batch: Pending[]): { accepted: Pending[]; growth: number } {
     const overlay = new ExtentMap();
+    const batchKeys: BatchKeys = { keys: new Map(), dropped: new Set() };
     const accepted: Pending[] = [];
     let live = this.segments.liveBytes();
     const usable = this.usableBytes();
     const start = live;
+    const now = this.clock.now();
     for (const p of batch) {
-      const failed = this.failedCondition(p.conditions, overlay);
-      if (failed !== undefined) {
-        p.reject(failed);
+      let failed = this.failedCondition(p.conditions, overlay, batchKeys, now);
+      let staged: BatchKeys | undefined;
+      let kvGrowth = 0;
+      if (failed === undefined) {
+        try {
+          ({ staged, growth: kvGrowth } = this.stageKv(p, batchKeys, now));
+        } catch (error) {
+          if (!(error instanceof AtomioError)) throw error;
+          failed = error;
+        }
+      }
+      if (failed !== undefined || staged === undefined) {
+        p.reject(failed!);
         continue;
       }
-      const growth = this.liveGrowth(p, overlay);
+      const growth = this.liveGrowth(p, overlay) + kvGrowth;
       if (growth > 0 && live + growth > usable) {
         p.reject(
           new AtomioError(
@@ -477,11 +629,77 @@ export class Engine {
       // Placeholder extents stand for this commit's effect on later commits of the batch;
       // version Infinity means "written in this batch" (newer than any applied version).
       for (const op of p.ops) {
-        overlay.set(overlayExtent(op.lba, op.count, op.type === 'write' ? Infinity : -1));
+        if (op.type === 'write' || op.type === 'trim') {
+          overlay.set(overlayExtent(op.lba, op.count, op.type === 'write' ? Infinity : -1));
+        }
       }
+      for (const pool of staged.dropped) {
+        for (const k of batchKeys.keys.keys()) if (k.startsWith(batchKeyPrefix(pool))) batchKeys.keys.delete(k);
+        batchKeys.dropped.add(pool);
+      }
+      for (const [k, state] of staged.keys) batchKeys.keys.set(k, state);
       accepted.push(p);
     }
     return { accepted, growth: live - start };
+  }
+
+  /** A key's state seen through the commit's own staged ops, then the batch's, then the maps. */
+  private keyState(pool: string, key: Buffer, layers: BatchKeys[], now: number): KeyState & { meta?: KeyMeta; pool?: Pool } {
+    const k = batchKey(pool, key);
+    for (const layer of layers) {
+      const state = layer.keys.get(k);
+      if (state !== undefined) return state;
+      if (layer.dropped.has(pool)) return ABSENT;
+    }
+    const p = this.pools.named(pool);
+    const meta = p?.index.get(key);
+    if (meta === undefined) return ABSENT;
+    const entryBytes = kvEntryBytes(key.length, meta.valueBytes);
+    if (meta.expiresAt !== 0 && meta.expiresAt <= now) return { ...ABSENT, entryBytes };
+    return { present: true, version: meta.version, value: undefined, entryBytes, expiresAt: meta.expiresAt, meta, pool: p };
+  }
+
+  /** The live value of a key in the state `keyState` returned. */
+  private currentValue(key: Buffer, state: KeyState & { meta?: KeyMeta; pool?: Pool }): Buffer | undefined {
+    if (!state.present) return undefined;
+    if (state.value !== undefined) return state.value;
+    assert(state.meta !== undefined && state.pool !== undefined, 'a present key is pending or mapped');
+    return this.readValueSync(state.pool, key, state.meta);
+  }
+
+  /** The commit's kv ops laid over the batch: their states, values and growth in live bytes. */
+  private stageKv(p: Pending, batchKeys: BatchKeys, now: number): { staged: BatchKeys; growth: number } {
+    const staged: BatchKeys = { keys: new Map(), dropped: new Set() };
+    const layers = [staged, batchKeys];
+    let growth = 0;
+    for (let i = 0; i < p.ops.length; i++) {
+      const op = p.ops[i]!;
+      if (op.type === 'put') {
+        const state = this.keyState(op.pool, op.key, layers, now);
+        const value = typeof op.value === 'function' ? op.value(this.currentValue(op.key, state)) : op.value;
+        const expiresAt = op.keepTtl && state.present ? state.expiresAt : op.ttlMs > 0 ? now + op.ttlMs : 0;
+        const entryBytes = kvEntryBytes(op.key.length, value.length);
+        p.values[i] = value;
+        p.expiries[i] = expiresAt;
+        growth += entryBytes - state.entryBytes;
+        staged.keys.set(batchKey(op.pool, op.key), { present: true, version: Infinity, value: Buffer.from(value.buffer, value.byteOffset, value.length), entryBytes, expiresAt });
+      } else if (op.type === 'delete') {
+        const state = this.keyState(op.pool, op.key, layers, now);
+        growth -= state.entryBytes;
+        staged.keys.set(batchKey(op.pool, op.key), ABSENT);
+      } else if (op.type === 'touch') {
+        const state = this.keyState(op.pool, op.key, layers, now);
+        const expiresAt = op.ttlMs > 0 ? now + op.ttlMs : 0;
+        p.expiries[i] = expiresAt;
+        if (state.present) staged.keys.set(batchKey(op.pool, op.key), { ...state, expiresAt });
+      } else if (op.type === 'dropPool') {
+        const pool = this.pools.named(op.pool);
+        if (pool !== undefined && !batchKeys.dropped.has(op.pool)) growth -= pool.liveBytes;
+        for (const k of staged.keys.keys()) if (k.startsWith(batchKeyPrefix(op.pool))) staged.keys.delete(k);
+        staged.dropped.add(op.pool);
+      }
+    }
+    return { staged, growth };
   }
 
   /** Newest live version in range, seen through the batch's overlay (-1 marks a trim). */
@@ -503,26 +721,98 @@ export class Engine {
     return { mapped, version };
   }
 
-  private failedCondition(conditions: Condition[], overlay: ExtentMap): AtomioError | undefined {
+  /** Checks conditions against the applied state now (a read-only transaction's validation). */
+  failedNow(conditions: Condition[]): AtomioError | undefined {
+    return this.failedCondition(conditions, new ExtentMap(), { keys: new Map(), dropped: new Set() }, this.clock.now());
+  }
+
+  /**
+   * The first failed condition as an error whose details also list every failed index
+   * (`failed`), so that callers can say which of their checks did not hold.
+   */
+  private failedCondition(conditions: Condition[], overlay: ExtentMap, batchKeys: BatchKeys, now: number): AtomioError | undefined {
+    let first: AtomioError | undefined;
+    const failed: number[] = [];
     for (let i = 0; i < conditions.length; i++) {
-      const c = conditions[i]!;
-      const state = this.stateThrough(overlay, c.lba, c.count);
-      if (c.kind === 'unwritten' && state.mapped) {
-        return new AtomioError(
-          'ERR_CONDITION',
-          `condition ${i} failed: sectors ${c.lba}..${c.lba + c.count - 1} are not all unwritten`,
-          { index: i, condition: c, actualVersion: versionForError(state.version) },
-        );
-      }
-      if (c.kind === 'version' && state.version !== c.version) {
-        return new AtomioError(
-          'ERR_CONDITION',
-          `condition ${i} failed: newest version in sectors ${c.lba}..${c.lba + c.count - 1} is ${versionForError(state.version)}, not ${c.version}`,
-          { index: i, condition: c, actualVersion: versionForError(state.version) },
-        );
-      }
+      const error = this.checkCondition(i, conditions[i]!, overlay, batchKeys, now);
+      if (error === undefined) continue;
+      first ??= error;
+      failed.push(i);
+    }
+    if (first === undefined) return undefined;
+    (first.details as Record<string, unknown>).failed = failed;
+    return first;
+  }
+
+  private checkCondition(i: number, c: Condition, overlay: ExtentMap, batchKeys: BatchKeys, now: number): AtomioError | undefined {
+    if (c.kind === 'key') return this.failedKeyCondition(i, c, batchKeys, now);
+    if (c.kind === 'range') {
+      if (this.rangeUnchanged(c, batchKeys, now)) return undefined;
+      return new AtomioError('ERR_CONDITION', `condition ${i} failed: keys in a listed range of pool '${c.pool}' changed`, {
+        index: i,
+        condition: { kind: 'range', pool: c.pool },
+      });
+    }
+    const state = this.stateThrough(overlay, c.lba, c.count);
+    if (c.kind === 'unwritten' && state.mapped) {
+      return new AtomioError(
+        'ERR_CONDITION',
+        `condition ${i} failed: sectors ${c.lba}..${c.lba + c.count - 1} are not all unwritten`,
+        { index: i, condition: c, actualVersion: versionForError(state.version) },
+      );
+    }
+    if (c.kind === 'version' && state.version !== c.version) {
+      return new AtomioError(
+        'ERR_CONDITION',
+        `condition ${i} failed: newest version in sectors ${c.lba}..${c.lba + c.count - 1} is ${versionForError(state.version)}, not ${c.version}`,
+        { index: i, condition: c, actualVersion: versionForError(state.version) },
+      );
     }
     return undefined;
+  }
+
+  private failedKeyCondition(
+    i: number,
+    c: Extract<Condition, { kind: 'key' }>,
+    batchKeys: BatchKeys,
+    now: number,
+  ): AtomioError | undefined {
+    const state = this.keyState(c.pool, c.key, [batchKeys], now);
+    const actual = state.present ? versionForError(state.version) : 'absent';
+    const ok = c.expect === 'absent' ? !state.present : c.expect === 'present' ? state.present : state.present && state.version === c.expect;
+    if (ok) return undefined;
+    const wanted = typeof c.expect === 'number' ? `version ${c.expect}` : c.expect;
+    return new AtomioError('ERR_CONDITION', `condition ${i} failed: a key in pool '${c.pool}' is ${typeof actual === 'number' ? `at version ${actual}` : actual}, not ${wanted}`, {
+      index: i,
+      condition: { kind: 'key', pool: c.pool, key: c.key, expect: c.expect },
+      actualVersion: state.present ? versionForError(state.version) : null,
+    });
+  }
+
+  /** Whether the live keys of a listed range and their versions are still what was seen. */
+  private rangeUnchanged(c: Extract<Condition, { kind: 'range' }>, batchKeys: BatchKeys, now: number): boolean {
+    if (batchKeys.dropped.has(c.pool)) return c.seen.length === 0 && this.pools.named(c.pool) === undefined;
+    const prefix = batchKeyPrefix(c.pool);
+    for (const k of batchKeys.keys.keys()) {
+      if (!k.startsWith(prefix)) continue;
+      const key = Buffer.from(k.slice(prefix.length), 'latin1');
+      if ((c.start === undefined || Buffer.compare(key, c.start) >= 0) && (c.end === undefined || Buffer.compare(key, c.end) < 0)) return false;
+    }
+    const pool = this.pools.named(c.pool);
+    if (pool === undefined) return c.seen.length === 0;
+    let n = 0;
+    let same = true;
+    pool.index.forEachIn({ start: c.start, end: c.end, reverse: c.reverse }, (key, meta) => {
+      if (meta.expiresAt !== 0 && meta.expiresAt <= now) return true;
+      if (n >= c.limit) return false;
+      const seen = c.seen[n++];
+      if (seen === undefined || seen.version !== meta.version || !seen.key.equals(key)) {
+        same = false;
+        return false;
+      }
+      return true;
+    });
+    return same && n === c.seen.length;
   }
 
   /**
@@ -534,6 +824,7 @@ export class Engine {
   private liveGrowth(p: Pending, overlay: ExtentMap): number {
     let growth = 0;
     for (const op of p.ops) {
+      if (op.type !== 'write' && op.type !== 'trim') continue;
       if (op.type === 'write') growth += op.count * this.sectorBytes;
       growth -= this.mappedSectorsThrough(overlay, op.lba, op.count) * this.sectorBytes;
     }
@@ -557,16 +848,54 @@ export class Engine {
     return mapped;
   }
 
-  private toBlockOps(p: Pending): BlockOp[] {
-    const expiresAt = p.ttlMs > 0 ? this.clock.now() + p.ttlMs : 0;
-    return p.ops.map((op) =>
-      op.type === 'write'
-        ? { type: OpType.write, lba: op.lba, count: op.count, version: 0, expiresAt, data: op.data }
-        : { type: OpType.trim, lba: op.lba, count: op.count, version: 0, expiresAt: 0 },
-    );
+  /** The commit's ops as they go to the log; pools written for the first time are created. */
+  private toLogOps(p: Pending, batchPools: Map<string, number>): LogOp[] {
+    const blockExpiresAt = p.ttlMs > 0 ? this.clock.now() + p.ttlMs : 0;
+    const ops: LogOp[] = [];
+    for (let i = 0; i < p.ops.length; i++) {
+      const op = p.ops[i]!;
+      switch (op.type) {
+        case 'write':
+          ops.push({ type: OpType.write, lba: op.lba, count: op.count, version: 0, expiresAt: blockExpiresAt, data: op.data });
+          break;
+        case 'trim':
+          ops.push({ type: OpType.trim, lba: op.lba, count: op.count, version: 0, expiresAt: 0 });
+          break;
+        case 'put': {
+          const pool = this.poolIdFor(op.pool, batchPools, ops);
+          ops.push({ type: OpType.put, pool, key: op.key, version: 0, expiresAt: p.expiries[i]!, value: p.values[i]! });
+          break;
+        }
+        case 'delete':
+        case 'touch': {
+          const pool = existingPoolId(op.pool, batchPools, this.pools);
+          if (pool === undefined) break; // nothing to delete or touch in a pool that does not exist
+          const expiresAt = op.type === 'touch' ? p.expiries[i]! : 0;
+          ops.push({ type: op.type === 'touch' ? OpType.touch : OpType.delete, pool, key: op.key, version: 0, expiresAt });
+          break;
+        }
+        case 'dropPool': {
+          const pool = existingPoolId(op.pool, batchPools, this.pools);
+          if (pool === undefined) break;
+          ops.push({ type: OpType.poolDrop, pool, key: EMPTY_KEY, version: 0, expiresAt: 0 });
+          batchPools.set(op.pool, -1);
+          break;
+        }
+      }
+    }
+    return ops;
   }
 
-  private outgoing(kind: RecordKind, head: SegmentKind, ops: BlockOp[]): Outgoing {
+  private poolIdFor(name: string, batchPools: Map<string, number>, ops: LogOp[]): number {
+    const known = existingPoolId(name, batchPools, this.pools);
+    if (known !== undefined) return known;
+    const id = this.pools.nextId++;
+    ops.push({ type: OpType.poolCreate, pool: id, key: Buffer.from(name, 'utf8'), version: 0, expiresAt: 0 });
+    batchPools.set(name, id);
+    return id;
+  }
+
+  private outgoing(kind: RecordKind, head: SegmentKind, ops: LogOp[]): Outgoing {
     const bytes = recordBytesFor(ops, this.sectorBytes);
     assert(bytes <= this.maxRecordBytes, 'record fits in a segment (limits are checked by the faces)');
     return { kind, head, ops, seq: 0, segment: -1, offset: 0, bytes, dataOffsets: [] };
@@ -705,7 +1034,11 @@ export class Engine {
     seg.maxSeq = Math.max(seg.maxSeq, r.seq);
     let w = 0;
     for (const op of r.ops) {
-      if (op.type === OpType.write) {
+      if (isKvOp(op)) {
+        const dataOffset = op.type === OpType.put ? r.dataOffsets[w++]! : 0;
+        if (op.type === OpType.put && op.version > seg.youngestVersion) seg.youngestVersion = op.version;
+        this.applyKv(r.kind, op.type, op.pool, op.key, op.version, op.expiresAt, r.segment, dataOffset, op.value?.length ?? 0, op.value);
+      } else if (op.type === OpType.write) {
         const dataOffset = r.dataOffsets[w++]!;
         if (op.version > seg.youngestVersion) seg.youngestVersion = op.version;
         this.applyWrite(r.kind, op.lba, op.count, op.version, op.expiresAt, r.segment, dataOffset);
@@ -714,6 +1047,38 @@ export class Engine {
       }
     }
     this.appliedSeq = r.seq;
+  }
+
+  /** Shared by the live path and recovery's replay. */
+  applyKv(
+    kind: RecordKind,
+    type: KvOp['type'],
+    pool: number,
+    key: Uint8Array,
+    version: number,
+    expiresAt: number,
+    segment: number,
+    dataOffset: number,
+    valueBytes: number,
+    value?: Uint8Array,
+  ): void {
+    switch (type) {
+      case OpType.put:
+        this.pools.put(kind, pool, key, version, expiresAt, segment, dataOffset, valueBytes, value);
+        break;
+      case OpType.delete:
+        this.pools.delete(pool, key);
+        break;
+      case OpType.touch:
+        this.pools.touch(pool, key, expiresAt);
+        break;
+      case OpType.poolCreate:
+        if (this.pools.get(pool) === undefined) this.pools.create(pool, Buffer.from(key).toString('utf8'));
+        break;
+      case OpType.poolDrop:
+        this.pools.drop(pool);
+        break;
+    }
   }
 
   /** Shared by the live path and recovery's replay. */
@@ -758,6 +1123,7 @@ export class Engine {
 
   /** Unmaps data whose TTL has passed, so its segments empty without being copied. */
   sweepExpired(now = this.clock.now()): void {
+    this.pools.sweep(now);
     for (let d = this.expiry.peek(); d !== undefined && d.expiresAt <= now; d = this.expiry.peek()) {
       this.expiry.pop();
       for (const piece of this.map.piecesIn(d.lba, d.count)) {
@@ -884,7 +1250,7 @@ export class Engine {
     if (this.flushedSeq < this.appliedSeq) return 0;
     let n = 0;
     for (const s of this.segments.segments) {
-      if (s.state === 'sealed' && s.liveBytes === 0 && s.maxSeq <= this.checkpointSeq && !this.isHead(s.index)) {
+      if (s.state === 'sealed' && s.liveBytes === 0 && s.maxSeq <= this.checkpointSeq && !this.isHead(s.index) && !this.pinned(s.index)) {
         s.state = 'free';
         s.kind = 0;
         n++;
@@ -940,6 +1306,7 @@ export class Engine {
     let bestScore = -Infinity;
     for (const s of this.segments.segments) {
       if (s.state !== 'sealed' || s.damaged || s.maxSeq > this.checkpointSeq) continue;
+      if (s.liveBytes === 0 && this.pinned(s.index)) continue; // nothing to move; a view still reads it
       const u = s.liveBytes / this.segmentPayloadBytes;
       let score: number;
       if (wear.max - s.eraseCount > WEAR_SPREAD_LIMIT) {
@@ -969,9 +1336,11 @@ export class Engine {
     } finally {
       victim.readers--;
     }
-    const pieces = this.livePiecesOf(victim, image, now);
+    const found = this.liveDataOf(victim, image);
+    const pieces = found.pieces.filter((e) => this.isLive(e, now));
+    const entries = found.entries;
     const records: Outgoing[] = [];
-    let ops: BlockOp[] = [];
+    let ops: LogOp[] = [];
     let bytes = RECORD_HEADER_BYTES;
     // Records never cross segments, so each one is cut to fill the room left where
     // writeRecords will place it: the cold head's tail first, then whole new segments; a
@@ -989,6 +1358,39 @@ export class Engine {
       ops = [];
       bytes = RECORD_HEADER_BYTES;
     };
+    const expiredEntries: typeof entries = [];
+    for (const entry of entries) {
+      if (entry.meta.expiresAt !== 0 && entry.meta.expiresAt <= now) {
+        expiredEntries.push(entry);
+        continue;
+      }
+      const dataOffset = entry.meta.location % TWO_32;
+      const data = image.subarray(dataOffset, dataOffset + kvDataBytes(entry.meta.valueBytes));
+      if (!kvDataIntact(data, victim.nonce, dataOffset)) {
+        victim.damaged = true; // as for chunks: reads go on reporting ERR_CORRUPT
+        return false;
+      }
+      const opBytes = kvEntryBytes(entry.key.length, entry.meta.valueBytes);
+      for (;;) {
+        if (ops.length >= 1024) close();
+        if (at + bytes + opBytes <= this.segmentBytes) break;
+        if (ops.length > 0) {
+          close();
+        } else {
+          at = this.alignment; // the record starts a new segment
+          newSegments++;
+        }
+      }
+      ops.push({
+        type: OpType.put,
+        pool: entry.pool.id,
+        key: entry.key,
+        version: entry.meta.version,
+        expiresAt: entry.meta.expiresAt,
+        value: data.subarray(kvDataBytes(0)),
+      });
+      bytes += opBytes;
+    }
     for (const piece of pieces) {
       const { start, bytes: spanBytes, firstChunk } = this.chunkSpan(piece);
       const chunks = image.subarray(start, start + spanBytes);
@@ -1031,6 +1433,14 @@ export class Engine {
       for (const r of records) this.counters.cleanerBytes += nextRecordAt(0, r.bytes);
     }
     // What still points here has expired: unmap it, its space returns without a copy.
+    for (const { pool, key, meta } of expiredEntries) {
+      const current = pool.index.get(key);
+      if (current === undefined || current.location !== meta.location) continue;
+      this.pools.delete(pool.id, key);
+      pool.expiredKeys++;
+      pool.expiredBytes += key.length + meta.valueBytes;
+      this.counters.expiredBytes += kvEntryBytes(key.length, meta.valueBytes);
+    }
     for (const e of this.extentsIn(victim)) {
       assert(!this.isLive(e, now), `victim ${victim.index} holds live lba ${e.lba} after relocation`);
       this.applyTrim(e.lba, e.count);
@@ -1049,12 +1459,14 @@ export class Engine {
   }
 
   /**
-   * Live pieces in the victim, found by walking its records and asking the map which of
-   * their sectors still point there. Falls back to a scan of the whole map when the
-   * records do not account for every live byte (a damaged header hides the rest).
+   * The data in the victim that the maps still point at: block pieces, live or expired, and
+   * kv entries, live or expired. Found by walking its records and asking the maps which of
+   * their ops still point there; falls back to a scan of the whole maps when the records
+   * do not account for every live byte (a damaged header hides the rest).
    */
-  private livePiecesOf(victim: SegmentInfo, image: Buffer, now: number): Extent[] {
+  private liveDataOf(victim: SegmentInfo, image: Buffer): { pieces: Extent[]; entries: KvEntryRef[] } {
     const pieces: Extent[] = [];
+    const entries: KvEntryRef[] = [];
     let found = 0;
     let p = this.alignment;
     while (p < image.length) {
@@ -1064,17 +1476,31 @@ export class Engine {
         continue;
       }
       for (const op of decoded.record.ops) {
+        if (op.type === OpType.put) {
+          const pool = this.pools.get(op.pool);
+          const meta = pool?.index.get(op.key);
+          if (pool === undefined || meta === undefined || meta.location !== victim.index * TWO_32 + op.dataOffset) continue;
+          found += kvEntryBytes(op.key.length, meta.valueBytes);
+          entries.push({ pool, key: op.key, meta });
+          continue;
+        }
         if (op.type !== OpType.write) continue;
         this.map.forEachIn(op.lba, op.count, (piece) => {
           if (piece.segment !== victim.index || piece.dataOffset !== op.dataOffset) return;
           found += piece.count * this.sectorBytes;
-          if (this.isLive(piece, now)) pieces.push(piece);
+          pieces.push(piece);
         });
       }
       p = nextRecordAt(p, decoded.record.recordBytes);
     }
-    if (found === victim.liveBytes) return pieces;
-    return this.extentsIn(victim).filter((e) => this.isLive(e, now));
+    if (found === victim.liveBytes) return { pieces, entries };
+    const all: KvEntryRef[] = [];
+    for (const pool of this.pools.byId.values()) {
+      pool.index.forEach((key, meta) => {
+        if (segmentOf(meta) === victim.index) all.push({ pool, key, meta });
+      });
+    }
+    return { pieces: this.extentsIn(victim), entries: all };
   }
 
   private extentsIn(victim: SegmentInfo): Extent[] {
@@ -1092,7 +1518,8 @@ export class Engine {
     assert(seq === this.appliedSeq || this.appliedSeq === 0 || seq >= this.appliedSeq, 'every record is applied');
     const heads: Head[] = [];
     for (const [kind, h] of this.heads) heads.push({ kind, segment: h.segment, offset: h.offset });
-    const payload = encodeCheckpoint(seq, this.nextSeq, heads, this.segments.segments, this.map.exportRaw());
+    const pools = [...this.pools.byId.values()].map((p) => ({ id: p.id, name: p.name, ...p.index.exportRaw() }));
+    const payload = encodeCheckpoint(seq, this.nextSeq, heads, this.segments.segments, this.map.exportRaw(), this.pools.nextId, pools);
     const per = this.segmentPayloadBytes;
     const chain: SegmentInfo[] = [];
     for (let i = 0; i === 0 || i * per < payload.length; i++) {
@@ -1208,6 +1635,37 @@ export class Engine {
   assertOpen(): void {
     if (this.closed) throw closedError();
   }
+}
+
+/** A kv entry found in a segment being cleaned. */
+interface KvEntryRef {
+  pool: Pool;
+  key: Buffer;
+  meta: KeyMeta;
+}
+
+/** kv state a batch (or one commit of it) has written, not yet applied. */
+interface BatchKeys {
+  keys: Map<string, KeyState & { meta?: KeyMeta; pool?: Pool }>;
+  /** Pools dropped; keys written after the drop are in `keys`. */
+  dropped: Set<string>;
+}
+
+const ABSENT: KeyState = { present: false, version: 0, value: undefined, entryBytes: 0, expiresAt: 0 };
+const EMPTY_KEY = Buffer.alloc(0);
+
+function batchKeyPrefix(pool: string): string {
+  return `${pool.length}:${pool}`;
+}
+
+function batchKey(pool: string, key: Buffer): string {
+  return batchKeyPrefix(pool) + key.toString('latin1');
+}
+
+/** The pool's id as the batch leaves it; undefined when it does not exist (or was dropped). */
+function existingPoolId(name: string, batchPools: Map<string, number>, pools: Pools): number | undefined {
+  const id = batchPools.get(name) ?? pools.named(name)?.id;
+  return id === -1 ? undefined : id;
 }
 
 function closedError(): AtomioError {

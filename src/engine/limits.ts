@@ -6,6 +6,16 @@ export const MAX_ATOMIC_OPS = 1024;
 export const MAX_ATOMIC_BYTES = 8 * 1024 * 1024;
 /** Most conditions attached to one commit. */
 export const MAX_CONDITIONS = 64;
+/** Longest kv key, in bytes. */
+export const MAX_KEY_BYTES = 2048;
+/** Largest kv value, in bytes (a store's segment size may lower it; see Store.limits). */
+export const MAX_VALUE_BYTES = 16 * 1024 * 1024;
+/** Longest pool name, in UTF-8 bytes. */
+export const MAX_POOL_NAME_BYTES = 255;
+/** Most keys and ranges a transaction may read (each becomes a check at commit). */
+export const MAX_TRANSACTION_READS = 4096;
+/** Bytes of memory for copies of hot kv values, unless open() says otherwise. */
+export const DEFAULT_CACHE_BYTES = 64 * 1024 * 1024;
 /** Highest addressable byte of the block face is 2^53: lbas stay exact in a JS number. */
 export const ADDRESS_SPACE_BYTES = 2 ** 53;
 

@@ -27,8 +27,15 @@ import {
   decodeSegmentHeader,
   verifyChunks,
   chunkedBytes,
+  isKvOpType,
+  kvDataBytes,
+  kvDataIntact,
+  kvEntryBytes,
+  OpType,
   type DecodedOp,
 } from '../log/format.js';
+import { KeyIndex, META_FIELDS } from '../ftl/key-index.js';
+import { TWO_32 } from '../ftl/pools.js';
 import { decodeCheckpoint, type CheckpointState } from './checkpoint.js';
 import type { Corruption, Engine } from './engine.js';
 
@@ -193,8 +200,31 @@ function installCheckpoint(engine: Engine, state: CheckpointState): void {
     engine.segments.at(segment).liveBytes += sectors * engine.sectorBytes;
     if (expiresAt !== 0) engine.expiry.push({ expiresAt, lba, count: sectors, version });
   });
+  for (const image of state.pools) {
+    const pool = engine.pools.create(image.id, image.name, KeyIndex.importRaw(image));
+    const { ends, meta } = image;
+    for (let i = 0, from = 0; i < ends.length; from = ends[i]!, i++) {
+      const keyBytes = ends[i]! - from;
+      const m = i * META_FIELDS;
+      const valueBytes = meta[m + META_VALUE_BYTES]!;
+      engine.segments.at(Math.floor(meta[m + META_LOCATION]! / TWO_32)).liveBytes += kvEntryBytes(keyBytes, valueBytes);
+      pool.liveBytes += keyBytes + valueBytes;
+      const expiresAt = meta[m + META_EXPIRES_AT]!;
+      if (expiresAt !== 0) {
+        const key = Buffer.from(image.keys.subarray(from, ends[i]));
+        engine.pools.expiry.push({ expiresAt, pool: image.id, key, version: meta[m + META_VERSION]! });
+      }
+    }
+  }
+  engine.pools.nextId = Math.max(engine.pools.nextId, state.nextPoolId);
   engine.nextSeq = state.nextSeq;
 }
+
+// The order of KeyMeta's fields in a raw image (see KeyIndex.exportRaw).
+const META_VERSION = 0;
+const META_EXPIRES_AT = 1;
+const META_LOCATION = 2;
+const META_VALUE_BYTES = 3;
 
 /** The checkpoint's heads (from their offsets) and every data segment opened after it. */
 async function findSources(engine: Engine, state: CheckpointState | undefined): Promise<Source[]> {
@@ -250,7 +280,15 @@ async function scanSegment(engine: Engine, source: Source, checkpointSeq: number
     const r = decoded.record;
     let badChunk = -1;
     for (const op of r.ops) {
-      if (op.dataOffset === 0) continue;
+      if (op.type === OpType.put) {
+        const start = op.dataOffset - source.from;
+        if (!kvDataIntact(bytes.subarray(start, start + kvDataBytes(op.valueBytes)), source.nonce, op.dataOffset)) {
+          badChunk = op.dataOffset;
+          break;
+        }
+        continue;
+      }
+      if (op.type !== OpType.write) continue;
       const start = op.dataOffset - source.from;
       const span = bytes.subarray(start, start + chunkedBytes(op.count * engine.sectorBytes));
       const bad = verifyChunks(span, source.nonce, op.dataOffset);
@@ -284,8 +322,10 @@ function replay(engine: Engine, r: Scanned): void {
   const s = engine.segments.at(r.segment);
   s.maxSeq = Math.max(s.maxSeq, r.seq);
   for (const op of r.ops) {
-    if (op.dataOffset !== 0) {
-      const version = r.kind === RecordKind.commit ? r.seq : op.version;
+    const version = r.kind === RecordKind.commit ? r.seq : op.version;
+    if (isKvOpType(op.type)) {
+      engine.applyKv(r.kind, op.type, op.pool, op.key, version, op.expiresAt, r.segment, op.dataOffset, op.valueBytes);
+    } else if (op.type === OpType.write) {
       engine.applyWrite(r.kind, op.lba, op.count, version, op.expiresAt, r.segment, op.dataOffset);
     } else {
       engine.applyTrim(op.lba, op.count);
@@ -314,7 +354,15 @@ function checkLive(engine: Engine): void {
     assert(s.state === 'open' || s.state === 'sealed', `extent at lba ${lba} points into a ${s.state} segment ${s.index}`);
     live[segment]! += sectors * engine.sectorBytes;
   });
+  for (const pool of engine.pools.byId.values()) {
+    pool.index.forEach((key, meta) => {
+      const segment = Math.floor(meta.location / TWO_32);
+      const s = engine.segments.at(segment);
+      assert(s.state === 'open' || s.state === 'sealed', `a key of pool '${pool.name}' points into a ${s.state} segment ${segment}`);
+      live[segment]! += kvEntryBytes(key.length, meta.valueBytes);
+    });
+  }
   for (const s of engine.segments.segments) {
-    assert(s.liveBytes === live[s.index], `segment ${s.index} counts ${s.liveBytes} live bytes, the map ${live[s.index]}`);
+    assert(s.liveBytes === live[s.index], `segment ${s.index} counts ${s.liveBytes} live bytes, the maps ${live[s.index]}`);
   }
 }

@@ -11,14 +11,14 @@ export interface Deadline {
   version: number;
 }
 
-export class ExpiryQueue {
-  private heap: Deadline[] = [];
+export class ExpiryQueue<T extends { expiresAt: number } = Deadline> {
+  private heap: T[] = [];
 
   get size(): number {
     return this.heap.length;
   }
 
-  push(d: Deadline): void {
+  push(d: T): void {
     const h = this.heap;
     h.push(d);
     let i = h.length - 1;
@@ -32,11 +32,11 @@ export class ExpiryQueue {
   }
 
   /** Next deadline, or undefined. */
-  peek(): Deadline | undefined {
+  peek(): T | undefined {
     return this.heap[0];
   }
 
-  pop(): Deadline | undefined {
+  pop(): T | undefined {
     const h = this.heap;
     const top = h[0];
     const last = h.pop();

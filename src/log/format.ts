@@ -52,10 +52,28 @@ export const RecordKind = {
 export type RecordKind = (typeof RecordKind)[keyof typeof RecordKind];
 
 export const OpType = {
+  /** Block face: map sectors to the data that follows. */
   write: 1,
+  /** Block face: unmap sectors. */
   trim: 2,
+  /** kv face: a key's value (which follows in the data area), version and expiry. */
+  put: 3,
+  /** kv face: remove a key. */
+  delete: 4,
+  /** kv face: a new expiry for a key; its value and version stay. */
+  touch: 5,
+  /** kv face: a pool comes into being; its name is the op's key. */
+  poolCreate: 6,
+  /** kv face: a pool and every key in it go away. */
+  poolDrop: 7,
 } as const;
 export type OpType = (typeof OpType)[keyof typeof OpType];
+export type BlockOpType = typeof OpType.write | typeof OpType.trim;
+export type KvOpType = typeof OpType.put | typeof OpType.delete | typeof OpType.touch | typeof OpType.poolCreate | typeof OpType.poolDrop;
+
+export function isKvOpType(type: number): type is KvOpType {
+  return type >= OpType.put && type <= OpType.poolDrop;
+}
 
 // ---------------------------------------------------------------------------------------
 // Superblock
@@ -209,11 +227,49 @@ export function decodeSegmentHeader(b: Buffer, index: number, storeId: Buffer): 
 // Block op (40 bytes):
 //   0 type u8 | 1 reserved[3] | 4 descriptor bytes u32 (= 40) | 8 lba f64 | 16 count f64 (sectors)
 //   24 version f64 | 32 expires-at f64 (ms since the epoch; 0 = never)
-// Data: each write op's sectors, in op order, as chunks [crc32c u32][≤4096 bytes], each crc
-// seeded by (nonce, chunk offset).
+// kv op (40 bytes + the key padded with zeros to a multiple of 8):
+//   0 type u8 | 1 reserved[3] | 4 descriptor bytes u32 | 8 version f64 | 16 expires-at f64
+//   24 pool u32 | 28 key bytes u32 | 32 value bytes u32 | 36 reserved u32 | 40 key
+// Data, in op order: each write op's sectors as chunks [crc32c u32][≤4096 bytes], each crc
+// seeded by (nonce, chunk offset); each put op's value as [crc32c u32][value bytes], the crc
+// seeded by (nonce, offset of the crc). Values are read whole, so one crc covers each.
+
+export const KV_OP_BYTES = 40;
+
+export function kvDescriptorBytes(keyBytes: number): number {
+  return KV_OP_BYTES + alignUp(keyBytes, 8);
+}
+
+/** Bytes of a put's data: the crc, then the value. */
+export function kvDataBytes(valueBytes: number): number {
+  return CHUNK_CRC_BYTES + valueBytes;
+}
+
+/** Bytes a put of this shape occupies in a record: what a live key counts in its segment. */
+export function kvEntryBytes(keyBytes: number, valueBytes: number): number {
+  return kvDescriptorBytes(keyBytes) + kvDataBytes(valueBytes);
+}
+
+export interface KvOp {
+  type: KvOpType;
+  pool: number;
+  /** The key; for poolCreate the pool's name (UTF-8). */
+  key: Uint8Array;
+  /** For commits equal to the record's seq; for relocations the original version. */
+  version: number;
+  expiresAt: number;
+  /** Put ops only. */
+  value?: Uint8Array;
+}
+
+export type LogOp = BlockOp | KvOp;
+
+export function isKvOp(op: LogOp): op is KvOp {
+  return isKvOpType(op.type);
+}
 
 export interface BlockOp {
-  type: OpType;
+  type: BlockOpType;
   lba: number;
   count: number;
   /** For commits equal to the record's seq; for relocations the original version. */
@@ -227,9 +283,23 @@ export function chunkedBytes(dataBytes: number): number {
   return dataBytes + Math.ceil(dataBytes / CHUNK_DATA_BYTES) * CHUNK_CRC_BYTES;
 }
 
-export function recordBytesFor(ops: readonly BlockOp[], sectorBytes: number): number {
-  let bytes = RECORD_HEADER_BYTES + ops.length * BLOCK_OP_BYTES;
-  for (const op of ops) if (op.type === OpType.write) bytes += chunkedBytes(op.count * sectorBytes);
+export function recordBytesFor(ops: readonly LogOp[], sectorBytes: number): number {
+  let bytes = RECORD_HEADER_BYTES;
+  for (const op of ops) {
+    if (isKvOp(op)) {
+      bytes += kvDescriptorBytes(op.key.length) + (op.type === OpType.put ? kvDataBytes(op.value!.length) : 0);
+    } else {
+      bytes += BLOCK_OP_BYTES;
+      if (op.type === OpType.write) bytes += chunkedBytes(op.count * sectorBytes);
+    }
+  }
+  return bytes;
+}
+
+/** Bytes of the header and op descriptors. */
+function metaBytesFor(ops: readonly LogOp[]): number {
+  let bytes = RECORD_HEADER_BYTES;
+  for (const op of ops) bytes += isKvOp(op) ? kvDescriptorBytes(op.key.length) : BLOCK_OP_BYTES;
   return bytes;
 }
 
@@ -276,13 +346,13 @@ export interface RecordFields {
   batchCount: number;
   durableSeq: number;
   kind: RecordKind;
-  ops: readonly BlockOp[];
+  ops: readonly LogOp[];
 }
 
 /**
  * Encodes one record into `into` at `at`, which lies at `offsetInSegment` of a segment with
- * `nonce`. Returns the record's unpadded length. For every write op, `dataOffsets` receives
- * the offset-in-segment where its chunked data begins.
+ * `nonce`. Returns the record's unpadded length. For every write op and every put op,
+ * `dataOffsets` receives the offset-in-segment where its data begins.
  */
 export function encodeRecord(
   r: RecordFields,
@@ -293,11 +363,33 @@ export function encodeRecord(
   at: number,
   dataOffsets: number[],
 ): number {
-  const metaBytes = RECORD_HEADER_BYTES + r.ops.length * BLOCK_OP_BYTES;
+  const metaBytes = metaBytesFor(r.ops);
   let p = at + metaBytes;
-  let o = 0;
+  let d = at + RECORD_HEADER_BYTES;
   for (const op of r.ops) {
-    const d = at + RECORD_HEADER_BYTES + o * BLOCK_OP_BYTES;
+    if (isKvOp(op)) {
+      const bytes = kvDescriptorBytes(op.key.length);
+      into.fill(0, d, d + bytes);
+      into[d] = op.type;
+      into.writeUInt32LE(bytes, d + 4);
+      into.writeDoubleLE(op.version, d + 8);
+      into.writeDoubleLE(op.expiresAt, d + 16);
+      into.writeUInt32LE(op.pool, d + 24);
+      into.writeUInt32LE(op.key.length, d + 28);
+      into.set(op.key, d + KV_OP_BYTES);
+      if (op.type === OpType.put) {
+        const value = op.value;
+        assert(value !== undefined, 'a put op carries its value');
+        const dataOffset = offsetInSegment + (p - at);
+        into.writeUInt32LE(value.length, d + 32);
+        into.writeUInt32LE(checksum(value, seedAt(nonce, dataOffset)), p);
+        into.set(value, p + CHUNK_CRC_BYTES);
+        dataOffsets.push(dataOffset);
+        p += kvDataBytes(value.length);
+      }
+      d += bytes;
+      continue;
+    }
     into.fill(0, d, d + BLOCK_OP_BYTES);
     into[d] = op.type;
     into.writeUInt32LE(BLOCK_OP_BYTES, d + 4);
@@ -311,7 +403,7 @@ export function encodeRecord(
       dataOffsets.push(offsetInSegment + (p - at));
       p = writeChunks(data, nonce, offsetInSegment + (p - at), into, p);
     }
-    o++;
+    d += BLOCK_OP_BYTES;
   }
   const recordBytes = p - at;
   const h = at;
@@ -343,12 +435,17 @@ function writeChunks(data: Uint8Array, nonce: number, offsetInSegment: number, i
 
 export interface DecodedOp {
   type: OpType;
+  /** Block ops. */
   lba: number;
   count: number;
   version: number;
   expiresAt: number;
-  /** Write ops: offset-in-segment of the chunked data. */
+  /** Write ops: offset-in-segment of the chunked data; put ops: of the value's crc. */
   dataOffset: number;
+  /** kv ops. */
+  pool: number;
+  key: Buffer;
+  valueBytes: number;
 }
 
 export interface DecodedRecordHeader {
@@ -390,15 +487,37 @@ export function decodeRecordMeta(
   if (bytes.readUInt32LE(4) !== checksum(bytes.subarray(8, metaBytes), seedAt(nonce, offsetInSegment))) {
     return { ok: false, reason: 'checksum' };
   }
-  if (metaBytes !== RECORD_HEADER_BYTES + opCount * BLOCK_OP_BYTES) return { ok: false, reason: 'malformed' };
   const kind = bytes.readUInt16LE(36);
   if (kind !== RecordKind.commit && kind !== RecordKind.relocation) return { ok: false, reason: 'malformed' };
   const ops: DecodedOp[] = [];
   let dataOffset = offsetInSegment + metaBytes;
+  let d = RECORD_HEADER_BYTES;
   for (let i = 0; i < opCount; i++) {
-    const d = RECORD_HEADER_BYTES + i * BLOCK_OP_BYTES;
-    const type = bytes[d];
-    if ((type !== OpType.write && type !== OpType.trim) || bytes.readUInt32LE(d + 4) !== BLOCK_OP_BYTES) {
+    if (d + BLOCK_OP_BYTES > metaBytes) return { ok: false, reason: 'malformed' };
+    const type = bytes[d]!;
+    const descriptorBytes = bytes.readUInt32LE(d + 4);
+    if (isKvOpType(type)) {
+      const keyBytes = bytes.readUInt32LE(d + 28);
+      if (descriptorBytes !== kvDescriptorBytes(keyBytes) || d + descriptorBytes > metaBytes) {
+        return { ok: false, reason: 'malformed' };
+      }
+      const valueBytes = type === OpType.put ? bytes.readUInt32LE(d + 32) : 0;
+      ops.push({
+        type,
+        lba: 0,
+        count: 0,
+        version: bytes.readDoubleLE(d + 8),
+        expiresAt: bytes.readDoubleLE(d + 16),
+        dataOffset,
+        pool: bytes.readUInt32LE(d + 24),
+        key: Buffer.from(bytes.subarray(d + KV_OP_BYTES, d + KV_OP_BYTES + keyBytes)),
+        valueBytes,
+      });
+      if (type === OpType.put) dataOffset += kvDataBytes(valueBytes);
+      d += descriptorBytes;
+      continue;
+    }
+    if ((type !== OpType.write && type !== OpType.trim) || descriptorBytes !== BLOCK_OP_BYTES) {
       return { ok: false, reason: 'malformed' };
     }
     const op: DecodedOp = {
@@ -408,13 +527,18 @@ export function decodeRecordMeta(
       version: bytes.readDoubleLE(d + 24),
       expiresAt: bytes.readDoubleLE(d + 32),
       dataOffset: 0,
+      pool: 0,
+      key: EMPTY,
+      valueBytes: 0,
     };
     if (type === OpType.write) {
       op.dataOffset = dataOffset;
       dataOffset += chunkedBytes(op.count * sectorBytes);
     }
     ops.push(op);
+    d += BLOCK_OP_BYTES;
   }
+  if (d !== metaBytes) return { ok: false, reason: 'malformed' };
   if (dataOffset - offsetInSegment !== recordBytes) return { ok: false, reason: 'malformed' };
   return {
     ok: true,
@@ -429,6 +553,14 @@ export function decodeRecordMeta(
       ops,
     },
   };
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/** Whether a put's data ([crc][value]), read from `dataOffset` of a segment with `nonce`, is intact. */
+export function kvDataIntact(data: Buffer, nonce: number, dataOffset: number): boolean {
+  if (data.length < CHUNK_CRC_BYTES) return false;
+  return checksum(data.subarray(CHUNK_CRC_BYTES), seedAt(nonce, dataOffset)) === data.readUInt32LE(0);
 }
 
 /**

@@ -14,9 +14,13 @@ import { systemClock, type Clock } from '../base/clock.js';
 import { AtomioError } from '../base/errors.js';
 import { BlockDevice } from '../block/block.js';
 import { Engine, type Durability, type RecoveryReport } from '../engine/engine.js';
+import { KvPool } from '../kv/pool.js';
+import { checkPoolName } from '../kv/encoding.js';
 import {
+  DEFAULT_CACHE_BYTES,
   DEFAULT_CAPACITY_BYTES,
   DEFAULT_FLUSH_INTERVAL_MS,
+  MAX_VALUE_BYTES,
   DEFAULT_SEGMENT_BYTES,
   MAX_SEGMENT_BYTES,
   MAX_SEGMENTS,
@@ -35,6 +39,8 @@ import { directoryEntries } from '../media/directory.js';
 import { ensureDirectory, openFileMedia } from '../media/file.js';
 import { acquireStoreLock, type StoreLock } from '../media/lock.js';
 import type { Media } from '../media/media.js';
+import { AtomicBatch } from './atomic.js';
+import { runTransaction, type Transaction, type TransactionOptions } from './transaction.js';
 
 export const DATA_FILE_NAME = 'atomio.data';
 const MIN_SEGMENTS = 8;
@@ -57,6 +63,8 @@ export interface OpenOptions {
   flushIntervalMs?: number;
   /** Log bytes written between checkpoints; bounds how much an open replays. Default min(64 MiB, capacity / 8). */
   checkpointIntervalBytes?: number;
+  /** Bytes of memory for copies of hot kv values (served without a read). Default 64 MiB. */
+  cacheSize?: number;
   /** Time source for TTLs; tests pass a ManualClock. */
   clock?: Clock;
   /** A medium to use instead of a file (tests pass a FaultMedia). */
@@ -88,9 +96,18 @@ export interface StoreStats {
   lastRecovery: RecoveryReport | undefined;
 }
 
+export interface StoreLimits {
+  /** Largest kv value on this store: MAX_VALUE_BYTES, or less when a segment holds less. */
+  maxValueBytes: number;
+  /** Most data bytes of one block atomic commit on this store. */
+  maxAtomicBytes: number;
+}
+
 export class Store implements AsyncDisposable {
   /** The block face: sectors, atomic vectored writes, conditions, TTL. */
   readonly block: BlockDevice;
+  readonly limits: StoreLimits;
+  private readonly kvPools = new Map<string, KvPool>();
 
   private constructor(
     readonly directory: string,
@@ -98,6 +115,60 @@ export class Store implements AsyncDisposable {
     private readonly lock: StoreLock,
   ) {
     this.block = new BlockDevice(engine);
+    // A value must fit one record with the largest key and a pool's creation beside it.
+    this.limits = { maxValueBytes: Math.min(MAX_VALUE_BYTES, engine.maxRecordBytes - 8192), maxAtomicBytes: this.block.maxAtomicBytes };
+  }
+
+  /**
+   * The kv pool `name` (created by its first write).
+   * @example await store.kv('users').put('alice', '{"age":31}');
+   */
+  kv(name = 'default'): KvPool {
+    let pool = this.kvPools.get(name);
+    if (pool === undefined) {
+      pool = new KvPool(this.engine, checkPoolName(name), this.limits.maxValueBytes);
+      this.kvPools.set(name, pool);
+    }
+    return pool;
+  }
+
+  /** Names of the pools that exist, in byte order. */
+  pools(): string[] {
+    this.engine.assertOpen();
+    return [...this.engine.pools.byName.keys()].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
+  }
+
+  /** Removes a pool and every key in it; their space returns. Resolves with the commit's version. */
+  dropPool(name: string): Promise<number> {
+    try {
+      this.engine.assertOpen();
+      return this.engine.commit([{ type: 'dropPool', pool: checkPoolName(name) }], [], 0);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /**
+   * One commit of kv ops (any pools) and block ops, with checks: all or nothing.
+   * @example const r = await store.atomic().check('acct', 'a', v).put('acct', 'a', '90').put('acct', 'b', '110').commit();
+   */
+  atomic(): AtomicBatch {
+    this.engine.assertOpen();
+    return new AtomicBatch(this.engine, this.block, this.limits.maxValueBytes);
+  }
+
+  /**
+   * Runs `fn` as an optimistic, serializable transaction over kv and block; re-runs it when
+   * what it read changed before it committed (up to `retries`, then ERR_CONFLICT).
+   * @example await store.transaction(async (tx) => { const n = Number(await tx.get('c', 'n') ?? 0); tx.put('c', 'n', String(n + 1)); });
+   */
+  transaction<T>(fn: (tx: Transaction) => Promise<T> | T, options: TransactionOptions = {}): Promise<T> {
+    try {
+      this.engine.assertOpen();
+      return runTransaction(this.engine, this.block, this.limits.maxValueBytes, fn, options);
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
   /** @internal use open() */
@@ -124,6 +195,7 @@ export class Store implements AsyncDisposable {
         durability: options.durability ?? 'full',
         flushIntervalMs: options.flushIntervalMs ?? DEFAULT_FLUSH_INTERVAL_MS,
         checkpointIntervalBytes: options.checkpointIntervalBytes ?? Math.min(64 * 1024 * 1024, Math.max(4 * opened.superblock.segmentBytes, opened.superblock.capacity / 8)),
+        cacheBytes: checkCacheSize(options.cacheSize),
       });
       await recover(engine);
       return new Store(dir, engine, lock);
@@ -156,7 +228,7 @@ export class Store implements AsyncDisposable {
       checkpoints: c.checkpoints,
       segmentsCleaned: c.segmentsCleaned,
       mappedExtents: e.map.size,
-      expiredBytesReclaimed: c.expiredBytes,
+      expiredBytesReclaimed: c.expiredBytes + e.pools.expiredBytes,
       lastRecovery: e.recovery,
     };
   }
@@ -292,6 +364,14 @@ async function format(media: Media, options: OpenOptions): Promise<Superblock> {
   await media.flush();
   assert(current.segmentCount >= MIN_SEGMENTS, 'formatted store has enough segments');
   return current;
+}
+
+function checkCacheSize(bytes: number | undefined): number {
+  if (bytes === undefined) return DEFAULT_CACHE_BYTES;
+  if (!Number.isSafeInteger(bytes) || bytes < 0) {
+    throw new AtomioError('ERR_ARGUMENT', `cacheSize is a number of bytes >= 0, got ${String(bytes)}`, {});
+  }
+  return bytes;
 }
 
 /** Small stores get smaller segments so that the cleaner has enough of them to choose from. */

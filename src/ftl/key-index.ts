@@ -1,0 +1,793 @@
+// The kv face's index: every live key of a pool, in byte order, with its fixed metadata.
+//
+// Two levels: an array of leaves found by binary search over each leaf's first key, and
+// inside a leaf up to LEAF_CAPACITY entries. Beside the leaves, `heads` holds a number per
+// leaf made from the first HEAD_BYTES bytes of its first key, in the same order as the keys:
+// most steps of the search read only that one contiguous array instead of chasing a leaf
+// and its views through memory, which is what a lookup among a million keys waits on. A leaf keeps everything in one ArrayBuffer seen
+// through three views: its metadata (META_FIELDS float64 an entry), the end offsets of its
+// keys and the key bytes packed back to back. A million keys are then about 18 thousand
+// leaves and no object per key, so the garbage collector has almost nothing to trace and a
+// checkpoint loads by copying. Objects are made only for what a caller asks to see.
+//
+// freeze() is copy-on-write: the index has an epoch and each leaf the epoch it was made in.
+// A view keeps the leaves array as it was; the index never changes a leaf of an older epoch
+// in place but replaces it by a copy, so a view stays exact whatever the index does next.
+//
+// Invariants:
+// - keys are 1..MAX_KEY_BYTES bytes, unique, and sorted by unsigned bytes (a prefix first)
+//   within each leaf and along the leaves array; leaves do not overlap;
+// - no leaf is empty and none holds more than LEAF_CAPACITY entries;
+// - heads[l] is headOf(the first key of leaf l) for every leaf l;
+// - key i of a leaf spans keys[ends[i - 1] (or 0), ends[i]); `n` entries are in use and the
+//   views may be longer (room to grow without reallocating);
+// - a leaf whose epoch is older than the index's may be shared with a view: it is never
+//   written again, only replaced in the leaves array;
+// - the index copies every key it stores: no caller buffer is ever kept.
+
+import { assert } from '../base/assert.js';
+
+export interface KeyMeta {
+  /** Seq of the record that last wrote the key. */
+  version: number;
+  /** Milliseconds since the epoch; 0 = never expires. */
+  expiresAt: number;
+  /** segment × 2^32 + offset of the value bytes in that segment. */
+  location: number;
+  valueBytes: number;
+  /** Position of a cached copy of the value, -1 when none (owned by the caller). */
+  cacheAt: number;
+}
+
+export interface KeyRange {
+  /** Inclusive lower bound; none = from the first key. */
+  start?: Uint8Array;
+  /** Exclusive upper bound; none = to the last key. */
+  end?: Uint8Array;
+}
+
+export const META_FIELDS = 5;
+const F_VERSION = 0;
+const F_EXPIRES = 1;
+const F_LOCATION = 2;
+const F_VALUE_BYTES = 3;
+const F_CACHE_AT = 4;
+
+export const MAX_KEY_BYTES = 2048;
+export const LEAF_CAPACITY = 64;
+/** A leaf's arrays grow and shrink by this many entries: little slack, few reallocations. */
+const ENTRY_STEP = 8;
+/** Bulk loads fill leaves this full; a split at either end of a leaf keeps this many on the far side. */
+const FILL_ENTRIES = (LEAF_CAPACITY * 7) / 8;
+/** A full leaf hands entries to a neighbour holding fewer than this instead of splitting. */
+const SHARE_BELOW = (LEAF_CAPACITY * 3) / 4;
+/** A leaf under this merges into a neighbour... */
+const MERGE_BELOW = LEAF_CAPACITY / 4;
+/** ...when the two together hold at most this many, so the next inserts do not split it again. */
+const MERGE_LIMIT = FILL_ENTRIES;
+/**
+ * Heap bytes a leaf costs beside its buffer: the leaf object, the ArrayBuffer and three
+ * views (measured on Node 20 x64), and its slot in the leaves array.
+ */
+const LEAF_OVERHEAD_BYTES = 460;
+
+class Leaf {
+  n = 0;
+  constructor(
+    /** The index epoch this leaf was made in; leaves of older epochs may belong to a view. */
+    readonly epoch: number,
+    readonly meta: Float64Array,
+    readonly ends: Uint32Array,
+    readonly keys: Buffer,
+  ) {}
+}
+
+/** A leaf with room for `entryCap` entries and `keyCap` key bytes, all in one buffer. */
+function makeLeaf(epoch: number, entryCap: number, keyCap: number): Leaf {
+  assert(entryCap >= 1 && entryCap <= LEAF_CAPACITY, 'leaf capacity is within bounds');
+  const metaBytes = entryCap * META_FIELDS * 8;
+  const endsBytes = entryCap * 4;
+  const block = new ArrayBuffer(metaBytes + endsBytes + keyCap);
+  return new Leaf(
+    epoch,
+    new Float64Array(block, 0, entryCap * META_FIELDS),
+    new Uint32Array(block, metaBytes, entryCap),
+    Buffer.from(block, metaBytes + endsBytes, keyCap),
+  );
+}
+
+function roundUp(value: number, step: number): number {
+  return Math.ceil(value / step) * step;
+}
+
+/** Entry capacity for a leaf about to hold `n` entries, with room for at least one more. */
+function entryCapFor(n: number): number {
+  return Math.min(LEAF_CAPACITY, roundUp(n + 1, ENTRY_STEP));
+}
+
+/** Key room for `entryCap` entries at the average length of `n` keys of `used` bytes. */
+function keyCapFor(used: number, n: number, entryCap: number): number {
+  return roundUp(Math.max(used, Math.ceil((used / n) * entryCap)), 8);
+}
+
+/** Bytes of a key that its head number encodes: 257^6 < 2^53, so the number is exact. */
+const HEAD_BYTES = 6;
+
+/**
+ * An order-preserving number for the key at [start, end) of `bytes`: its first HEAD_BYTES
+ * bytes as base-257 digits, byte + 1 each and 0 past the end (a prefix sorts first). When
+ * two heads differ they order the keys; when equal, the keys must be compared.
+ */
+function headOf(bytes: Uint8Array, start: number, end: number): number {
+  let head = 0;
+  for (let j = start; j < start + HEAD_BYTES; j++) head = head * 257 + (j < end ? bytes[j]! + 1 : 0);
+  return head;
+}
+
+function keyStart(leaf: Leaf, i: number): number {
+  return i === 0 ? 0 : leaf.ends[i - 1]!;
+}
+
+function usedKeyBytes(leaf: Leaf): number {
+  return leaf.n === 0 ? 0 : leaf.ends[leaf.n - 1]!;
+}
+
+// -----------------------------------------------------------------------------------------
+// Comparison. Hand loops: for short keys they beat Buffer.compare, which pays a native call.
+
+/** Unsigned byte order, a prefix first: negative, zero or positive. */
+export function compareKeys(a: Uint8Array, b: Uint8Array): number {
+  const n = a.length < b.length ? a.length : b.length;
+  for (let i = 0; i < n; i++) {
+    const d = a[i]! - b[i]!;
+    if (d !== 0) return d;
+  }
+  return a.length - b.length;
+}
+
+/** `probe` against the key at [start, end) of `keys`. */
+function compareAt(probe: Uint8Array, keys: Uint8Array, start: number, end: number): number {
+  const length = end - start;
+  const n = probe.length < length ? probe.length : length;
+  for (let i = 0; i < n; i++) {
+    const d = probe[i]! - keys[start + i]!;
+    if (d !== 0) return d;
+  }
+  return probe.length - length;
+}
+
+/** Two keys inside buffers (checkpoint validation). */
+function compareRanges(a: Uint8Array, aStart: number, aEnd: number, b: Uint8Array, bStart: number, bEnd: number): number {
+  const aLength = aEnd - aStart;
+  const bLength = bEnd - bStart;
+  const n = aLength < bLength ? aLength : bLength;
+  for (let i = 0; i < n; i++) {
+    const d = a[aStart + i]! - b[bStart + i]!;
+    if (d !== 0) return d;
+  }
+  return aLength - bLength;
+}
+
+// -----------------------------------------------------------------------------------------
+// Search, shared by the index and its views. Nothing here allocates.
+
+/** The last leaf whose first key is <= `key`, or 0 when `key` sorts before every leaf. */
+function findLeaf(leaves: readonly Leaf[], heads: Float64Array, key: Uint8Array): number {
+  const head = headOf(key, 0, key.length);
+  let lo = 0;
+  let hi = leaves.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    const other = heads[mid]!;
+    let after: boolean;
+    if (head !== other) {
+      after = head > other;
+    } else {
+      const leaf = leaves[mid]!;
+      after = compareAt(key, leaf.keys, 0, leaf.ends[0]!) >= 0;
+    }
+    if (after) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+function leafHead(leaf: Leaf): number {
+  return headOf(leaf.keys, 0, leaf.ends[0]!);
+}
+
+/** The entry holding `key`, or -(p + 1) where p is the position it would take. */
+function searchLeaf(leaf: Leaf, key: Uint8Array): number {
+  const keys = leaf.keys;
+  const ends = leaf.ends;
+  let lo = 0;
+  let hi = leaf.n;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    const c = compareAt(key, keys, mid === 0 ? 0 : ends[mid - 1]!, ends[mid]!);
+    if (c > 0) lo = mid + 1;
+    else if (c < 0) hi = mid;
+    else return mid;
+  }
+  return -lo - 1;
+}
+
+/** Position of the first entry >= `key` in the leaf (may be leaf.n). */
+function lowerBound(leaf: Leaf, key: Uint8Array): number {
+  const r = searchLeaf(leaf, key);
+  return r >= 0 ? r : -r - 1;
+}
+
+function readMeta(meta: Float64Array, i: number): KeyMeta {
+  const o = i * META_FIELDS;
+  return {
+    version: meta[o + F_VERSION]!,
+    expiresAt: meta[o + F_EXPIRES]!,
+    location: meta[o + F_LOCATION]!,
+    valueBytes: meta[o + F_VALUE_BYTES]!,
+    cacheAt: meta[o + F_CACHE_AT]!,
+  };
+}
+
+function writeMeta(meta: Float64Array, i: number, m: KeyMeta): void {
+  const o = i * META_FIELDS;
+  meta[o + F_VERSION] = m.version;
+  meta[o + F_EXPIRES] = m.expiresAt;
+  meta[o + F_LOCATION] = m.location;
+  meta[o + F_VALUE_BYTES] = m.valueBytes;
+  meta[o + F_CACHE_AT] = m.cacheAt;
+}
+
+function copyKey(leaf: Leaf, i: number): Buffer {
+  const start = keyStart(leaf, i);
+  const out = Buffer.allocUnsafe(leaf.ends[i]! - start);
+  leaf.keys.copy(out, 0, start, leaf.ends[i]!);
+  return out;
+}
+
+// -----------------------------------------------------------------------------------------
+// Leaf surgery. Every function here makes a new leaf: the sources may belong to a view.
+
+/** A copy of `leaf` with the given room, stamped with `epoch`. */
+function relayout(leaf: Leaf, epoch: number, entryCap: number, keyCap: number): Leaf {
+  assert(entryCap >= leaf.n && keyCap >= usedKeyBytes(leaf), 'relayout keeps every entry');
+  const copy = makeLeaf(epoch, entryCap, keyCap);
+  appendEntries(copy, leaf, 0, leaf.n);
+  return copy;
+}
+
+/** Appends entries [from, to) of `src` to `dst`, which has room for them. */
+function appendEntries(dst: Leaf, src: Leaf, from: number, to: number): void {
+  if (from >= to) return;
+  const base = usedKeyBytes(dst);
+  const start = keyStart(src, from);
+  const bytes = src.ends[to - 1]! - start;
+  assert(dst.n + to - from <= dst.ends.length && base + bytes <= dst.keys.length, 'the destination leaf has room');
+  src.keys.copy(dst.keys, base, start, start + bytes);
+  for (let i = from; i < to; i++) dst.ends[dst.n + i - from] = src.ends[i]! - start + base;
+  dst.meta.set(src.meta.subarray(from * META_FIELDS, to * META_FIELDS), dst.n * META_FIELDS);
+  dst.n += to - from;
+}
+
+/** Key bytes of entries [from, to) of `leaf`. */
+function spanBytes(leaf: Leaf, from: number, to: number): number {
+  return from >= to ? 0 : leaf.ends[to - 1]! - keyStart(leaf, from);
+}
+
+/** A new leaf with entries [from, to) of the sequence `a` then `b`, with room for one more. */
+function gather(epoch: number, a: Leaf, b: Leaf | undefined, from: number, to: number): Leaf {
+  const count = to - from;
+  assert(count > 0 && to <= a.n + (b?.n ?? 0), 'gather takes a non-empty span of its sources');
+  const aTo = Math.min(to, a.n);
+  const bFrom = Math.max(0, from - a.n);
+  const bTo = to - a.n;
+  const bytes = spanBytes(a, from, aTo) + (b !== undefined ? spanBytes(b, bFrom, bTo) : 0);
+  const entryCap = entryCapFor(count);
+  const leaf = makeLeaf(epoch, entryCap, keyCapFor(bytes, count, entryCap));
+  appendEntries(leaf, a, from, aTo);
+  if (b !== undefined) appendEntries(leaf, b, bFrom, bTo);
+  assert(leaf.n === count, 'gather copied the whole span');
+  return leaf;
+}
+
+// -----------------------------------------------------------------------------------------
+
+/** The read side, shared by the live index and its frozen views. */
+abstract class KeyReader {
+  protected leaves: Leaf[];
+  /** heads[l] = leafHead(leaves[l]); longer than `leaves` (room to grow). */
+  protected heads: Float64Array;
+  protected entries: number;
+  protected keyByteCount: number;
+  /** Bumped by every insert, delete and clear: a visit must not see the structure change. */
+  protected reshapes = 0;
+
+  protected constructor(leaves: Leaf[], heads: Float64Array, entries: number, keyByteCount: number) {
+    this.leaves = leaves;
+    this.heads = heads;
+    this.entries = entries;
+    this.keyByteCount = keyByteCount;
+  }
+
+  /** Entries held. */
+  get size(): number {
+    return this.entries;
+  }
+
+  /** Sum of the lengths of the keys held. */
+  get keyBytes(): number {
+    return this.keyByteCount;
+  }
+
+  /** A copy of the metadata of `key`, or undefined when absent. */
+  get(key: Uint8Array): KeyMeta | undefined {
+    const leaves = this.leaves;
+    if (leaves.length === 0) return undefined;
+    const leaf = leaves[findLeaf(leaves, this.heads, key)]!;
+    const i = searchLeaf(leaf, key);
+    return i >= 0 ? readMeta(leaf.meta, i) : undefined;
+  }
+
+  /** Like get() but fills `out` instead of making an object: for hot paths. */
+  getInto(key: Uint8Array, out: KeyMeta): boolean {
+    const leaves = this.leaves;
+    if (leaves.length === 0) return false;
+    const leaf = leaves[findLeaf(leaves, this.heads, key)]!;
+    const i = searchLeaf(leaf, key);
+    if (i < 0) return false;
+    const m = leaf.meta;
+    const o = i * META_FIELDS;
+    out.version = m[o + F_VERSION]!;
+    out.expiresAt = m[o + F_EXPIRES]!;
+    out.location = m[o + F_LOCATION]!;
+    out.valueBytes = m[o + F_VALUE_BYTES]!;
+    out.cacheAt = m[o + F_CACHE_AT]!;
+    return true;
+  }
+
+  has(key: Uint8Array): boolean {
+    const leaves = this.leaves;
+    if (leaves.length === 0) return false;
+    return searchLeaf(leaves[findLeaf(leaves, this.heads, key)]!, key) >= 0;
+  }
+
+  /**
+   * Visits entries in byte order within [start, end), either bound optional, backwards when
+   * `reverse`; stops when `fn` returns false. The key passed is a fresh copy.
+   *
+   * `fn` may call update() or set() on a key that exists; inserting, deleting or clearing
+   * during a visit is a bug (asserted). To change the index while walking it, walk a
+   * freeze() instead.
+   */
+  forEachIn(range: KeyRange & { reverse?: boolean }, fn: (key: Buffer, meta: KeyMeta) => boolean | void): void {
+    if (this.leaves.length === 0) return;
+    if (range.reverse === true) this.visitBackward(range, fn);
+    else this.visitForward(range, fn);
+  }
+
+  private visitForward(range: KeyRange, fn: (key: Buffer, meta: KeyMeta) => boolean | void): void {
+    const { start, end } = range;
+    const leaves = this.leaves;
+    const reshapes = this.reshapes;
+    let li = 0;
+    let i = 0;
+    if (start !== undefined) {
+      li = findLeaf(leaves, this.heads, start);
+      i = lowerBound(leaves[li]!, start);
+    }
+    for (; li < leaves.length; li++, i = 0) {
+      for (; i < leaves[li]!.n; i++) {
+        // Read the slot each time: update() from `fn` may have replaced the leaf by a copy.
+        const leaf = leaves[li]!;
+        if (end !== undefined && compareAt(end, leaf.keys, keyStart(leaf, i), leaf.ends[i]!) <= 0) return;
+        const more = fn(copyKey(leaf, i), readMeta(leaf.meta, i));
+        assert(this.reshapes === reshapes, 'no insert or delete during forEachIn');
+        if (more === false) return;
+      }
+    }
+  }
+
+  private visitBackward(range: KeyRange, fn: (key: Buffer, meta: KeyMeta) => boolean | void): void {
+    const { start, end } = range;
+    const leaves = this.leaves;
+    const reshapes = this.reshapes;
+    let li = leaves.length - 1;
+    let i = leaves[li]!.n - 1;
+    if (end !== undefined) {
+      li = findLeaf(leaves, this.heads, end);
+      i = lowerBound(leaves[li]!, end) - 1;
+    }
+    for (;;) {
+      for (; i >= 0; i--) {
+        const leaf = leaves[li]!;
+        if (start !== undefined && compareAt(start, leaf.keys, keyStart(leaf, i), leaf.ends[i]!) > 0) return;
+        const more = fn(copyKey(leaf, i), readMeta(leaf.meta, i));
+        assert(this.reshapes === reshapes, 'no insert or delete during forEachIn');
+        if (more === false) return;
+      }
+      if (--li < 0) return;
+      i = leaves[li]!.n - 1;
+    }
+  }
+
+  /** Entries in [start, end): O(log n) plus the leaves between the bounds (or outside them, if fewer). */
+  count(range: KeyRange): number {
+    const { start, end } = range;
+    const leaves = this.leaves;
+    if (leaves.length === 0) return 0;
+    if (start === undefined && end === undefined) return this.entries;
+    if (start !== undefined && end !== undefined && compareKeys(start, end) >= 0) return 0;
+    const firstLeaf = start === undefined ? 0 : findLeaf(leaves, this.heads, start);
+    const firstAt = start === undefined ? 0 : lowerBound(leaves[firstLeaf]!, start);
+    const lastLeaf = end === undefined ? leaves.length - 1 : findLeaf(leaves, this.heads, end);
+    const lastAt = end === undefined ? leaves[lastLeaf]!.n : lowerBound(leaves[lastLeaf]!, end);
+    if (firstLeaf === lastLeaf) return Math.max(0, lastAt - firstAt);
+    const inside = lastLeaf - firstLeaf - 1;
+    let total = 0;
+    if (inside <= leaves.length - inside) {
+      total = leaves[firstLeaf]!.n - firstAt + lastAt;
+      for (let li = firstLeaf + 1; li < lastLeaf; li++) total += leaves[li]!.n;
+      return total;
+    }
+    // Fewer leaves outside the range: count those and subtract.
+    total = firstAt + (leaves[lastLeaf]!.n - lastAt);
+    for (let li = 0; li < firstLeaf; li++) total += leaves[li]!.n;
+    for (let li = lastLeaf + 1; li < leaves.length; li++) total += leaves[li]!.n;
+    return this.entries - total;
+  }
+
+  /** Visits every entry, in byte order. The key passed is a fresh copy. */
+  forEach(fn: (key: Buffer, meta: KeyMeta) => void): void {
+    this.forEachIn({}, (key, meta) => {
+      fn(key, meta);
+    });
+  }
+
+  /** Bytes of memory held: leaf buffers plus an estimate of the objects around them. */
+  memoryBytes(): number {
+    let bytes = 0;
+    for (const leaf of this.leaves) bytes += leaf.keys.buffer.byteLength + LEAF_OVERHEAD_BYTES;
+    return bytes + this.heads.byteLength;
+  }
+
+  /** Checks every invariant of the structure, walking all of it (for tests and `atomio check`). */
+  checkInvariants(): void {
+    let entries = 0;
+    let keyBytes = 0;
+    let prev: Leaf | undefined;
+    assert(this.heads.length >= this.leaves.length, 'there is a head for each leaf');
+    for (const [l, leaf] of this.leaves.entries()) {
+      assert(leaf.n >= 1 && leaf.n <= LEAF_CAPACITY && leaf.n <= leaf.ends.length, 'a leaf is neither empty nor over capacity');
+      assert(leaf.meta.length === leaf.ends.length * META_FIELDS, 'a leaf has metadata room for each entry');
+      for (let i = 0; i < leaf.n; i++) {
+        const length = leaf.ends[i]! - keyStart(leaf, i);
+        assert(length >= 1 && length <= MAX_KEY_BYTES, 'key lengths are within limits');
+        if (i > 0) {
+          const c = compareRanges(leaf.keys, keyStart(leaf, i - 1), leaf.ends[i - 1]!, leaf.keys, keyStart(leaf, i), leaf.ends[i]!);
+          assert(c < 0, 'keys in a leaf are sorted and unique');
+        }
+      }
+      assert(usedKeyBytes(leaf) <= leaf.keys.length, 'key bytes fit the leaf buffer');
+      assert(this.heads[l] === leafHead(leaf), 'the head of a leaf is made from its first key');
+      if (prev !== undefined) {
+        const c = compareRanges(prev.keys, keyStart(prev, prev.n - 1), prev.ends[prev.n - 1]!, leaf.keys, 0, leaf.ends[0]!);
+        assert(c < 0, 'leaves are sorted and do not overlap');
+      }
+      entries += leaf.n;
+      keyBytes += usedKeyBytes(leaf);
+      prev = leaf;
+    }
+    assert(entries === this.entries, 'size counts the entries of the leaves');
+    assert(keyBytes === this.keyByteCount, 'keyBytes sums the key lengths');
+  }
+}
+
+/** A read-only view of a KeyIndex as it was at freeze(). Unaffected by later changes. */
+export class KeyView extends KeyReader {
+  /** @internal Made by KeyIndex.freeze(). */
+  constructor(leaves: Leaf[], heads: Float64Array, entries: number, keyByteCount: number) {
+    super(leaves, heads, entries, keyByteCount);
+  }
+}
+
+/**
+ * An ordered map from byte keys to KeyMeta, for millions of keys: about 50 bytes a key
+ * beside the key bytes, no object per key.
+ *
+ * @example
+ *   const index = new KeyIndex();
+ *   index.set(Buffer.from('user:1'), { version: 7, expiresAt: 0, location: 2 ** 32 + 4096, valueBytes: 300, cacheAt: -1 });
+ *   index.get(Buffer.from('user:1'))?.version; // 7
+ */
+export class KeyIndex extends KeyReader {
+  /** Leaves made before the current epoch may be shared with a view: copy before writing. */
+  private epoch = 0;
+
+  constructor() {
+    super([], new Float64Array(16), 0, 0);
+  }
+
+  /** Inserts or replaces; returns the previous metadata. The key's bytes are copied. */
+  set(key: Uint8Array, meta: KeyMeta): KeyMeta | undefined {
+    assert(key.length >= 1 && key.length <= MAX_KEY_BYTES, 'a key is 1..MAX_KEY_BYTES bytes');
+    if (this.leaves.length === 0) {
+      // A first leaf holding just this key, so that its head is right from the start.
+      const leaf = makeLeaf(this.epoch, ENTRY_STEP, roundUp(key.length, 8) * ENTRY_STEP);
+      leaf.keys.set(key, 0);
+      leaf.ends[0] = key.length;
+      writeMeta(leaf.meta, 0, meta);
+      leaf.n = 1;
+      this.splice(0, 0, [leaf]);
+      this.entries = 1;
+      this.keyByteCount = key.length;
+      this.reshapes++;
+      return undefined;
+    }
+    for (;;) {
+      const li = findLeaf(this.leaves, this.heads, key);
+      let leaf = this.leaves[li]!;
+      const r = searchLeaf(leaf, key);
+      if (r >= 0) {
+        leaf = this.writable(li);
+        const previous = readMeta(leaf.meta, r);
+        writeMeta(leaf.meta, r, meta);
+        return previous;
+      }
+      if (leaf.n < LEAF_CAPACITY) {
+        this.insertAt(li, -r - 1, key, meta);
+        return undefined;
+      }
+      this.makeRoom(li, -r - 1);
+    }
+  }
+
+  /** Changes the given fields of an existing entry; false when `key` is absent. */
+  update(key: Uint8Array, patch: Partial<KeyMeta>): boolean {
+    if (this.leaves.length === 0) return false;
+    const li = findLeaf(this.leaves, this.heads, key);
+    const i = searchLeaf(this.leaves[li]!, key);
+    if (i < 0) return false;
+    const m = this.writable(li).meta;
+    const o = i * META_FIELDS;
+    if (patch.version !== undefined) m[o + F_VERSION] = patch.version;
+    if (patch.expiresAt !== undefined) m[o + F_EXPIRES] = patch.expiresAt;
+    if (patch.location !== undefined) m[o + F_LOCATION] = patch.location;
+    if (patch.valueBytes !== undefined) m[o + F_VALUE_BYTES] = patch.valueBytes;
+    if (patch.cacheAt !== undefined) m[o + F_CACHE_AT] = patch.cacheAt;
+    return true;
+  }
+
+  /** Removes `key`; returns its metadata, or undefined when it was absent. */
+  delete(key: Uint8Array): KeyMeta | undefined {
+    if (this.leaves.length === 0) return undefined;
+    const li = findLeaf(this.leaves, this.heads, key);
+    const i = searchLeaf(this.leaves[li]!, key);
+    if (i < 0) return undefined;
+    const leaf = this.writable(li);
+    const previous = readMeta(leaf.meta, i);
+    this.removeAt(li, leaf, i);
+    return previous;
+  }
+
+  /** Empties the index. Views taken before keep their content. */
+  clear(): void {
+    this.leaves = [];
+    this.heads = new Float64Array(16);
+    this.entries = 0;
+    this.keyByteCount = 0;
+    this.reshapes++;
+  }
+
+  /**
+   * A read-only view of the index as it is now. O(number of leaves): the view shares the
+   * leaves, and the index copies a shared leaf before changing it.
+   */
+  freeze(): KeyView {
+    const view = new KeyView(this.leaves.slice(), this.heads.slice(0, this.leaves.length), this.entries, this.keyByteCount);
+    this.epoch++;
+    return view;
+  }
+
+  /** Every entry in key order: the keys back to back, their cumulative ends, the metadata. */
+  exportRaw(): { keys: Buffer; ends: Uint32Array; meta: Float64Array } {
+    assert(this.keyByteCount < 2 ** 32, 'cumulative key ends fit 32 bits');
+    const keys = Buffer.allocUnsafe(this.keyByteCount);
+    const ends = new Uint32Array(this.entries);
+    const meta = new Float64Array(this.entries * META_FIELDS);
+    let n = 0;
+    let base = 0;
+    for (const leaf of this.leaves) {
+      const used = usedKeyBytes(leaf);
+      leaf.keys.copy(keys, base, 0, used);
+      for (let i = 0; i < leaf.n; i++) ends[n + i] = leaf.ends[i]! + base;
+      meta.set(leaf.meta.subarray(0, leaf.n * META_FIELDS), n * META_FIELDS);
+      n += leaf.n;
+      base += used;
+    }
+    assert(n === this.entries && base === this.keyByteCount, 'export covers every entry');
+    return { keys, ends, meta };
+  }
+
+  /**
+   * An index holding `raw` (as exportRaw makes it: sorted, unique, `keys` exactly the bytes
+   * the ends cover). Leaves are filled 7/8 so that inserts do not split at once. The order
+   * and key lengths are checked.
+   */
+  static importRaw(raw: { keys: Uint8Array; ends: Uint32Array; meta: Float64Array }): KeyIndex {
+    const { keys, ends, meta } = raw;
+    const total = ends.length;
+    assert(meta.length === total * META_FIELDS, 'raw metadata has META_FIELDS numbers an entry');
+    assert(keys.length === (total === 0 ? 0 : ends[total - 1]!), 'raw keys are exactly the bytes the ends cover');
+    const index = new KeyIndex();
+    const leafCount = Math.ceil(total / FILL_ENTRIES);
+    let at = 0;
+    for (let l = 0; l < leafCount; l++) {
+      // Spread the entries evenly so that no leaf is left nearly empty at the end.
+      const to = Math.floor(((l + 1) * total) / leafCount);
+      const base = at === 0 ? 0 : ends[at - 1]!;
+      const bytes = ends[to - 1]! - base;
+      const leaf = makeLeaf(index.epoch, to - at, roundUp(bytes, 8));
+      for (let i = at; i < to; i++) {
+        const start = i === 0 ? 0 : ends[i - 1]!;
+        const length = ends[i]! - start;
+        const sorted = i === 0 || compareRanges(keys, i === 1 ? 0 : ends[i - 2]!, start, keys, start, ends[i]!) < 0;
+        // The message is built only on failure: this loop runs once per key of a checkpoint.
+        if (length < 1 || length > MAX_KEY_BYTES || !sorted) assert(false, `raw key ${i} is 1..${MAX_KEY_BYTES} bytes and sorts after the one before`);
+        leaf.ends[i - at] = ends[i]! - base;
+      }
+      leaf.keys.set(keys.subarray(base, base + bytes));
+      leaf.meta.set(meta.subarray(at * META_FIELDS, to * META_FIELDS));
+      leaf.n = to - at;
+      index.leaves.push(leaf);
+      at = to;
+    }
+    index.heads = new Float64Array(Math.max(16, leafCount));
+    for (let l = 0; l < leafCount; l++) index.heads[l] = leafHead(index.leaves[l]!);
+    index.entries = total;
+    index.keyByteCount = keys.length;
+    return index;
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Mechanics
+
+  /** Replaces `remove` leaves from `from` by `pieces`, in the leaves and their heads alike. */
+  private splice(from: number, remove: number, pieces: Leaf[]): void {
+    const before = this.leaves.length;
+    const after = before - remove + pieces.length;
+    if (after > this.heads.length) {
+      const grown = new Float64Array(Math.max(after, this.heads.length * 2));
+      grown.set(this.heads.subarray(0, before));
+      this.heads = grown;
+    }
+    this.heads.copyWithin(from + pieces.length, from + remove, before);
+    for (let i = 0; i < pieces.length; i++) this.heads[from + i] = leafHead(pieces[i]!);
+    this.leaves.splice(from, remove, ...pieces);
+  }
+
+  /** Leaf `li`, first replaced by a copy when a view may share it. */
+  private writable(li: number): Leaf {
+    const leaf = this.leaves[li]!;
+    if (leaf.epoch === this.epoch) return leaf;
+    const copy = relayout(leaf, this.epoch, leaf.ends.length, leaf.keys.length);
+    this.leaves[li] = copy;
+    return copy;
+  }
+
+  /** Inserts at position `at` of leaf `li`, which holds fewer than LEAF_CAPACITY entries. */
+  private insertAt(li: number, at: number, key: Uint8Array, meta: KeyMeta): void {
+    let leaf = this.leaves[li]!;
+    const used = usedKeyBytes(leaf);
+    const length = key.length;
+    const fits = leaf.n < leaf.ends.length && used + length <= leaf.keys.length;
+    if (!fits || leaf.epoch !== this.epoch) {
+      let entryCap = leaf.ends.length;
+      let keyCap = leaf.keys.length;
+      if (!fits) {
+        if (leaf.n === entryCap) entryCap = Math.min(LEAF_CAPACITY, entryCap + ENTRY_STEP);
+        // Key room for the new capacity at the average length; growing by at least a quarter
+        // when keys alone overflow keeps reallocation amortized.
+        const grown = used + length > keyCap ? keyCap + (keyCap >> 2) : keyCap;
+        keyCap = Math.max(grown, keyCapFor(used + length, leaf.n + 1, entryCap));
+      }
+      leaf = relayout(leaf, this.epoch, entryCap, keyCap);
+      this.leaves[li] = leaf;
+    }
+    const start = keyStart(leaf, at);
+    const n = leaf.n;
+    const ends = leaf.ends;
+    leaf.keys.copyWithin(start + length, start, used);
+    leaf.keys.set(key, start);
+    for (let i = n; i > at; i--) ends[i] = ends[i - 1]! + length;
+    ends[at] = start + length;
+    leaf.meta.copyWithin((at + 1) * META_FIELDS, at * META_FIELDS, n * META_FIELDS);
+    writeMeta(leaf.meta, at, meta);
+    leaf.n = n + 1;
+    if (at === 0) this.heads[li] = leafHead(leaf);
+    this.entries++;
+    this.keyByteCount += length;
+    this.reshapes++;
+  }
+
+  /**
+   * Leaf `li` is full and a key must go in at position `at`: split it or share with a
+   * neighbour. Inserts at either end of a leaf are runs (keys written in order): the split
+   * leaves the far side 7/8 full rather than half, so ordered loads pack leaves tightly.
+   */
+  private makeRoom(li: number, at: number): void {
+    const leaves = this.leaves;
+    const leaf = leaves[li]!;
+    assert(leaf.n === LEAF_CAPACITY, 'only a full leaf is split');
+    let from = li;
+    let replaced = 1;
+    let pieces: Leaf[];
+    if (at === leaf.n) {
+      pieces = [gather(this.epoch, leaf, undefined, 0, FILL_ENTRIES), gather(this.epoch, leaf, undefined, FILL_ENTRIES, leaf.n)];
+    } else if (at === 0) {
+      const keep = leaf.n - FILL_ENTRIES;
+      pieces = [gather(this.epoch, leaf, undefined, 0, keep), gather(this.epoch, leaf, undefined, keep, leaf.n)];
+    } else {
+      const right = leaves[li + 1];
+      const left = leaves[li - 1];
+      let a = leaf;
+      let b: Leaf | undefined;
+      if (right !== undefined && right.n < SHARE_BELOW) {
+        b = right;
+        replaced = 2;
+      } else if (left !== undefined && left.n < SHARE_BELOW) {
+        a = left;
+        b = leaf;
+        from = li - 1;
+        replaced = 2;
+      }
+      const total = a.n + (b?.n ?? 0);
+      const half = total >> 1;
+      pieces = [gather(this.epoch, a, b, 0, half), gather(this.epoch, a, b, half, total)];
+    }
+    this.splice(from, replaced, pieces);
+  }
+
+  /** Removes entry `i` of leaf `li` (writable), then keeps leaves from getting sparse. */
+  private removeAt(li: number, leaf: Leaf, i: number): void {
+    const start = keyStart(leaf, i);
+    const length = leaf.ends[i]! - start;
+    const n = leaf.n;
+    const ends = leaf.ends;
+    leaf.keys.copyWithin(start, start + length, usedKeyBytes(leaf));
+    for (let k = i; k < n - 1; k++) ends[k] = ends[k + 1]! - length;
+    leaf.meta.copyWithin(i * META_FIELDS, (i + 1) * META_FIELDS, n * META_FIELDS);
+    leaf.n = n - 1;
+    this.entries--;
+    this.keyByteCount -= length;
+    this.reshapes++;
+    if (leaf.n === 0) {
+      this.splice(li, 1, []);
+      return;
+    }
+    if (i === 0) this.heads[li] = leafHead(leaf);
+    if (leaf.n < MERGE_BELOW && this.mergeAround(li)) return;
+    // Give back room that deletes left unused (two steps of slack before shrinking).
+    if (leaf.ends.length - leaf.n >= 2 * ENTRY_STEP) {
+      const entryCap = entryCapFor(leaf.n + ENTRY_STEP - 1);
+      this.leaves[li] = relayout(leaf, this.epoch, entryCap, keyCapFor(usedKeyBytes(leaf), leaf.n, entryCap));
+    }
+  }
+
+  /** Merges sparse leaf `li` with its smaller neighbour when the two fit together. */
+  private mergeAround(li: number): boolean {
+    const leaves = this.leaves;
+    const leaf = leaves[li]!;
+    const left = leaves[li - 1];
+    const right = leaves[li + 1];
+    let from: number;
+    if (left !== undefined && (right === undefined || left.n <= right.n)) from = li - 1;
+    else if (right !== undefined) from = li;
+    else return false;
+    const a = leaves[from]!;
+    const b = leaves[from + 1]!;
+    if (a.n + b.n > MERGE_LIMIT) return false;
+    assert(a === leaf || b === leaf, 'the merge takes the sparse leaf');
+    this.splice(from, 2, [gather(this.epoch, a, b, 0, a.n + b.n)]);
+    return true;
+  }
+}

@@ -1,0 +1,437 @@
+// The kv face: a pool of ordered byte keys with versions, conditions, TTL and counters.
+//
+// Reads come from the pool's in-memory index and, for values, from the cache of hot values
+// or one read of the log. Writes go through the engine's group commit like every other
+// commit, so they are durable when they resolve (durability 'full') and a condition is
+// checked atomically with the write it guards.
+
+import { AtomioError } from '../base/errors.js';
+import type { Condition, Engine, KeyExpectation } from '../engine/engine.js';
+import type { KeyMeta, KeyView } from '../ftl/key-index.js';
+import type { Pool } from '../ftl/pools.js';
+import {
+  checkTtl,
+  checkVersion,
+  describe,
+  keyAfter,
+  lookupKey,
+  ownedKey,
+  ownedValue,
+  prefixEnd,
+  type Key,
+  type Value,
+} from './encoding.js';
+
+export interface Entry {
+  key: Buffer;
+  value: Buffer;
+  /** The version of the commit that last wrote the key. */
+  version: number;
+  /** Milliseconds since the epoch when the key expires; 0 when it never does. */
+  expiresAt: number;
+}
+
+export interface PutOptions {
+  /** Milliseconds until the key expires (0 or absent: never). */
+  ttl?: number;
+  /** Write only if the key's version is this one. */
+  ifVersion?: number;
+  /** Write only if the key does not exist. */
+  ifAbsent?: boolean;
+  /** Write only if the key exists. */
+  ifPresent?: boolean;
+}
+
+export interface DeleteOptions {
+  ifVersion?: number;
+  /** Fail with ERR_CONDITION when the key does not exist (memcached's NOT_FOUND). */
+  ifPresent?: boolean;
+}
+
+export interface IncrOptions {
+  /** Value to start from when the key is absent (without it, an absent key fails with ERR_CONDITION). */
+  initial?: number | bigint;
+  /** TTL of a key that incr creates; an existing key keeps its own. */
+  ttl?: number;
+}
+
+export interface Range {
+  /** Keys that start with these bytes. */
+  prefix?: Key;
+  /** First key (inclusive). */
+  start?: Key;
+  /** Last key (exclusive). */
+  end?: Key;
+}
+
+export interface ListOptions extends Range {
+  reverse?: boolean;
+  limit?: number;
+  /** false: entries come with empty values (no value is read). Default true. */
+  values?: boolean;
+}
+
+export interface PoolStats {
+  keys: number;
+  /** Key and value bytes of the live keys. */
+  liveBytes: number;
+  /** Keys whose TTL passed and whose space returned without a copy, since open. */
+  expiredKeys: number;
+  expiredBytes: number;
+  /** Bytes of memory the pool's index holds. */
+  indexBytes: number;
+}
+
+/** A resolved range: byte bounds, or empty. */
+export interface Bounds {
+  start: Buffer | undefined;
+  end: Buffer | undefined;
+  empty: boolean;
+}
+
+const TWO_64 = 2n ** 64n;
+const LIST_CHUNK = 256;
+
+export class KvPool {
+  constructor(
+    private readonly engine: Engine,
+    /** The pool's name, as store.pools() lists it. */
+    readonly name: string,
+    private readonly maxValueBytes: number,
+  ) {}
+
+  private get pool(): Pool | undefined {
+    return this.engine.pools.named(this.name);
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Reads
+
+  /** The key's value, or undefined. */
+  async get(key: Key): Promise<Buffer | undefined> {
+    this.engine.assertOpen();
+    const k = ownedKey(key);
+    const pool = this.pool;
+    const meta = this.engine.liveEntry(pool, k);
+    if (meta === undefined) return undefined;
+    return this.engine.readValue(pool!, k, meta);
+  }
+
+  /** get() without a promise: hot values come from memory; others are read with a blocking call. */
+  getSync(key: Key): Buffer | undefined {
+    this.engine.assertOpen();
+    const k = lookupKey(key);
+    const pool = this.pool;
+    const meta = this.engine.liveEntry(pool, k);
+    if (meta === undefined) return undefined;
+    return this.engine.readValueSync(pool!, k, meta);
+  }
+
+  /** The key with its value, version and expiry, or undefined. */
+  async getEntry(key: Key): Promise<Entry | undefined> {
+    this.engine.assertOpen();
+    const k = ownedKey(key);
+    const pool = this.pool;
+    const meta = this.engine.liveEntry(pool, k);
+    if (meta === undefined) return undefined;
+    const value = await this.engine.readValue(pool!, k, meta);
+    return { key: k, value, version: meta.version, expiresAt: meta.expiresAt };
+  }
+
+  getEntrySync(key: Key): Entry | undefined {
+    this.engine.assertOpen();
+    const k = ownedKey(key);
+    const pool = this.pool;
+    const meta = this.engine.liveEntry(pool, k);
+    if (meta === undefined) return undefined;
+    return { key: k, value: this.engine.readValueSync(pool!, k, meta), version: meta.version, expiresAt: meta.expiresAt };
+  }
+
+  /** Values of several keys, in order (undefined for absent ones), all as of one moment. */
+  async getMany(keys: readonly Key[]): Promise<(Buffer | undefined)[]> {
+    this.engine.assertOpen();
+    if (!Array.isArray(keys)) throw new AtomioError('ERR_ARGUMENT', `getMany takes an array of keys, not ${describe(keys)}`, {});
+    const pool = this.pool;
+    const now = this.engine.clock.now();
+    const found = keys.map((key) => {
+      const k = ownedKey(key);
+      return { k, meta: this.engine.liveEntry(pool, k, now) };
+    });
+    if (pool === undefined) return found.map(() => undefined);
+    const pin = this.engine.pin();
+    try {
+      return await Promise.all(found.map(({ k, meta }) => (meta === undefined ? undefined : this.engine.readValue(pool, k, meta))));
+    } finally {
+      this.engine.unpin(pin);
+    }
+  }
+
+  has(key: Key): boolean {
+    this.engine.assertOpen();
+    return this.engine.liveEntry(this.pool, lookupKey(key)) !== undefined;
+  }
+
+  /** The key's version, or undefined when absent. */
+  versionOf(key: Key): number | undefined {
+    this.engine.assertOpen();
+    return this.engine.liveEntry(this.pool, lookupKey(key))?.version;
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Writes
+
+  /** Stores a value; resolves with its version once durable. A failed condition rejects with ERR_CONDITION. */
+  put(key: Key, value: Value, options: PutOptions = {}): Promise<number> {
+    try {
+      this.engine.assertOpen();
+      const k = ownedKey(key);
+      const v = ownedValue(value, this.maxValueBytes);
+      const ttlMs = checkTtl(options.ttl);
+      const conditions = this.conditionsOf(k, options);
+      return this.engine.commit([{ type: 'put', pool: this.name, key: k, value: v, ttlMs }], conditions, 0);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /** Removes a key (a no-op when absent, unless ifPresent); resolves with the version of the commit. */
+  delete(key: Key, options: DeleteOptions = {}): Promise<number> {
+    try {
+      this.engine.assertOpen();
+      const k = ownedKey(key);
+      const conditions = this.conditionsOf(k, options);
+      return this.engine.commit([{ type: 'delete', pool: this.name, key: k }], conditions, 0);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /**
+   * Adds `delta` to a decimal counter (memcached semantics: unsigned 64 bits, an increment
+   * wraps, a decrement (negative delta) stops at 0). Resolves with the new value.
+   */
+  async incr(key: Key, delta: number | bigint, options: IncrOptions = {}): Promise<{ value: bigint; version: number }> {
+    this.engine.assertOpen();
+    const k = ownedKey(key);
+    const counter = counterUpdate(delta, options.initial);
+    const ttlMs = checkTtl(options.ttl);
+    const version = await this.engine.commit([{ type: 'put', pool: this.name, key: k, value: counter.apply, ttlMs, keepTtl: true }], [], 0);
+    return { value: counter.result(), version };
+  }
+
+  /** Gives a present key a new TTL (0: never expires); ERR_CONDITION when the key is absent. */
+  touch(key: Key, ttl: number): Promise<number> {
+    try {
+      this.engine.assertOpen();
+      const k = ownedKey(key);
+      const ttlMs = checkTtl(ttl);
+      return this.engine.commit([{ type: 'touch', pool: this.name, key: k, ttlMs }], [{ kind: 'key', pool: this.name, key: k, expect: 'present' }], 0);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  private conditionsOf(key: Buffer, options: PutOptions | DeleteOptions): Condition[] {
+    const expect: KeyExpectation[] = [];
+    if (options.ifVersion !== undefined) expect.push(checkVersion(options.ifVersion, 'ifVersion'));
+    if ('ifAbsent' in options && options.ifAbsent) expect.push('absent');
+    if (options.ifPresent) expect.push('present');
+    if (expect.length > 1) {
+      throw new AtomioError('ERR_ARGUMENT', 'give at most one of ifVersion, ifAbsent and ifPresent', {});
+    }
+    return expect.map((e) => ({ kind: 'key', pool: this.name, key, expect: e }));
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Iteration
+
+  /**
+   * Entries in byte order (or reverse), as they were when the iteration started, even while
+   * writes go on. Break out of the loop (or call return()) to release what it holds.
+   */
+  async *list(options: ListOptions = {}): AsyncGenerator<Entry, void, undefined> {
+    this.engine.assertOpen();
+    const { bounds, reverse, limit, values } = listArguments(options);
+    const pool = this.pool;
+    if (bounds.empty || pool === undefined || limit === 0) return;
+    const view = pool.index.freeze();
+    const pin = this.engine.pin();
+    try {
+      const now = this.engine.clock.now();
+      let from = bounds;
+      let left = limit;
+      while (left > 0) {
+        const chunk = liveChunk(view, from, reverse, Math.min(left, LIST_CHUNK), now);
+        if (chunk.length === 0) return;
+        const read = values ? await Promise.all(chunk.map(([k, meta]) => this.engine.readValue(pool, k, meta))) : undefined;
+        for (let i = 0; i < chunk.length; i++) {
+          const [k, meta] = chunk[i]!;
+          yield { key: k, value: read?.[i] ?? EMPTY, version: meta.version, expiresAt: meta.expiresAt };
+        }
+        left -= chunk.length;
+        from = nextBounds(from, chunk[chunk.length - 1]![0], reverse);
+      }
+    } finally {
+      this.engine.unpin(pin);
+    }
+  }
+
+  /** list() without promises: values not in memory are read with blocking calls. */
+  *listSync(options: ListOptions = {}): Generator<Entry, void, undefined> {
+    this.engine.assertOpen();
+    const { bounds, reverse, limit, values } = listArguments(options);
+    const pool = this.pool;
+    if (bounds.empty || pool === undefined || limit === 0) return;
+    const view = pool.index.freeze();
+    const pin = this.engine.pin();
+    try {
+      const now = this.engine.clock.now();
+      let from = bounds;
+      let left = limit;
+      while (left > 0) {
+        const chunk = liveChunk(view, from, reverse, Math.min(left, LIST_CHUNK), now);
+        if (chunk.length === 0) return;
+        for (const [k, meta] of chunk) {
+          const value = values ? this.engine.readValueSync(pool, k, meta) : EMPTY;
+          yield { key: k, value, version: meta.version, expiresAt: meta.expiresAt };
+        }
+        left -= chunk.length;
+        from = nextBounds(from, chunk[chunk.length - 1]![0], reverse);
+      }
+    } finally {
+      this.engine.unpin(pin);
+    }
+  }
+
+  /** Live keys in a range. */
+  count(range: Range = {}): number {
+    this.engine.assertOpen();
+    const bounds = resolveBounds(range);
+    const pool = this.pool;
+    if (bounds.empty || pool === undefined) return 0;
+    this.engine.sweepExpired();
+    return pool.index.count({ start: bounds.start, end: bounds.end });
+  }
+
+  stats(): PoolStats {
+    this.engine.sweepExpired();
+    const pool = this.pool;
+    if (pool === undefined) return { keys: 0, liveBytes: 0, expiredKeys: 0, expiredBytes: 0, indexBytes: 0 };
+    return {
+      keys: pool.index.size,
+      liveBytes: pool.liveBytes,
+      expiredKeys: pool.expiredKeys,
+      expiredBytes: pool.expiredBytes,
+      indexBytes: pool.index.memoryBytes(),
+    };
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+
+export function listArguments(options: ListOptions): { bounds: Bounds; reverse: boolean; limit: number; values: boolean } {
+  if (options === null || typeof options !== 'object') {
+    throw new AtomioError('ERR_ARGUMENT', `list options are an object, not ${describe(options)}`, {});
+  }
+  const limit = options.limit ?? Infinity;
+  if (typeof limit !== 'number' || !(limit >= 0) || (Number.isFinite(limit) && !Number.isInteger(limit))) {
+    throw new AtomioError('ERR_ARGUMENT', `limit is a non-negative integer, not ${describe(limit)}`, {});
+  }
+  return { bounds: resolveBounds(options), reverse: options.reverse === true, limit, values: options.values !== false };
+}
+
+/** The byte bounds of a range: prefix, start and end together. */
+export function resolveBounds(range: Range): Bounds {
+  let start = range.start === undefined ? undefined : ownedKeyOrEmpty(range.start);
+  let end = range.end === undefined ? undefined : ownedKeyOrEmpty(range.end);
+  if (range.prefix !== undefined) {
+    const prefix = ownedKeyOrEmpty(range.prefix);
+    if (start === undefined || Buffer.compare(prefix, start) > 0) start = prefix;
+    const pe = prefixEnd(prefix);
+    if (pe !== undefined && (end === undefined || Buffer.compare(pe, end) < 0)) end = pe;
+  }
+  const empty = start !== undefined && end !== undefined && Buffer.compare(start, end) >= 0;
+  return { start, end, empty };
+}
+
+/** Range bounds may be empty (the start of everything). */
+function ownedKeyOrEmpty(key: Key): Buffer {
+  if (typeof key === 'string' && key.length === 0) return EMPTY;
+  if (key instanceof Uint8Array && key.length === 0) return EMPTY;
+  return ownedKey(key);
+}
+
+/** Up to `max` live entries of the view in the bounds. */
+function liveChunk(view: KeyView, bounds: Bounds, reverse: boolean, max: number, now: number): [Buffer, KeyMeta][] {
+  const out: [Buffer, KeyMeta][] = [];
+  if (bounds.empty) return out;
+  view.forEachIn({ start: bounds.start, end: bounds.end, reverse }, (key, meta) => {
+    if (meta.expiresAt !== 0 && meta.expiresAt <= now) return true;
+    out.push([key, meta]);
+    return out.length < max;
+  });
+  return out;
+}
+
+function nextBounds(bounds: Bounds, last: Buffer, reverse: boolean): Bounds {
+  const next = reverse ? { ...bounds, end: last } : { ...bounds, start: keyAfter(last) };
+  next.empty = next.start !== undefined && next.end !== undefined && Buffer.compare(next.start, next.end) >= 0;
+  return next;
+}
+
+// ---------------------------------------------------------------------------------------
+// Counters
+
+/** A counter update for the engine to apply to the key's current value; result() after the commit. */
+export function counterUpdate(delta: number | bigint, initial: number | bigint | undefined): { apply: (current: Buffer | undefined) => Buffer; result: () => bigint } {
+  const d = toBigInt(delta, 'delta');
+  if (d >= TWO_64 || d <= -TWO_64) throw new AtomioError('ERR_ARGUMENT', 'delta must lie within ±(2^64 - 1)', {});
+  const start = initial === undefined ? undefined : toBigInt(initial, 'initial');
+  if (start !== undefined && (start < 0n || start >= TWO_64)) {
+    throw new AtomioError('ERR_ARGUMENT', 'initial is an unsigned 64-bit integer', {});
+  }
+  let result: bigint | undefined;
+  return {
+    apply: (current) => {
+      let next: bigint;
+      if (current === undefined) {
+        if (start === undefined) throw new AtomioError('ERR_CONDITION', 'the counter does not exist (give `initial` to create it)', { expect: 'present' });
+        next = start;
+      } else {
+        const value = parseCounter(current);
+        next = d >= 0n ? (value + d) % TWO_64 : value + d < 0n ? 0n : value + d;
+      }
+      result = next;
+      return Buffer.from(next.toString(), 'latin1');
+    },
+    result: () => {
+      if (result === undefined) throw new AtomioError('ERR_CONDITION', 'the counter was not updated', {});
+      return result;
+    },
+  };
+}
+
+/** A stored counter: decimal digits, maybe padded with spaces (memcached pads after a decrement). */
+export function parseCounter(bytes: Buffer): bigint {
+  let end = bytes.length;
+  while (end > 0 && bytes[end - 1] === 0x20) end--;
+  if (end === 0 || end > 20) throw notACounter();
+  for (let i = 0; i < end; i++) {
+    const c = bytes[i]!;
+    if (c < 0x30 || c > 0x39) throw notACounter();
+  }
+  const value = BigInt(bytes.toString('latin1', 0, end));
+  if (value >= TWO_64) throw notACounter();
+  return value;
+}
+
+function notACounter(): AtomioError {
+  return new AtomioError('ERR_ARGUMENT', 'cannot increment or decrement a value that is not a decimal unsigned 64-bit number', {});
+}
+
+function toBigInt(n: number | bigint, what: string): bigint {
+  if (typeof n === 'bigint') return n;
+  if (typeof n === 'number' && Number.isSafeInteger(n)) return BigInt(n);
+  throw new AtomioError('ERR_ARGUMENT', `${what} is an integer (a safe-integer number or a bigint), not ${describe(n)}`, {});
+}
+
