@@ -8,6 +8,8 @@ export type { Key, Value } from './kv/encoding.js';
 export { AtomicBatch } from './store/atomic.js';
 export type { AtomicResult, Check } from './store/atomic.js';
 export { Transaction } from './store/transaction.js';
+export { Snapshot } from './store/snapshot.js';
+export type { SnapshotInfo } from './store/snapshot.js';
 export type { TransactionOptions } from './store/transaction.js';
 export { BlockDevice } from './block/block.js';
 export type { AtomicOp, AtomicOptions, BlockCondition, MappedExtent, WriteOptions } from './block/block.js';

@@ -5,7 +5,7 @@
 // ERR_ARGUMENT or ERR_LIMIT and writes nothing.
 
 import { AtomioError } from '../base/errors.js';
-import type { Condition, Engine, OpInput } from '../engine/engine.js';
+import type { Condition, Engine, OpInput, SnapshotState } from '../engine/engine.js';
 import { ADDRESS_SPACE_BYTES, MAX_ATOMIC_BYTES, MAX_ATOMIC_OPS, MAX_CONDITIONS } from '../engine/limits.js';
 import { OpType, recordBytesFor, type BlockOp } from '../log/format.js';
 
@@ -43,7 +43,12 @@ export class BlockDevice {
   /** Most data bytes in one atomic commit on this store. */
   readonly maxAtomicBytes: number;
 
-  constructor(private readonly engine: Engine) {
+  /** @internal use store.block or snapshot.block */
+  constructor(
+    private readonly engine: Engine,
+    /** Set for a snapshot's block face: reads see the snapshot, writes are refused. */
+    private readonly snapshot?: SnapshotState,
+  ) {
     this.sectorSize = engine.sectorBytes;
     this.sectorCount = ADDRESS_SPACE_BYTES / engine.sectorBytes;
     this.maxAtomicBytes = Math.min(MAX_ATOMIC_BYTES, engine.maxRecordBytes - 4096);
@@ -70,6 +75,9 @@ export class BlockDevice {
   atomic(ops: readonly AtomicOp[], options: AtomicOptions = {}): Promise<number> {
     try {
       this.engine.assertOpen();
+      if (this.snapshot !== undefined) {
+        throw new AtomioError('ERR_ARGUMENT', 'the block face of a snapshot is read-only; write through store.block', {});
+      }
       const inputs = this.checkOps(ops);
       const conditions = this.checkConditions(options.if);
       const ttl = checkTtl(options.ttl);
@@ -87,7 +95,7 @@ export class BlockDevice {
       if (count * this.sectorSize > 256 * 1024 * 1024) {
         throw new AtomioError('ERR_LIMIT', `a read returns at most 256 MiB; asked for ${count} sectors`, { count });
       }
-      return this.engine.read(lba, count);
+      return this.engine.read(lba, count, this.snapshot?.map);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -97,7 +105,7 @@ export class BlockDevice {
   exists(lba: number, count = 1): boolean {
     this.engine.assertOpen();
     this.checkRange(lba, count, 'exists');
-    return this.engine.rangeState(lba, count).mapped;
+    return this.engine.rangeState(lba, count, this.snapshot?.map).mapped;
   }
 
   /** The mapped extents of a range, in lba order, each with the version that wrote it. */
@@ -105,7 +113,7 @@ export class BlockDevice {
     this.engine.assertOpen();
     this.checkRange(lba, count, 'mapped');
     const out: MappedExtent[] = [];
-    for (const p of this.engine.livePieces(lba, count)) {
+    for (const p of this.engine.livePieces(lba, count, this.snapshot?.map)) {
       const last = out[out.length - 1];
       if (last !== undefined && last.version === p.version && last.lba + last.count === p.lba) last.count += p.count;
       else out.push({ lba: p.lba, count: p.count, version: p.version });
@@ -117,11 +125,14 @@ export class BlockDevice {
   versionOf(lba: number): number {
     this.engine.assertOpen();
     this.checkRange(lba, 1, 'versionOf');
-    return this.engine.rangeState(lba, 1).version;
+    return this.engine.rangeState(lba, 1, this.snapshot?.map).version;
   }
 
   /** @internal */
   checkRange(lba: number, count: number, what: string): void {
+    if (this.snapshot?.released) {
+      throw new AtomioError('ERR_CLOSED', 'the snapshot was released or deleted; take a new one with store.snapshot()', {});
+    }
     if (!Number.isSafeInteger(lba) || lba < 0) {
       throw new AtomioError('ERR_ARGUMENT', `${what}: lba must be an integer >= 0, got ${String(lba)}`, { lba });
     }

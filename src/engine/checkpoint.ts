@@ -14,6 +14,9 @@
 //     | key ends u32 × count (cumulative; zero-padded to 8) | keys (zero-padded to 8)
 //     | metadata f64 × META_FIELDS × count: version | expires at | segment × 2^32 + data
 //       offset | value bytes | (a cache position, meaningless on disk: written as -1)
+//   named snapshots: count u32 | reserved u32, then for each:
+//     name bytes u32 | pool count u32 | version f64 | created at f64 | extent count f64
+//     | name (zero-padded to 8) | extents (48 bytes each, as above) | pools (as above)
 
 import { assert } from '../base/assert.js';
 import { EXTENT_FIELDS, ExtentMap, type Extent } from '../ftl/extent-map.js';
@@ -56,6 +59,14 @@ export interface PoolImage {
   meta: Float64Array;
 }
 
+export interface SnapshotImage {
+  name: string;
+  version: number;
+  createdAt: number;
+  extentsRaw: Float64Array;
+  pools: PoolImage[];
+}
+
 export interface CheckpointState {
   seq: number;
   nextSeq: number;
@@ -65,6 +76,7 @@ export interface CheckpointState {
   extentsRaw: Float64Array;
   nextPoolId: number;
   pools: PoolImage[];
+  snapshots: SnapshotImage[];
 }
 
 /** The checkpoint's extents as objects (for tools; the engine loads the raw form). */
@@ -77,7 +89,13 @@ export function checkpointExtents(state: CheckpointState): Extent[] {
 const LITTLE_ENDIAN = new Uint8Array(new Float64Array([1]).buffer)[7] === 0x3f;
 
 export function checkpointBytes(segmentCount: number, headCount: number, extentCount: number): number {
-  return HEADER_BYTES + headCount * HEAD_BYTES + segmentCount * SEGMENT_BYTES + extentCount * EXTENT_BYTES + 8;
+  return HEADER_BYTES + headCount * HEAD_BYTES + segmentCount * SEGMENT_BYTES + extentCount * EXTENT_BYTES + 16;
+}
+
+function snapshotImageBytes(s: SnapshotImage): number {
+  let bytes = 32 + pad8(Buffer.byteLength(s.name)) + s.extentsRaw.length * 8;
+  for (const pool of s.pools) bytes += poolImageBytes(pool);
+  return bytes;
 }
 
 function pad8(n: number): number {
@@ -113,10 +131,12 @@ export function encodeCheckpoint(
   extentsRaw: Float64Array,
   nextPoolId: number,
   pools: readonly PoolImage[],
+  snapshots: readonly SnapshotImage[],
 ): Buffer {
   const extentCount = extentsRaw.length / EXTENT_FIELDS;
   let poolBytes = 0;
   for (const pool of pools) poolBytes += poolImageBytes(pool);
+  for (const snapshot of snapshots) poolBytes += snapshotImageBytes(snapshot);
   const buf = Buffer.alloc(checkpointBytes(segments.length, heads.length, extentCount) + poolBytes);
   buf.writeUInt32LE(MAGIC, 0);
   buf.writeUInt32LE(VERSION, 4);
@@ -152,23 +172,39 @@ export function encodeCheckpoint(
   buf.writeUInt32LE(nextPoolId, p);
   buf.writeUInt32LE(pools.length, p + 4);
   p += 8;
-  for (const pool of pools) {
-    const name = Buffer.from(pool.name, 'utf8');
-    const n = pool.ends.length;
-    assert(pool.meta.length === n * META_FIELDS, 'a pool image has metadata for each key');
-    buf.writeUInt32LE(pool.id, p);
-    buf.writeUInt32LE(name.length, p + 4);
-    buf.writeDoubleLE(n, p + 8);
-    buf.writeDoubleLE(pool.keys.length, p + 16);
-    p = putBytes(buf, p + 24, name);
-    p = putU32s(buf, p, pool.ends);
-    p = putBytes(buf, p, pool.keys);
-    const metaAt = p;
-    p = putF64s(buf, p, pool.meta);
-    for (let i = 0; i < n; i++) buf.writeDoubleLE(-1, metaAt + (i * META_FIELDS + META_FIELDS - 1) * 8);
+  for (const pool of pools) p = putPool(buf, p, pool);
+  buf.writeUInt32LE(snapshots.length, p);
+  p += 8;
+  for (const snapshot of snapshots) {
+    const name = Buffer.from(snapshot.name, 'utf8');
+    buf.writeUInt32LE(name.length, p);
+    buf.writeUInt32LE(snapshot.pools.length, p + 4);
+    buf.writeDoubleLE(snapshot.version, p + 8);
+    buf.writeDoubleLE(snapshot.createdAt, p + 16);
+    buf.writeDoubleLE(snapshot.extentsRaw.length / EXTENT_FIELDS, p + 24);
+    p = putBytes(buf, p + 32, name);
+    p = putF64s(buf, p, snapshot.extentsRaw);
+    for (const pool of snapshot.pools) p = putPool(buf, p, pool);
   }
-  assert(p === buf.length, 'checkpoint holds exactly the extents and pools counted');
+  assert(p === buf.length, 'checkpoint holds exactly the extents, pools and snapshots counted');
   return buf;
+}
+
+function putPool(buf: Buffer, at: number, pool: PoolImage): number {
+  const name = Buffer.from(pool.name, 'utf8');
+  const n = pool.ends.length;
+  assert(pool.meta.length === n * META_FIELDS, 'a pool image has metadata for each key');
+  buf.writeUInt32LE(pool.id, at);
+  buf.writeUInt32LE(name.length, at + 4);
+  buf.writeDoubleLE(n, at + 8);
+  buf.writeDoubleLE(pool.keys.length, at + 16);
+  let p = putBytes(buf, at + 24, name);
+  p = putU32s(buf, p, pool.ends);
+  p = putBytes(buf, p, pool.keys);
+  const metaAt = p;
+  p = putF64s(buf, p, pool.meta);
+  for (let i = 0; i < n; i++) buf.writeDoubleLE(-1, metaAt + (i * META_FIELDS + META_FIELDS - 1) * 8);
+  return p;
 }
 
 /** Returns undefined when the payload is malformed. */
@@ -210,11 +246,43 @@ export function decodeCheckpoint(buf: Buffer): CheckpointState | undefined {
   return { seq: buf.readDoubleLE(8), nextSeq: buf.readDoubleLE(16), heads, segments, extentsRaw, ...pools };
 }
 
-function decodePools(buf: Buffer, at: number): { nextPoolId: number; pools: PoolImage[] } | undefined {
-  let p = at;
-  const nextPoolId = buf.readUInt32LE(p);
-  const count = buf.readUInt32LE(p + 4);
+function decodePools(buf: Buffer, at: number): { nextPoolId: number; pools: PoolImage[]; snapshots: SnapshotImage[] } | undefined {
+  if (at + 16 > buf.length) return undefined;
+  const nextPoolId = buf.readUInt32LE(at);
+  const decoded = decodePoolList(buf, at + 8, buf.readUInt32LE(at + 4));
+  if (decoded === undefined) return undefined;
+  let p = decoded.end;
+  if (p + 8 > buf.length) return undefined;
+  const count = buf.readUInt32LE(p);
   p += 8;
+  const snapshots: SnapshotImage[] = [];
+  for (let i = 0; i < count; i++) {
+    if (p + 32 > buf.length) return undefined;
+    const nameBytes = buf.readUInt32LE(p);
+    const poolCount = buf.readUInt32LE(p + 4);
+    const extentCount = buf.readDoubleLE(p + 24);
+    if (!Number.isSafeInteger(extentCount) || extentCount < 0) return undefined;
+    const version = buf.readDoubleLE(p + 8);
+    const createdAt = buf.readDoubleLE(p + 16);
+    p += 32;
+    if (p + pad8(nameBytes) + extentCount * EXTENT_BYTES > buf.length) return undefined;
+    const name = buf.toString('utf8', p, p + nameBytes);
+    p += pad8(nameBytes);
+    const extentsRaw = new Float64Array(extentCount * EXTENT_FIELDS);
+    if (LITTLE_ENDIAN) new Uint8Array(extentsRaw.buffer).set(buf.subarray(p, p + extentCount * EXTENT_BYTES));
+    else for (let k = 0; k < extentsRaw.length; k++) extentsRaw[k] = buf.readDoubleLE(p + k * 8);
+    p += extentCount * EXTENT_BYTES;
+    const pools = decodePoolList(buf, p, poolCount);
+    if (pools === undefined) return undefined;
+    p = pools.end;
+    snapshots.push({ name, version, createdAt, extentsRaw, pools: pools.pools });
+  }
+  if (p !== buf.length) return undefined;
+  return { nextPoolId, pools: decoded.pools, snapshots };
+}
+
+function decodePoolList(buf: Buffer, at: number, count: number): { pools: PoolImage[]; end: number } | undefined {
+  let p = at;
   const pools: PoolImage[] = [];
   for (let i = 0; i < count; i++) {
     if (p + 24 > buf.length) return undefined;
@@ -238,6 +306,5 @@ function decodePools(buf: Buffer, at: number): { nextPoolId: number; pools: Pool
     if (n > 0 && image.ends[n - 1] !== keyBytes) return undefined;
     pools.push(image);
   }
-  if (p !== buf.length) return undefined;
-  return { nextPoolId, pools };
+  return { pools, end: p };
 }

@@ -26,7 +26,7 @@ import type { Clock } from '../base/clock.js';
 import { AtomioError } from '../base/errors.js';
 import { ExpiryQueue } from '../ftl/expiry.js';
 import { ExtentMap, type Extent } from '../ftl/extent-map.js';
-import type { KeyMeta } from '../ftl/key-index.js';
+import type { KeyIndex, KeyMeta, KeyView } from '../ftl/key-index.js';
 import { Pools, TWO_32, segmentOf, type Pool } from '../ftl/pools.js';
 import { SegmentTable, type SegmentInfo } from '../ftl/segments.js';
 import {
@@ -60,6 +60,7 @@ import {
 import { checksum } from '../log/crc.js';
 import type { Media } from '../media/media.js';
 import { checkpointBytes, encodeCheckpoint, type Head } from './checkpoint.js';
+import { snapshotImage, snapshotImageBytes } from './snapshots.js';
 import {
   CLEANER_RESERVE_SEGMENTS,
   CLEAN_BELOW_FREE_FRACTION,
@@ -115,6 +116,25 @@ interface KeyState {
 /** What a segment holds that a live view (an iterator or a snapshot) may still read. */
 export interface Pin {
   readonly segments: Set<number>;
+}
+
+/** A pool to read values of: the live one, or a snapshot's frozen copy. */
+export interface PoolReader {
+  readonly id: number;
+  readonly name: string;
+  readonly index: KeyIndex | KeyView;
+}
+
+/** A read view of the maps at one moment (see store.snapshot()). */
+export interface SnapshotState {
+  readonly name: string | undefined;
+  readonly version: number;
+  readonly createdAt: number;
+  readonly map: ExtentMap;
+  readonly pools: Map<string, PoolReader>;
+  readonly pin: Pin;
+  /** Released (unnamed) or deleted (named): its segments may be reused, reads must stop. */
+  released: boolean;
 }
 
 export interface EngineSettings {
@@ -197,6 +217,8 @@ export class Engine {
   readonly pools: Pools;
   /** Segments that live views may still read: not reused while pinned. */
   private readonly pins = new Set<Pin>();
+  /** Named snapshots: kept in every checkpoint until deleted. */
+  readonly snapshots = new Map<string, SnapshotState>();
 
   superblock: Superblock;
   /** Next record's seq. */
@@ -275,7 +297,8 @@ export class Engine {
   }
 
   reserveSegments(): number {
-    const ckpt = checkpointBytes(this.segments.count, 2, this.map.size + 1024) + this.pools.checkpointBytes();
+    let ckpt = checkpointBytes(this.segments.count, 2, this.map.size + 1024) + this.pools.checkpointBytes();
+    for (const s of this.snapshots.values()) ckpt += snapshotImageBytes(s);
     return CLEANER_RESERVE_SEGMENTS + Math.ceil(ckpt / this.segmentPayloadBytes);
   }
 
@@ -293,18 +316,18 @@ export class Engine {
   }
 
   /** Mapped, unexpired pieces of [lba, lba + count), clipped, in lba order. */
-  livePieces(lba: number, count: number): Extent[] {
+  livePieces(lba: number, count: number, map = this.map): Extent[] {
     const now = this.clock.now();
     const pieces: Extent[] = [];
-    this.map.forEachIn(lba, count, (p) => {
+    map.forEachIn(lba, count, (p) => {
       if (this.isLive(p, now)) pieces.push(p);
     });
     return pieces;
   }
 
-  async read(lba: number, count: number): Promise<Buffer> {
+  async read(lba: number, count: number, map = this.map): Promise<Buffer> {
     this.assertOpen();
-    const pieces = this.livePieces(lba, count);
+    const pieces = this.livePieces(lba, count, map);
     if (pieces.length === 1 && pieces[0]!.lba === lba && pieces[0]!.count === count) {
       return this.readWhole(pieces[0]!); // the common case: one extent covers the request
     }
@@ -376,11 +399,11 @@ export class Engine {
   }
 
   /** Newest version and whether anything is mapped in the range, as of the applied state. */
-  rangeState(lba: number, count: number): { mapped: boolean; version: number } {
+  rangeState(lba: number, count: number, map = this.map): { mapped: boolean; version: number } {
     let version = 0;
     let mapped = false;
     const now = this.clock.now();
-    this.map.forEachIn(lba, count, (p) => {
+    map.forEachIn(lba, count, (p) => {
       if (!this.isLive(p, now)) return;
       mapped = true;
       if (p.version > version) version = p.version;
@@ -392,7 +415,7 @@ export class Engine {
   // kv reads
 
   /** A key's live (unexpired) entry as of the applied state. */
-  liveEntry(pool: Pool | undefined, key: Uint8Array, now = this.clock.now()): KeyMeta | undefined {
+  liveEntry(pool: PoolReader | undefined, key: Uint8Array, now = this.clock.now()): KeyMeta | undefined {
     if (pool === undefined) return undefined;
     const meta = pool.index.get(key);
     if (meta === undefined || (meta.expiresAt !== 0 && meta.expiresAt <= now)) return undefined;
@@ -400,7 +423,7 @@ export class Engine {
   }
 
   /** An entry's value: a copy from the cache, or read from the log and checked. */
-  async readValue(pool: Pool, key: Uint8Array, meta: KeyMeta): Promise<Buffer> {
+  async readValue(pool: PoolReader, key: Uint8Array, meta: KeyMeta): Promise<Buffer> {
     const cached = this.pools.cache.get(meta.cacheAt, meta.valueBytes);
     if (cached !== undefined) return cached;
     const segment = this.segments.at(segmentOf(meta));
@@ -416,7 +439,7 @@ export class Engine {
   }
 
   /** readValue without waiting: a cache miss reads with a blocking system call. */
-  readValueSync(pool: Pool, key: Uint8Array, meta: KeyMeta): Buffer {
+  readValueSync(pool: PoolReader, key: Uint8Array, meta: KeyMeta): Buffer {
     const cached = this.pools.cache.get(meta.cacheAt, meta.valueBytes);
     if (cached !== undefined) return cached;
     const segment = this.segments.at(segmentOf(meta));
@@ -426,7 +449,7 @@ export class Engine {
     return this.checkedValue(pool, key, meta, segment, dataOffset, data);
   }
 
-  private checkedValue(pool: Pool, key: Uint8Array, meta: KeyMeta, segment: SegmentInfo, dataOffset: number, data: Buffer): Buffer {
+  private checkedValue(pool: PoolReader, key: Uint8Array, meta: KeyMeta, segment: SegmentInfo, dataOffset: number, data: Buffer): Buffer {
     if (!kvDataIntact(data, segment.nonce, dataOffset)) {
       throw new AtomioError(
         'ERR_CORRUPT',
@@ -436,19 +459,22 @@ export class Engine {
     }
     const value = data.subarray(kvDataBytes(0));
     // Keep a copy for the next read, if the key still holds this value and it is small.
-    if (value.length <= this.pools.cache.maxValueBytes) {
-      const now = pool.index.get(key);
+    const live = this.pools.get(pool.id);
+    if (live !== undefined && value.length <= this.pools.cache.maxValueBytes) {
+      const now = live.index.get(key);
       if (now !== undefined && now.location === meta.location && !this.pools.cache.holds(now.cacheAt)) {
-        pool.index.update(key, { cacheAt: this.pools.cache.add(value) });
+        live.index.update(key, { cacheAt: this.pools.cache.add(value) });
       }
     }
     return value;
   }
 
   /** Keeps the segments that hold live data from reuse until unpin(): what a view reads. */
-  pin(): Pin {
-    const segments = new Set<number>();
-    for (const s of this.segments.segments) if (s.liveBytes > 0 || s.state === 'open') segments.add(s.index);
+  pin(segments?: Set<number>): Pin {
+    if (segments === undefined) {
+      segments = new Set<number>();
+      for (const s of this.segments.segments) if (s.liveBytes > 0 || s.state === 'open') segments.add(s.index);
+    }
     const pin: Pin = { segments };
     this.pins.add(pin);
     return pin;
@@ -1306,7 +1332,7 @@ export class Engine {
     let bestScore = -Infinity;
     for (const s of this.segments.segments) {
       if (s.state !== 'sealed' || s.damaged || s.maxSeq > this.checkpointSeq) continue;
-      if (s.liveBytes === 0 && this.pinned(s.index)) continue; // nothing to move; a view still reads it
+      if (this.pinned(s.index)) continue; // a view reads it: moving its data would not free it
       const u = s.liveBytes / this.segmentPayloadBytes;
       let score: number;
       if (wear.max - s.eraseCount > WEAR_SPREAD_LIMIT) {
@@ -1519,7 +1545,8 @@ export class Engine {
     const heads: Head[] = [];
     for (const [kind, h] of this.heads) heads.push({ kind, segment: h.segment, offset: h.offset });
     const pools = [...this.pools.byId.values()].map((p) => ({ id: p.id, name: p.name, ...p.index.exportRaw() }));
-    const payload = encodeCheckpoint(seq, this.nextSeq, heads, this.segments.segments, this.map.exportRaw(), this.pools.nextId, pools);
+    const snapshots = [...this.snapshots.values()].map(snapshotImage);
+    const payload = encodeCheckpoint(seq, this.nextSeq, heads, this.segments.segments, this.map.exportRaw(), this.pools.nextId, pools, snapshots);
     const per = this.segmentPayloadBytes;
     const chain: SegmentInfo[] = [];
     for (let i = 0; i === 0 || i * per < payload.length; i++) {

@@ -37,6 +37,7 @@ import {
 import { KeyIndex, META_FIELDS } from '../ftl/key-index.js';
 import { TWO_32 } from '../ftl/pools.js';
 import { decodeCheckpoint, type CheckpointState } from './checkpoint.js';
+import { snapshotFromImage } from './snapshots.js';
 import type { Corruption, Engine } from './engine.js';
 
 interface Source {
@@ -217,6 +218,7 @@ function installCheckpoint(engine: Engine, state: CheckpointState): void {
     }
   }
   engine.pools.nextId = Math.max(engine.pools.nextId, state.nextPoolId);
+  for (const image of state.snapshots) engine.snapshots.set(image.name, snapshotFromImage(engine, image));
   engine.nextSeq = state.nextSeq;
 }
 

@@ -6,9 +6,8 @@
 // checked atomically with the write it guards.
 
 import { AtomioError } from '../base/errors.js';
-import type { Condition, Engine, KeyExpectation } from '../engine/engine.js';
-import type { KeyMeta, KeyView } from '../ftl/key-index.js';
-import type { Pool } from '../ftl/pools.js';
+import type { Condition, Engine, KeyExpectation, PoolReader, SnapshotState } from '../engine/engine.js';
+import { KeyIndex, type KeyMeta, type KeyView } from '../ftl/key-index.js';
 import {
   checkTtl,
   checkVersion,
@@ -93,15 +92,28 @@ const TWO_64 = 2n ** 64n;
 const LIST_CHUNK = 256;
 
 export class KvPool {
+  /** @internal use store.kv(name) or snapshot.kv(name) */
   constructor(
     private readonly engine: Engine,
     /** The pool's name, as store.pools() lists it. */
     readonly name: string,
     private readonly maxValueBytes: number,
+    /** Set for a snapshot's pool: reads see the snapshot, writes are refused. */
+    private readonly snapshot?: SnapshotState,
   ) {}
 
-  private get pool(): Pool | undefined {
-    return this.engine.pools.named(this.name);
+  private get pool(): PoolReader | undefined {
+    if (this.snapshot === undefined) return this.engine.pools.named(this.name);
+    if (this.snapshot.released) throw releasedSnapshot();
+    return this.snapshot.pools.get(this.name);
+  }
+
+  /** Throws unless writes are allowed (a snapshot's pools are read-only). */
+  private writable(): void {
+    this.engine.assertOpen();
+    if (this.snapshot !== undefined) {
+      throw new AtomioError('ERR_ARGUMENT', `pool '${this.name}' of a snapshot is read-only; write through store.kv('${this.name}')`, {});
+    }
   }
 
   // -------------------------------------------------------------------------------------
@@ -183,7 +195,7 @@ export class KvPool {
   /** Stores a value; resolves with its version once durable. A failed condition rejects with ERR_CONDITION. */
   put(key: Key, value: Value, options: PutOptions = {}): Promise<number> {
     try {
-      this.engine.assertOpen();
+      this.writable();
       const k = ownedKey(key);
       const v = ownedValue(value, this.maxValueBytes);
       const ttlMs = checkTtl(options.ttl);
@@ -197,7 +209,7 @@ export class KvPool {
   /** Removes a key (a no-op when absent, unless ifPresent); resolves with the version of the commit. */
   delete(key: Key, options: DeleteOptions = {}): Promise<number> {
     try {
-      this.engine.assertOpen();
+      this.writable();
       const k = ownedKey(key);
       const conditions = this.conditionsOf(k, options);
       return this.engine.commit([{ type: 'delete', pool: this.name, key: k }], conditions, 0);
@@ -211,7 +223,7 @@ export class KvPool {
    * wraps, a decrement (negative delta) stops at 0). Resolves with the new value.
    */
   async incr(key: Key, delta: number | bigint, options: IncrOptions = {}): Promise<{ value: bigint; version: number }> {
-    this.engine.assertOpen();
+    this.writable();
     const k = ownedKey(key);
     const counter = counterUpdate(delta, options.initial);
     const ttlMs = checkTtl(options.ttl);
@@ -222,7 +234,7 @@ export class KvPool {
   /** Gives a present key a new TTL (0: never expires); ERR_CONDITION when the key is absent. */
   touch(key: Key, ttl: number): Promise<number> {
     try {
-      this.engine.assertOpen();
+      this.writable();
       const k = ownedKey(key);
       const ttlMs = checkTtl(ttl);
       return this.engine.commit([{ type: 'touch', pool: this.name, key: k, ttlMs }], [{ kind: 'key', pool: this.name, key: k, expect: 'present' }], 0);
@@ -254,8 +266,7 @@ export class KvPool {
     const { bounds, reverse, limit, values } = listArguments(options);
     const pool = this.pool;
     if (bounds.empty || pool === undefined || limit === 0) return;
-    const view = pool.index.freeze();
-    const pin = this.engine.pin();
+    const { view, pin } = this.frozen(pool);
     try {
       const now = this.engine.clock.now();
       let from = bounds;
@@ -272,7 +283,7 @@ export class KvPool {
         from = nextBounds(from, chunk[chunk.length - 1]![0], reverse);
       }
     } finally {
-      this.engine.unpin(pin);
+      if (pin !== undefined) this.engine.unpin(pin);
     }
   }
 
@@ -282,8 +293,7 @@ export class KvPool {
     const { bounds, reverse, limit, values } = listArguments(options);
     const pool = this.pool;
     if (bounds.empty || pool === undefined || limit === 0) return;
-    const view = pool.index.freeze();
-    const pin = this.engine.pin();
+    const { view, pin } = this.frozen(pool);
     try {
       const now = this.engine.clock.now();
       let from = bounds;
@@ -299,8 +309,14 @@ export class KvPool {
         from = nextBounds(from, chunk[chunk.length - 1]![0], reverse);
       }
     } finally {
-      this.engine.unpin(pin);
+      if (pin !== undefined) this.engine.unpin(pin);
     }
+  }
+
+  /** The pool's index as it is now, and a pin on what it points into (none for a snapshot: it holds its own). */
+  private frozen(pool: PoolReader): { view: KeyIndex | KeyView; pin: ReturnType<Engine['pin']> | undefined } {
+    if (!(pool.index instanceof KeyIndex)) return { view: pool.index, pin: undefined };
+    return { view: pool.index.freeze(), pin: this.engine.pin() };
   }
 
   /** Live keys in a range. */
@@ -309,14 +325,23 @@ export class KvPool {
     const bounds = resolveBounds(range);
     const pool = this.pool;
     if (bounds.empty || pool === undefined) return 0;
-    this.engine.sweepExpired();
-    return pool.index.count({ start: bounds.start, end: bounds.end });
+    if (this.snapshot === undefined) {
+      this.engine.sweepExpired();
+      return pool.index.count({ start: bounds.start, end: bounds.end });
+    }
+    const now = this.engine.clock.now();
+    let n = 0;
+    pool.index.forEachIn({ start: bounds.start, end: bounds.end }, (_key, meta) => {
+      if (meta.expiresAt === 0 || meta.expiresAt > now) n++;
+    });
+    return n;
   }
 
   stats(): PoolStats {
+    this.engine.assertOpen();
     this.engine.sweepExpired();
-    const pool = this.pool;
-    if (pool === undefined) return { keys: 0, liveBytes: 0, expiredKeys: 0, expiredBytes: 0, indexBytes: 0 };
+    const pool = this.snapshot === undefined ? this.engine.pools.named(this.name) : undefined;
+    if (pool === undefined) return { keys: this.count(), liveBytes: 0, expiredKeys: 0, expiredBytes: 0, indexBytes: 0 };
     return {
       keys: pool.index.size,
       liveBytes: pool.liveBytes,
@@ -362,7 +387,7 @@ function ownedKeyOrEmpty(key: Key): Buffer {
 }
 
 /** Up to `max` live entries of the view in the bounds. */
-function liveChunk(view: KeyView, bounds: Bounds, reverse: boolean, max: number, now: number): [Buffer, KeyMeta][] {
+function liveChunk(view: KeyIndex | KeyView, bounds: Bounds, reverse: boolean, max: number, now: number): [Buffer, KeyMeta][] {
   const out: [Buffer, KeyMeta][] = [];
   if (bounds.empty) return out;
   view.forEachIn({ start: bounds.start, end: bounds.end, reverse }, (key, meta) => {
@@ -435,3 +460,7 @@ function toBigInt(n: number | bigint, what: string): bigint {
   throw new AtomioError('ERR_ARGUMENT', `${what} is an integer (a safe-integer number or a bigint), not ${describe(n)}`, {});
 }
 
+
+export function releasedSnapshot(): AtomioError {
+  return new AtomioError('ERR_CLOSED', 'the snapshot was released or deleted; take a new one with store.snapshot()', {});
+}

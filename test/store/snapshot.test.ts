@@ -1,0 +1,131 @@
+// store.snapshot(): read-only views of kv and block at one moment; the cleaner keeps what a
+// live snapshot needs; named snapshots survive reopen and a crash until deleted; released
+// and deleted snapshots give their space back and refuse reads.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { open, type Store } from '../../src/index.js';
+import { FaultMedia } from '../../src/media/fault.js';
+import { code } from '../helpers/errors.js';
+import { FaultStore } from '../helpers/store.js';
+import { withTempDir } from '../helpers/temp.js';
+
+const MiB = 1024 * 1024;
+const SMALL = { capacity: 6 * MiB, segmentSize: 64 * 1024, checkpointIntervalBytes: 512 * 1024 } as const;
+
+async function withStore(body: (store: Store) => Promise<void>): Promise<void> {
+  await withTempDir(async (dir) => {
+    const store = await open(dir, { ...SMALL, media: new FaultMedia(SMALL.capacity) });
+    try {
+      await body(store);
+    } finally {
+      await store.close();
+    }
+  });
+}
+
+const value = (slot: number, round: number): Buffer => Buffer.from(`${slot}@${round}:`.padEnd(1500, '#'));
+
+test('a snapshot reads kv and block as they were when it was taken, while writes go on', async () => {
+  await withStore(async (store) => {
+    await store.kv('p').put('a', 'A1');
+    await store.kv('p').put('b', 'B1');
+    await store.block.write(0, Buffer.alloc(512, 1));
+    const snap = await store.snapshot();
+    await store.kv('p').put('a', 'A2');
+    await store.kv('p').delete('b');
+    await store.kv('p').put('c', 'C2');
+    await store.kv('q').put('x', 'new pool');
+    await store.block.write(0, Buffer.alloc(512, 2));
+    await store.block.write(1, Buffer.alloc(512, 2));
+    assert.equal(snap.kv('p').getSync('a')?.toString(), 'A1');
+    assert.equal((await snap.kv('p').get('b'))?.toString(), 'B1');
+    assert.equal(snap.kv('p').has('c'), false);
+    assert.deepEqual([...snap.kv('p').listSync()].map((e) => `${e.key}=${e.value}`), ['a=A1', 'b=B1']);
+    assert.equal(snap.kv('p').count(), 2);
+    assert.deepEqual(snap.pools(), ['p']);
+    assert.equal((await snap.block.read(0, 1))[0], 1);
+    assert.equal(snap.block.exists(1), false);
+    assert.ok(snap.version < store.block.versionOf(1));
+    assert.equal(store.kv('p').getSync('a')?.toString(), 'A2', 'the store itself moved on');
+    await assert.rejects(snap.kv('p').put('a', 'no'), code('ERR_ARGUMENT'));
+    await assert.rejects(snap.block.write(0, Buffer.alloc(512)), code('ERR_ARGUMENT'));
+    snap.release();
+    assert.throws(() => snap.kv('p').getSync('a'), code('ERR_CLOSED'));
+    await assert.rejects(snap.block.read(0, 1), code('ERR_CLOSED'));
+  });
+});
+
+test('the cleaner keeps what a live snapshot reads, and the space returns when it is released', async () => {
+  await withStore(async (store) => {
+    const slots = 300;
+    for (let i = 0; i < slots; i++) await store.kv().put(`k${i}`, value(i, 0));
+    for (let i = 0; i < 64; i++) await store.block.write(i * 8, Buffer.alloc(4096, i));
+    const snap = await store.snapshot();
+    const freeWith = [];
+    for (let round = 1; round <= 6; round++) {
+      await Promise.all(Array.from({ length: slots }, (_, i) => store.kv().put(`k${i}`, value(i, round))));
+      await store.block.trim(0, 64 * 8);
+      freeWith.push(store.stats().freeSegments);
+    }
+    for (let i = 0; i < slots; i++) assert.ok(snap.kv().getSync(`k${i}`)!.equals(value(i, 0)), `key ${i} as the snapshot saw it`);
+    for (let i = 0; i < 64; i++) assert.equal((await snap.block.read(i * 8, 8))[4095], i);
+    for (let i = 0; i < slots; i++) assert.ok(store.kv().getSync(`k${i}`)!.equals(value(i, 6)));
+    snap.release();
+    for (let round = 7; round <= 9; round++) {
+      await Promise.all(Array.from({ length: slots }, (_, i) => store.kv().put(`k${i}`, value(i, round))));
+    }
+    await store.checkpoint();
+    assert.ok(store.stats().freeSegments > freeWith[freeWith.length - 1]!, 'segments held for the snapshot come back');
+  });
+});
+
+test('a named snapshot survives close, reopen and a crash, then goes away when deleted', async () => {
+  const fs = await FaultStore.create({ ...SMALL });
+  try {
+    let store = fs.store;
+    await store.kv('p').put('a', 'before');
+    await store.block.write(3, Buffer.alloc(512, 3));
+    const snap = await store.snapshot({ name: 'nightly' });
+    assert.equal(snap.name, 'nightly');
+    await assert.rejects(store.snapshot({ name: 'nightly' }), code('ERR_ARGUMENT'));
+    await store.kv('p').put('a', 'after');
+    await store.dropPool('p');
+    await store.block.trim(3, 1);
+    for (let round = 1; round <= 5; round++) {
+      await Promise.all(Array.from({ length: 200 }, (_, i) => store.kv('churn').put(`k${i}`, value(i, round))));
+    }
+    store = await fs.closeAndReopen();
+    assert.deepEqual(store.snapshots().map((s) => s.name), ['nightly']);
+    let reopened = store.openSnapshot('nightly');
+    assert.equal(reopened.kv('p').getSync('a')?.toString(), 'before');
+    assert.equal((await reopened.block.read(3, 1))[0], 3);
+    assert.equal(store.kv('p').has('a'), false);
+    for (let round = 6; round <= 8; round++) {
+      await Promise.all(Array.from({ length: 200 }, (_, i) => store.kv('churn').put(`k${i}`, value(i, round))));
+    }
+    store = await fs.reopen(fs.crashImage('lose-all'));
+    reopened = store.openSnapshot('nightly');
+    assert.equal((await reopened.kv('p').get('a'))?.toString(), 'before', 'after a crash');
+    await store.deleteSnapshot('nightly');
+    assert.throws(() => reopened.kv('p').getSync('a'), code('ERR_CLOSED'));
+    assert.deepEqual(store.snapshots(), []);
+    assert.throws(() => store.openSnapshot('nightly'), code('ERR_ARGUMENT'));
+    await assert.rejects(store.deleteSnapshot('nightly'), code('ERR_ARGUMENT'));
+    store = await fs.closeAndReopen();
+    assert.deepEqual(store.snapshots(), [], 'the deletion is durable');
+  } finally {
+    await fs.dispose();
+  }
+});
+
+test('an iteration over a snapshot needs no pin of its own and sees expiry as of now', async () => {
+  await withStore(async (store) => {
+    for (let i = 0; i < 50; i++) await store.kv().put(`k${String(i).padStart(2, '0')}`, `v${i}`);
+    using snap = await store.snapshot();
+    await Promise.all(Array.from({ length: 50 }, (_, i) => store.kv().delete(`k${String(i).padStart(2, '0')}`)));
+    const listed: string[] = [];
+    for await (const e of snap.kv().list({ reverse: true, limit: 3 })) listed.push(e.value.toString());
+    assert.deepEqual(listed, ['v49', 'v48', 'v47']);
+  });
+});
