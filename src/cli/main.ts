@@ -3,6 +3,7 @@
 //
 //   atomio serve [--data DIR] [--nbd HOST:PORT|off] …   the servers (what `npm start` runs)
 //   atomio volume create|list|remove …                  the NBD volumes of a store
+//   atomio snapshot create|list|delete …                named snapshots, exported as VOLUME@NAME
 //   atomio check DIR [--json]    verify a store, reading only
 //   atomio stats DIR [--json]    open a store and print its statistics
 //   atomio tour [--data DIR]     a short demonstration of the block face
@@ -18,6 +19,7 @@ import { readSmallFile } from '../media/file.js';
 import { checkCommand } from './check.js';
 import { EXIT, UsageError, writeErr, writeOut } from './output.js';
 import { serve, volumeCommand } from './serve.js';
+import { snapshotCommand } from './snapshot.js';
 import { statsCommand } from './stats.js';
 import { tourCommand } from './tour.js';
 
@@ -28,6 +30,9 @@ commands:
                         until SIGINT/SIGTERM; \`atomio serve --help\` lists every option
   volume create NAME --size SIZE [--read-only] | list | remove NAME   [--data DIR]
                         manage the store's NBD volumes (not while a server has it open)
+  snapshot create NAME | list | delete NAME   [--data DIR]
+                        durable read-only snapshots of the store; served over NBD
+                        as VOLUME@NAME (not while a server has the store open)
   check DIR [--json]    verify every checksum and cross-reference of the store in DIR,
                         reading only; exit 0 clean, 1 problems found, 3 store in use
   stats DIR [--json]    open the store in DIR and print its statistics
@@ -60,6 +65,8 @@ async function main(argv: string[]): Promise<number> {
       return serve(rest);
     case 'volume':
       return volumeCommand(rest);
+    case 'snapshot':
+      return snapshotCommand(rest);
     case 'check': {
       const args = parse(rest, { json: { type: 'boolean' } }, 'DIR');
       return args === undefined ? EXIT.ok : checkCommand(args.positional, args.values.json === true);

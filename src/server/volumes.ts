@@ -16,6 +16,9 @@
 //   stale sectors only in a free slot, which create() trims before reuse;
 // - create() and remove() run one at a time, and a volume a server has open cannot be removed.
 //
+// Every named snapshot of the store is also exported, read-only, as VOLUME@SNAPSHOT for each
+// volume in the table: the volume's slot as the snapshot saw it.
+//
 // This is the one file of the server layer that touches the filesystem (through src/media).
 
 import path from 'node:path';
@@ -50,11 +53,14 @@ export class Volume implements VolumeInfo {
   /** The lba of the volume's byte 0. */
   readonly firstLba: number;
   readonly sectorSize: number;
+  /** Set for VOLUME@SNAPSHOT: the named snapshot it reads (always read-only). */
+  readonly snapshot: string | undefined;
 
-  constructor(info: VolumeInfo, sectorSize: number) {
-    this.name = info.name;
+  constructor(info: VolumeInfo, sectorSize: number, snapshot?: string) {
+    this.name = snapshot === undefined ? info.name : `${info.name}@${snapshot}`;
     this.size = info.size;
-    this.readOnly = info.readOnly;
+    this.readOnly = info.readOnly || snapshot !== undefined;
+    this.snapshot = snapshot;
     this.slot = info.slot;
     this.sectorSize = sectorSize;
     this.firstLba = info.slot * SLOT_SECTORS;
@@ -120,9 +126,23 @@ export class Volumes {
     return [...this.byName.values()].sort((a, b) => a.slot - b.slot);
   }
 
-  /** The volume called `name`; the empty name means `default`. */
+  /** Every volume, then each as every named snapshot saw it (VOLUME@SNAPSHOT): what servers export. */
+  exports(): Volume[] {
+    const out = this.list();
+    for (const snapshot of this.store.snapshots()) {
+      for (const v of this.list()) out.push(new Volume(v.toJSON(), this.sectorSize, snapshot.name));
+    }
+    return out;
+  }
+
+  /** The volume called `name` (the empty name means `default`), or VOLUME@SNAPSHOT. */
   get(name: string): Volume | undefined {
-    return this.byName.get(name === '' ? DEFAULT_VOLUME_NAME : name);
+    const at = name.indexOf('@');
+    if (at < 0) return this.byName.get(name === '' ? DEFAULT_VOLUME_NAME : name);
+    const volume = this.byName.get(name.slice(0, at));
+    const snapshot = name.slice(at + 1);
+    if (volume === undefined || !this.store.snapshots().some((s) => s.name === snapshot)) return undefined;
+    return new Volume(volume.toJSON(), this.sectorSize, snapshot);
   }
 
   /**

@@ -447,6 +447,6 @@ function checkCacheSize(bytes: number | undefined): number {
 /** Small stores get smaller segments so that the cleaner has enough of them to choose from. */
 function defaultSegmentFor(capacity: number): number {
   let bytes = DEFAULT_SEGMENT_BYTES;
-  while (bytes > MIN_SEGMENTS * 1024 * 1024 && capacity / bytes < 64) bytes /= 2;
+  while (bytes > MIN_SEGMENT_BYTES && capacity / bytes < 64) bytes /= 2;
   return bytes;
 }

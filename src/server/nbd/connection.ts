@@ -154,7 +154,10 @@ export class Connection {
     const transmission = new Transmission({
       input: this.input,
       socket: this.socket,
-      disk: new VolumeDisk(this.ctx.store.block, result.volume),
+      disk: new VolumeDisk(
+        result.volume.snapshot === undefined ? this.ctx.store.block : this.ctx.store.openSnapshot(result.volume.snapshot).block,
+        result.volume,
+      ),
       flusher: this.ctx.flusher,
       structured: result.structured,
       baseAllocation: result.baseAllocation,

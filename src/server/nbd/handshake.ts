@@ -255,7 +255,7 @@ export class Handshake {
 
   private list(data: Buffer): void {
     if (data.length !== 0) throw new OptionError(NBD_REP_ERR_INVALID, 'NBD_OPT_LIST carries no data');
-    for (const volume of this.io.volumes.list()) {
+    for (const volume of this.io.volumes.exports()) {
       const name = Buffer.from(volume.name, 'utf8');
       const details = wireString(describeVolume(volume));
       const b = Buffer.allocUnsafe(4 + name.length + details.length);
