@@ -95,6 +95,7 @@ function describe(root: string, r: CheckReport): string {
     rows.push(['scanned', `${t.segmentsScanned} segments, ${t.records} records, ${formatBytes(t.bytesVerified)} verified`]);
     rows.push(['log', `${t.recordsAfterCheckpoint} records after the checkpoint to replay, ${t.recordsTorn} torn`]);
     rows.push(['live extents', t.liveExtents === null ? 'unknown (no readable checkpoint)' : `${t.liveExtents}`]);
+    rows.push(['live keys', t.liveKeys === null ? 'unknown (no readable checkpoint)' : `${t.liveKeys}`]);
   }
   let text = `atomio check ${root}\n${aligned(rows)}`;
   for (const n of r.notes) text += `note: ${where(n.segment, n.offset)}: ${n.message}\n`;

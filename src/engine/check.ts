@@ -54,7 +54,8 @@ import {
   type Superblock,
 } from '../log/format.js';
 import type { Media } from '../media/media.js';
-import { checkpointExtents, decodeCheckpoint, type CheckpointState, type SegmentRow } from './checkpoint.js';
+import { checkpointExtents, decodeCheckpoint, type CheckpointState, type PoolImage, type SegmentRow } from './checkpoint.js';
+import { META_FIELDS } from '../ftl/key-index.js';
 import { ADDRESS_SPACE_BYTES, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES } from './limits.js';
 
 export type ProblemKind = 'record-header' | 'chunk' | 'segment-header' | 'checkpoint' | 'superblock';
@@ -112,6 +113,8 @@ export interface CheckReport {
     bytesVerified: number;
     /** Unexpired extents of the map an open would rebuild; null when it cannot be rebuilt. */
     liveExtents: number | null;
+    /** Unexpired keys of every pool and named snapshot, as an open would map them. */
+    liveKeys: number | null;
     /** Records written after the checkpoint that recovery would replay. */
     recordsAfterCheckpoint: number;
     /** Records of a torn tail that recovery would drop. */
@@ -196,7 +199,7 @@ class Checker {
     checkpoint: null,
     problems: [],
     notes: [],
-    totals: { segmentsScanned: 0, records: 0, bytesVerified: 0, liveExtents: null, recordsAfterCheckpoint: 0, recordsTorn: 0 },
+    totals: { segmentsScanned: 0, records: 0, bytesVerified: 0, liveExtents: null, liveKeys: null, recordsAfterCheckpoint: 0, recordsTorn: 0 },
   };
   private geo!: Geometry;
   private checkpointSeq = 0;
@@ -537,6 +540,7 @@ class Checker {
       if (op.type === OpType.put) {
         const data = image.subarray(op.dataOffset, op.dataOffset + kvDataBytes(op.valueBytes));
         if (!kvDataIntact(data, plan.nonce, op.dataOffset)) found.badOps.push({ op: i, offset: op.dataOffset, bad: 1, chunks: 1 });
+        this.opIndex.set(`${plan.index}:${op.dataOffset}`, { found, op, opIndex: i });
         return;
       }
       if (op.type !== OpType.write) return;
@@ -684,7 +688,53 @@ class Checker {
     }
     if (wrong > MAX_LISTED) this.problem(-1, 0, 'checkpoint', `… and ${wrong - MAX_LISTED} more live extents without valid data`);
     this.report.totals.liveExtents = live;
+    this.judgeKeys(kept, now, segments);
     return segments;
+  }
+
+  /**
+   * Rebuilds every pool's keys as an open would (and the named snapshots' from the
+   * checkpoint) and checks that each live key points at the intact value of a put of that
+   * key and version. Adds the segments they point into to `segments`.
+   */
+  private judgeKeys(kept: Found[], now: number, segments: Set<number>): void {
+    const pools = new Map<number, { name: string; keys: Map<string, KeyAt> }>();
+    const views: { what: string; keys: Map<string, KeyAt> }[] = [];
+    for (const image of this.state?.pools ?? []) pools.set(image.id, { name: image.name, keys: keysOfImage(image) });
+    for (const snapshot of this.state?.snapshots ?? []) {
+      for (const image of snapshot.pools) views.push({ what: `pool '${image.name}' of snapshot '${snapshot.name}'`, keys: keysOfImage(image) });
+      for (let i = 0; i < snapshot.extentsRaw.length / 6; i++) segments.add(ExtentMap.unpackRaw(snapshot.extentsRaw, i).segment);
+    }
+    for (const f of kept) replayKeys(pools, f);
+    for (const [, pool] of pools) views.push({ what: `pool '${pool.name}'`, keys: pool.keys });
+    let live = 0;
+    let wrong = 0;
+    for (const { what, keys } of views) {
+      for (const [id, k] of keys) {
+        if (k.expiresAt !== 0 && k.expiresAt <= now) continue;
+        live++;
+        segments.add(k.segment);
+        const why = this.keyTrouble(id, k);
+        if (why !== undefined && wrong++ < MAX_LISTED) {
+          this.problem(k.segment, k.dataOffset, 'checkpoint', `a key of ${what} (version ${k.version}) points at segment ${k.segment} offset ${k.dataOffset}, ${why}; reads of it fail`);
+        }
+      }
+    }
+    if (wrong > MAX_LISTED) this.problem(-1, 0, 'checkpoint', `… and ${wrong - MAX_LISTED} more live keys without a valid value`);
+    this.report.totals.liveKeys = live;
+  }
+
+  /** Why a live key's value cannot be read back, or undefined when it can. */
+  private keyTrouble(id: string, k: KeyAt): string | undefined {
+    const entry = this.opIndex.get(`${k.segment}:${k.dataOffset}`);
+    if (entry === undefined || entry.op.type !== OpType.put) return 'where no valid put\'s value begins';
+    const { found, op } = entry;
+    const version = found.record.kind === RecordKind.commit ? found.record.seq : op.version;
+    if (op.key.toString('latin1') !== id || op.valueBytes !== k.valueBytes) return 'but the put there is of another key or size';
+    if (version !== k.version) return `but the put there has version ${version}`;
+    const bad = found.badOps.find((b) => b.op === entry.opIndex);
+    if (bad !== undefined) bad.live = 'a live key';
+    return undefined;
   }
 
   /**
@@ -746,7 +796,10 @@ class Checker {
 
 function chunkMessage(f: Found, b: BadOp): string {
   const op = f.record.ops[b.op]!;
-  if (op.type === OpType.put) return `record seq ${f.record.seq}: the value of a put to pool ${op.pool} fails its checksum`;
+  if (op.type === OpType.put) {
+    const live = b.live === undefined ? '' : '; it is a live key\'s value: reads of it fail with ERR_CORRUPT';
+    return `record seq ${f.record.seq}: the value of a put to pool ${op.pool} fails its checksum${live}`;
+  }
   const live = b.live === undefined ? '' : `; it holds live data (lba ${b.live}): reads of it fail with ERR_CORRUPT`;
   return `record seq ${f.record.seq}: a data chunk fails its checksum (${b.bad} of ${b.chunks} chunks of its write to lba ${range(op.lba, op.count)})${live}`;
 }
@@ -781,6 +834,61 @@ function verifyOpChunks(
     p += CHUNK_CRC_BYTES + n;
   }
   return bad === 0 ? undefined : { offset: first, bad, chunks };
+}
+
+/** A key as an open would map it. */
+interface KeyAt {
+  version: number;
+  expiresAt: number;
+  segment: number;
+  dataOffset: number;
+  valueBytes: number;
+}
+
+function keysOfImage(image: PoolImage): Map<string, KeyAt> {
+  const keys = new Map<string, KeyAt>();
+  let from = 0;
+  for (let i = 0; i < image.ends.length; i++) {
+    const m = i * META_FIELDS;
+    const location = image.meta[m + 2]!;
+    keys.set(Buffer.from(image.keys.subarray(from, image.ends[i])).toString('latin1'), {
+      version: image.meta[m]!,
+      expiresAt: image.meta[m + 1]!,
+      segment: Math.floor(location / 2 ** 32),
+      dataOffset: location % 2 ** 32,
+      valueBytes: image.meta[m + 3]!,
+    });
+    from = image.ends[i]!;
+  }
+  return keys;
+}
+
+/** Applies a kept record's kv ops the way recovery's replay does (src/ftl/pools.ts). */
+function replayKeys(pools: Map<number, { name: string; keys: Map<string, KeyAt> }>, f: Found): void {
+  const r = f.record;
+  for (const op of r.ops) {
+    if (!isKvOpType(op.type)) continue;
+    const id = op.key.toString('latin1');
+    if (op.type === OpType.poolCreate) {
+      if (!pools.has(op.pool)) pools.set(op.pool, { name: op.key.toString('utf8'), keys: new Map() });
+      continue;
+    }
+    const pool = pools.get(op.pool);
+    if (pool === undefined) continue;
+    if (op.type === OpType.poolDrop) {
+      pools.delete(op.pool);
+    } else if (op.type === OpType.delete) {
+      pool.keys.delete(id);
+    } else if (op.type === OpType.touch) {
+      const k = pool.keys.get(id);
+      if (k !== undefined) k.expiresAt = op.expiresAt;
+    } else if (r.kind === RecordKind.commit) {
+      pool.keys.set(id, { version: r.seq, expiresAt: op.expiresAt, segment: f.segment, dataOffset: op.dataOffset, valueBytes: op.valueBytes });
+    } else {
+      const k = pool.keys.get(id);
+      if (k !== undefined && k.version === op.version) pool.keys.set(id, { ...k, segment: f.segment, dataOffset: op.dataOffset });
+    }
+  }
 }
 
 /** Applies a kept record to the map the way recovery's replay does. */

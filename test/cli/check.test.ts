@@ -354,3 +354,30 @@ test(
     }
   },
 );
+
+test('check maps the keys of every pool and named snapshot and finds a flipped bit in a live value', async () => {
+  await withTempDir(async (dir) => {
+    const media = new FaultMedia(CAPACITY);
+    const store = await open(dir, { capacity: CAPACITY, segmentSize: SEGMENT, media, checkpointIntervalBytes: 256 << 10 });
+    for (let i = 0; i < 200; i++) await store.kv('a').put(`k${i}`, `value ${i}`.padEnd(700, '.'));
+    await store.snapshot({ name: 'snap' });
+    for (let round = 0; round < 3; round++) {
+      await Promise.all(Array.from({ length: 100 }, (_, i) => store.kv('a').put(`k${i}`, `round ${round}`.padEnd(700, '-'))));
+    }
+    await store.kv('b').put('marker', 'KVMARKER'.repeat(8), { ttl: 3_600_000 });
+    await store.kv('b').delete('nothing');
+    await store.close();
+    const clean = await checkStore(media.crash('keep-all'));
+    assert.deepEqual(clean.problems, [], 'a healthy store with keys and a snapshot checks clean');
+    assert.equal(clean.totals.liveKeys, 200 + 200 + 1, 'pool a, the snapshot\'s copy of it, and the marker');
+
+    const image = media.snapshotImage();
+    const at = Buffer.from(image).indexOf('KVMARKERKVMARKER');
+    assert.ok(at > 0, 'the marker value is in the image');
+    const damaged = FaultMedia.from(image);
+    damaged.flipBit(at + 5, 2);
+    const report = await checkStore(damaged);
+    assert.equal(report.problems.length, 1, kinds(report));
+    assert.match(report.problems[0]!.message, /value of a put .*fails its checksum.*live/);
+  });
+});
