@@ -14,6 +14,10 @@ const benchmarks: Record<string, Benchmark> = {
     describe: 'block face vs plain fs (pwrite + fdatasync): durable random/sequential writes, reads, open time, write amplification',
     run: async (args) => (await import('./block.js')).main(args),
   },
+  kv: {
+    describe: 'kv face vs lmdb-js, classic-level and better-sqlite3, all durable: puts at 1 and 64 in flight, batches, load, gets, scans, open, memory (ATOMIO_BENCH_KEYS=N)',
+    run: async (args) => (await import('./kv.js')).main(args),
+  },
   nbd: {
     describe: 'NBD server vs qemu-nbd and nbdkit (file plugin), driven by fio: random 4 KiB and sequential 1 MiB',
     run: async (args) => (await import('./nbd.js')).runNbdBench(args),
