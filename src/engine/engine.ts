@@ -415,12 +415,28 @@ export class Engine {
   // kv reads
 
   /** A key's live (unexpired) entry as of the applied state. */
-  liveEntry(pool: PoolReader | undefined, key: Uint8Array, now = this.clock.now()): KeyMeta | undefined {
+  liveEntry(pool: PoolReader | undefined, key: Uint8Array, now?: number): KeyMeta | undefined {
     if (pool === undefined) return undefined;
     const meta = pool.index.get(key);
-    if (meta === undefined || (meta.expiresAt !== 0 && meta.expiresAt <= now)) return undefined;
+    if (meta === undefined || (meta.expiresAt !== 0 && meta.expiresAt <= (now ?? this.clock.now()))) return undefined;
     return meta;
   }
+
+  /**
+   * The live value of a key, or undefined, without a promise and without allocating
+   * anything but the returned copy when the value is cached: getSync's path.
+   */
+  liveValueSync(pool: PoolReader | undefined, key: Uint8Array): Buffer | undefined {
+    if (pool === undefined) return undefined;
+    const meta = this.scratchMeta;
+    if (!pool.index.getInto(key, meta)) return undefined;
+    if (meta.expiresAt !== 0 && meta.expiresAt <= this.clock.now()) return undefined;
+    const cached = this.pools.cache.get(meta.cacheAt, meta.valueBytes);
+    if (cached !== undefined) return cached;
+    return this.readValueSync(pool, key, { ...meta });
+  }
+
+  private readonly scratchMeta: KeyMeta = { version: 0, expiresAt: 0, location: 0, valueBytes: 0, cacheAt: -1 };
 
   /** An entry's value: a copy from the cache, or read from the log and checked. */
   async readValue(pool: PoolReader, key: Uint8Array, meta: KeyMeta): Promise<Buffer> {

@@ -66,7 +66,11 @@ export class ValueCache {
     const slab = this.slabs[Math.floor(at / SLAB_BYTES) % this.slabCount]!;
     const from = at % SLAB_BYTES;
     const out = Buffer.allocUnsafe(length);
-    slab.copy(out, 0, from, from + length);
+    if (length <= 256) {
+      for (let i = 0; i < length; i++) out[i] = slab[from + i]!; // cheaper than a native copy
+    } else {
+      slab.copy(out, 0, from, from + length);
+    }
     return out;
   }
 

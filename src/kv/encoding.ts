@@ -12,12 +12,22 @@ export type Value = string | Uint8Array;
 
 /** A key's bytes for a lookup: may be a view of a scratch buffer, valid until the next call. */
 const scratch = Buffer.allocUnsafe(MAX_KEY_BYTES * 3 + 4);
+const EMPTY = Buffer.alloc(0);
 
 export function lookupKey(key: Key): Buffer {
   if (typeof key === 'string') {
-    if (key.length > MAX_KEY_BYTES) return checkKeyLength(Buffer.from(key, 'utf8'));
-    const n = scratch.write(key, 0, 'utf8');
-    return checkKeyLength(scratch.subarray(0, n));
+    const length = key.length;
+    if (length > MAX_KEY_BYTES) return checkKeyLength(Buffer.from(key, 'utf8'));
+    // ASCII by hand (the common key, and cheaper than a native call); anything else as UTF-8.
+    let i = 0;
+    for (; i < length; i++) {
+      const c = key.charCodeAt(i);
+      if (c >= 0x80) break;
+      scratch[i] = c;
+    }
+    const n = i === length ? length : scratch.write(key, 0, 'utf8');
+    if (n === 0) return checkKeyLength(EMPTY);
+    return scratch.subarray(0, n);
   }
   if (key instanceof Uint8Array) {
     return checkKeyLength(Buffer.isBuffer(key) ? key : Buffer.from(key.buffer, key.byteOffset, key.length));

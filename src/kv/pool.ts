@@ -132,11 +132,7 @@ export class KvPool {
   /** get() without a promise: hot values come from memory; others are read with a blocking call. */
   getSync(key: Key): Buffer | undefined {
     this.engine.assertOpen();
-    const k = lookupKey(key);
-    const pool = this.pool;
-    const meta = this.engine.liveEntry(pool, k);
-    if (meta === undefined) return undefined;
-    return this.engine.readValueSync(pool!, k, meta);
+    return this.engine.liveValueSync(this.pool, lookupKey(key));
   }
 
   /** The key with its value, version and expiry, or undefined. */
