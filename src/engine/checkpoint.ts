@@ -296,7 +296,8 @@ function decodePoolList(buf: Buffer, at: number, count: number): { pools: PoolIm
     if (p + pad8(nameBytes) + pad8(n * 4) + pad8(keyBytes) + n * META_FIELDS * 8 > buf.length) return undefined;
     image.name = buf.toString('utf8', p, p + nameBytes);
     p += pad8(nameBytes);
-    for (let k = 0; k < n; k++) image.ends[k] = buf.readUInt32LE(p + k * 4);
+    if (LITTLE_ENDIAN && (buf.byteOffset + p) % 4 === 0) image.ends.set(new Uint32Array(buf.buffer, buf.byteOffset + p, n));
+    else for (let k = 0; k < n; k++) image.ends[k] = buf.readUInt32LE(p + k * 4);
     p += pad8(n * 4);
     image.keys = buf.subarray(p, p + keyBytes);
     p += pad8(keyBytes);

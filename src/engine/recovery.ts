@@ -140,7 +140,8 @@ export async function recover(engine: Engine): Promise<void> {
 
 async function loadCheckpoint(engine: Engine): Promise<CheckpointState> {
   const sb = engine.superblock;
-  const parts: Buffer[] = [];
+  // The parts are read straight into one buffer of the length the superblock gives.
+  const payload = Buffer.alloc(sb.checkpoint.payloadBytes);
   const chain: number[] = [];
   let total = 0;
   let index = sb.checkpoint.firstSegment;
@@ -155,17 +156,17 @@ async function loadCheckpoint(engine: Engine): Promise<CheckpointState> {
       throw corruptCheckpoint(index, 'a checkpoint segment header is damaged');
     }
     if (h.payloadBytes > engine.segmentPayloadBytes) throw corruptCheckpoint(index, 'a checkpoint part is too long');
-    const part = Buffer.alloc(h.payloadBytes);
+    if (total + h.payloadBytes > payload.length) throw corruptCheckpoint(sb.checkpoint.firstSegment, 'the checkpoint is longer than the superblock says');
+    const part = payload.subarray(total, total + h.payloadBytes);
     await engine.media.read(part, engine.segmentOffset(index) + engine.alignment);
     if (checksum(part, 0) !== h.payloadCrc) throw corruptCheckpoint(index, 'a checkpoint part fails its checksum');
-    parts.push(part);
     chain.push(index);
     total += part.length;
     engine.segments.at(index).eraseCount = h.eraseCount;
     index = h.nextSegment;
   }
   if (total !== sb.checkpoint.payloadBytes) throw corruptCheckpoint(sb.checkpoint.firstSegment, 'the checkpoint is truncated');
-  const state = decodeCheckpoint(Buffer.concat(parts, total));
+  const state = decodeCheckpoint(payload);
   if (state === undefined || state.seq !== sb.checkpoint.seq || state.segments.length !== engine.segments.count) {
     throw corruptCheckpoint(sb.checkpoint.firstSegment, 'the checkpoint payload is malformed');
   }
