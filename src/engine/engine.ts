@@ -732,7 +732,9 @@ export class Engine {
       } else if (op.type === 'touch') {
         const state = this.keyState(op.pool, op.key, layers, now);
         const expiresAt = op.ttlMs > 0 ? now + op.ttlMs : 0;
-        p.expiries[i] = expiresAt;
+        // A touch of an absent (or expired) key changes nothing and is not logged: replay
+        // does not sweep, and would give an expired key a new life.
+        p.expiries[i] = state.present ? expiresAt : -1;
         if (state.present) staged.keys.set(batchKey(op.pool, op.key), { ...state, expiresAt });
       } else if (op.type === 'dropPool') {
         const pool = this.pools.named(op.pool);
@@ -913,6 +915,7 @@ export class Engine {
           const pool = existingPoolId(op.pool, batchPools, this.pools);
           if (pool === undefined) break; // nothing to delete or touch in a pool that does not exist
           const expiresAt = op.type === 'touch' ? p.expiries[i]! : 0;
+          if (expiresAt < 0) break; // a touch of an absent key
           ops.push({ type: op.type === 'touch' ? OpType.touch : OpType.delete, pool, key: op.key, version: 0, expiresAt });
           break;
         }

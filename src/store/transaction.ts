@@ -57,7 +57,9 @@ export class Transaction {
     const k = ownedKey(key);
     const own = this.writes.get(writeKey(name, k));
     if (own !== undefined) {
-      return own.write.value === undefined ? undefined : { key: k, value: Buffer.from(own.write.value), version: 0, expiresAt: 0 };
+      if (own.write.value === undefined) return undefined;
+      const expiresAt = own.write.ttlMs > 0 ? this.engine.clock.now() + own.write.ttlMs : 0;
+      return { key: k, value: Buffer.from(own.write.value), version: 0, expiresAt };
     }
     const p = this.engine.pools.named(name);
     const meta = this.engine.liveEntry(p, k);
@@ -148,7 +150,16 @@ export class Transaction {
     const current = await this.getEntry(pool, key);
     const counter = counterUpdate(delta, options.initial);
     const next = counter.apply(current?.value);
-    const ttl = current === undefined ? options.ttl : current.expiresAt === 0 ? undefined : Math.max(1, current.expiresAt - this.engine.clock.now());
+    // An existing counter keeps its TTL (one this transaction gave it, too); a new one takes options.ttl.
+    const own = this.writes.get(writeKey(checkPoolName(pool), ownedKey(key)));
+    const ttl =
+      current === undefined
+        ? options.ttl
+        : own !== undefined
+          ? own.write.ttlMs || undefined
+          : current.expiresAt === 0
+            ? undefined
+            : Math.max(1, current.expiresAt - this.engine.clock.now());
     this.put(pool, key, next, { ttl });
     return counter.result();
   }
