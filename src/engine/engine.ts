@@ -641,15 +641,15 @@ export class Engine {
     const start = live;
     const now = this.clock.now();
     for (const p of batch) {
-      let failed = this.failedCondition(p.conditions, overlay, batchKeys, now);
+      let failed: Error | undefined = this.failedCondition(p.conditions, overlay, batchKeys, now);
       let staged: BatchKeys | undefined;
       let kvGrowth = 0;
       if (failed === undefined) {
         try {
           ({ staged, growth: kvGrowth } = this.stageKv(p, batchKeys, now));
         } catch (error) {
-          if (!(error instanceof AtomioError)) throw error;
-          failed = error;
+          // A value function (incr, update) refused, or failed: that commit alone fails.
+          failed = error instanceof Error ? error : new AtomioError('ERR_ARGUMENT', `an update function threw ${String(error)}`, {});
         }
       }
       if (failed !== undefined || staged === undefined) {

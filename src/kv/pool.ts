@@ -227,6 +227,28 @@ export class KvPool {
     return { value: counter.result(), version };
   }
 
+  /**
+   * Replaces a key's value with what `fn` makes of the current one (undefined when absent),
+   * atomically: `fn` runs inside the commit, after every earlier commit, so no other write
+   * can come between its read and its write, and there is no retry. `fn` must be quick and
+   * pure; it may throw an AtomioError to refuse (nothing is written). The key keeps its TTL
+   * unless `ttl` is given; a key it creates takes `ttl`. Resolves with the version.
+   * @example await kv.update('log', (cur) => Buffer.concat([cur ?? Buffer.alloc(0), line]));
+   */
+  update(key: Key, fn: (current: Buffer | undefined) => Value, options: { ttl?: number } = {}): Promise<number> {
+    try {
+      this.writable();
+      const k = ownedKey(key);
+      if (typeof fn !== 'function') throw new AtomioError('ERR_ARGUMENT', `update takes a function (current) => value, not ${describe(fn)}`, {});
+      const ttlMs = checkTtl(options.ttl);
+      const limit = this.maxValueBytes;
+      const value = (current: Buffer | undefined): Buffer => ownedValue(fn(current), limit);
+      return this.engine.commit([{ type: 'put', pool: this.name, key: k, value, ttlMs, keepTtl: options.ttl === undefined }], [], 0);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
   /** Gives a present key a new TTL (0: never expires); ERR_CONDITION when the key is absent. */
   touch(key: Key, ttl: number): Promise<number> {
     try {

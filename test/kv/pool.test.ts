@@ -426,3 +426,34 @@ test('a closed store refuses kv calls with ERR_CLOSED', async () => {
     await assert.rejects(kv.get('k'), code('ERR_CLOSED'));
   });
 });
+
+test('update replaces a value with what a function makes of it, atomically, and a throwing function writes nothing', async () => {
+  const clock = new ManualClock(0);
+  await withStore(
+    async (store) => {
+      const kv = store.kv();
+      const appends = await Promise.all(
+        Array.from({ length: 20 }, (_, i) => kv.update('log', (cur) => Buffer.concat([cur ?? Buffer.alloc(0), Buffer.from(`${i},`)]))),
+      );
+      assert.equal(new Set(appends).size, 20, 'each update is its own commit');
+      const parts = kv.getSync('log')!.toString().split(',').filter(Boolean).map(Number).sort((a, b) => a - b);
+      assert.deepEqual(parts, Array.from({ length: 20 }, (_, i) => i), 'no update lost another');
+      await kv.put('t', 'x', { ttl: 500 });
+      await kv.update('t', (cur) => `${cur}y`);
+      assert.equal((await kv.getEntry('t'))?.expiresAt, 500, 'the key keeps its TTL');
+      await kv.update('t', (cur) => `${cur}z`, { ttl: 900 });
+      assert.equal((await kv.getEntry('t'))?.expiresAt, 900);
+      await assert.rejects(
+        kv.update('t', () => {
+          throw new Error('nope');
+        }),
+        /nope/,
+      );
+      await assert.rejects(kv.update('t', () => 42 as unknown as string), code('ERR_ARGUMENT'));
+      assert.equal(kv.getSync('t')?.toString(), 'xyz', 'a refused update writes nothing');
+      await kv.put('after', 'fine');
+      assert.equal(kv.getSync('after')?.toString(), 'fine', 'the store goes on after a throwing update');
+    },
+    { clock },
+  );
+});
