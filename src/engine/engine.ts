@@ -237,6 +237,8 @@ export class Engine {
 
   private readonly checkpointIntervalBytes: number;
   private bytesSinceCheckpoint = 0;
+  /** Payload bytes of the last checkpoint written. */
+  private lastCheckpointBytes = 0;
   private queue: Pending[] = [];
   private jobs: Job[] = [];
   private running = false;
@@ -1280,7 +1282,9 @@ export class Engine {
   /** Background work between batches: checkpoints when due, cleaning when space runs low. */
   private async maintain(): Promise<void> {
     this.prefillAhead();
-    if (this.bytesSinceCheckpoint >= this.checkpointIntervalBytes) await this.checkpoint();
+    // A checkpoint copies every map whole: with many keys it is large, so the log between two
+    // is kept at least twice its size, or checkpoints would double what the store writes.
+    if (this.bytesSinceCheckpoint >= Math.max(this.checkpointIntervalBytes, 2 * this.lastCheckpointBytes)) await this.checkpoint();
     this.reclaimEmpty();
     const lowWater = this.reserveSegments() + Math.max(2, Math.ceil(this.segments.count * CLEAN_BELOW_FREE_FRACTION));
     if (this.segments.freeCount() < lowWater && this.queue.length === 0) await this.cleanOne();
@@ -1628,6 +1632,7 @@ export class Engine {
     this.checkpointChain = chain.map((s) => s.index);
     this.checkpointSeq = seq;
     this.bytesSinceCheckpoint = 0;
+    this.lastCheckpointBytes = payload.length;
     this.counters.checkpoints++;
     this.reclaimEmpty();
   }
