@@ -1,14 +1,27 @@
 // The kv face's index: every live key of a pool, in byte order, with its fixed metadata.
 //
 // Two levels: an array of leaves found by binary search over each leaf's first key, and
-// inside a leaf up to LEAF_CAPACITY entries. Beside the leaves, `heads` holds a number per
-// leaf made from the first HEAD_BYTES bytes of its first key, in the same order as the keys:
-// most steps of the search read only that one contiguous array instead of chasing a leaf
-// and its views through memory, which is what a lookup among a million keys waits on. A leaf keeps everything in one ArrayBuffer seen
-// through three views: its metadata (META_FIELDS float64 an entry), the end offsets of its
-// keys and the key bytes packed back to back. A million keys are then about 18 thousand
+// inside a leaf up to LEAF_CAPACITY entries. A leaf keeps everything in one ArrayBuffer seen
+// through three views: the metadata (META_FIELDS float64 an entry), the end offsets of its
+// keys, and the key bytes packed back to back. A million keys are then some 20 thousand
 // leaves and no object per key, so the garbage collector has almost nothing to trace and a
 // checkpoint loads by copying. Objects are made only for what a caller asks to see.
+//
+// Among a million keys a lookup waits on memory, not on comparisons, so the search reads as
+// few scattered cache lines as it can: beside the leaves, `heads` holds a number per leaf
+// made from HEAD_BYTES bytes of its first key, in key order, and most steps of the leaf
+// search read only that one contiguous array. The bytes are taken after `headSkip`, a prefix
+// every leaf's first key shares ("user:" in a pool of user keys), so that heads still tell
+// leaves apart when all keys start alike. Inside the leaf, every line of the ends and keys
+// is read up front with loads that do not depend on each other (touchLeaf).
+//
+// Memory is mostly the 44 bytes of metadata and end an entry, so a leaf's buffer has little
+// slack: it grows ENTRY_STEP entries at a time, with key room for them at the leaf's average
+// key length (a quarter more when keys alone overflow), and shrinks after deletes. A full
+// leaf shares entries with a neighbour under FILL_ENTRIES, or splits; when keys arrive in
+// order (at either end of a leaf) the split keeps 7/8 of the entries on the side they leave
+// behind. A leaf under a quarter full merges with its smaller neighbour when the two fit in
+// FILL_ENTRIES.
 //
 // freeze() is copy-on-write: the index has an epoch and each leaf the epoch it was made in.
 // A view keeps the leaves array as it was; the index never changes a leaf of an older epoch
@@ -18,7 +31,8 @@
 // - keys are 1..MAX_KEY_BYTES bytes, unique, and sorted by unsigned bytes (a prefix first)
 //   within each leaf and along the leaves array; leaves do not overlap;
 // - no leaf is empty and none holds more than LEAF_CAPACITY entries;
-// - heads[l] is headOf(the first key of leaf l) for every leaf l;
+// - the first keys of all leaves share their first headSkip bytes, and heads[l] is
+//   headOf(the first key of leaf l, from byte headSkip) for every leaf l;
 // - key i of a leaf spans keys[ends[i - 1] (or 0), ends[i]); `n` entries are in use and the
 //   views may be longer (room to grow without reallocating);
 // - a leaf whose epoch is older than the index's may be shared with a view: it is never
@@ -59,8 +73,12 @@ export const LEAF_CAPACITY = 64;
 const ENTRY_STEP = 8;
 /** Bulk loads fill leaves this full; a split at either end of a leaf keeps this many on the far side. */
 const FILL_ENTRIES = (LEAF_CAPACITY * 7) / 8;
-/** A full leaf hands entries to a neighbour holding fewer than this instead of splitting. */
-const SHARE_BELOW = (LEAF_CAPACITY * 3) / 4;
+/**
+ * A full leaf shares its entries with a neighbour holding fewer than this instead of
+ * splitting: random inserts then leave leaves fuller (about 52 entries rather than 45), and
+ * fewer leaves cost less memory.
+ */
+const SHARE_BELOW = FILL_ENTRIES;
 /** A leaf under this merges into a neighbour... */
 const MERGE_BELOW = LEAF_CAPACITY / 4;
 /** ...when the two together hold at most this many, so the next inserts do not split it again. */
@@ -100,9 +118,9 @@ function roundUp(value: number, step: number): number {
   return Math.ceil(value / step) * step;
 }
 
-/** Entry capacity for a leaf about to hold `n` entries, with room for at least one more. */
+/** Entry capacity for `n` entries: the next whole step. */
 function entryCapFor(n: number): number {
-  return Math.min(LEAF_CAPACITY, roundUp(n + 1, ENTRY_STEP));
+  return Math.min(LEAF_CAPACITY, roundUp(n, ENTRY_STEP));
 }
 
 /** Key room for `entryCap` entries at the average length of `n` keys of `used` bytes. */
@@ -171,11 +189,24 @@ function compareRanges(a: Uint8Array, aStart: number, aEnd: number, b: Uint8Arra
 // -----------------------------------------------------------------------------------------
 // Search, shared by the index and its views. Nothing here allocates.
 
-/** The last leaf whose first key is <= `key`, or 0 when `key` sorts before every leaf. */
-function findLeaf(leaves: readonly Leaf[], heads: Float64Array, key: Uint8Array): number {
-  const head = headOf(key, 0, key.length);
+/**
+ * The last leaf whose first key is <= `key`, or 0 when `key` sorts before every leaf.
+ * `heads` are the leaves' heads taken after `skip` bytes, which all first keys share.
+ */
+function findLeaf(leaves: readonly Leaf[], heads: Float64Array, skip: number, key: Uint8Array): number {
+  const last = leaves.length - 1;
+  if (last <= 0) return 0;
+  // A key that differs within the shared prefix sorts before or after every first key.
+  const shared = leaves[0]!.keys;
+  const n = key.length < skip ? key.length : skip;
+  for (let i = 0; i < n; i++) {
+    const d = key[i]! - shared[i]!;
+    if (d !== 0) return d < 0 ? 0 : last;
+  }
+  if (key.length < skip) return 0;
+  const head = headOf(key, skip, key.length);
   let lo = 0;
-  let hi = leaves.length - 1;
+  let hi = last;
   while (lo < hi) {
     const mid = (lo + hi + 1) >> 1;
     const other = heads[mid]!;
@@ -192,14 +223,45 @@ function findLeaf(leaves: readonly Leaf[], heads: Float64Array, key: Uint8Array)
   return lo;
 }
 
-function leafHead(leaf: Leaf): number {
-  return headOf(leaf.keys, 0, leaf.ends[0]!);
+function leafHead(leaf: Leaf, skip: number): number {
+  return headOf(leaf.keys, skip, leaf.ends[0]!);
+}
+
+/** Bytes that the first keys of leaves `a` and `b` share. */
+function sharedPrefix(a: Leaf, b: Leaf): number {
+  const aEnd = a.ends[0]!;
+  const n = Math.min(aEnd, b.ends[0]!);
+  let i = 0;
+  while (i < n && a.keys[i] === b.keys[i]) i++;
+  return i;
+}
+
+/** Where touchLeaf() puts what it read, so that the reads are not optimized away (never read). */
+let _touched = 0;
+
+/** Key bytes up to which touchLeaf() reads every line; past it, only the lines searched. */
+const TOUCH_KEY_BYTES = 2048;
+
+/**
+ * Reads one byte or number in every cache line of the leaf's ends and (short) keys. The reads
+ * do not depend on each other, so the CPU overlaps their misses; the binary search that
+ * follows, whose every step depends on the one before, then runs in cache.
+ */
+function touchLeaf(leaf: Leaf): void {
+  const keys = leaf.keys;
+  const ends = leaf.ends;
+  const used = leaf.n === 0 ? 0 : ends[leaf.n - 1]!;
+  let sum = 0;
+  for (let i = 0; i < leaf.n; i += 16) sum += ends[i]!;
+  if (used <= TOUCH_KEY_BYTES) for (let i = 0; i < used; i += 64) sum += keys[i]!;
+  _touched = sum;
 }
 
 /** The entry holding `key`, or -(p + 1) where p is the position it would take. */
 function searchLeaf(leaf: Leaf, key: Uint8Array): number {
   const keys = leaf.keys;
   const ends = leaf.ends;
+  touchLeaf(leaf);
   let lo = 0;
   let hi = leaf.n;
   while (lo < hi) {
@@ -274,19 +336,54 @@ function spanBytes(leaf: Leaf, from: number, to: number): number {
   return from >= to ? 0 : leaf.ends[to - 1]! - keyStart(leaf, from);
 }
 
-/** A new leaf with entries [from, to) of the sequence `a` then `b`, with room for one more. */
-function gather(epoch: number, a: Leaf, b: Leaf | undefined, from: number, to: number): Leaf {
+/**
+ * A new leaf with entries [from, to) of the sequence `a` then `b`, with room for `extra`
+ * more (the leaf about to take a key gets one; the others none, as ordered inserts would
+ * never use it).
+ */
+function gather(epoch: number, a: Leaf, b: Leaf | undefined, from: number, to: number, extra: number): Leaf {
   const count = to - from;
   assert(count > 0 && to <= a.n + (b?.n ?? 0), 'gather takes a non-empty span of its sources');
   const aTo = Math.min(to, a.n);
   const bFrom = Math.max(0, from - a.n);
   const bTo = to - a.n;
   const bytes = spanBytes(a, from, aTo) + (b !== undefined ? spanBytes(b, bFrom, bTo) : 0);
-  const entryCap = entryCapFor(count);
+  const entryCap = entryCapFor(count + extra);
   const leaf = makeLeaf(epoch, entryCap, keyCapFor(bytes, count, entryCap));
   appendEntries(leaf, a, from, aTo);
   if (b !== undefined) appendEntries(leaf, b, bFrom, bTo);
   assert(leaf.n === count, 'gather copied the whole span');
+  return leaf;
+}
+
+/**
+ * The first raw key that is not 1..MAX_KEY_BYTES bytes or does not sort after the one
+ * before, or -1. (Small functions of their own, these loops are optimized early: a
+ * checkpoint load is a cold start.)
+ */
+function firstBadRawKey(keys: Uint8Array, ends: Uint32Array): number {
+  let start = 0;
+  let previous = 0;
+  for (let i = 0; i < ends.length; i++) {
+    const end = ends[i]!;
+    if (end - start < 1 || end - start > MAX_KEY_BYTES) return i;
+    if (i > 0 && compareRanges(keys, previous, start, keys, start, end) >= 0) return i;
+    previous = start;
+    start = end;
+  }
+  return -1;
+}
+
+/** A leaf holding raw entries [from, to), exactly sized. */
+function leafOfRaw(epoch: number, keys: Uint8Array, ends: Uint32Array, meta: Float64Array, from: number, to: number): Leaf {
+  const base = from === 0 ? 0 : ends[from - 1]!;
+  const bytes = ends[to - 1]! - base;
+  const leaf = makeLeaf(epoch, to - from, roundUp(bytes, 8));
+  const leafEnds = leaf.ends;
+  for (let i = from; i < to; i++) leafEnds[i - from] = ends[i]! - base;
+  leaf.keys.set(keys.subarray(base, base + bytes));
+  leaf.meta.set(meta.subarray(from * META_FIELDS, to * META_FIELDS));
+  leaf.n = to - from;
   return leaf;
 }
 
@@ -295,16 +392,19 @@ function gather(epoch: number, a: Leaf, b: Leaf | undefined, from: number, to: n
 /** The read side, shared by the live index and its frozen views. */
 abstract class KeyReader {
   protected leaves: Leaf[];
-  /** heads[l] = leafHead(leaves[l]); longer than `leaves` (room to grow). */
+  /** heads[l] = leafHead(leaves[l], headSkip); longer than `leaves` (room to grow). */
   protected heads: Float64Array;
+  /** Bytes every leaf's first key shares, which heads leave out. */
+  protected headSkip: number;
   protected entries: number;
   protected keyByteCount: number;
   /** Bumped by every insert, delete and clear: a visit must not see the structure change. */
   protected reshapes = 0;
 
-  protected constructor(leaves: Leaf[], heads: Float64Array, entries: number, keyByteCount: number) {
+  protected constructor(leaves: Leaf[], heads: Float64Array, headSkip: number, entries: number, keyByteCount: number) {
     this.leaves = leaves;
     this.heads = heads;
+    this.headSkip = headSkip;
     this.entries = entries;
     this.keyByteCount = keyByteCount;
   }
@@ -323,7 +423,7 @@ abstract class KeyReader {
   get(key: Uint8Array): KeyMeta | undefined {
     const leaves = this.leaves;
     if (leaves.length === 0) return undefined;
-    const leaf = leaves[findLeaf(leaves, this.heads, key)]!;
+    const leaf = leaves[findLeaf(leaves, this.heads, this.headSkip, key)]!;
     const i = searchLeaf(leaf, key);
     return i >= 0 ? readMeta(leaf.meta, i) : undefined;
   }
@@ -332,7 +432,7 @@ abstract class KeyReader {
   getInto(key: Uint8Array, out: KeyMeta): boolean {
     const leaves = this.leaves;
     if (leaves.length === 0) return false;
-    const leaf = leaves[findLeaf(leaves, this.heads, key)]!;
+    const leaf = leaves[findLeaf(leaves, this.heads, this.headSkip, key)]!;
     const i = searchLeaf(leaf, key);
     if (i < 0) return false;
     const m = leaf.meta;
@@ -348,7 +448,7 @@ abstract class KeyReader {
   has(key: Uint8Array): boolean {
     const leaves = this.leaves;
     if (leaves.length === 0) return false;
-    return searchLeaf(leaves[findLeaf(leaves, this.heads, key)]!, key) >= 0;
+    return searchLeaf(leaves[findLeaf(leaves, this.heads, this.headSkip, key)]!, key) >= 0;
   }
 
   /**
@@ -372,7 +472,7 @@ abstract class KeyReader {
     let li = 0;
     let i = 0;
     if (start !== undefined) {
-      li = findLeaf(leaves, this.heads, start);
+      li = findLeaf(leaves, this.heads, this.headSkip, start);
       i = lowerBound(leaves[li]!, start);
     }
     for (; li < leaves.length; li++, i = 0) {
@@ -394,7 +494,7 @@ abstract class KeyReader {
     let li = leaves.length - 1;
     let i = leaves[li]!.n - 1;
     if (end !== undefined) {
-      li = findLeaf(leaves, this.heads, end);
+      li = findLeaf(leaves, this.heads, this.headSkip, end);
       i = lowerBound(leaves[li]!, end) - 1;
     }
     for (;;) {
@@ -417,9 +517,9 @@ abstract class KeyReader {
     if (leaves.length === 0) return 0;
     if (start === undefined && end === undefined) return this.entries;
     if (start !== undefined && end !== undefined && compareKeys(start, end) >= 0) return 0;
-    const firstLeaf = start === undefined ? 0 : findLeaf(leaves, this.heads, start);
+    const firstLeaf = start === undefined ? 0 : findLeaf(leaves, this.heads, this.headSkip, start);
     const firstAt = start === undefined ? 0 : lowerBound(leaves[firstLeaf]!, start);
-    const lastLeaf = end === undefined ? leaves.length - 1 : findLeaf(leaves, this.heads, end);
+    const lastLeaf = end === undefined ? leaves.length - 1 : findLeaf(leaves, this.heads, this.headSkip, end);
     const lastAt = end === undefined ? leaves[lastLeaf]!.n : lowerBound(leaves[lastLeaf]!, end);
     if (firstLeaf === lastLeaf) return Math.max(0, lastAt - firstAt);
     const inside = lastLeaf - firstLeaf - 1;
@@ -443,152 +543,10 @@ abstract class KeyReader {
     });
   }
 
-  /** Bytes of memory held: leaf buffers plus an estimate of the objects around them. */
-  memoryBytes(): number {
-    let bytes = 0;
-    for (const leaf of this.leaves) bytes += leaf.keys.buffer.byteLength + LEAF_OVERHEAD_BYTES;
-    return bytes + this.heads.byteLength;
-  }
-
-  /** Checks every invariant of the structure, walking all of it (for tests and `atomio check`). */
-  checkInvariants(): void {
-    let entries = 0;
-    let keyBytes = 0;
-    let prev: Leaf | undefined;
-    assert(this.heads.length >= this.leaves.length, 'there is a head for each leaf');
-    for (const [l, leaf] of this.leaves.entries()) {
-      assert(leaf.n >= 1 && leaf.n <= LEAF_CAPACITY && leaf.n <= leaf.ends.length, 'a leaf is neither empty nor over capacity');
-      assert(leaf.meta.length === leaf.ends.length * META_FIELDS, 'a leaf has metadata room for each entry');
-      for (let i = 0; i < leaf.n; i++) {
-        const length = leaf.ends[i]! - keyStart(leaf, i);
-        assert(length >= 1 && length <= MAX_KEY_BYTES, 'key lengths are within limits');
-        if (i > 0) {
-          const c = compareRanges(leaf.keys, keyStart(leaf, i - 1), leaf.ends[i - 1]!, leaf.keys, keyStart(leaf, i), leaf.ends[i]!);
-          assert(c < 0, 'keys in a leaf are sorted and unique');
-        }
-      }
-      assert(usedKeyBytes(leaf) <= leaf.keys.length, 'key bytes fit the leaf buffer');
-      assert(this.heads[l] === leafHead(leaf), 'the head of a leaf is made from its first key');
-      if (prev !== undefined) {
-        const c = compareRanges(prev.keys, keyStart(prev, prev.n - 1), prev.ends[prev.n - 1]!, leaf.keys, 0, leaf.ends[0]!);
-        assert(c < 0, 'leaves are sorted and do not overlap');
-      }
-      entries += leaf.n;
-      keyBytes += usedKeyBytes(leaf);
-      prev = leaf;
-    }
-    assert(entries === this.entries, 'size counts the entries of the leaves');
-    assert(keyBytes === this.keyByteCount, 'keyBytes sums the key lengths');
-  }
-}
-
-/** A read-only view of a KeyIndex as it was at freeze(). Unaffected by later changes. */
-export class KeyView extends KeyReader {
-  /** @internal Made by KeyIndex.freeze(). */
-  constructor(leaves: Leaf[], heads: Float64Array, entries: number, keyByteCount: number) {
-    super(leaves, heads, entries, keyByteCount);
-  }
-}
-
-/**
- * An ordered map from byte keys to KeyMeta, for millions of keys: about 50 bytes a key
- * beside the key bytes, no object per key.
- *
- * @example
- *   const index = new KeyIndex();
- *   index.set(Buffer.from('user:1'), { version: 7, expiresAt: 0, location: 2 ** 32 + 4096, valueBytes: 300, cacheAt: -1 });
- *   index.get(Buffer.from('user:1'))?.version; // 7
- */
-export class KeyIndex extends KeyReader {
-  /** Leaves made before the current epoch may be shared with a view: copy before writing. */
-  private epoch = 0;
-
-  constructor() {
-    super([], new Float64Array(16), 0, 0);
-  }
-
-  /** Inserts or replaces; returns the previous metadata. The key's bytes are copied. */
-  set(key: Uint8Array, meta: KeyMeta): KeyMeta | undefined {
-    assert(key.length >= 1 && key.length <= MAX_KEY_BYTES, 'a key is 1..MAX_KEY_BYTES bytes');
-    if (this.leaves.length === 0) {
-      // A first leaf holding just this key, so that its head is right from the start.
-      const leaf = makeLeaf(this.epoch, ENTRY_STEP, roundUp(key.length, 8) * ENTRY_STEP);
-      leaf.keys.set(key, 0);
-      leaf.ends[0] = key.length;
-      writeMeta(leaf.meta, 0, meta);
-      leaf.n = 1;
-      this.splice(0, 0, [leaf]);
-      this.entries = 1;
-      this.keyByteCount = key.length;
-      this.reshapes++;
-      return undefined;
-    }
-    for (;;) {
-      const li = findLeaf(this.leaves, this.heads, key);
-      let leaf = this.leaves[li]!;
-      const r = searchLeaf(leaf, key);
-      if (r >= 0) {
-        leaf = this.writable(li);
-        const previous = readMeta(leaf.meta, r);
-        writeMeta(leaf.meta, r, meta);
-        return previous;
-      }
-      if (leaf.n < LEAF_CAPACITY) {
-        this.insertAt(li, -r - 1, key, meta);
-        return undefined;
-      }
-      this.makeRoom(li, -r - 1);
-    }
-  }
-
-  /** Changes the given fields of an existing entry; false when `key` is absent. */
-  update(key: Uint8Array, patch: Partial<KeyMeta>): boolean {
-    if (this.leaves.length === 0) return false;
-    const li = findLeaf(this.leaves, this.heads, key);
-    const i = searchLeaf(this.leaves[li]!, key);
-    if (i < 0) return false;
-    const m = this.writable(li).meta;
-    const o = i * META_FIELDS;
-    if (patch.version !== undefined) m[o + F_VERSION] = patch.version;
-    if (patch.expiresAt !== undefined) m[o + F_EXPIRES] = patch.expiresAt;
-    if (patch.location !== undefined) m[o + F_LOCATION] = patch.location;
-    if (patch.valueBytes !== undefined) m[o + F_VALUE_BYTES] = patch.valueBytes;
-    if (patch.cacheAt !== undefined) m[o + F_CACHE_AT] = patch.cacheAt;
-    return true;
-  }
-
-  /** Removes `key`; returns its metadata, or undefined when it was absent. */
-  delete(key: Uint8Array): KeyMeta | undefined {
-    if (this.leaves.length === 0) return undefined;
-    const li = findLeaf(this.leaves, this.heads, key);
-    const i = searchLeaf(this.leaves[li]!, key);
-    if (i < 0) return undefined;
-    const leaf = this.writable(li);
-    const previous = readMeta(leaf.meta, i);
-    this.removeAt(li, leaf, i);
-    return previous;
-  }
-
-  /** Empties the index. Views taken before keep their content. */
-  clear(): void {
-    this.leaves = [];
-    this.heads = new Float64Array(16);
-    this.entries = 0;
-    this.keyByteCount = 0;
-    this.reshapes++;
-  }
-
   /**
-   * A read-only view of the index as it is now. O(number of leaves): the view shares the
-   * leaves, and the index copies a shared leaf before changing it.
+   * Every entry in key order, as a checkpoint stores it: the keys back to back, their
+   * cumulative ends, the metadata. KeyIndex.importRaw() takes it back.
    */
-  freeze(): KeyView {
-    const view = new KeyView(this.leaves.slice(), this.heads.slice(0, this.leaves.length), this.entries, this.keyByteCount);
-    this.epoch++;
-    return view;
-  }
-
-  /** Every entry in key order: the keys back to back, their cumulative ends, the metadata. */
   exportRaw(): { keys: Buffer; ends: Uint32Array; meta: Float64Array } {
     assert(this.keyByteCount < 2 ** 32, 'cumulative key ends fit 32 bits');
     const keys = Buffer.allocUnsafe(this.keyByteCount);
@@ -609,6 +567,161 @@ export class KeyIndex extends KeyReader {
   }
 
   /**
+   * Bytes of memory held: leaf buffers plus an estimate of the objects around them. A view
+   * shares its leaves with the index until the index replaces them.
+   */
+  memoryBytes(): number {
+    let bytes = 0;
+    for (const leaf of this.leaves) bytes += leaf.keys.buffer.byteLength + LEAF_OVERHEAD_BYTES;
+    return bytes + this.heads.byteLength;
+  }
+
+  /** Checks every invariant of the structure, walking all of it (for tests and `atomio check`). */
+  checkInvariants(): void {
+    let entries = 0;
+    let keyBytes = 0;
+    let prev: Leaf | undefined;
+    assert(this.heads.length >= this.leaves.length, 'there is a head for each leaf');
+    const last = this.leaves[this.leaves.length - 1];
+    if (last !== undefined) assert(this.headSkip <= sharedPrefix(this.leaves[0]!, last), 'every first key has the skipped prefix');
+    for (const [l, leaf] of this.leaves.entries()) {
+      assert(leaf.n >= 1 && leaf.n <= LEAF_CAPACITY && leaf.n <= leaf.ends.length, 'a leaf is neither empty nor over capacity');
+      assert(leaf.meta.length === leaf.ends.length * META_FIELDS, 'a leaf has metadata room for each entry');
+      for (let i = 0; i < leaf.n; i++) {
+        const length = leaf.ends[i]! - keyStart(leaf, i);
+        assert(length >= 1 && length <= MAX_KEY_BYTES, 'key lengths are within limits');
+        if (i > 0) {
+          const c = compareRanges(leaf.keys, keyStart(leaf, i - 1), leaf.ends[i - 1]!, leaf.keys, keyStart(leaf, i), leaf.ends[i]!);
+          assert(c < 0, 'keys in a leaf are sorted and unique');
+        }
+      }
+      assert(usedKeyBytes(leaf) <= leaf.keys.length, 'key bytes fit the leaf buffer');
+      assert(this.heads[l] === leafHead(leaf, this.headSkip), 'the head of a leaf is made from its first key');
+      if (prev !== undefined) {
+        const c = compareRanges(prev.keys, keyStart(prev, prev.n - 1), prev.ends[prev.n - 1]!, leaf.keys, 0, leaf.ends[0]!);
+        assert(c < 0, 'leaves are sorted and do not overlap');
+      }
+      entries += leaf.n;
+      keyBytes += usedKeyBytes(leaf);
+      prev = leaf;
+    }
+    assert(entries === this.entries, 'size counts the entries of the leaves');
+    assert(keyBytes === this.keyByteCount, 'keyBytes sums the key lengths');
+  }
+}
+
+/** A read-only view of a KeyIndex as it was at freeze(). Unaffected by later changes. */
+export class KeyView extends KeyReader {
+  /** @internal Made by KeyIndex.freeze(). */
+  constructor(leaves: Leaf[], heads: Float64Array, headSkip: number, entries: number, keyByteCount: number) {
+    super(leaves, heads, headSkip, entries, keyByteCount);
+  }
+}
+
+/**
+ * An ordered map from byte keys to KeyMeta, for millions of keys: under 60 bytes a key
+ * beside the key bytes (about 52 when loaded from a checkpoint), and no object per key.
+ * Inside a forEachIn() callback only update() and set() of a present key are allowed.
+ *
+ * @example
+ *   const index = new KeyIndex();
+ *   index.set(Buffer.from('user:1'), { version: 7, expiresAt: 0, location: 2 ** 32 + 4096, valueBytes: 300, cacheAt: -1 });
+ *   index.get(Buffer.from('user:1'))?.version; // 7
+ */
+export class KeyIndex extends KeyReader {
+  /** Leaves made before the current epoch may be shared with a view: copy before writing. */
+  private epoch = 0;
+  /** Head updates since the heads were last rebuilt: a longer headSkip waits for enough of them. */
+  private headUpdates = 0;
+
+  constructor() {
+    super([], new Float64Array(16), 0, 0, 0);
+  }
+
+  /** Inserts or replaces; returns the previous metadata. The key's bytes are copied. */
+  set(key: Uint8Array, meta: KeyMeta): KeyMeta | undefined {
+    assert(key.length >= 1 && key.length <= MAX_KEY_BYTES, 'a key is 1..MAX_KEY_BYTES bytes');
+    if (this.leaves.length === 0) {
+      // A first leaf holding just this key, so that its head is right from the start.
+      const leaf = makeLeaf(this.epoch, ENTRY_STEP, roundUp(key.length, 8) * ENTRY_STEP);
+      leaf.keys.set(key, 0);
+      leaf.ends[0] = key.length;
+      writeMeta(leaf.meta, 0, meta);
+      leaf.n = 1;
+      this.splice(0, 0, [leaf]);
+      this.entries = 1;
+      this.keyByteCount = key.length;
+      this.reshapes++;
+      return undefined;
+    }
+    for (;;) {
+      const li = findLeaf(this.leaves, this.heads, this.headSkip, key);
+      let leaf = this.leaves[li]!;
+      const r = searchLeaf(leaf, key);
+      if (r >= 0) {
+        leaf = this.writable(li);
+        const previous = readMeta(leaf.meta, r);
+        writeMeta(leaf.meta, r, meta);
+        return previous;
+      }
+      if (leaf.n < LEAF_CAPACITY) {
+        this.insertAt(li, -r - 1, key, meta);
+        return undefined;
+      }
+      this.makeRoom(li, -r - 1);
+    }
+  }
+
+  /** Changes the given fields of an existing entry; false when `key` is absent. */
+  update(key: Uint8Array, patch: Partial<KeyMeta>): boolean {
+    if (this.leaves.length === 0) return false;
+    const li = findLeaf(this.leaves, this.heads, this.headSkip, key);
+    const i = searchLeaf(this.leaves[li]!, key);
+    if (i < 0) return false;
+    const m = this.writable(li).meta;
+    const o = i * META_FIELDS;
+    if (patch.version !== undefined) m[o + F_VERSION] = patch.version;
+    if (patch.expiresAt !== undefined) m[o + F_EXPIRES] = patch.expiresAt;
+    if (patch.location !== undefined) m[o + F_LOCATION] = patch.location;
+    if (patch.valueBytes !== undefined) m[o + F_VALUE_BYTES] = patch.valueBytes;
+    if (patch.cacheAt !== undefined) m[o + F_CACHE_AT] = patch.cacheAt;
+    return true;
+  }
+
+  /** Removes `key`; returns its metadata, or undefined when it was absent. */
+  delete(key: Uint8Array): KeyMeta | undefined {
+    if (this.leaves.length === 0) return undefined;
+    const li = findLeaf(this.leaves, this.heads, this.headSkip, key);
+    const i = searchLeaf(this.leaves[li]!, key);
+    if (i < 0) return undefined;
+    const leaf = this.writable(li);
+    const previous = readMeta(leaf.meta, i);
+    this.removeAt(li, leaf, i);
+    return previous;
+  }
+
+  /** Empties the index. Views taken before keep their content. */
+  clear(): void {
+    this.leaves = [];
+    this.heads = new Float64Array(16);
+    this.headSkip = 0;
+    this.entries = 0;
+    this.keyByteCount = 0;
+    this.reshapes++;
+  }
+
+  /**
+   * A read-only view of the index as it is now. O(number of leaves): the view shares the
+   * leaves, and the index copies a shared leaf before changing it.
+   */
+  freeze(): KeyView {
+    const heads = this.heads.slice(0, this.leaves.length);
+    const view = new KeyView(this.leaves.slice(), heads, this.headSkip, this.entries, this.keyByteCount);
+    this.epoch++;
+    return view;
+  }
+
+  /**
    * An index holding `raw` (as exportRaw makes it: sorted, unique, `keys` exactly the bytes
    * the ends cover). Leaves are filled 7/8 so that inserts do not split at once. The order
    * and key lengths are checked.
@@ -618,31 +731,19 @@ export class KeyIndex extends KeyReader {
     const total = ends.length;
     assert(meta.length === total * META_FIELDS, 'raw metadata has META_FIELDS numbers an entry');
     assert(keys.length === (total === 0 ? 0 : ends[total - 1]!), 'raw keys are exactly the bytes the ends cover');
+    const bad = firstBadRawKey(keys, ends);
+    assert(bad === -1, `raw key ${bad} is 1..${MAX_KEY_BYTES} bytes and sorts after the one before`);
     const index = new KeyIndex();
     const leafCount = Math.ceil(total / FILL_ENTRIES);
     let at = 0;
     for (let l = 0; l < leafCount; l++) {
       // Spread the entries evenly so that no leaf is left nearly empty at the end.
       const to = Math.floor(((l + 1) * total) / leafCount);
-      const base = at === 0 ? 0 : ends[at - 1]!;
-      const bytes = ends[to - 1]! - base;
-      const leaf = makeLeaf(index.epoch, to - at, roundUp(bytes, 8));
-      for (let i = at; i < to; i++) {
-        const start = i === 0 ? 0 : ends[i - 1]!;
-        const length = ends[i]! - start;
-        const sorted = i === 0 || compareRanges(keys, i === 1 ? 0 : ends[i - 2]!, start, keys, start, ends[i]!) < 0;
-        // The message is built only on failure: this loop runs once per key of a checkpoint.
-        if (length < 1 || length > MAX_KEY_BYTES || !sorted) assert(false, `raw key ${i} is 1..${MAX_KEY_BYTES} bytes and sorts after the one before`);
-        leaf.ends[i - at] = ends[i]! - base;
-      }
-      leaf.keys.set(keys.subarray(base, base + bytes));
-      leaf.meta.set(meta.subarray(at * META_FIELDS, to * META_FIELDS));
-      leaf.n = to - at;
-      index.leaves.push(leaf);
+      index.leaves.push(leafOfRaw(index.epoch, keys, ends, meta, at, to));
       at = to;
     }
     index.heads = new Float64Array(Math.max(16, leafCount));
-    for (let l = 0; l < leafCount; l++) index.heads[l] = leafHead(index.leaves[l]!);
+    index.rebuildHeads();
     index.entries = total;
     index.keyByteCount = keys.length;
     return index;
@@ -655,14 +756,52 @@ export class KeyIndex extends KeyReader {
   private splice(from: number, remove: number, pieces: Leaf[]): void {
     const before = this.leaves.length;
     const after = before - remove + pieces.length;
-    if (after > this.heads.length) {
-      const grown = new Float64Array(Math.max(after, this.heads.length * 2));
-      grown.set(this.heads.subarray(0, before));
-      this.heads = grown;
+    if (after > this.heads.length || (after * 4 < this.heads.length && this.heads.length > 16)) {
+      // Doubles when full, halves when under a quarter used.
+      const resized = new Float64Array(Math.max(16, after * 2));
+      resized.set(this.heads.subarray(0, Math.min(before, resized.length)));
+      this.heads = resized;
     }
-    this.heads.copyWithin(from + pieces.length, from + remove, before);
-    for (let i = 0; i < pieces.length; i++) this.heads[from + i] = leafHead(pieces[i]!);
-    this.leaves.splice(from, remove, ...pieces);
+    if (remove === pieces.length) {
+      // Two leaves sharing their entries stay two: no need to move the array.
+      for (let i = 0; i < pieces.length; i++) this.leaves[from + i] = pieces[i]!;
+    } else {
+      this.heads.copyWithin(from + pieces.length, from + remove, before);
+      this.leaves.splice(from, remove, ...pieces);
+    }
+    this.headsChanged(from, from + pieces.length);
+  }
+
+  /**
+   * The first keys of leaves [from, to) may have changed, or leaves came or went there:
+   * sets their heads, and all heads again when the prefix the first keys share has changed.
+   */
+  private headsChanged(from: number, to: number): void {
+    const leaves = this.leaves;
+    const last = leaves.length - 1;
+    if (last < 0) return;
+    if (from === 0 || to >= last) {
+      // The smallest or largest first key may have changed, and with them the shared prefix.
+      // A shorter one must be taken at once; a longer one (faster searches) only once the
+      // heads have changed half as often as there are leaves, so that a rebuild costs O(1)
+      // per change and keys coming and going at the edges cannot make each one rebuild.
+      const shared = sharedPrefix(leaves[0]!, leaves[last]!);
+      if (shared < this.headSkip || (shared > this.headSkip && this.headUpdates * 2 >= leaves.length)) {
+        this.rebuildHeads();
+        return;
+      }
+    }
+    for (let l = from; l < to; l++) this.heads[l] = leafHead(leaves[l]!, this.headSkip);
+    this.headUpdates++;
+  }
+
+  /** Takes the prefix all first keys share now and makes every head again. */
+  private rebuildHeads(): void {
+    const leaves = this.leaves;
+    const last = leaves.length - 1;
+    this.headSkip = last < 0 ? 0 : sharedPrefix(leaves[0]!, leaves[last]!);
+    for (let l = 0; l <= last; l++) this.heads[l] = leafHead(leaves[l]!, this.headSkip);
+    this.headUpdates = 0;
   }
 
   /** Leaf `li`, first replaced by a copy when a view may share it. */
@@ -703,7 +842,7 @@ export class KeyIndex extends KeyReader {
     leaf.meta.copyWithin((at + 1) * META_FIELDS, at * META_FIELDS, n * META_FIELDS);
     writeMeta(leaf.meta, at, meta);
     leaf.n = n + 1;
-    if (at === 0) this.heads[li] = leafHead(leaf);
+    if (at === 0) this.headsChanged(li, li + 1);
     this.entries++;
     this.keyByteCount += length;
     this.reshapes++;
@@ -718,33 +857,34 @@ export class KeyIndex extends KeyReader {
     const leaves = this.leaves;
     const leaf = leaves[li]!;
     assert(leaf.n === LEAF_CAPACITY, 'only a full leaf is split');
+    let a = leaf;
+    let b: Leaf | undefined;
     let from = li;
-    let replaced = 1;
-    let pieces: Leaf[];
+    let split: number;
+    // Where the key goes in the sequence of the entries of a then b.
+    let position = at;
     if (at === leaf.n) {
-      pieces = [gather(this.epoch, leaf, undefined, 0, FILL_ENTRIES), gather(this.epoch, leaf, undefined, FILL_ENTRIES, leaf.n)];
+      split = FILL_ENTRIES;
     } else if (at === 0) {
-      const keep = leaf.n - FILL_ENTRIES;
-      pieces = [gather(this.epoch, leaf, undefined, 0, keep), gather(this.epoch, leaf, undefined, keep, leaf.n)];
+      split = leaf.n - FILL_ENTRIES;
     } else {
       const right = leaves[li + 1];
       const left = leaves[li - 1];
-      let a = leaf;
-      let b: Leaf | undefined;
       if (right !== undefined && right.n < SHARE_BELOW) {
         b = right;
-        replaced = 2;
       } else if (left !== undefined && left.n < SHARE_BELOW) {
         a = left;
         b = leaf;
         from = li - 1;
-        replaced = 2;
+        position = left.n + at;
       }
-      const total = a.n + (b?.n ?? 0);
-      const half = total >> 1;
-      pieces = [gather(this.epoch, a, b, 0, half), gather(this.epoch, a, b, half, total)];
+      split = (a.n + (b?.n ?? 0)) >> 1;
     }
-    this.splice(from, replaced, pieces);
+    const total = a.n + (b?.n ?? 0);
+    // A key at the split point sorts before the right piece's first key: it goes left.
+    const toLeft = position <= split ? 1 : 0;
+    const pieces = [gather(this.epoch, a, b, 0, split, toLeft), gather(this.epoch, a, b, split, total, 1 - toLeft)];
+    this.splice(from, b === undefined ? 1 : 2, pieces);
   }
 
   /** Removes entry `i` of leaf `li` (writable), then keeps leaves from getting sparse. */
@@ -764,11 +904,11 @@ export class KeyIndex extends KeyReader {
       this.splice(li, 1, []);
       return;
     }
-    if (i === 0) this.heads[li] = leafHead(leaf);
+    if (i === 0) this.headsChanged(li, li + 1);
     if (leaf.n < MERGE_BELOW && this.mergeAround(li)) return;
     // Give back room that deletes left unused (two steps of slack before shrinking).
     if (leaf.ends.length - leaf.n >= 2 * ENTRY_STEP) {
-      const entryCap = entryCapFor(leaf.n + ENTRY_STEP - 1);
+      const entryCap = entryCapFor(leaf.n + ENTRY_STEP);
       this.leaves[li] = relayout(leaf, this.epoch, entryCap, keyCapFor(usedKeyBytes(leaf), leaf.n, entryCap));
     }
   }
@@ -787,7 +927,7 @@ export class KeyIndex extends KeyReader {
     const b = leaves[from + 1]!;
     if (a.n + b.n > MERGE_LIMIT) return false;
     assert(a === leaf || b === leaf, 'the merge takes the sparse leaf');
-    this.splice(from, 2, [gather(this.epoch, a, b, 0, a.n + b.n)]);
+    this.splice(from, 2, [gather(this.epoch, a, b, 0, a.n + b.n, 0)]);
     return true;
   }
 }
