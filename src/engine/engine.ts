@@ -456,6 +456,11 @@ export class Engine {
     return this.checkedValue(pool, key, meta, segment, dataOffset, data);
   }
 
+  /** An entry's value if the cache holds it (a copy), else undefined. */
+  cachedValue(meta: KeyMeta): Buffer | undefined {
+    return this.pools.cache.get(meta.cacheAt, meta.valueBytes);
+  }
+
   /** readValue without waiting: a cache miss reads with a blocking system call. */
   readValueSync(pool: PoolReader, key: Uint8Array, meta: KeyMeta): Buffer {
     const cached = this.pools.cache.get(meta.cacheAt, meta.valueBytes);

@@ -279,30 +279,12 @@ export class KvPool {
    * Entries in byte order (or reverse), as they were when the iteration started, even while
    * writes go on. Break out of the loop (or call return()) to release what it holds.
    */
-  async *list(options: ListOptions = {}): AsyncGenerator<Entry, void, undefined> {
+  list(options: ListOptions = {}): AsyncIterableIterator<Entry> {
     this.engine.assertOpen();
     const { bounds, reverse, limit, values } = listArguments(options);
     const pool = this.pool;
-    if (bounds.empty || pool === undefined || limit === 0) return;
-    const { view, pin } = this.frozen(pool);
-    try {
-      const now = this.engine.clock.now();
-      let from = bounds;
-      let left = limit;
-      while (left > 0) {
-        const chunk = liveChunk(view, from, reverse, Math.min(left, LIST_CHUNK), now);
-        if (chunk.length === 0) return;
-        const read = values ? await Promise.all(chunk.map(([k, meta]) => this.engine.readValue(pool, k, meta))) : undefined;
-        for (let i = 0; i < chunk.length; i++) {
-          const [k, meta] = chunk[i]!;
-          yield { key: k, value: read?.[i] ?? EMPTY, version: meta.version, expiresAt: meta.expiresAt };
-        }
-        left -= chunk.length;
-        from = nextBounds(from, chunk[chunk.length - 1]![0], reverse);
-      }
-    } finally {
-      if (pin !== undefined) this.engine.unpin(pin);
-    }
+    if (bounds.empty || pool === undefined || limit === 0) return new ListIterator(this.engine, undefined, bounds, reverse, 0, values);
+    return new ListIterator(this.engine, pool, bounds, reverse, limit, values, this.frozen(pool));
   }
 
   /** list() without promises: values not in memory are read with blocking calls. */
@@ -332,7 +314,7 @@ export class KvPool {
   }
 
   /** The pool's index as it is now, and a pin on what it points into (none for a snapshot: it holds its own). */
-  private frozen(pool: PoolReader): { view: KeyIndex | KeyView; pin: ReturnType<Engine['pin']> | undefined } {
+  frozen(pool: PoolReader): { view: KeyIndex | KeyView; pin: ReturnType<Engine['pin']> | undefined } {
     if (!(pool.index instanceof KeyIndex)) return { view: pool.index, pin: undefined };
     return { view: pool.index.freeze(), pin: this.engine.pin() };
   }
@@ -371,6 +353,95 @@ export class KvPool {
 }
 
 const EMPTY = Buffer.alloc(0);
+
+/**
+ * The iterator list() returns. Hand-written rather than an async generator: entries come
+ * from a chunk read ahead, so next() mostly hands back a resolved promise, and values in
+ * the cache are taken without a read. It holds a frozen view and a pin until it ends
+ * (done, return() — which `break` calls — or an error).
+ */
+class ListIterator implements AsyncIterableIterator<Entry> {
+  private chunk: Entry[] = [];
+  private at = 0;
+  private left: number;
+  private bounds: Bounds;
+  private finished = false;
+  private readonly view: KeyIndex | KeyView | undefined;
+  private readonly pin: ReturnType<Engine['pin']> | undefined;
+  private readonly now: number;
+
+  constructor(
+    private readonly engine: Engine,
+    private readonly pool: PoolReader | undefined,
+    bounds: Bounds,
+    private readonly reverse: boolean,
+    limit: number,
+    private readonly values: boolean,
+    frozen?: { view: KeyIndex | KeyView; pin: ReturnType<Engine['pin']> | undefined },
+  ) {
+    this.bounds = bounds;
+    this.left = limit;
+    this.view = frozen?.view;
+    this.pin = frozen?.pin;
+    this.now = engine.clock.now();
+    if (pool === undefined || limit === 0) this.finish();
+  }
+
+  [Symbol.asyncIterator](): AsyncIterableIterator<Entry> {
+    return this;
+  }
+
+  next(): Promise<IteratorResult<Entry, undefined>> {
+    if (this.at < this.chunk.length) return Promise.resolve({ done: false, value: this.chunk[this.at++]! });
+    if (this.finished) return Promise.resolve({ done: true, value: undefined });
+    return this.fill().then(
+      () => (this.at < this.chunk.length ? { done: false, value: this.chunk[this.at++]! } : { done: true, value: undefined }),
+      (error: unknown) => {
+        this.finish();
+        throw error;
+      },
+    );
+  }
+
+  return(): Promise<IteratorResult<Entry, undefined>> {
+    this.finish();
+    return Promise.resolve({ done: true, value: undefined });
+  }
+
+  private async fill(): Promise<void> {
+    this.engine.assertOpen();
+    const found = liveChunk(this.view!, this.bounds, this.reverse, Math.min(this.left, LIST_CHUNK), this.now);
+    if (found.length === 0) {
+      this.finish();
+      this.chunk = [];
+      this.at = 0;
+      return;
+    }
+    const chunk: Entry[] = new Array(found.length);
+    const misses: Promise<void>[] = [];
+    for (let i = 0; i < found.length; i++) {
+      const [key, meta] = found[i]!;
+      const entry: Entry = { key, value: EMPTY, version: meta.version, expiresAt: meta.expiresAt };
+      chunk[i] = entry;
+      if (!this.values) continue;
+      const cached = this.engine.cachedValue(meta);
+      if (cached !== undefined) entry.value = cached;
+      else misses.push(this.engine.readValue(this.pool!, key, meta).then((v) => void (entry.value = v)));
+    }
+    if (misses.length > 0) await Promise.all(misses);
+    this.left -= found.length;
+    this.bounds = nextBounds(this.bounds, found[found.length - 1]![0], this.reverse);
+    if (this.left <= 0 || this.bounds.empty) this.finish();
+    this.chunk = chunk;
+    this.at = 0;
+  }
+
+  private finish(): void {
+    if (this.finished) return;
+    this.finished = true;
+    if (this.pin !== undefined) this.engine.unpin(this.pin);
+  }
+}
 
 export function listArguments(options: ListOptions): { bounds: Bounds; reverse: boolean; limit: number; values: boolean } {
   if (options === null || typeof options !== 'object') {
