@@ -74,6 +74,15 @@ const COLD_GETS = 20_000;
 const VALUE_POOL = 65_536;
 const POOL_NAME = 'bench';
 const ATOMIO_CAPACITY = 4 * GiB;
+/**
+ * Memory for hot values: enough for every value of the run (the peers read through the OS
+ * page cache, which holds all of them too). ATOMIO_BENCH_CACHE=0 uses the default (64 MiB).
+ */
+let ATOMIO_CACHE_BYTES: number | undefined;
+
+function sizeAtomioCache(keys: number): void {
+  ATOMIO_CACHE_BYTES = process.env.ATOMIO_BENCH_CACHE === '0' ? undefined : Math.max(64 * 1024 * 1024, keys * 160);
+}
 
 // ---------------------------------------------------------------------------------------
 // Keys, values, seeded sequences
@@ -160,7 +169,7 @@ class Tally implements ScanResult {
 }
 
 async function openAtomio(dir: string): Promise<Engine> {
-  const store: Store = await open(dir, { capacity: ATOMIO_CAPACITY });
+  const store: Store = await open(dir, { capacity: ATOMIO_CAPACITY, ...(ATOMIO_CACHE_BYTES === undefined ? {} : { cacheSize: ATOMIO_CACHE_BYTES }) });
   const kv: KvPool = store.kv(POOL_NAME);
   return {
     id: 'atomio',
@@ -428,6 +437,7 @@ export async function main(argv: string[]): Promise<number> {
   const root = fs.mkdtempSync(path.join(parent, 'atomio-kv-'));
   const ids: EngineId[] = ['atomio', ...args.peers];
   const n = args.keys;
+  sizeAtomioCache(n);
   const cpus = os.cpus();
   const started = Date.now();
 
@@ -435,7 +445,9 @@ export async function main(argv: string[]): Promise<number> {
   console.log(`node ${process.version} on ${os.platform()} ${os.release()} ${os.arch()}`);
   console.log(`cpu: ${cpus[0]?.model.trim() ?? 'unknown'} × ${cpus.length}, ${formatBytes(os.totalmem())} RAM; load average ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
   console.log(`data directory: ${root}`);
-  console.log(`atomio: durability 'full' (default), capacity ${formatBytes(ATOMIO_CAPACITY)}, default cache`);
+  console.log(
+    `atomio: durability 'full' (default), capacity ${formatBytes(ATOMIO_CAPACITY)}, value cache ${ATOMIO_CACHE_BYTES === undefined ? 'default (64 MiB)' : formatBytes(ATOMIO_CACHE_BYTES)}`,
+  );
   if (ids.includes('lmdb')) console.log(`lmdb-js ${packageVersion('lmdb')}: default sync commits (overlappingSync), binary values, no compression`);
   if (ids.includes('level')) console.log(`classic-level ${packageVersion('classic-level')}: LevelDB, { sync: true } on every write, default options`);
   if (ids.includes('sqlite')) console.log(`better-sqlite3 ${packageVersion('better-sqlite3')}: WAL, synchronous=FULL, WITHOUT ROWID table, autocommit (a transaction per put)`);
@@ -729,6 +741,7 @@ async function memoryChild(json: string): Promise<number> {
   let outcome: ChildOutcome;
   try {
     // Load the engine's modules first, so that the open is timed alone.
+    sizeAtomioCache(job.keys);
     if (job.id === 'lmdb') await import('lmdb');
     else if (job.id === 'level') await import('classic-level');
     else if (job.id === 'sqlite') await import('better-sqlite3');
