@@ -1,0 +1,598 @@
+// The items of the memcached server over one kv pool: every command's effect on the store,
+// with memcached's outcomes (STORED, NOT_STORED, EXISTS, NOT_FOUND ...), independent of the
+// wire format.
+//
+// Invariants:
+// - an outcome that says an item changed (STORED, DELETED, TOUCHED, a counter's new value)
+//   is returned only after the kv write resolved: durable under the store's durability;
+// - a CAS unique is the kv version of the item's entry; writes that check one use ifVersion
+//   (or read the entry and write with ifVersion = what they read), so no check and write
+//   can be split by another writer;
+// - a read-modify-write that lost a race to another writer (ERR_CONDITION on the version it
+//   read) starts again from a fresh read, at most MAX_RETRIES times;
+// - flush_all drops the whole pool in one commit, at once or at its deadline; a pending
+//   deadline is kept in META_POOL so that it survives a restart (a deadline that passed while
+//   the server was down is carried out when it starts).
+
+import { AtomioError, isAtomioError } from '../../base/errors.js';
+import type { Clock } from '../../base/clock.js';
+import type { KvPool } from '../../kv/pool.js';
+import type { Store } from '../../store/store.js';
+import { decodeItem, encodeItem, type Item } from './item.js';
+import { TWO_64 } from './protocol.js';
+
+/** How often a read-modify-write retries after losing a race, before SERVER_ERROR. */
+export const MAX_RETRIES = 16;
+/** Items whose fetch/access/win state is kept in memory (the oldest are forgotten first). */
+export const MAX_TRACKED_ITEMS = 100_000;
+/** The pool that holds a pending flush_all deadline. */
+export const META_POOL = 'memcached.meta';
+const FLUSH_KEY = 'flush_at';
+/** setTimeout's longest delay; longer flush delays re-arm. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+export type StoreStatus = 'STORED' | 'NOT_STORED' | 'EXISTS' | 'NOT_FOUND';
+export type StoreMode = 'set' | 'add' | 'replace' | 'append' | 'prepend' | 'cas';
+
+export interface StoreRequest {
+  mode: StoreMode;
+  key: Buffer;
+  flags: number;
+  /** kv TTL in ms: 0 never, -1 already expired (see ttlFromExptime). Ignored by append/prepend. */
+  ttl: number;
+  data: Buffer;
+  /** The CAS unique to compare (cas, or any mode with meta C). */
+  cas?: bigint | undefined;
+  /** A CAS lower than the item's still stores, marking the item stale (meta I). */
+  allowStale?: boolean;
+  /** append/prepend on a miss create the item with this TTL (meta N). */
+  vivifyTtl?: number | undefined;
+}
+
+export interface StoreOutcome {
+  status: StoreStatus;
+  /** The new CAS unique (0 when nothing was stored). */
+  version: number;
+  /** Data bytes of the item as stored. */
+  size: number;
+}
+
+export interface Found {
+  item: Item;
+  version: number;
+  /** ms since the epoch; 0: never. */
+  expiresAt: number;
+}
+
+export interface ArithRequest {
+  key: Buffer;
+  incr: boolean;
+  delta: bigint;
+  cas?: bigint | undefined;
+  /** Create on a miss with this TTL and initial value (meta N, J). */
+  vivify?: { ttl: number; initial: bigint } | undefined;
+  /** A new TTL on success (meta T); -1 expires the item once changed. */
+  ttl?: number | undefined;
+}
+
+export type ArithOutcome =
+  | { status: 'OK'; value: bigint; version: number; created: boolean }
+  | { status: 'NOT_FOUND' | 'EXISTS' | 'NON_NUMERIC' | 'NOT_STORED' };
+
+export interface Counters {
+  [name: string]: number;
+}
+
+/** What memcached keeps per item in memory and we keep here: fetched, last access, token sent. */
+interface Tracked {
+  version: number;
+  fetched: boolean;
+  lastAccessMs: number;
+  tokenSent: boolean;
+}
+
+/** Per-item state that is not worth a write: bounded, forgotten on restart. */
+export class AccessTracker {
+  private readonly map = new Map<string, Tracked>();
+
+  constructor(private readonly limit = MAX_TRACKED_ITEMS) {}
+
+  /** The item's state if it was tracked at this version. */
+  get(key: Buffer, version: number): Tracked | undefined {
+    const t = this.map.get(key.toString('latin1'));
+    return t !== undefined && t.version === version ? t : undefined;
+  }
+
+  /** Records a fetch (get, gets, mg without u) at `version`. */
+  fetched(key: Buffer, version: number, nowMs: number): void {
+    const k = key.toString('latin1');
+    const t = this.map.get(k);
+    if (t !== undefined && t.version === version) {
+      t.fetched = true;
+      t.lastAccessMs = nowMs;
+      return;
+    }
+    this.set(k, { version, fetched: true, lastAccessMs: nowMs, tokenSent: false });
+  }
+
+  /** Marks that a client won the right to recache the item at `version` (mg W). */
+  tokenSent(key: Buffer, version: number, nowMs: number): void {
+    const k = key.toString('latin1');
+    const t = this.map.get(k);
+    if (t !== undefined && t.version === version) t.tokenSent = true;
+    else this.set(k, { version, fetched: false, lastAccessMs: nowMs, tokenSent: true });
+  }
+
+  get size(): number {
+    return this.map.size;
+  }
+
+  private set(k: string, t: Tracked): void {
+    this.map.delete(k);
+    this.map.set(k, t);
+    if (this.map.size > this.limit) {
+      const oldest = this.map.keys().next();
+      if (!oldest.done) this.map.delete(oldest.value);
+    }
+  }
+}
+
+/** Thrown inside update() functions to refuse with a memcached outcome. */
+function refuse(outcome: string): AtomioError {
+  return new AtomioError('ERR_CONDITION', `memcached: ${outcome}`, { memcached: outcome });
+}
+
+function refusal(error: unknown): string | undefined {
+  if (!isAtomioError(error, 'ERR_CONDITION') && !isAtomioError(error, 'ERR_ARGUMENT')) return undefined;
+  const m = error.details.memcached;
+  return typeof m === 'string' ? m : undefined;
+}
+
+const isCondition = (error: unknown): boolean => isAtomioError(error, 'ERR_CONDITION') && refusal(error) === undefined;
+
+/** A CAS unique as a version to compare with, or undefined when no version can equal it. */
+function casVersion(cas: bigint): number | undefined {
+  return cas >= 1n && cas <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(cas) : undefined;
+}
+
+function lostRace(): AtomioError {
+  return new AtomioError('ERR_CONFLICT', `the item kept changing under ${MAX_RETRIES} attempts`, {});
+}
+
+export interface CacheOptions {
+  pool: string;
+  maxItemBytes: number;
+  clock: Clock;
+  log: (line: string) => void;
+}
+
+export class Cache {
+  readonly pool: KvPool;
+  readonly tracker = new AccessTracker();
+  readonly counters: Counters = {
+    cmd_get: 0, cmd_set: 0, cmd_flush: 0, cmd_touch: 0, cmd_meta: 0,
+    get_hits: 0, get_misses: 0, get_expired: 0, get_flushed: 0,
+    delete_misses: 0, delete_hits: 0, incr_misses: 0, incr_hits: 0, decr_misses: 0, decr_hits: 0,
+    cas_misses: 0, cas_hits: 0, cas_badval: 0, touch_hits: 0, touch_misses: 0,
+    store_too_large: 0, store_no_memory: 0, total_items: 0,
+  };
+  private flushTimer: NodeJS.Timeout | undefined;
+  private flushAt = 0;
+  private closed = false;
+
+  constructor(
+    private readonly kvStore: Store,
+    private readonly options: CacheOptions,
+  ) {
+    this.pool = kvStore.kv(options.pool);
+  }
+
+  get maxItemBytes(): number {
+    return this.options.maxItemBytes;
+  }
+
+  now(): number {
+    return this.options.clock.now();
+  }
+
+  /** Carries out a flush_all whose deadline passed while the server was down; re-arms a later one. */
+  async start(): Promise<void> {
+    const at = this.kvStore.kv(META_POOL).getSync(FLUSH_KEY);
+    if (at === undefined) return;
+    const deadline = Number(at.toString('latin1'));
+    if (!Number.isSafeInteger(deadline) || deadline <= this.now()) await this.flushNow();
+    else this.arm(deadline);
+  }
+
+  /** Stops the flush timer (the deadline stays stored). */
+  close(): void {
+    this.closed = true;
+    if (this.flushTimer !== undefined) clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Reads (synchronous: values come from the store's cache or one blocking read)
+
+  /** The item's value bytes (header + data), or undefined. */
+  value(key: Buffer): Buffer | undefined {
+    return this.pool.getSync(key);
+  }
+
+  find(key: Buffer): Found | undefined {
+    const e = this.pool.getEntrySync(key);
+    if (e === undefined) return undefined;
+    return { item: decodeItem(e.value), version: e.version, expiresAt: e.expiresAt };
+  }
+
+  has(key: Buffer): boolean {
+    return this.pool.has(key);
+  }
+
+  /** TTL left in whole seconds, -1 when the item never expires (meta t). */
+  ttlSeconds(expiresAt: number): number {
+    if (expiresAt === 0) return -1;
+    return Math.max(0, Math.ceil((expiresAt - this.now()) / 1000));
+  }
+
+  /** Items and the key + value bytes they hold. */
+  usage(): { items: number; bytes: number } {
+    const s = this.pool.stats();
+    return { items: s.keys, bytes: s.liveBytes };
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Writes
+
+  async store(r: StoreRequest): Promise<StoreOutcome> {
+    if (r.mode === 'append' || r.mode === 'prepend') return this.concat(r);
+    if (r.mode === 'cas' || r.cas !== undefined) {
+      if (r.mode === 'add') return this.plainStore({ ...r, cas: undefined });
+      return this.casStore(r);
+    }
+    return this.plainStore(r);
+  }
+
+  private async plainStore(r: StoreRequest): Promise<StoreOutcome> {
+    const size = r.data.length;
+    if (r.ttl < 0) {
+      // Stored already expired: whatever the key held is gone, and nothing new is visible.
+      if (r.mode === 'set') {
+        await this.pool.delete(r.key);
+        return { status: 'STORED', version: 0, size };
+      }
+      if (r.mode === 'add') return { status: this.has(r.key) ? 'NOT_STORED' : 'STORED', version: 0, size };
+      try {
+        await this.pool.delete(r.key, { ifPresent: true });
+        return { status: 'STORED', version: 0, size };
+      } catch (error) {
+        if (isCondition(error)) return { status: 'NOT_STORED', version: 0, size };
+        throw error;
+      }
+    }
+    const value = encodeItem(r.flags, r.data, this.now());
+    const condition = r.mode === 'add' ? { ifAbsent: true } : r.mode === 'replace' ? { ifPresent: true } : {};
+    try {
+      const version = await this.pool.put(r.key, value, { ttl: r.ttl, ...condition });
+      this.counters.total_items!++;
+      return { status: 'STORED', version, size };
+    } catch (error) {
+      if (isCondition(error)) return { status: 'NOT_STORED', version: 0, size };
+      throw error;
+    }
+  }
+
+  /** cas, and set/replace with a CAS to compare (meta C, with I: a lower CAS stores a stale item). */
+  private async casStore(r: StoreRequest): Promise<StoreOutcome> {
+    const cas = r.cas ?? 0n;
+    const size = r.data.length;
+    const wanted = casVersion(cas);
+    if (r.allowStale === true) {
+      for (let i = 0; i < MAX_RETRIES; i++) {
+        const found = this.find(r.key);
+        if (found === undefined) return this.casMiss(size);
+        const staleStore = wanted !== undefined && wanted < found.version;
+        if (wanted !== found.version && !staleStore) return this.casBad(size);
+        const ttl = staleStore ? this.keptTtl(found.expiresAt) : r.ttl;
+        try {
+          const version = await this.writeOrExpire(r.key, encodeItem(r.flags, r.data, this.now(), staleStore), ttl, found.version);
+          this.counters.cas_hits!++;
+          return { status: 'STORED', version, size };
+        } catch (error) {
+          if (!isCondition(error)) throw error;
+        }
+      }
+      throw lostRace();
+    }
+    if (wanted === undefined) return this.has(r.key) ? this.casBad(size) : this.casMiss(size);
+    try {
+      const version = await this.writeOrExpire(r.key, encodeItem(r.flags, r.data, this.now()), r.ttl, wanted);
+      this.counters.cas_hits!++;
+      return { status: 'STORED', version, size };
+    } catch (error) {
+      if (!isCondition(error)) throw error;
+      return this.has(r.key) ? this.casBad(size) : this.casMiss(size);
+    }
+  }
+
+  private casMiss(size: number): StoreOutcome {
+    this.counters.cas_misses!++;
+    return { status: 'NOT_FOUND', version: 0, size };
+  }
+
+  private casBad(size: number): StoreOutcome {
+    this.counters.cas_badval!++;
+    return { status: 'EXISTS', version: 0, size };
+  }
+
+  /** Puts `value` if the key is at `version`; with ttl -1 deletes it instead (resolving 0). */
+  private async writeOrExpire(key: Buffer, value: Buffer, ttl: number, version: number): Promise<number> {
+    if (ttl < 0) {
+      await this.pool.delete(key, { ifVersion: version });
+      return 0;
+    }
+    const v = await this.pool.put(key, value, { ttl, ifVersion: version });
+    this.counters.total_items!++;
+    return v;
+  }
+
+  /** The TTL (ms) that keeps an item's expiry where it is. */
+  private keptTtl(expiresAt: number): number {
+    if (expiresAt === 0) return 0;
+    return Math.max(1, expiresAt - this.now());
+  }
+
+  private async concat(r: StoreRequest): Promise<StoreOutcome> {
+    const prepend = r.mode === 'prepend';
+    const limit = this.options.maxItemBytes;
+    if (r.cas === undefined && r.vivifyTtl === undefined) {
+      let size = 0;
+      try {
+        const version = await this.pool.update(r.key, (current) => {
+          if (current === undefined) throw refuse('NOT_STORED');
+          const item = decodeItem(current);
+          size = item.data.length + r.data.length;
+          if (size > limit) throw refuse('NOT_STORED');
+          return encodeItem(item.flags, item.data, this.now(), false, r.data, prepend);
+        });
+        this.counters.total_items!++;
+        return { status: 'STORED', version, size };
+      } catch (error) {
+        if (refusal(error) === 'NOT_STORED') return { status: 'NOT_STORED', version: 0, size: 0 };
+        throw error;
+      }
+    }
+    const wanted = r.cas === undefined ? undefined : casVersion(r.cas) ?? -1;
+    for (let i = 0; i < MAX_RETRIES; i++) {
+      const found = this.find(r.key);
+      try {
+        if (found === undefined) {
+          if (r.vivifyTtl === undefined) return { status: 'NOT_STORED', version: 0, size: 0 };
+          if (r.vivifyTtl < 0) return { status: 'STORED', version: 0, size: r.data.length };
+          const version = await this.pool.put(r.key, encodeItem(r.flags, r.data, this.now()), { ttl: r.vivifyTtl, ifAbsent: true });
+          this.counters.total_items!++;
+          return { status: 'STORED', version, size: r.data.length };
+        }
+        if (wanted !== undefined && wanted !== found.version) return { status: 'EXISTS', version: 0, size: 0 };
+        const size = found.item.data.length + r.data.length;
+        if (size > limit) return { status: 'NOT_STORED', version: 0, size: 0 };
+        const value = encodeItem(found.item.flags, found.item.data, this.now(), false, r.data, prepend);
+        const version = await this.pool.put(r.key, value, { ttl: this.keptTtl(found.expiresAt), ifVersion: found.version });
+        this.counters.total_items!++;
+        return { status: 'STORED', version, size };
+      } catch (error) {
+        if (!isCondition(error)) throw error;
+      }
+    }
+    throw lostRace();
+  }
+
+  /** incr/decr, and meta arithmetic with a CAS to compare, vivify on miss and a new TTL. */
+  async arith(r: ArithRequest): Promise<ArithOutcome> {
+    const outcome = await this.arithWrite(r);
+    const counter = r.incr ? 'incr' : 'decr';
+    if (outcome.status === 'OK') this.counters[`${counter}_hits`]!++;
+    else if (outcome.status === 'NOT_FOUND') this.counters[`${counter}_misses`]!++;
+    return outcome;
+  }
+
+  private async arithWrite(r: ArithRequest): Promise<ArithOutcome> {
+    const apply = (data: Buffer): bigint | undefined => {
+      const n = parseCounterData(data);
+      if (n === undefined) return undefined;
+      return r.incr ? (n + r.delta) % TWO_64 : n > r.delta ? n - r.delta : 0n;
+    };
+    if (r.cas === undefined && r.vivify === undefined) {
+      let result = 0n;
+      try {
+        const ttl = r.ttl === undefined || r.ttl < 0 ? {} : { ttl: r.ttl };
+        const version = await this.pool.update(
+          r.key,
+          (current) => {
+            if (current === undefined) throw refuse('NOT_FOUND');
+            const item = decodeItem(current);
+            const next = apply(item.data);
+            if (next === undefined) throw refuse('NON_NUMERIC');
+            result = next;
+            return encodeItem(item.flags, Buffer.from(next.toString(), 'latin1'), this.now());
+          },
+          ttl,
+        );
+        if (r.ttl !== undefined && r.ttl < 0) await this.pool.delete(r.key, { ifVersion: version }).catch(() => undefined);
+        return { status: 'OK', value: result, version, created: false };
+      } catch (error) {
+        const why = refusal(error);
+        if (why === 'NOT_FOUND' || why === 'NON_NUMERIC') return { status: why };
+        throw error;
+      }
+    }
+    const wanted = r.cas === undefined ? undefined : casVersion(r.cas) ?? -1;
+    for (let i = 0; i < MAX_RETRIES; i++) {
+      const found = this.find(r.key);
+      try {
+        if (found === undefined) {
+          if (r.vivify === undefined) return { status: 'NOT_FOUND' };
+          if (r.vivify.ttl < 0) return { status: 'NOT_STORED' };
+          const value = encodeItem(0, Buffer.from(r.vivify.initial.toString(), 'latin1'), this.now());
+          const version = await this.pool.put(r.key, value, { ttl: r.vivify.ttl, ifAbsent: true });
+          return { status: 'OK', value: r.vivify.initial, version, created: true };
+        }
+        if (wanted !== undefined && wanted !== found.version) return { status: 'EXISTS' };
+        const next = apply(found.item.data);
+        if (next === undefined) return { status: 'NON_NUMERIC' };
+        const value = encodeItem(found.item.flags, Buffer.from(next.toString(), 'latin1'), this.now());
+        const ttl = r.ttl === undefined ? this.keptTtl(found.expiresAt) : r.ttl;
+        const version = await this.writeOrExpire(r.key, value, ttl, found.version);
+        return { status: 'OK', value: next, version, created: false };
+      } catch (error) {
+        if (!isCondition(error)) throw error;
+      }
+    }
+    throw lostRace();
+  }
+
+  /** A new exptime for a present item; its value and CAS stay. */
+  async touch(key: Buffer, ttl: number): Promise<boolean> {
+    this.counters.cmd_touch!++;
+    try {
+      if (ttl < 0) await this.pool.delete(key, { ifPresent: true });
+      else await this.pool.touch(key, ttl);
+      this.counters.touch_hits!++;
+      return true;
+    } catch (error) {
+      if (!isCondition(error)) throw error;
+      this.counters.touch_misses!++;
+      return false;
+    }
+  }
+
+  /** delete, and meta delete with a CAS to compare. */
+  async delete(key: Buffer, cas?: bigint): Promise<'DELETED' | 'NOT_FOUND' | 'EXISTS'> {
+    const miss = (): 'NOT_FOUND' | 'EXISTS' => {
+      const present = this.has(key);
+      this.counters.delete_misses!++;
+      return present ? 'EXISTS' : 'NOT_FOUND';
+    };
+    let options: { ifPresent: true } | { ifVersion: number } = { ifPresent: true };
+    if (cas !== undefined) {
+      const wanted = casVersion(cas);
+      if (wanted === undefined) return miss();
+      options = { ifVersion: wanted };
+    }
+    try {
+      await this.pool.delete(key, options);
+      this.counters.delete_hits!++;
+      return 'DELETED';
+    } catch (error) {
+      if (!isCondition(error)) throw error;
+      return cas === undefined ? (this.counters.delete_misses!++, 'NOT_FOUND') : miss();
+    }
+  }
+
+  /**
+   * Meta delete with I (mark stale: a new CAS, the value kept) and/or x (keep the item with
+   * empty data and the given flags). `ttl`: the T flag's, or undefined.
+   */
+  async invalidate(key: Buffer, o: { cas?: bigint | undefined; stale: boolean; removeValue: boolean; flags: number; ttl: number | undefined }): Promise<'DELETED' | 'NOT_FOUND' | 'EXISTS'> {
+    const wanted = o.cas === undefined ? undefined : casVersion(o.cas) ?? -1;
+    for (let i = 0; i < MAX_RETRIES; i++) {
+      const found = this.find(key);
+      if (found === undefined) {
+        this.counters.delete_misses!++;
+        return 'NOT_FOUND';
+      }
+      if (wanted !== undefined && wanted !== found.version) {
+        this.counters.delete_misses!++;
+        return 'EXISTS';
+      }
+      const item = found.item;
+      const value = o.removeValue ? encodeItem(o.flags, EMPTY, this.now(), o.stale) : encodeItem(item.flags, item.data, this.now(), true);
+      const ttl = o.ttl ?? (o.removeValue ? 0 : this.keptTtl(found.expiresAt));
+      try {
+        await this.writeOrExpire(key, value, ttl, found.version);
+        if (!o.stale) this.counters.delete_hits!++;
+        return 'DELETED';
+      } catch (error) {
+        if (!isCondition(error)) throw error;
+      }
+    }
+    throw lostRace();
+  }
+
+  /** Creates an empty item when the key is absent (meta get N); its version, or undefined when present. */
+  async vivify(key: Buffer, ttl: number): Promise<number | undefined> {
+    try {
+      const version = await this.pool.put(key, encodeItem(0, EMPTY, this.now()), { ttl, ifAbsent: true });
+      this.counters.total_items!++;
+      return version;
+    } catch (error) {
+      if (isCondition(error)) return undefined;
+      throw error;
+    }
+  }
+
+  /**
+   * flush_all: every item written before the deadline goes. `ttl` (ms, as ttlFromExptime
+   * gives it): 0 or -1 now; otherwise the deadline is stored and the pool dropped then.
+   */
+  async flushAll(ttl: number): Promise<void> {
+    this.counters.cmd_flush!++;
+    if (ttl <= 0) {
+      await this.flushNow();
+      return;
+    }
+    const deadline = this.now() + ttl;
+    await this.kvStore.kv(META_POOL).put(FLUSH_KEY, String(deadline));
+    this.arm(deadline);
+  }
+
+  private async flushNow(): Promise<void> {
+    if (this.flushTimer !== undefined) clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
+    this.flushAt = 0;
+    if (this.kvStore.pools().includes(this.options.pool)) await this.kvStore.dropPool(this.options.pool);
+    if (this.kvStore.pools().includes(META_POOL)) await this.kvStore.dropPool(META_POOL);
+  }
+
+  private arm(deadline: number): void {
+    if (this.flushTimer !== undefined) clearTimeout(this.flushTimer);
+    this.flushAt = deadline;
+    if (this.closed) return;
+    const wait = Math.min(MAX_TIMER_MS, Math.max(0, deadline - this.now()));
+    this.flushTimer = setTimeout(() => {
+      this.flushTimer = undefined;
+      if (this.flushAt !== deadline) return;
+      if (this.now() < deadline) {
+        this.arm(deadline);
+        return;
+      }
+      this.flushNow().catch((error: unknown) => this.options.log(`memcached: flush_all at its deadline failed: ${(error as Error).message}`));
+    }, wait);
+    this.flushTimer.unref();
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/** A counter's data: decimal digits (spaces around them allowed), below 2^64; undefined otherwise. */
+export function parseCounterData(data: Buffer): bigint | undefined {
+  let start = 0;
+  let end = data.length;
+  while (start < end && data[start] === 0x20) start++;
+  while (end > start && data[end - 1] === 0x20) end--;
+  if (end === start || end - start > 20) return undefined;
+  for (let i = start; i < end; i++) {
+    const c = data[i]!;
+    if (c < 0x30 || c > 0x39) return undefined;
+  }
+  const v = BigInt(data.toString('latin1', start, end));
+  return v < TWO_64 ? v : undefined;
+}
+
+/** The one-line SERVER_ERROR for a failure of the store (never a stack, never a newline). */
+export function serverErrorLine(error: unknown): string {
+  if (isAtomioError(error, 'ERR_LIMIT')) return 'SERVER_ERROR object too large for cache';
+  if (isAtomioError(error, 'ERR_NO_SPACE')) return 'SERVER_ERROR out of memory storing object';
+  const text = isAtomioError(error) ? `${error.code} ${error.message}` : error instanceof Error ? error.message : String(error);
+  return `SERVER_ERROR ${text.replace(/[\r\n]+/g, ' ').slice(0, 400)}`;
+}

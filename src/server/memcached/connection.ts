@@ -1,0 +1,368 @@
+// One memcached client connection: bytes in, requests run in order, replies out in order.
+//
+// Invariants:
+// - replies go out in the order of the requests (pipelining): a write in flight holds a slot
+//   in `queue`, and every reply behind it waits there until it is answered;
+// - an exclusive request (one that reads the store) starts only when no write of this
+//   connection is in flight, so it sees all of them; nothing of the connection runs beside it;
+// - memory is bounded: unparsed input holds at most one line (MAX_LINE_BYTES, or
+//   MAX_RETRIEVAL_LINE_BYTES for get/gets/gat/gats) or one data block (at most the item size
+//   limit; larger ones are discarded as they arrive) plus one socket chunk; at most
+//   MAX_IN_FLIGHT_WRITES writes holding MAX_IN_FLIGHT_BYTES of data are in flight; and no
+//   request starts while the socket holds more than OUTPUT_HIGH_WATER_BYTES unsent: then the
+//   socket is paused, so a client that does not read its replies stops being read;
+// - a line with no newline within its limit is answered SERVER_ERROR and the connection
+//   closes (the only close the spec allows besides quit); every other mistake is answered
+//   and the connection carries on;
+// - shutdown() (or the client ending its side) stops reading requests, lets the ones read
+//   finish and be answered, then ends the socket; after LINGER_MS it is destroyed.
+
+import type { Socket } from 'node:net';
+import { serverErrorLine } from './cache.js';
+import { ERR, MAX_LINE_BYTES, MAX_RETRIEVAL_LINE_BYTES, line } from './protocol.js';
+import type { Output, Reply, Request, ServerState } from './request.js';
+import { parseCommand } from './text.js';
+
+/** Data blocks larger than this are gathered into their own buffer as they arrive. */
+const LARGE_DATA_BYTES = 64 * 1024;
+/** No request starts while the socket holds more unsent bytes than this. */
+export const OUTPUT_HIGH_WATER_BYTES = 4 * 1024 * 1024;
+/** Writes one connection may have in flight. */
+export const MAX_IN_FLIGHT_WRITES = 256;
+/** Data bytes those writes may hold (a lone larger one still runs). */
+export const MAX_IN_FLIGHT_BYTES = 16 * 1024 * 1024;
+/** How long an ended connection waits for the client to close before destroying the socket. */
+export const LINGER_MS = 5_000;
+
+const EMPTY = Buffer.alloc(0);
+
+interface Slot {
+  reply: Reply;
+  done: boolean;
+}
+
+interface Ready {
+  request: Request;
+  data: Buffer | undefined;
+}
+
+interface Collecting {
+  request: Request;
+  /** Data bytes + 2 (CRLF). */
+  need: number;
+  target: Buffer | undefined;
+  filled: number;
+}
+
+export class Connection {
+  /** Resolves when the socket has closed. */
+  readonly closed: Promise<void>;
+  private buf: Buffer = EMPTY;
+  private pos = 0;
+  private collecting: Collecting | undefined;
+  private swallowLeft = 0;
+  private ready: Ready | undefined;
+  private readonly queue: Slot[] = [];
+  private inFlight = 0;
+  private inFlightBytes = 0;
+  private busy = false;
+  private pumping = false;
+  /** The server is shutting down (or the connection must close): no new request is read. */
+  private stopping = false;
+  /** The client ended its side: what it sent is still run, then the connection ends. */
+  private inputEnded = false;
+  private ended = false;
+  private paused = false;
+  private waitingDrain = false;
+  private readonly out: Output;
+
+  constructor(
+    private readonly socket: Socket,
+    private readonly state: ServerState,
+    private readonly log: (line: string) => void,
+  ) {
+    this.closed = new Promise((resolve) => socket.once('close', () => resolve()));
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('end', () => {
+      this.inputEnded = true;
+      this.pump();
+    });
+    socket.on('error', () => undefined);
+    socket.on('close', () => {
+      this.stopping = true;
+      this.ended = true;
+    });
+    if (state.idleTimeoutMs > 0) {
+      socket.setTimeout(state.idleTimeoutMs, () => {
+        if (this.inFlight > 0 || this.busy) return;
+        state.idleKicks++;
+        socket.destroy();
+      });
+    }
+    this.out = {
+      write: (bytes) => this.send(bytes),
+      full: () => this.socket.writableLength > OUTPUT_HIGH_WATER_BYTES,
+      drained: () => this.drained(),
+    };
+  }
+
+  /** Unparsed input bytes held now. */
+  get bufferedBytes(): number {
+    return this.buf.length - this.pos + (this.collecting?.target === undefined ? 0 : this.collecting.filled);
+  }
+
+  /** Reply bytes handed to the socket and not yet sent. */
+  get outputBytes(): number {
+    return this.socket.writableLength;
+  }
+
+  /** Stops reading requests; those already read are answered, then the socket ends. */
+  shutdown(): void {
+    this.stopping = true;
+    this.pump();
+  }
+
+  destroy(): void {
+    this.stopping = true;
+    this.ended = true;
+    this.socket.destroy();
+  }
+
+  private onData(chunk: Buffer): void {
+    this.state.bytesRead += chunk.length;
+    if (this.stopping) return;
+    this.buf = this.pos >= this.buf.length ? chunk : Buffer.concat([this.buf.subarray(this.pos), chunk]);
+    this.pos = 0;
+    this.pump();
+  }
+
+  /** Runs every request it can; stops when it must wait (input, a write, the socket). */
+  private pump(): void {
+    if (this.pumping || this.ended) return;
+    this.pumping = true;
+    this.socket.cork();
+    try {
+      this.flushQueue();
+      while (!this.ended && !this.busy) {
+        if (this.socket.writableLength > OUTPUT_HIGH_WATER_BYTES) {
+          this.waitForDrain();
+          break;
+        }
+        const next = this.ready ?? this.parse();
+        if (next === undefined) {
+          if (this.stopping || this.inputEnded) this.finishWhenIdle();
+          else this.resume();
+          break;
+        }
+        const bytes = next.data?.length ?? 0;
+        const wait = next.request.exclusive
+          ? this.inFlight > 0
+          : this.inFlight >= MAX_IN_FLIGHT_WRITES || (this.inFlight > 0 && this.inFlightBytes + bytes > MAX_IN_FLIGHT_BYTES);
+        if (wait) {
+          this.ready = next;
+          this.pause();
+          break;
+        }
+        this.ready = undefined;
+        this.execute(next);
+      }
+    } finally {
+      this.pumping = false;
+      this.socket.uncork();
+    }
+  }
+
+  private execute({ request, data }: Ready): void {
+    let result: Reply | Promise<Reply>;
+    try {
+      result = request.run(data, this.out);
+    } catch (error) {
+      this.log(`memcached: internal error: ${(error as Error).stack ?? String(error)}`);
+      result = line(serverErrorLine(error));
+    }
+    if (request.exclusive) {
+      if (result instanceof Promise) {
+        this.busy = true;
+        result.then(
+          (reply) => this.exclusiveDone(request, reply),
+          (error: unknown) => this.exclusiveDone(request, line(serverErrorLine(error))),
+        );
+      } else {
+        this.exclusiveDone(request, result);
+      }
+      return;
+    }
+    if (!(result instanceof Promise)) {
+      if (this.queue.length === 0) this.send(result);
+      else this.queue.push({ reply: result, done: true });
+      return;
+    }
+    const slot: Slot = { reply: null, done: false };
+    const bytes = data?.length ?? 0;
+    this.queue.push(slot);
+    this.inFlight++;
+    this.inFlightBytes += bytes;
+    const settle = (reply: Reply): void => {
+      slot.reply = reply;
+      slot.done = true;
+      this.inFlight--;
+      this.inFlightBytes -= bytes;
+      this.pump();
+    };
+    result.then(settle, (error: unknown) => settle(line(serverErrorLine(error))));
+  }
+
+  private exclusiveDone(request: Request, reply: Reply): void {
+    this.busy = false;
+    if (this.ended) return;
+    this.socket.cork();
+    this.send(reply);
+    this.socket.uncork();
+    if (request.close) {
+      this.stopping = true;
+      this.ready = undefined;
+      this.finish();
+      return;
+    }
+    this.pump();
+  }
+
+  private flushQueue(): void {
+    while (this.queue.length > 0 && this.queue[0]!.done) this.send(this.queue.shift()!.reply);
+  }
+
+  private send(reply: Reply): void {
+    if (reply === null || this.socket.destroyed || this.ended) return;
+    this.state.bytesWritten += reply.length;
+    this.socket.write(reply);
+  }
+
+  /** The next request whose line and data block are complete, or undefined. */
+  private parse(): Ready | undefined {
+    if (this.stopping) return undefined;
+    for (;;) {
+      const avail = this.buf.length - this.pos;
+      if (this.swallowLeft > 0) {
+        const n = Math.min(avail, this.swallowLeft);
+        this.pos += n;
+        this.swallowLeft -= n;
+        if (this.swallowLeft > 0) return undefined;
+        continue;
+      }
+      const c = this.collecting;
+      if (c !== undefined) {
+        let data: Buffer;
+        if (c.target !== undefined) {
+          const n = Math.min(avail, c.need - c.filled);
+          this.buf.copy(c.target, c.filled, this.pos, this.pos + n);
+          this.pos += n;
+          c.filled += n;
+          if (c.filled < c.need) return undefined;
+          data = c.target;
+        } else {
+          if (avail < c.need) return undefined;
+          data = this.buf.subarray(this.pos, this.pos + c.need);
+          this.pos += c.need;
+        }
+        this.collecting = undefined;
+        if (data[c.need - 2] !== 0x0d || data[c.need - 1] !== 0x0a) {
+          const bad = c.request.badChunk;
+          return { request: { dataBytes: -1, swallow: false, exclusive: false, close: false, badChunk: null, run: () => bad }, data: undefined };
+        }
+        return { request: c.request, data: data.subarray(0, c.need - 2) };
+      }
+      const nl = this.buf.indexOf(0x0a, this.pos);
+      const lineBytes = nl < 0 ? avail : nl - this.pos;
+      if (lineBytes > this.lineLimit()) return this.lineTooLong();
+      if (nl < 0) return undefined;
+      const end = nl > this.pos && this.buf[nl - 1] === 0x0d ? nl - 1 : nl;
+      const text = this.buf.toString('latin1', this.pos, end);
+      this.pos = nl + 1;
+      if (this.state.verbosity > 1) this.log(`memcached: <${text}`);
+      const request = parseCommand(text, this.state);
+      if (request.dataBytes < 0) return { request, data: undefined };
+      const need = request.dataBytes + 2;
+      if (request.swallow) {
+        this.swallowLeft = need;
+        return { request, data: undefined };
+      }
+      this.collecting = { request, need, target: need > LARGE_DATA_BYTES ? Buffer.allocUnsafe(need) : undefined, filled: 0 };
+    }
+  }
+
+  /** How long the line at the read position may be: retrieval lines may name many keys. */
+  private lineLimit(): number {
+    const b = this.buf;
+    const p = this.pos;
+    if (b[p] === 0x67 && (b[p + 1] === 0x65 || b[p + 1] === 0x61) && b[p + 2] === 0x74) return MAX_RETRIEVAL_LINE_BYTES; // get, gets, gat, gats
+    return MAX_LINE_BYTES;
+  }
+
+  private lineTooLong(): Ready {
+    this.buf = EMPTY;
+    this.pos = 0;
+    this.stopping = true;
+    this.log(`memcached: ${this.socket.remoteAddress ?? '?'}:${this.socket.remotePort ?? '?'}: a line without a newline past its limit; closing`);
+    return {
+      request: { dataBytes: -1, swallow: false, exclusive: true, close: true, badChunk: null, run: () => line(ERR.lineTooLong) },
+      data: undefined,
+    };
+  }
+
+  private pause(): void {
+    if (this.paused) return;
+    this.paused = true;
+    this.socket.pause();
+  }
+
+  private resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    this.socket.resume();
+  }
+
+  private waitForDrain(): void {
+    this.pause();
+    if (this.waitingDrain) return;
+    this.waitingDrain = true;
+    void this.drained().then(() => {
+      this.waitingDrain = false;
+      this.pump();
+    });
+  }
+
+  private drained(): Promise<void> {
+    if (this.socket.destroyed || this.socket.writableLength === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = (): void => {
+        this.socket.off('drain', done);
+        this.socket.off('close', done);
+        resolve();
+      };
+      this.socket.on('drain', done);
+      this.socket.on('close', done);
+    });
+  }
+
+  private finishWhenIdle(): void {
+    if (this.inFlight === 0 && !this.busy && this.ready === undefined && this.queue.length === 0) this.finish();
+  }
+
+  /** Ends our side once everything queued is written; destroys the socket if the client lingers. */
+  private finish(): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.buf = EMPTY;
+    this.pos = 0;
+    // Keep reading (and dropping) what the client still sends, so that closing does not reset
+    // the connection and lose replies on their way.
+    this.socket.removeAllListeners('data');
+    this.socket.on('data', () => undefined);
+    this.socket.resume();
+    const timer = setTimeout(() => this.socket.destroy(), LINGER_MS);
+    timer.unref();
+    this.socket.once('close', () => clearTimeout(timer));
+    this.socket.end();
+  }
+}

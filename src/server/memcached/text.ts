@@ -1,0 +1,319 @@
+// The classic text commands: retrieval (get, gets, gat, gats), storage (set, add, replace,
+// append, prepend, cas), delete, incr/decr, touch, flush_all, version, verbosity, stats, quit,
+// and the dispatcher that also hands meta commands to meta.ts.
+//
+// Each parser checks the whole line before anything runs: a malformed line gets its error
+// line and changes nothing; with `noreply` as the last token every reply of the command is
+// suppressed (errors too, as memcached does).
+
+import type { Cache, StoreMode } from './cache.js';
+import { serverErrorLine } from './cache.js';
+import { metaCommand } from './meta.js';
+import {
+  CRLF,
+  END,
+  ERR,
+  SERVER_VERSION,
+  checkKey,
+  line,
+  parseI32,
+  parseU32,
+  parseU64,
+  tokenize,
+  ttlFromExptime,
+} from './protocol.js';
+import { reply, type Output, type Reply, type Request, type ServerState } from './request.js';
+import { settingsStats, generalStats } from './stats.js';
+
+/** A multi-get writes what it has gathered once it holds this many bytes. */
+const RETRIEVAL_CHUNK_BYTES = 256 * 1024;
+
+const STORED = line('STORED');
+const NOT_STORED = line('NOT_STORED');
+const EXISTS = line('EXISTS');
+const NOT_FOUND = line('NOT_FOUND');
+const DELETED = line('DELETED');
+const TOUCHED = line('TOUCHED');
+const OK = line('OK');
+const STORE_REPLIES = { STORED, NOT_STORED, EXISTS, NOT_FOUND };
+
+/** The request for one command line (latin1 text, without its line ending). */
+export function parseCommand(text: string, state: ServerState): Request {
+  const tokens = tokenize(text);
+  const name = tokens[0];
+  const noreply = tokens.length > 1 && tokens[tokens.length - 1] === 'noreply';
+  switch (name) {
+    case 'get':
+    case 'gets':
+      return retrieval(tokens, 1, name === 'gets', undefined, state.cache);
+    case 'gat':
+    case 'gats': {
+      if (tokens.length < 3) return reply(line(ERR.badFormat));
+      const exptime = parseI32(tokens[1]!);
+      if (exptime === undefined) return reply(line(ERR.badExptime));
+      return retrieval(tokens, 2, name === 'gats', exptime, state.cache);
+    }
+    case 'set':
+    case 'add':
+    case 'replace':
+    case 'append':
+    case 'prepend':
+    case 'cas':
+      return storage(name, tokens, noreply, state.cache);
+    case 'delete':
+      return del(tokens, noreply, state.cache);
+    case 'incr':
+    case 'decr':
+      return arithmetic(name === 'incr', tokens, noreply, state.cache);
+    case 'touch':
+      return touch(tokens, noreply, state.cache);
+    case 'flush_all':
+      return flushAll(tokens, noreply, state.cache);
+    case 'version':
+      return reply(line(`VERSION ${SERVER_VERSION}`));
+    case 'verbosity': {
+      const level = tokens[1] === undefined ? undefined : parseU32(tokens[1]);
+      if (level === undefined) return reply(line(ERR.badFormat), noreply);
+      state.verbosity = Math.min(level, 2);
+      return reply(OK, noreply);
+    }
+    case 'stats':
+      return stats(tokens, state);
+    case 'quit':
+      return { dataBytes: -1, swallow: false, exclusive: true, close: true, badChunk: null, run: () => null };
+    case 'mg':
+    case 'ms':
+    case 'md':
+    case 'ma':
+    case 'me':
+    case 'mn':
+      return metaCommand(name, tokens, state.cache);
+    default:
+      return reply(line(ERR.unknownCommand), noreply);
+  }
+}
+
+function keyOf(token: string): Buffer | undefined {
+  const key = Buffer.from(token, 'latin1');
+  return checkKey(key) ? key : undefined;
+}
+
+/** get/gets (keys from token 1) and gat/gats (exptime at token 1, keys from token 2). */
+function retrieval(tokens: string[], first: number, withCas: boolean, exptime: number | undefined, cache: Cache): Request {
+  if (tokens.length <= first) return reply(line(ERR.badFormat));
+  const keys: Buffer[] = [];
+  for (let i = first; i < tokens.length; i++) {
+    const key = keyOf(tokens[i]!);
+    if (key === undefined) return reply(line(ERR.badFormat));
+    keys.push(key);
+  }
+  const run = (_data: Buffer | undefined, out: Output): Reply | Promise<Reply> => {
+    if (exptime !== undefined) return getAndTouch(keys, withCas, exptime, cache);
+    const c = cache.counters;
+    const now = cache.now();
+    const parts: Buffer[] = [];
+    let bytes = 0;
+    for (let i = 0; i < keys.length; i++) {
+      const key = keys[i]!;
+      c.cmd_get!++;
+      const found = cache.find(key);
+      if (found === undefined) {
+        c.get_misses!++;
+        continue;
+      }
+      c.get_hits!++;
+      cache.tracker.fetched(key, found.version, now);
+      const head = valueHead(key, found.item.flags, found.item.data.length, withCas ? found.version : undefined);
+      parts.push(head, found.item.data, CRLF);
+      bytes += head.length + found.item.data.length + 2;
+      if (bytes >= RETRIEVAL_CHUNK_BYTES && i < keys.length - 1) return streamRest(parts, keys, i + 1, withCas, cache, out);
+    }
+    parts.push(END);
+    return parts.length === 1 ? END : Buffer.concat(parts);
+  };
+  return { dataBytes: -1, swallow: false, exclusive: true, close: false, badChunk: null, run };
+}
+
+/** The rest of a large multi-get, written as it is gathered, waiting whenever the socket is full. */
+async function streamRest(parts: Buffer[], keys: Buffer[], from: number, withCas: boolean, cache: Cache, out: Output): Promise<Reply> {
+  out.write(Buffer.concat(parts));
+  const c = cache.counters;
+  for (let i = from; i < keys.length; i++) {
+    if (out.full()) await out.drained();
+    const key = keys[i]!;
+    c.cmd_get!++;
+    const found = cache.find(key);
+    if (found === undefined) {
+      c.get_misses!++;
+      continue;
+    }
+    c.get_hits!++;
+    cache.tracker.fetched(key, found.version, cache.now());
+    out.write(Buffer.concat([valueHead(key, found.item.flags, found.item.data.length, withCas ? found.version : undefined), found.item.data, CRLF]));
+  }
+  return END;
+}
+
+async function getAndTouch(keys: Buffer[], withCas: boolean, exptime: number, cache: Cache): Promise<Reply> {
+  const ttl = ttlFromExptime(exptime, cache.now());
+  const parts: Buffer[] = [];
+  for (const key of keys) {
+    const found = cache.find(key);
+    if (found === undefined || !(await cache.touch(key, ttl))) {
+      if (found === undefined) {
+        cache.counters.cmd_touch!++;
+        cache.counters.touch_misses!++;
+      }
+      continue;
+    }
+    cache.tracker.fetched(key, found.version, cache.now());
+    parts.push(valueHead(key, found.item.flags, found.item.data.length, withCas ? found.version : undefined), found.item.data, CRLF);
+  }
+  parts.push(END);
+  return Buffer.concat(parts);
+}
+
+function valueHead(key: Buffer, flags: number, bytes: number, cas: number | undefined): Buffer {
+  const tail = cas === undefined ? ` ${flags} ${bytes}\r\n` : ` ${flags} ${bytes} ${cas}\r\n`;
+  const out = Buffer.allocUnsafe(6 + key.length + tail.length);
+  out.write('VALUE ', 0, 'latin1');
+  key.copy(out, 6);
+  out.write(tail, 6 + key.length, 'latin1');
+  return out;
+}
+
+/** <cmd> <key> <flags> <exptime> <bytes> [noreply] / cas <key> <flags> <exptime> <bytes> <cas unique> [noreply] */
+function storage(mode: StoreMode, tokens: string[], noreply: boolean, cache: Cache): Request {
+  if (tokens.length < 5) return reply(line(ERR.badFormat));
+  const bytes = parseI32(tokens[4]!);
+  // The length is unknown, so the data cannot be skipped: the error is sent whatever noreply says.
+  if (bytes === undefined || bytes < 0) return reply(line(ERR.badFormat));
+  cache.counters.cmd_set!++;
+  const swallow = (text: string, run?: () => Promise<unknown>): Request => ({
+    dataBytes: bytes,
+    swallow: true,
+    exclusive: false,
+    close: false,
+    badChunk: null,
+    run: run === undefined ? () => (noreply ? null : line(text)) : async () => (await run(), noreply ? null : line(text)),
+  });
+  const key = keyOf(tokens[1]!);
+  const flags = parseU32(tokens[2]!);
+  const exptime = parseI32(tokens[3]!);
+  if (key === undefined || flags === undefined || exptime === undefined) return swallow(ERR.badFormat);
+  const cas = mode === 'cas' ? (tokens[5] === undefined ? undefined : parseU64(tokens[5])) : undefined;
+  if (mode === 'cas' && cas === undefined) return swallow(ERR.badFormat);
+  if (bytes > cache.maxItemBytes) {
+    cache.counters.store_too_large!++;
+    // As memcached: a set that is refused leaves no stale value behind.
+    return swallow(ERR.tooLarge, mode === 'set' ? () => cache.pool.delete(key) : undefined);
+  }
+  const ttl = ttlFromExptime(exptime, cache.now());
+  return {
+    dataBytes: bytes,
+    swallow: false,
+    exclusive: mode === 'add' && ttl < 0,
+    close: false,
+    badChunk: noreply ? null : line(ERR.badDataChunk),
+    run: async (data) => {
+      try {
+        const outcome = await cache.store({ mode, key, flags, ttl, data: data!, cas });
+        return noreply ? null : STORE_REPLIES[outcome.status];
+      } catch (error) {
+        return noreply ? null : line(serverErrorLine(error));
+      }
+    },
+  };
+}
+
+/** delete <key> [0] [noreply] (the 0 is an old client's habit, accepted as memcached did) */
+function del(tokens: string[], noreply: boolean, cache: Cache): Request {
+  if (tokens.length < 2) return reply(line(ERR.badFormat));
+  const rest = tokens.slice(2, noreply ? -1 : undefined);
+  if (rest.length > 1 || (rest.length === 1 && rest[0] !== '0')) return reply(line(ERR.deleteUsage), noreply);
+  const key = keyOf(tokens[1]!);
+  if (key === undefined) return reply(line(ERR.badFormat), noreply);
+  return write(noreply, async () => {
+    const outcome = await cache.delete(key);
+    return outcome === 'DELETED' ? DELETED : NOT_FOUND;
+  });
+}
+
+/** incr|decr <key> <value> [noreply] */
+function arithmetic(incr: boolean, tokens: string[], noreply: boolean, cache: Cache): Request {
+  if (tokens.length < 3) return reply(line(ERR.badFormat));
+  const key = keyOf(tokens[1]!);
+  if (key === undefined) return reply(line(ERR.badFormat), noreply);
+  const delta = parseU64(tokens[2]!);
+  if (delta === undefined) return reply(line(ERR.badDelta), noreply);
+  return write(noreply, async () => {
+    const outcome = await cache.arith({ key, incr, delta });
+    if (outcome.status === 'OK') return line(outcome.value.toString());
+    return outcome.status === 'NON_NUMERIC' ? line(ERR.nonNumeric) : NOT_FOUND;
+  });
+}
+
+/** touch <key> <exptime> [noreply] */
+function touch(tokens: string[], noreply: boolean, cache: Cache): Request {
+  if (tokens.length < 3) return reply(line(ERR.badFormat));
+  const key = keyOf(tokens[1]!);
+  if (key === undefined) return reply(line(ERR.badFormat), noreply);
+  const exptime = parseI32(tokens[2]!);
+  if (exptime === undefined) return reply(line(ERR.badExptime), noreply);
+  return write(noreply, async () => ((await cache.touch(key, ttlFromExptime(exptime, cache.now()))) ? TOUCHED : NOT_FOUND));
+}
+
+/** flush_all [delay] [noreply] */
+function flushAll(tokens: string[], noreply: boolean, cache: Cache): Request {
+  let delay = 0;
+  if (tokens.length !== (noreply ? 2 : 1)) {
+    const d = tokens[1] === undefined ? undefined : parseI32(tokens[1]);
+    if (d === undefined) return reply(line(ERR.badExptime), noreply);
+    delay = d;
+  }
+  return write(noreply, async () => {
+    await cache.flushAll(delay > 0 ? ttlFromExptime(delay, cache.now()) : 0);
+    return OK;
+  });
+}
+
+function stats(tokens: string[], state: ServerState): Request {
+  const sub = tokens[1];
+  let lines: [string, string | number][] | undefined;
+  const run = (): Reply => {
+    if (sub === undefined) lines = generalStats(state);
+    else if (sub === 'settings') lines = settingsStats(state);
+    else if (sub === 'items' || sub === 'slabs' || sub === 'conns') lines = [];
+    else if (sub === 'sizes') lines = [['sizes_status', 'disabled']];
+    else if (sub === 'reset') {
+      for (const k of Object.keys(state.cache.counters)) if (k !== 'total_items') state.cache.counters[k] = 0;
+      state.totalConnections = state.currConnections;
+      state.rejectedConnections = 0;
+      state.bytesRead = 0;
+      state.bytesWritten = 0;
+      return line('RESET');
+    } else return line(ERR.unknownCommand);
+    return Buffer.from(`${lines.map(([k, v]) => `STAT ${k} ${v}\r\n`).join('')}END\r\n`, 'latin1');
+  };
+  return { dataBytes: -1, swallow: false, exclusive: true, close: false, badChunk: null, run };
+}
+
+/** A write that may be in flight beside the connection's others; its errors become SERVER_ERROR lines. */
+function write(noreply: boolean, run: () => Promise<Buffer>): Request {
+  return {
+    dataBytes: -1,
+    swallow: false,
+    exclusive: false,
+    close: false,
+    badChunk: null,
+    run: async () => {
+      try {
+        const r = await run();
+        return noreply ? null : r;
+      } catch (error) {
+        return noreply ? null : line(serverErrorLine(error));
+      }
+    },
+  };
+}
+
