@@ -1003,6 +1003,7 @@ export class Engine {
     for (const head of this.heads.values()) head.offset = alignUp(head.offset, this.alignment);
 
     const writes: Promise<void>[] = [];
+    const durableWrites = this.durability === 'full' && this.media.writeDurable !== undefined;
     for (const span of spans.values()) {
       // Unzeroed: every byte is written below, records by encodeRecord, the rest as zeros.
       const buf = Buffer.allocUnsafe(span.end - span.start);
@@ -1043,12 +1044,15 @@ export class Engine {
       buf.fill(0, cursor);
       this.counters.mediaBytes += buf.length;
       this.bytesSinceCheckpoint += buf.length;
-      writes.push(this.media.write(buf, this.segmentOffset(span.segment) + span.start));
+      const at = this.segmentOffset(span.segment) + span.start;
+      writes.push(durableWrites ? this.media.writeDurable!(buf, at) : this.media.write(buf, at));
     }
     await settleAll(writes);
     this.writtenSeq = this.nextSeq - 1;
     if (this.durability === 'full') {
-      await this.media.flush();
+      // Every record before these was made durable by its own batch, so durable writes of
+      // these spans leave the whole log up to writtenSeq durable, with no separate flush.
+      if (!durableWrites) await this.media.flush();
       this.counters.flushes++;
       this.flushedSeq = this.writtenSeq;
     } else {

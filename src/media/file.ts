@@ -113,6 +113,8 @@ export class FileMedia implements Media {
   readonly isBlockDevice: boolean;
   readonly allocatesOnWrite: boolean;
   private fd: number;
+  /** The same file opened O_DSYNC: a write through it and its flush are one system call. */
+  private syncFd = -1;
   private closing: Promise<void> | undefined;
   private inFlight = 0;
   private onDrained: (() => void) | undefined;
@@ -163,6 +165,16 @@ export class FileMedia implements Media {
     }
   }
 
+  async writeDurable(buffer: Uint8Array, offset: number): Promise<void> {
+    const fd = this.begin(buffer.length, offset);
+    try {
+      if (this.syncFd < 0) this.syncFd = await openFd(this.path, fs.constants.O_RDWR | fs.constants.O_DSYNC, 0o644);
+      await writeFully(this.syncFd, buffer, offset);
+    } finally {
+      this.end();
+    }
+  }
+
   async flush(): Promise<void> {
     const fd = this.begin(0, 0);
     try {
@@ -182,6 +194,8 @@ export class FileMedia implements Media {
     if (this.inFlight > 0) await new Promise<void>((resolve) => (this.onDrained = resolve));
     const fd = this.fd;
     this.fd = -1;
+    if (this.syncFd >= 0) await closeFd(this.syncFd).catch(() => undefined);
+    this.syncFd = -1;
     await closeFd(fd);
   }
 

@@ -20,6 +20,11 @@ export interface Media {
   read(buffer: Uint8Array, offset: number): Promise<void>;
   readSync(buffer: Uint8Array, offset: number): void;
   write(buffer: Uint8Array, offset: number): Promise<void>;
+  /**
+   * A write that is durable once it resolves (as if followed by a flush of it alone), in one
+   * call to the medium (O_DSYNC). Writes made before it are not made durable by it.
+   */
+  writeDurable?(buffer: Uint8Array, offset: number): Promise<void>;
   /** Make every completed write durable (fdatasync). */
   flush(): Promise<void>;
   close(): Promise<void>;

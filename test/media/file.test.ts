@@ -219,3 +219,27 @@ test('writeSmallFileDurably replaces content whole and leaves no temporary file'
     assert.deepEqual(await fsp.readdir(nested), ['meta.json']);
   });
 });
+
+test('writeDurable writes through the O_DSYNC descriptor: read back at once and after a reopen, and closed with the media', async () => {
+  await withTempDir(async (dir) => {
+    const file = path.join(dir, 'log');
+    const media = await openFileMedia(file, { size: 1 << 20, create: true });
+    await media.write(pattern(4096, 5), 0);
+    await media.writeDurable(pattern(8192, 6), 4096);
+    const back = new Uint8Array(8192);
+    await media.read(back, 4096);
+    assert.deepEqual(back, pattern(8192, 6), 'the plain descriptor sees the durable write');
+    const fdsOpen = fs.readdirSync('/proc/self/fd').length;
+    await media.close();
+    assert.equal(fs.readdirSync('/proc/self/fd').length, fdsOpen - 2, 'both descriptors are closed');
+    await assert.rejects(media.writeDurable(pattern(512, 1), 0), (e: unknown) => isAtomioError(e, 'ERR_CLOSED'));
+    const reopened = await openFileMedia(file, { size: 1 << 20, create: false });
+    try {
+      const again = new Uint8Array(8192);
+      await reopened.read(again, 4096);
+      assert.deepEqual(again, pattern(8192, 6));
+    } finally {
+      await reopened.close();
+    }
+  });
+});
