@@ -1,9 +1,11 @@
-// `atomio serve` and `atomio volume`: a store's volumes as network disks, and the commands
-// that manage those volumes.
+// `atomio serve` and `atomio volume`: a store's volumes as network disks and its kv pool
+// 'memcached' as a persistent memcached, and the commands that manage the volumes.
 //
 //   atomio serve [--data DIR] [--nbd HOST:PORT|off] [--volume-size BYTES] [--capacity BYTES]
 //                [--durability full|none] [--nbd-allow-remote]
 //                [--tls off|on|require] [--tls-psk FILE] [--tls-cert FILE --tls-key FILE] [--tls-ca FILE]
+//                [--memcached HOST:PORT|off] [--memcached-allow-remote] [--max-item-size BYTES]
+//                [--max-connections N] [--idle-timeout SECONDS]
 //   atomio volume create NAME --size BYTES [--read-only] [--data DIR]
 //   atomio volume list [--data DIR] [--json]
 //   atomio volume remove NAME [--data DIR]
@@ -20,14 +22,23 @@ import type { Durability } from '../engine/engine.js';
 import { fileExists } from '../media/file.js';
 import { DATA_FILE_NAME, open, type Store } from '../store/store.js';
 import { NBD_DEFAULT_PORT, parsePskFile, startNbdServer, type NbdServer, type NbdTlsOptions } from '../server/nbd/index.js';
+import {
+  DEFAULT_MAX_CONNECTIONS,
+  DEFAULT_POOL,
+  MEMCACHED_DEFAULT_PORT,
+  startMemcachedServer,
+  type MemcachedServer,
+} from '../server/memcached/index.js';
 import { DEFAULT_VOLUME_BYTES, Volumes } from '../server/volumes.js';
 import { EXIT, UsageError, aligned, formatBytes, writeErr, writeOut } from './output.js';
 
 export const SERVE_USAGE = `usage: atomio serve [options]
 
 Serves the volumes of the store in DIR as network block devices (NBD, fixed newstyle;
-qemu-img, qemu, nbdkit's tools and the Linux nbd client speak it). The volume called
-'default' answers the empty export name too: nbd://127.0.0.1:10809/ reaches it.
+qemu-img, qemu, nbdkit's tools and the Linux nbd client speak it), and its kv pool
+'${DEFAULT_POOL}' as a persistent memcached (text and meta protocol; any memcached client
+speaks it). The volume called 'default' answers the empty export name too:
+nbd://127.0.0.1:10809/ reaches it.
 
 options:
   --data DIR               the store (created if new; default ./data)
@@ -42,10 +53,25 @@ options:
   --tls-cert FILE          TLS server certificate chain (PEM); needs --tls-key
   --tls-key FILE           its private key (PEM)
   --tls-ca FILE            CA certificates (PEM): clients must show a certificate it signed
+  --memcached HOST:PORT|off
+                           where memcached listens (default 127.0.0.1:${MEMCACHED_DEFAULT_PORT}; env
+                           ATOMIO_MEMCACHED); off: no memcached. When the default address
+                           is taken and no address was given, memcached stays off and says so
+  --memcached-allow-remote allow a non-loopback memcached HOST (the protocol has no
+                           authentication: anyone who reaches the port reads and writes)
+  --max-item-size BYTES    largest memcached item (default 1M; env ATOMIO_MAX_ITEM_SIZE);
+                           larger sets get SERVER_ERROR object too large for cache
+  --max-connections N      memcached clients at once (default ${DEFAULT_MAX_CONNECTIONS}; env
+                           ATOMIO_MAX_CONNECTIONS); one more gets ERROR Too many open
+                           connections
+  --idle-timeout SECONDS   disconnect a memcached client idle this long (default 0: never;
+                           env ATOMIO_IDLE_TIMEOUT)
   --volume-size BYTES      size of the default volume when it is first created (default 1T)
   --capacity BYTES         most bytes the store's data file may take (only when creating it)
-  --durability full|none   full (default): a write is acknowledged once on stable storage;
-                           none: once the OS has it (NBD FLUSH and FUA still make it durable)
+  --durability full|none   full (default): a write is acknowledged (NBD reply, memcached
+                           STORED/DELETED/new value) once on stable storage; none: once the
+                           OS has it (NBD FLUSH and FUA still make it durable; memcached
+                           becomes a cache that may lose its last second in a crash)
   --help                   print this text
 
 BYTES takes a suffix K, M, G, T or P (powers of 1024): 64G, 512M.
@@ -91,6 +117,7 @@ export async function serve(argv: string[], control: ServeControl = {}): Promise
     throw error;
   }
   let server: NbdServer | undefined;
+  let memcached: MemcachedServer | undefined;
   try {
     const volumes = await Volumes.load(store, store.directory, { defaultSize: options.volumeSize ?? DEFAULT_VOLUME_BYTES });
     const existing = volumes.get('');
@@ -111,8 +138,21 @@ export async function serve(argv: string[], control: ServeControl = {}): Promise
       const tlsNote = options.tls === undefined ? '' : options.tls.mode === 'required' ? ', TLS required' : ', TLS offered';
       writeOut(`atomio: serving NBD on nbd://${host}:${a.port}/${tlsNote} (exports: ${volumes.list().map((v) => v.name).join(', ') || 'none'})\n`);
     } else {
-      writeOut('atomio: NBD is off; nothing is served\n');
+      writeOut('atomio: NBD is off\n');
     }
+    if (options.memcached !== undefined) {
+      memcached = await startMemcachedOrNote(store, options);
+      if (memcached !== undefined) {
+        const a = memcached.address;
+        const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
+        writeOut(
+          `atomio: serving memcached on ${host}:${a.port} (items in kv pool '${DEFAULT_POOL}', max item size ${formatBytes(memcached.cache.maxItemBytes)})\n`,
+        );
+      }
+    } else {
+      writeOut('atomio: memcached is off\n');
+    }
+    if (server === undefined && memcached === undefined) writeOut('atomio: nothing is served\n');
     const stats = store.stats();
     writeOut(`atomio: data in ${store.directory} (capacity ${formatBytes(stats.capacity)}, durability ${options.durability})\n`);
     writeOut('atomio: SIGINT or SIGTERM stops the server\n');
@@ -120,7 +160,7 @@ export async function serve(argv: string[], control: ServeControl = {}): Promise
     writeOut(`atomio: ${why}: finishing the requests in flight\n`);
   } finally {
     stop.cancel();
-    await server?.close();
+    await Promise.all([server?.close(), memcached?.close()]);
     await store.close();
   }
   writeOut('atomio: stopped; the store is closed\n');
@@ -228,6 +268,34 @@ interface ServeOptions {
   volumeSize: number | undefined;
   capacity: number | undefined;
   durability: Durability;
+  memcached: { host: string; port: number; explicit: boolean } | undefined;
+  memcachedAllowRemote: boolean;
+  /** undefined: the server's default (1 MiB, or less on a store whose values are smaller). */
+  maxItemBytes: number | undefined;
+  maxConnections: number;
+  idleTimeoutMs: number;
+}
+
+/** Starts memcached; when the default address is taken and none was given, says so and goes on without. */
+async function startMemcachedOrNote(store: Store, options: ServeOptions): Promise<MemcachedServer | undefined> {
+  const where = options.memcached!;
+  try {
+    return await startMemcachedServer(store, {
+      host: where.host,
+      port: where.port,
+      allowRemote: options.memcachedAllowRemote,
+      ...(options.maxItemBytes === undefined ? {} : { maxItemBytes: options.maxItemBytes }),
+      maxConnections: options.maxConnections,
+      idleTimeoutMs: options.idleTimeoutMs,
+      log: (line) => writeErr(`atomio: ${line}\n`),
+    });
+  } catch (error) {
+    if (!where.explicit && (error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+      writeErr(`atomio: note: ${where.host}:${where.port} is in use (another memcached?); memcached is off: give --memcached HOST:PORT\n`);
+      return undefined;
+    }
+    throw error;
+  }
 }
 
 function parseServeArgs(argv: string[]): ServeOptions | undefined {
@@ -247,6 +315,11 @@ function parseServeArgs(argv: string[]): ServeOptions | undefined {
         'volume-size': { type: 'string' },
         capacity: { type: 'string' },
         durability: { type: 'string' },
+        memcached: { type: 'string' },
+        'memcached-allow-remote': { type: 'boolean' },
+        'max-item-size': { type: 'string' },
+        'max-connections': { type: 'string' },
+        'idle-timeout': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       allowPositionals: false,
@@ -270,6 +343,40 @@ function parseServeArgs(argv: string[]): ServeOptions | undefined {
     volumeSize: v['volume-size'] === undefined ? undefined : parseSize(v['volume-size'], '--volume-size'),
     capacity: v.capacity === undefined ? undefined : parseSize(v.capacity, '--capacity'),
     durability,
+    ...parseMemcachedArgs(v),
+  };
+}
+
+/** The memcached flags, each falling back to its environment variable, then its default. */
+function parseMemcachedArgs(v: {
+  memcached?: string;
+  'memcached-allow-remote'?: boolean;
+  'max-item-size'?: string;
+  'max-connections'?: string;
+  'idle-timeout'?: string;
+}): Pick<ServeOptions, 'memcached' | 'memcachedAllowRemote' | 'maxItemBytes' | 'maxConnections' | 'idleTimeoutMs'> {
+  const env = process.env;
+  const listen = v.memcached ?? env.ATOMIO_MEMCACHED;
+  let memcached: ServeOptions['memcached'];
+  try {
+    const at = parseListen(listen ?? `127.0.0.1:${MEMCACHED_DEFAULT_PORT}`);
+    memcached = at === undefined ? undefined : { ...at, explicit: listen !== undefined };
+  } catch {
+    throw new UsageError(`--memcached takes HOST:PORT ([::1]:PORT for IPv6) or off, not '${String(listen)}'`);
+  }
+  const itemSize = v['max-item-size'] ?? env.ATOMIO_MAX_ITEM_SIZE;
+  const count = (text: string | undefined, flag: string, fallback: number, min: number): number => {
+    if (text === undefined) return fallback;
+    const n = /^\d{1,9}$/.test(text.trim()) ? Number(text.trim()) : NaN;
+    if (!(n >= min)) throw new UsageError(`${flag} takes a whole number >= ${min}, not '${text}'`);
+    return n;
+  };
+  return {
+    memcached,
+    memcachedAllowRemote: v['memcached-allow-remote'] === true,
+    maxItemBytes: itemSize === undefined ? undefined : parseSize(itemSize, '--max-item-size'),
+    maxConnections: count(v['max-connections'] ?? env.ATOMIO_MAX_CONNECTIONS, '--max-connections', DEFAULT_MAX_CONNECTIONS, 1),
+    idleTimeoutMs: count(v['idle-timeout'] ?? env.ATOMIO_IDLE_TIMEOUT, '--idle-timeout', 0, 0) * 1000,
   };
 }
 
