@@ -4,9 +4,11 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { open, type Store } from '../../src/index.js';
+import { open, type Snapshot, type Store } from '../../src/index.js';
+import { makeRandom } from '../../src/media/random.js';
 import { FaultMedia } from '../../src/media/fault.js';
 import { code } from '../helpers/errors.js';
+import { replayHint, testSeed } from '../helpers/seed.js';
 import { FaultStore } from '../helpers/store.js';
 import { withTempDir } from '../helpers/temp.js';
 
@@ -128,4 +130,97 @@ test('an iteration over a snapshot needs no pin of its own and sees expiry as of
     for await (const e of snap.kv().list({ reverse: true, limit: 3 })) listed.push(e.value.toString());
     assert.deepEqual(listed, ['v49', 'v48', 'v47']);
   });
+});
+
+// ---------------------------------------------------------------------------------------
+// A seeded model: snapshots taken at random moments must keep reading exactly what the
+// store held then, through churn (cleaning, checkpoints), TTL expiry, pool drops, block
+// writes, reopens and crashes (named ones), until released or deleted.
+
+type Model = Map<string, Map<string, string>>; // pool → key → value
+interface Taken {
+  snap: Snapshot;
+  named: boolean;
+  pools: Model;
+  blocks: Map<number, number>; // lba → fill byte
+}
+
+function copyModel(m: Model): Model {
+  return new Map([...m].map(([p, keys]) => [p, new Map(keys)]));
+}
+
+async function checkSnapshot(t: Taken, what: string): Promise<void> {
+  for (const [pool, keys] of t.pools) {
+    const listed = [...t.snap.kv(pool).listSync()].map((e) => [e.key.toString(), e.value.toString()]);
+    assert.deepEqual(listed, [...keys].sort(([a], [b]) => Buffer.compare(Buffer.from(a), Buffer.from(b))), `${what}: pool ${pool}`);
+  }
+  for (const pool of t.snap.pools()) assert.ok(t.pools.has(pool) && t.pools.get(pool)!.size > 0, `${what}: pool ${pool} is in the snapshot's model`);
+  for (const [lba, fill] of t.blocks) {
+    const got = await t.snap.block.read(lba, 1);
+    assert.equal(got[0], fill, `${what}: lba ${lba}`);
+  }
+}
+
+test('model: snapshots read what the store held when taken, through churn, drops, reopens and crashes', async (t) => {
+  const seed = testSeed();
+  t.diagnostic(replayHint(seed, 'dist/test/store/snapshot.test.js'));
+  const random = makeRandom(seed);
+  const int = (n: number): number => Math.floor(random() * n);
+  const fs = await FaultStore.create({ ...SMALL, capacity: 8 * MiB });
+  const model: Model = new Map();
+  const blocks = new Map<number, number>();
+  let taken: Taken[] = [];
+  let named = 0;
+  let maintenance = 0; // segments cleaned and checkpoints written, over every open
+  try {
+    for (let step = 0; step < 400; step++) {
+      const store = fs.store;
+      const r = random();
+      if (r < 0.55) {
+        const pool = `p${int(3)}`;
+        const writes = Array.from({ length: 1 + int(20) }, () => [`k${int(60)}`, `${step}:`.padEnd(200 + int(1500), 'x')] as const);
+        await Promise.all(writes.map(([k, v]) => store.kv(pool).put(k, v)));
+        const keys = model.get(pool) ?? new Map<string, string>();
+        for (const [k, v] of writes) keys.set(k, v);
+        model.set(pool, keys);
+      } else if (r < 0.65) {
+        const pool = `p${int(3)}`;
+        const key = `k${int(60)}`;
+        await store.kv(pool).delete(key);
+        model.get(pool)?.delete(key);
+      } else if (r < 0.7) {
+        const pool = `p${int(3)}`;
+        await store.dropPool(pool);
+        model.delete(pool);
+      } else if (r < 0.8) {
+        const lba = int(32) * 8;
+        const fill = 1 + int(250);
+        await store.block.write(lba, Buffer.alloc(4096, fill));
+        blocks.set(lba, fill);
+      } else if (r < 0.88) {
+        const isNamed = random() < 0.4;
+        const snap = await store.snapshot(isNamed ? { name: `s${named++}` } : {});
+        taken.push({ snap, named: isNamed, pools: copyModel(model), blocks: new Map(blocks) });
+      } else if (r < 0.93 && taken.length > 0) {
+        const i = int(taken.length);
+        const gone = taken[i]!;
+        if (gone.named) await store.deleteSnapshot(gone.snap.name!);
+        else gone.snap.release();
+        taken.splice(i, 1);
+      } else if (r < 0.96) {
+        const crash = random() < 0.5;
+        maintenance += store.stats().segmentsCleaned + store.stats().checkpoints;
+        const store2 = crash ? await fs.reopen(fs.crashImage('lose-all')) : await fs.closeAndReopen();
+        // Unnamed snapshots live in one process only; named ones come back.
+        taken = taken.filter((x) => x.named).map((x) => ({ ...x, snap: store2.openSnapshot(x.snap.name!) }));
+        assert.deepEqual(store2.snapshots().map((s) => s.name).sort(), taken.map((x) => x.snap.name!).sort(), `seed ${seed}: named snapshots after ${crash ? 'a crash' : 'a reopen'}`);
+      }
+      if (step % 40 === 39) for (const x of taken) await checkSnapshot(x, `seed ${seed}, step ${step}, snapshot ${x.snap.name ?? '(unnamed)'}`);
+    }
+    for (const x of taken) await checkSnapshot(x, `seed ${seed}, the end, snapshot ${x.snap.name ?? '(unnamed)'}`);
+    maintenance += fs.store.stats().segmentsCleaned + fs.store.stats().checkpoints;
+    assert.ok(maintenance > 0, 'the store cleaned or checkpointed under the snapshots');
+  } finally {
+    await fs.dispose();
+  }
 });
