@@ -21,8 +21,13 @@ export const MAX_META_TOKENS = 20;
 export const DEFAULT_MAX_ITEM_BYTES = 1024 * 1024;
 /** Exptimes above this many seconds are unix times, not offsets (30 days). */
 export const REALTIME_MAXDELTA_S = 60 * 60 * 24 * 30;
-/** The version we answer: the memcached protocol level we speak, then ours. */
-export const SERVER_VERSION = '1.6.0-atomio-0.1.0';
+/**
+ * The version `version` answers: the memcached release whose protocol we speak, alone, since
+ * clients parse it as a number (some from its start, some from its end). `stats` names atomio.
+ */
+export const SERVER_VERSION = '1.6.0';
+/** atomio's own version, in `stats` as atomio_version. */
+export const ATOMIO_VERSION = '0.1.0';
 
 export const TWO_64 = 2n ** 64n;
 const TWO_32 = 2 ** 32;

@@ -1,7 +1,7 @@
 // The `stats` and `stats settings` lines: memcached's names, with atomio's values where a
 // name has a meaning here and memcached's neutral value (0, no) where it does not.
 
-import { SERVER_VERSION } from './protocol.js';
+import { ATOMIO_VERSION, SERVER_VERSION } from './protocol.js';
 import type { ServerState } from './request.js';
 
 type Lines = [string, string | number][];
@@ -20,6 +20,7 @@ export function generalStats(s: ServerState): Lines {
     ['uptime', Math.floor((now - s.startedAtMs) / 1000)],
     ['time', Math.floor(now / 1000)],
     ['version', SERVER_VERSION],
+    ['atomio_version', ATOMIO_VERSION],
     ['libevent', 'node'],
     ['pointer_size', 64],
     ['rusage_user', rusage(cpu.user)],

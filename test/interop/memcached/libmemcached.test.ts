@@ -32,7 +32,8 @@ test('memcp, memcat, memexist, memtouch, memrm, memflush, memstat: files in, fil
     const stat = await run(tool('memstat')!, [servers]);
     assert.equal(stat.code, 0, stat.stderr);
     assert.match(stat.stdout, new RegExp(`pid: ${process.pid}`));
-    assert.match(stat.stdout, /version: 1\.6\.0-atomio/);
+    assert.match(stat.stdout, /version: 1\.6\.0/);
+    assert.match(stat.stdout, /atomio_version: /);
     assert.equal((await run(tool('memflush')!, [servers])).code, 0);
     assert.equal(await c.call('get two.bin\r\n'), 'END\r\n', 'memflush emptied the server');
   });

@@ -204,7 +204,7 @@ test('noreply: storage, delete, incr/decr, touch and verbosity send nothing, err
 test('version, verbosity, stats, stats settings, stats reset; unknown commands get ERROR', async () => {
   await withServer(async (h) => {
     const c = await h.connect();
-    assert.match(await c.call('version\r\n'), /^VERSION 1\.6\.0-atomio-\S+\r\n$/);
+    assert.equal(await c.call('version\r\n'), 'VERSION 1.6.0\r\n', 'a bare number: clients parse it');
     assert.equal(await c.call('verbosity 1\r\n'), 'OK\r\n');
     assert.equal(await c.call('verbosity\r\n'), 'CLIENT_ERROR bad command line format\r\n');
     await c.call('set a 0 0 3\r\nabc\r\nget a\r\nget b\r\n');
@@ -212,6 +212,8 @@ test('version, verbosity, stats, stats settings, stats reset; unknown commands g
     assert.match(stats, /\r\nEND\r\n$/);
     const value = (name: string, text = stats): string => new RegExp(`STAT ${name} (\\S+)\\r\\n`).exec(text)?.[1] ?? 'missing';
     assert.equal(value('pid'), String(process.pid));
+    assert.equal(value('version'), '1.6.0');
+    assert.match(value('atomio_version'), /^\d+\.\d+\.\d+$/);
     assert.equal(value('curr_items'), '1');
     assert.equal(value('cmd_get'), '2');
     assert.equal(value('get_hits'), '1');
