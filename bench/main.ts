@@ -18,6 +18,10 @@ const benchmarks: Record<string, Benchmark> = {
     describe: 'kv face vs lmdb-js, classic-level and better-sqlite3, all durable: puts at 1 and 64 in flight, batches, load, gets, scans, open, memory (ATOMIO_BENCH_KEYS=N)',
     run: async (args) => (await import('./kv.js')).main(args),
   },
+  memcached: {
+    describe: 'memcached server vs Debian memcached, one Node load generator: 90% get / 10% set, 100 B values, 10k keys, 50 connections; ops/s, p99, durability full and none',
+    run: async (args) => (await import('./memcached.js')).main(args),
+  },
   nbd: {
     describe: 'NBD server vs qemu-nbd and nbdkit (file plugin), driven by fio: random 4 KiB and sequential 1 MiB',
     run: async (args) => (await import('./nbd.js')).runNbdBench(args),
