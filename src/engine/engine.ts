@@ -647,13 +647,21 @@ export class Engine {
     const usable = this.usableBytes();
     const start = live;
     const now = this.clock.now();
+    // When even the worst case of the whole batch fits, puts skip the exact accounting.
+    let worst = 0;
+    let computed = false;
+    for (const p of batch) {
+      worst += p.dataBytes + p.ops.length * 64;
+      for (const op of p.ops) if (op.type === 'put' && typeof op.value === 'function') computed = true;
+    }
+    const roomy = !computed && live + worst <= usable;
     for (const p of batch) {
       let failed: Error | undefined = this.failedCondition(p.conditions, overlay, batchKeys, now);
       let staged: BatchKeys | undefined;
       let kvGrowth = 0;
       if (failed === undefined) {
         try {
-          ({ staged, growth: kvGrowth } = this.stageKv(p, batchKeys, now));
+          ({ staged, growth: kvGrowth } = this.stageKv(p, batchKeys, now, roomy));
         } catch (error) {
           // A value function (incr, update) refused, or failed: that commit alone fails.
           failed = error instanceof Error ? error : new AtomioError('ERR_ARGUMENT', `an update function threw ${String(error)}`, {});
@@ -717,13 +725,22 @@ export class Engine {
   }
 
   /** The commit's kv ops laid over the batch: their states, values and growth in live bytes. */
-  private stageKv(p: Pending, batchKeys: BatchKeys, now: number): { staged: BatchKeys; growth: number } {
+  private stageKv(p: Pending, batchKeys: BatchKeys, now: number, roomy: boolean): { staged: BatchKeys; growth: number } {
     const staged: BatchKeys = { keys: new Map(), dropped: new Set() };
     const layers = [staged, batchKeys];
     let growth = 0;
     for (let i = 0; i < p.ops.length; i++) {
       const op = p.ops[i]!;
-      if (op.type === 'put') {
+      if (op.type === 'put' && roomy && !op.keepTtl && typeof op.value !== 'function') {
+        // Far from full, a plain put needs no look at the key it replaces: its whole size
+        // stands for its growth (an overestimate), and nothing else depends on the old entry.
+        const entryBytes = kvEntryBytes(op.key.length, op.value.length);
+        const expiresAt = op.ttlMs > 0 ? now + op.ttlMs : 0;
+        p.values[i] = op.value;
+        p.expiries[i] = expiresAt;
+        growth += entryBytes;
+        staged.keys.set(batchKey(op.pool, op.key), { present: true, version: Infinity, value: Buffer.from(op.value.buffer, op.value.byteOffset, op.value.length), entryBytes, expiresAt });
+      } else if (op.type === 'put') {
         const state = this.keyState(op.pool, op.key, layers, now);
         const value = typeof op.value === 'function' ? op.value(this.currentValue(op.key, state)) : op.value;
         const expiresAt = op.keepTtl && state.present ? state.expiresAt : op.ttlMs > 0 ? now + op.ttlMs : 0;
