@@ -40,6 +40,9 @@ import { decodeCheckpoint, type CheckpointState } from './checkpoint.js';
 import { snapshotFromImage } from './snapshots.js';
 import type { Corruption, Engine } from './engine.js';
 
+/** Segment headers read at once while looking for the log written after the checkpoint. */
+const HEADER_READS = 64;
+
 interface Source {
   segment: number;
   from: number;
@@ -234,12 +237,21 @@ async function findSources(engine: Engine, state: CheckpointState | undefined): 
   const checkpointSeq = state?.seq ?? 0;
   const chain = new Set(engine.checkpointChain);
   const sources: Source[] = [];
-  const header = Buffer.alloc(engine.alignment);
   const fresh = new Set<number>();
+  // Every header in one pass of concurrent reads, a batch at a time.
+  const headers = Buffer.allocUnsafe(Math.min(engine.segments.count, HEADER_READS) * engine.alignment);
   for (let i = 0; i < engine.segments.count; i++) {
+    const slot = i % HEADER_READS;
+    if (slot === 0) {
+      const n = Math.min(HEADER_READS, engine.segments.count - i);
+      await Promise.all(
+        Array.from({ length: n }, (_, k) =>
+          engine.media.read(headers.subarray(k * engine.alignment, (k + 1) * engine.alignment), engine.segmentOffset(i + k)),
+        ),
+      );
+    }
     if (chain.has(i)) continue;
-    await engine.media.read(header, engine.segmentOffset(i));
-    const h = decodeSegmentHeader(header, i, engine.storeId);
+    const h = decodeSegmentHeader(headers.subarray(slot * engine.alignment, (slot + 1) * engine.alignment), i, engine.storeId);
     if (h === undefined || h.kind === SegmentKind.checkpoint || h.openSeq <= checkpointSeq) continue;
     const s = engine.segments.at(i);
     s.state = 'open';
@@ -266,7 +278,7 @@ async function scanSegment(engine: Engine, source: Source, checkpointSeq: number
   const size = engine.segmentBytes - source.from;
   const found: Scanned[] = [];
   if (size <= 0) return found;
-  const bytes = Buffer.alloc(size);
+  const bytes = Buffer.allocUnsafe(size); // read() fills all of it (zeros past the file's end)
   await engine.media.read(bytes, engine.segmentOffset(source.segment) + source.from);
   let prevSeq = checkpointSeq;
   let p = 0;
