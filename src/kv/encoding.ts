@@ -76,6 +76,9 @@ export function checkPoolName(name: unknown): string {
   if (typeof name !== 'string' || name.length === 0) {
     throw new AtomioError('ERR_ARGUMENT', `a pool name is a non-empty string, not ${describe(name)}`, {});
   }
+  if (name.startsWith(RESERVED_POOL_PREFIX)) {
+    throw new AtomioError('ERR_ARGUMENT', 'pool names that start with U+0000 are reserved for the stream and region faces (store.stream(), store.region())', {});
+  }
   const bytes = Buffer.byteLength(name, 'utf8');
   if (bytes > MAX_POOL_NAME_BYTES) {
     throw new AtomioError('ERR_LIMIT', `pool name of ${bytes} bytes; the limit is ${MAX_POOL_NAME_BYTES} (MAX_POOL_NAME_BYTES)`, {
@@ -84,6 +87,45 @@ export function checkPoolName(name: unknown): string {
     });
   }
   return name;
+}
+
+// ---------------------------------------------------------------------------------------
+// Reserved pools: the stream and region faces keep their data in kv pools of their own,
+// named '\u0000stream:NAME' and '\u0000region:NAME'. checkPoolName refuses every name that
+// starts with U+0000, so no kv, atomic or transaction call can reach them, and
+// store.pools() leaves them out.
+
+/** Pool names that start with this belong to a face other than kv. */
+export const RESERVED_POOL_PREFIX = '\u0000';
+
+export type Face = 'stream' | 'region';
+
+/** Longest stream or region name, in UTF-8 bytes: a pool name less the reserved prefix. */
+export const MAX_FACE_NAME_BYTES = MAX_POOL_NAME_BYTES - Buffer.byteLength(`${RESERVED_POOL_PREFIX}stream:`);
+
+/** The reserved pool that holds the stream or region `name` (checked like a pool name). */
+export function facePoolName(face: Face, name: unknown): string {
+  if (typeof name !== 'string' || name.length === 0) {
+    throw new AtomioError('ERR_ARGUMENT', `a ${face} name is a non-empty string, not ${describe(name)}`, {});
+  }
+  const bytes = Buffer.byteLength(name, 'utf8');
+  if (bytes > MAX_FACE_NAME_BYTES) {
+    throw new AtomioError('ERR_LIMIT', `${face} name of ${bytes} bytes; the limit is ${MAX_FACE_NAME_BYTES}`, {
+      nameBytes: bytes,
+      limit: MAX_FACE_NAME_BYTES,
+    });
+  }
+  return `${RESERVED_POOL_PREFIX}${face}:${name}`;
+}
+
+/** The stream or region name a reserved pool holds, or undefined when the pool is not one of `face`'s. */
+export function faceNameOf(face: Face, poolName: string): string | undefined {
+  const prefix = `${RESERVED_POOL_PREFIX}${face}:`;
+  return poolName.startsWith(prefix) ? poolName.slice(prefix.length) : undefined;
+}
+
+export function isReservedPoolName(poolName: string): boolean {
+  return poolName.startsWith(RESERVED_POOL_PREFIX);
 }
 
 /** Milliseconds, 0 for none. */

@@ -3,7 +3,7 @@
 import { AtomioError } from '../base/errors.js';
 import { BlockDevice } from '../block/block.js';
 import type { Engine, SnapshotState } from '../engine/engine.js';
-import { checkPoolName } from '../kv/encoding.js';
+import { checkPoolName, isReservedPoolName } from '../kv/encoding.js';
 import { KvPool } from '../kv/pool.js';
 
 export interface SnapshotInfo {
@@ -54,10 +54,10 @@ export class Snapshot implements Disposable {
     return pool;
   }
 
-  /** Names of the pools the snapshot holds, in byte order. */
+  /** Names of the kv pools the snapshot holds, in byte order (streams and regions left out). */
   pools(): string[] {
     this.check();
-    return [...this.state.pools.keys()].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
+    return [...this.state.pools.keys()].filter((name) => !isReservedPoolName(name)).sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
   }
 
   /**

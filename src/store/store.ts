@@ -15,7 +15,7 @@ import { AtomioError } from '../base/errors.js';
 import { BlockDevice } from '../block/block.js';
 import { Engine, type Durability, type RecoveryReport } from '../engine/engine.js';
 import { KvPool } from '../kv/pool.js';
-import { checkPoolName } from '../kv/encoding.js';
+import { checkPoolName, isReservedPoolName } from '../kv/encoding.js';
 import {
   DEFAULT_CACHE_BYTES,
   DEFAULT_CAPACITY_BYTES,
@@ -134,20 +134,10 @@ export class Store implements AsyncDisposable {
     return pool;
   }
 
-  /** Names of the pools that exist, in byte order. */
+  /** Names of the kv pools that exist, in byte order (streams and regions are listed apart). */
   pools(): string[] {
     this.engine.assertOpen();
-    return [...this.engine.pools.byName.keys()].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
-  }
-
-  /** Removes a pool and every key in it; their space returns. Resolves with the commit's version. */
-  dropPool(name: string): Promise<number> {
-    try {
-      this.engine.assertOpen();
-      return this.engine.commit([{ type: 'dropPool', pool: checkPoolName(name) }], [], 0);
-    } catch (error) {
-      return Promise.reject(error);
-    }
+    return byteOrder([...this.engine.pools.byName.keys()].filter((name) => !isReservedPoolName(name)));
   }
 
   /**
@@ -442,6 +432,10 @@ function checkCacheSize(bytes: number | undefined): number {
     throw new AtomioError('ERR_ARGUMENT', `cacheSize is a number of bytes >= 0, got ${String(bytes)}`, {});
   }
   return bytes;
+}
+
+function byteOrder(names: string[]): string[] {
+  return names.sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
 }
 
 /** Small stores get smaller segments so that the cleaner has enough of them to choose from. */
