@@ -7,6 +7,9 @@ export type { Entry, PutOptions, DeleteOptions, IncrOptions, ListOptions, Range,
 export type { Key, Value } from './kv/encoding.js';
 export { AtomicBatch } from './store/atomic.js';
 export type { AtomicResult, Check } from './store/atomic.js';
+export { Stream, DEFAULT_READ_LIMIT } from './stream/stream.js';
+export type { StreamRecord, StreamReadOptions, StreamRetention, StreamStats, TailOptions } from './stream/stream.js';
+export { MAX_FACE_NAME_BYTES } from './kv/encoding.js';
 export { Transaction } from './store/transaction.js';
 export { Snapshot } from './store/snapshot.js';
 export type { SnapshotInfo } from './store/snapshot.js';

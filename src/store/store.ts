@@ -15,7 +15,8 @@ import { AtomioError } from '../base/errors.js';
 import { BlockDevice } from '../block/block.js';
 import { Engine, type Durability, type RecoveryReport } from '../engine/engine.js';
 import { KvPool } from '../kv/pool.js';
-import { checkPoolName, isReservedPoolName } from '../kv/encoding.js';
+import { checkPoolName, faceNameOf, facePoolName, isReservedPoolName } from '../kv/encoding.js';
+import { Stream } from '../stream/stream.js';
 import {
   DEFAULT_CACHE_BYTES,
   DEFAULT_CAPACITY_BYTES,
@@ -110,6 +111,7 @@ export class Store implements AsyncDisposable {
   readonly block: BlockDevice;
   readonly limits: StoreLimits;
   private readonly kvPools = new Map<string, KvPool>();
+  private readonly streamFaces = new Map<string, Stream>();
 
   private constructor(
     readonly directory: string,
@@ -138,6 +140,63 @@ export class Store implements AsyncDisposable {
   pools(): string[] {
     this.engine.assertOpen();
     return byteOrder([...this.engine.pools.byName.keys()].filter((name) => !isReservedPoolName(name)));
+  }
+
+  /**
+   * The stream `name`: an append-only log with durable group-committed appends (created by
+   * its first append). The same object for the same name while the store is open.
+   * @example const seq = await store.stream('events').append('{"type":"login"}');
+   */
+  stream(name: string): Stream {
+    this.engine.assertOpen();
+    let stream = this.streamFaces.get(name);
+    if (stream === undefined) {
+      stream = new Stream(this.engine, name, facePoolName('stream', name), this.limits.maxValueBytes);
+      this.streamFaces.set(name, stream);
+    }
+    return stream;
+  }
+
+  /** Names of the streams that exist (have or had records), in byte order. */
+  streams(): string[] {
+    return this.faceNames('stream');
+  }
+
+  /**
+   * Removes a stream and every record in it, once the appends in flight have settled; their
+   * space returns. Handles on it end (followers get ERR_CLOSED); store.stream(name) starts
+   * a new one from sequence number 1.
+   */
+  async dropStream(name: string): Promise<void> {
+    this.engine.assertOpen();
+    const pool = facePoolName('stream', name);
+    const stream = this.streamFaces.get(name);
+    if (stream !== undefined) {
+      await stream.settled();
+      this.streamFaces.delete(name);
+      stream.close(new AtomioError('ERR_CLOSED', `stream '${name}' was dropped; store.stream('${name}') makes a new one`, { name }));
+    }
+    await this.engine.commit([{ type: 'dropPool', pool }], [], 0);
+  }
+
+  private faceNames(face: 'stream' | 'region'): string[] {
+    this.engine.assertOpen();
+    const names: string[] = [];
+    for (const pool of this.engine.pools.byName.keys()) {
+      const name = faceNameOf(face, pool);
+      if (name !== undefined) names.push(name);
+    }
+    return byteOrder(names);
+  }
+
+  /** Removes a pool and every key in it; their space returns. Resolves with the commit's version. */
+  dropPool(name: string): Promise<number> {
+    try {
+      this.engine.assertOpen();
+      return this.engine.commit([{ type: 'dropPool', pool: checkPoolName(name) }], [], 0);
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
   /**
@@ -317,6 +376,8 @@ export class Store implements AsyncDisposable {
     try {
       await this.engine.close();
     } finally {
+      const closed = new AtomioError('ERR_CLOSED', 'the store is closed; open it again to use it', {});
+      for (const stream of this.streamFaces.values()) stream.close(closed);
       await this.lock.release();
     }
   }

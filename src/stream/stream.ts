@@ -1,0 +1,734 @@
+// The stream face: a named append-only log of records with durable group-committed
+// appends, reads from a sequence number, followers of the tail and retention.
+//
+// A stream lives in a reserved kv pool (see keys.ts for the layout) and writes through the
+// engine's commit pipeline like every other face: concurrent appends share one write and
+// one flush (group commit), and an append of several records is one atomic commit.
+//
+// Sequence numbers come from a CommitSequence (src/kv/sequence.ts): given in call order,
+// committed in call order, and gap-free among acknowledged appends, across failures (an
+// append that fails takes those queued behind it down with it, and numbering resumes after
+// the last one that landed) and across crashes (recovery keeps a prefix of the log).
+//
+// Invariants:
+// - the records present are exactly first … last, no gap (trims remove a prefix);
+// - `last` is the newest acknowledged record (sequence.committed); records in flight are
+//   not visible to reads until acknowledged;
+// - the metadata's firstSeq is <= every record key; when the stream is empty the next
+//   record is last + 1;
+// - trims and retention delete only acknowledged records: never the predecessor that an
+//   append in flight is chained to.
+
+import { assert } from '../base/assert.js';
+import { AtomioError } from '../base/errors.js';
+import type { Condition, Engine, OpInput } from '../engine/engine.js';
+import { MAX_ATOMIC_BYTES, MAX_ATOMIC_OPS } from '../engine/limits.js';
+import { describe, type Value } from '../kv/encoding.js';
+import { KvPool } from '../kv/pool.js';
+import { CommitSequence, type Issue, type Sent } from '../kv/sequence.js';
+import { kvEntryBytes } from '../log/format.js';
+import {
+  END_KEY,
+  FIRST_KEY,
+  META_KEY,
+  NO_RETENTION,
+  RECORD_HEADER_BYTES,
+  SEQ_KEY_BYTES,
+  checkLimit,
+  checkSeq,
+  decodeMeta,
+  encodeMeta,
+  seqKey,
+  seqOf,
+  type Meta,
+  type Retention,
+} from './keys.js';
+
+export type { Retention as StreamRetention } from './keys.js';
+
+export interface StreamRecord {
+  seq: number;
+  /** The record's bytes. */
+  value: Buffer;
+  /** When it was appended: ms since the epoch, by the store's clock. */
+  time: number;
+}
+
+export interface StreamReadOptions {
+  /** Most records returned. Default 1000 (DEFAULT_READ_LIMIT). */
+  limit?: number;
+}
+
+export interface TailOptions {
+  /** Ends the iteration: the pending next() rejects with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+export interface StreamStats {
+  /** Sequence number of the oldest record kept (last + 1 when the stream is empty). */
+  first: number;
+  /** Sequence number of the newest acknowledged record (0 when none ever was). */
+  last: number;
+  records: number;
+  /** Bytes the records take in their pool: keys, append times and record bytes. */
+  bytes: number;
+  /** Records acknowledged per second over the last 10 s (by the store's clock). */
+  appendRate: number;
+  /** Appends sent and not yet acknowledged. */
+  inFlight: number;
+  retention: Retention;
+  /** The last error of background retention, if its last run failed. */
+  retentionError: Error | undefined;
+}
+
+/** Records a read returns when no limit is given. */
+export const DEFAULT_READ_LIMIT = 1000;
+/** Records a tail follower reads at a time. */
+const TAIL_CHUNK = 512;
+/** Deletes per trim commit (one more op for the metadata). */
+const TRIM_CHUNK = MAX_ATOMIC_OPS - 1;
+const RATE_WINDOW_S = 10;
+/** An age limit is enforced at least this often (and at most every 100 ms). */
+const AGE_CHECK_MAX_MS = 60_000;
+
+interface Waiter {
+  resolve: () => void;
+  reject: (error: unknown) => void;
+}
+
+/** An append's caller waiting for its group's commit. */
+interface Caller {
+  count: number;
+  /** It passed an array: resolve with an array. */
+  many: boolean;
+  resolve: (seqs: number | number[]) => void;
+  reject: (error: unknown) => void;
+}
+
+/** Appends of one turn that go to the store as one commit. */
+interface Group {
+  /** appendSync's (numbers handed out at once) or append's. */
+  sync: boolean;
+  values: Buffer[];
+  bytes: number;
+  callers: Caller[];
+  /** The number the group's first record gets if nothing fails before it is sent (appendSync relies on it). */
+  firstSeq: number;
+}
+
+export class Stream {
+  private readonly pool: KvPool;
+  private readonly sequence: CommitSequence;
+  private meta: Meta;
+  private readonly waiters = new Set<Waiter>();
+  private readonly inFlight = new Set<Promise<unknown>>();
+  private forming: Group | undefined;
+  /** A failure of an appendSync's commit, thrown by the next appendSync or flush(). */
+  private syncError: unknown;
+  private closedError: AtomioError | undefined;
+  private trimming: Promise<unknown> = Promise.resolve();
+  private enforcing = false;
+  private enforceAgain = false;
+  private retentionError: Error | undefined;
+  private ageTimer: NodeJS.Timeout | undefined;
+  /** Records acknowledged per second, a ring of RATE_WINDOW_S buckets. */
+  private readonly rateBuckets = new Float64Array(RATE_WINDOW_S);
+  private rateSecond = 0;
+  private readonly maxAppendBytes: number;
+
+  /** @internal use store.stream(name) */
+  constructor(
+    private readonly engine: Engine,
+    /** The stream's name, as store.streams() lists it. */
+    readonly name: string,
+    private readonly poolName: string,
+    private readonly maxValueBytes: number,
+  ) {
+    this.pool = new KvPool(engine, poolName, maxValueBytes);
+    this.meta = decodeMeta(this.pool.getSync(META_KEY));
+    const lastKey = this.edgeKey(true);
+    const last = lastKey === undefined ? this.meta.firstSeq - 1 : seqOf(lastKey);
+    this.sequence = new CommitSequence(last + 1);
+    this.maxAppendBytes = Math.min(MAX_ATOMIC_BYTES, engine.maxRecordBytes - 4096);
+    this.armAgeTimer();
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Positions
+
+  /** The newest acknowledged record's sequence number (0 before the first). */
+  get last(): number {
+    return this.sequence.committed;
+  }
+
+  /** The oldest record's sequence number; last + 1 when the stream is empty. */
+  get first(): number {
+    const key = this.edgeKey(false);
+    return key === undefined ? this.sequence.committed + 1 : seqOf(key);
+  }
+
+  /** The first or last record key in the pool (undefined when there is none). */
+  private edgeKey(last: boolean): Buffer | undefined {
+    const pool = this.engine.pools.named(this.poolName);
+    let found: Buffer | undefined;
+    pool?.index.forEachIn({ start: FIRST_KEY, end: END_KEY, reverse: last }, (key) => {
+      found = key;
+      return false;
+    });
+    return found;
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Appends
+
+  /**
+   * Appends one record, or several as one atomic commit. Resolves once durable with the
+   * record's sequence number (an array for an array). Appends made in the same turn of the
+   * event loop go to the store as one commit (up to MAX_ATOMIC_OPS records), and commits
+   * queued together share one flush. If an append fails, those queued behind it fail too
+   * (with the same code) and nothing of theirs is written: acknowledged sequence numbers
+   * never skip one.
+   * @example const seq = await stream.append('{"event":"login"}');
+   */
+  append(record: Value): Promise<number>;
+  append(records: readonly Value[]): Promise<number[]>;
+  append(input: Value | readonly Value[]): Promise<number | number[]> {
+    try {
+      this.checkOpen();
+      const { values, bytes } = this.prepare(input);
+      const many = Array.isArray(input);
+      return new Promise<number | number[]>((resolve, reject) => {
+        const group = this.join(false, values.length, bytes);
+        for (const v of values) group.values.push(v);
+        group.callers.push({ count: values.length, many, resolve, reject });
+      });
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /**
+   * append() without a promise, for stores opened with durability 'none': returns the
+   * sequence number(s) the records get, at once. The write lands within the flush interval
+   * (or at store.flush()); reads see it once the commit has gone through, a moment later.
+   * A failure of its commit is thrown by the next appendSync() or flush() of this stream.
+   */
+  appendSync(record: Value): number;
+  appendSync(records: readonly Value[]): number[];
+  appendSync(input: Value | readonly Value[]): number | number[] {
+    this.checkOpen();
+    if (this.engine.durability !== 'none') {
+      throw new AtomioError('ERR_ARGUMENT', "appendSync is for stores opened with durability 'none'; use await stream.append() on this one", {});
+    }
+    this.throwSyncError();
+    if (this.sequence.draining !== undefined) throw this.sequence.cascadeError(this.sequence.draining, this.sequence.next);
+    const { values, bytes } = this.prepare(input);
+    const group = this.join(true, values.length, bytes);
+    const first = group.firstSeq + group.values.length;
+    for (const v of values) group.values.push(v);
+    return Array.isArray(input) ? range(first, values.length) : first;
+  }
+
+  /**
+   * Waits for every append in flight and makes them durable (under durability 'none',
+   * flushes the store); throws the failure of an appendSync's commit, if one failed.
+   */
+  async flush(): Promise<void> {
+    this.checkOpen();
+    this.sendGroup();
+    await Promise.allSettled([...this.inFlight]);
+    this.throwSyncError();
+    await this.engine.flush();
+  }
+
+  /**
+   * The group of appends being gathered in this turn that `count` more records of `bytes`
+   * can join; a full one (or one of the other kind) is sent first.
+   */
+  private join(sync: boolean, count: number, bytes: number): Group {
+    let group = this.forming;
+    if (group !== undefined && (group.sync !== sync || group.values.length + count > MAX_ATOMIC_OPS || group.bytes + bytes > this.maxAppendBytes)) {
+      this.sendGroup();
+      group = undefined;
+    }
+    if (group === undefined) {
+      const made: Group = { sync, values: [], bytes: 0, callers: [], firstSeq: this.sequence.next };
+      this.forming = group = made;
+      queueMicrotask(() => {
+        if (this.forming === made) this.sendGroup();
+      });
+    }
+    group.bytes += bytes;
+    return group;
+  }
+
+  /** Sends the group being gathered (if any) as one commit. */
+  private sendGroup(): void {
+    const group = this.forming;
+    if (group === undefined) return;
+    this.forming = undefined;
+    const count = group.values.length;
+    const done = (first: number): void => {
+      this.acknowledged(first, count);
+      let at = first;
+      for (const c of group.callers) {
+        c.resolve(c.many ? range(at, c.count) : at);
+        at += c.count;
+      }
+    };
+    const submit = (issue: Issue): Sent => this.send(group.values, issue);
+    if (!group.sync) {
+      const promise = this.sequence.run(count, submit, done);
+      promise.catch((error: unknown) => {
+        for (const c of group.callers) c.reject(error);
+      });
+      this.track(promise);
+      return;
+    }
+    // appendSync handed out numbers from group.firstSeq on: they hold only if nothing
+    // failed (or recovered from a failure) since.
+    try {
+      if (this.sequence.draining !== undefined) throw this.sequence.cascadeError(this.sequence.draining, group.firstSeq);
+      if (this.sequence.next !== group.firstSeq) {
+        throw new AtomioError('ERR_IO', `appendSync records from ${group.firstSeq} on were not written: a commit before them failed meanwhile`, { seq: group.firstSeq });
+      }
+      const { promise } = this.sequence.runNow(count, submit, done);
+      this.track(promise.catch((error: unknown) => void (this.syncError ??= error)));
+    } catch (error) {
+      this.syncError ??= error;
+    }
+  }
+
+  private throwSyncError(): void {
+    if (this.syncError === undefined) return;
+    const error = this.syncError;
+    this.syncError = undefined;
+    throw error;
+  }
+
+  private track(promise: Promise<unknown>): void {
+    const settled: Promise<unknown> = promise.then(
+      () => this.inFlight.delete(settled),
+      () => this.inFlight.delete(settled),
+    );
+    this.inFlight.add(settled);
+  }
+
+  /** The stored values of an append (time header + bytes), checked against the limits. */
+  private prepare(input: Value | readonly Value[]): { values: Buffer[]; bytes: number } {
+    const list: readonly Value[] = Array.isArray(input) ? input : [input as Value];
+    if (list.length === 0) throw new AtomioError('ERR_ARGUMENT', 'append takes a record or a non-empty array of records', {});
+    if (list.length > MAX_ATOMIC_OPS) {
+      throw new AtomioError('ERR_LIMIT', `an append holds at most ${MAX_ATOMIC_OPS} records (MAX_ATOMIC_OPS), got ${list.length}`, {
+        records: list.length,
+        limit: MAX_ATOMIC_OPS,
+      });
+    }
+    const time = Math.floor(this.engine.clock.now());
+    const values: Buffer[] = new Array(list.length);
+    let bytes = 0;
+    for (let i = 0; i < list.length; i++) {
+      const value = storedValue(list[i]!, time, this.maxValueBytes);
+      bytes += kvEntryBytes(SEQ_KEY_BYTES, value.length);
+      values[i] = value;
+    }
+    if (bytes > this.maxAppendBytes) {
+      throw new AtomioError('ERR_LIMIT', `an append holds about ${bytes} bytes; at most ${this.maxAppendBytes} fit one commit on this store`, {
+        bytes,
+        limit: this.maxAppendBytes,
+      });
+    }
+    return { values, bytes };
+  }
+
+  /** Sends one append's commit: puts of its records, chained to the record before them. */
+  private send(values: readonly Buffer[], issue: Issue): Sent {
+    this.checkOpen();
+    const ops: OpInput[] = new Array(values.length);
+    for (let i = 0; i < values.length; i++) {
+      ops[i] = { type: 'put', pool: this.poolName, key: seqKey(issue.first + i), value: values[i]!, ttlMs: 0 };
+    }
+    const conditions: Condition[] = issue.chained ? [{ kind: 'key', pool: this.poolName, key: seqKey(issue.first - 1), expect: 'present' }] : [];
+    return { promise: this.engine.commit(ops, conditions, 0), chainIndex: issue.chained ? 0 : undefined };
+  }
+
+  /** After an append's commit: wake followers, count the rate, apply retention. */
+  private acknowledged(first: number, count: number): void {
+    const second = Math.floor(this.engine.clock.now() / 1000);
+    if (second !== this.rateSecond) {
+      const gap = Math.min(RATE_WINDOW_S, Math.max(0, second - this.rateSecond));
+      for (let i = 1; i <= gap; i++) this.rateBuckets[(this.rateSecond + i) % RATE_WINDOW_S] = 0;
+      this.rateSecond = second;
+    }
+    this.rateBuckets[second % RATE_WINDOW_S]! += count;
+    this.wake();
+    if (hasRetention(this.meta.retention)) this.scheduleRetention();
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Reads
+
+  /**
+   * Records from `fromSeq` on (from the oldest kept one when it was trimmed), in order, at
+   * most `limit`. Only acknowledged records are seen.
+   * @example for (const r of await stream.read(1, { limit: 100 })) console.log(r.seq, r.value.toString());
+   */
+  async read(fromSeq = 0, options: StreamReadOptions = {}): Promise<StreamRecord[]> {
+    this.checkOpen();
+    const { start, limit } = this.readArguments(fromSeq, options);
+    const out: StreamRecord[] = [];
+    if (limit === 0) return out;
+    for await (const e of this.pool.list({ start, end: END_KEY, limit })) out.push(toRecord(e.key, e.value));
+    return out;
+  }
+
+  /** read() without a promise: values not in memory are read with blocking calls. */
+  readSync(fromSeq = 0, options: StreamReadOptions = {}): StreamRecord[] {
+    this.checkOpen();
+    const { start, limit } = this.readArguments(fromSeq, options);
+    const out: StreamRecord[] = [];
+    if (limit === 0) return out;
+    for (const e of this.pool.listSync({ start, end: END_KEY, limit })) out.push(toRecord(e.key, e.value));
+    return out;
+  }
+
+  /** The record `seq`, or undefined when it was trimmed or is not there yet. */
+  async get(seq: number): Promise<StreamRecord | undefined> {
+    this.checkOpen();
+    const s = checkSeq(seq, 'seq');
+    if (s < 1) return undefined;
+    const e = await this.pool.getEntry(seqKey(s));
+    return e === undefined ? undefined : toRecord(e.key, e.value);
+  }
+
+  private readArguments(fromSeq: number, options: StreamReadOptions): { start: Buffer; limit: number } {
+    const from = checkSeq(fromSeq, 'fromSeq');
+    if (options === null || typeof options !== 'object') throw new AtomioError('ERR_ARGUMENT', `read options are an object, not ${describe(options)}`, {});
+    const limit = options.limit ?? DEFAULT_READ_LIMIT;
+    if (typeof limit !== 'number' || !Number.isSafeInteger(limit) || limit < 0) {
+      throw new AtomioError('ERR_ARGUMENT', `limit is a non-negative integer, not ${describe(limit)}`, {});
+    }
+    return { start: seqKey(Math.max(1, from)), limit };
+  }
+
+  /**
+   * Every record from `fromSeq` on (default: the oldest kept), then each new one as it is
+   * acknowledged, in order, each once; until `signal` aborts (the pending next() rejects
+   * with its reason), the loop breaks, or the store closes (ERR_CLOSED). Records that
+   * retention or trimBefore() removed before the follower reached them are skipped: the
+   * follower goes on from the oldest kept record (the gap shows in the sequence numbers).
+   * @example for await (const r of stream.tail(stream.last + 1, { signal })) handle(r);
+   */
+  tail(fromSeq?: number, options: TailOptions = {}): AsyncIterableIterator<StreamRecord> {
+    this.checkOpen();
+    const from = fromSeq === undefined ? undefined : checkSeq(fromSeq, 'fromSeq');
+    const signal = options.signal;
+    if (signal !== undefined && !(signal instanceof AbortSignal)) {
+      throw new AtomioError('ERR_ARGUMENT', `signal is an AbortSignal, not ${describe(signal)}`, {});
+    }
+    return this.follow(from, signal);
+  }
+
+  private async *follow(fromSeq: number | undefined, signal: AbortSignal | undefined): AsyncGenerator<StreamRecord, void, undefined> {
+    let position = fromSeq ?? this.first;
+    while (true) {
+      signal?.throwIfAborted();
+      const records = await this.read(position, { limit: TAIL_CHUNK });
+      if (records.length > 0) {
+        for (const r of records) yield r;
+        position = records[records.length - 1]!.seq + 1;
+        continue;
+      }
+      // Nothing at or after `position` yet (or it was trimmed: then records past it exist).
+      if (position <= this.sequence.committed) {
+        position = Math.max(position, this.first);
+        continue;
+      }
+      await this.changed(signal);
+    }
+  }
+
+  /** Resolves at the next acknowledged append (or trim); rejects on abort or close. */
+  private changed(signal: AbortSignal | undefined): Promise<void> {
+    this.checkOpen();
+    return new Promise<void>((resolve, reject) => {
+      const onAbort = (): void => {
+        this.waiters.delete(waiter);
+        reject(signal!.reason);
+      };
+      const waiter: Waiter = {
+        resolve: () => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve();
+        },
+        reject: (error) => {
+          signal?.removeEventListener('abort', onAbort);
+          reject(error);
+        },
+      };
+      if (signal?.aborted) {
+        reject(signal.reason);
+        return;
+      }
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.waiters.add(waiter);
+    });
+  }
+
+  private wake(): void {
+    if (this.waiters.size === 0) return;
+    const waiters = [...this.waiters];
+    this.waiters.clear();
+    for (const w of waiters) w.resolve();
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Trimming and retention
+
+  /**
+   * Deletes every record before `seq` (records not yet acknowledged stay; so does nothing
+   * at or after `seq`), in commits of up to 1023 deletes from the oldest on: a crash
+   * midway leaves a shorter prefix deleted, never a hole. Resolves with the new first.
+   */
+  trimBefore(seq: number): Promise<number> {
+    try {
+      this.checkOpen();
+      const s = checkSeq(seq, 'seq');
+      return this.serialize(() => this.trim(s));
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  private serialize<T>(job: () => Promise<T>): Promise<T> {
+    const run = this.trimming.then(job, job);
+    this.trimming = run.catch(() => undefined);
+    return run;
+  }
+
+  private async trim(seq: number): Promise<number> {
+    const limit = Math.min(seq, this.sequence.committed + 1);
+    if (limit <= this.first) return this.first;
+    const end = seqKey(limit);
+    while (true) {
+      this.checkOpen();
+      const keys: Buffer[] = [];
+      this.engine.pools.named(this.poolName)?.index.forEachIn({ start: FIRST_KEY, end }, (key) => {
+        keys.push(key);
+        return keys.length < TRIM_CHUNK;
+      });
+      const ops: OpInput[] = keys.map((key) => ({ type: 'delete', pool: this.poolName, key }));
+      const lastChunk = keys.length < TRIM_CHUNK;
+      if (lastChunk) ops.push(this.metaPut((m) => ({ ...m, firstSeq: Math.max(m.firstSeq, limit) })));
+      await this.engine.commit(ops, [], 0);
+      if (lastChunk) {
+        this.meta.firstSeq = Math.max(this.meta.firstSeq, limit);
+        break;
+      }
+    }
+    this.wake();
+    return this.first;
+  }
+
+  /** A put of the metadata made by `change` from what the store holds when the commit is admitted. */
+  private metaPut(change: (m: Meta) => Meta): OpInput {
+    return { type: 'put', pool: this.poolName, key: META_KEY, value: (current) => encodeMeta(change(decodeMeta(current))), ttlMs: 0 };
+  }
+
+  /**
+   * Sets what the stream keeps (durable when this resolves) and applies it: the newest
+   * `count` records, the newest `bytes` of records, the records younger than `age` ms; 0
+   * lifts a limit, an absent one stays as it was. Retention then runs after appends (and
+   * for an age limit, on a timer); without arguments this applies the limits now.
+   * @example await stream.retain({ count: 1_000_000, age: 7 * 24 * 3600_000 });
+   */
+  async retain(limits?: Partial<Retention>): Promise<void> {
+    this.checkOpen();
+    if (limits !== undefined) {
+      if (limits === null || typeof limits !== 'object') throw new AtomioError('ERR_ARGUMENT', `retain takes { count?, bytes?, age? }, not ${describe(limits)}`, {});
+      const count = checkLimit(limits.count, 'count');
+      const bytes = checkLimit(limits.bytes, 'bytes');
+      const age = checkLimit(limits.age, 'age');
+      const merge = (r: Retention): Retention => ({ count: count ?? r.count, bytes: bytes ?? r.bytes, age: age ?? r.age });
+      await this.serialize(async () => {
+        await this.engine.commit([this.metaPut((m) => ({ ...m, retention: merge(m.retention) }))], [], 0);
+        this.meta.retention = merge(this.meta.retention);
+      });
+      this.armAgeTimer();
+    }
+    await this.serialize(() => this.enforce());
+  }
+
+  /** The retention limits in force (0: none). */
+  retention(): Retention {
+    return { ...this.meta.retention };
+  }
+
+  private scheduleRetention(): void {
+    if (this.enforcing) {
+      this.enforceAgain = true;
+      return;
+    }
+    this.enforcing = true;
+    setImmediate(() => {
+      this.serialize(() => this.enforce()).then(
+        () => {
+          this.retentionError = undefined;
+        },
+        (error: unknown) => {
+          this.retentionError = error instanceof Error ? error : new Error(String(error));
+        },
+      ).finally(() => {
+        this.enforcing = false;
+        if (this.enforceAgain && this.closedError === undefined) {
+          this.enforceAgain = false;
+          this.scheduleRetention();
+        }
+      });
+    });
+  }
+
+  /** Trims what the retention limits no longer keep. */
+  private async enforce(): Promise<void> {
+    if (this.closedError !== undefined) return;
+    const { count, bytes, age } = this.meta.retention;
+    const last = this.sequence.committed;
+    const first = this.first;
+    if (first > last) return;
+    let cut = first;
+    if (count > 0) cut = Math.max(cut, last - count + 1);
+    if (bytes > 0) cut = Math.max(cut, this.cutForBytes(bytes, first));
+    if (age > 0) cut = Math.max(cut, await this.cutForAge(this.engine.clock.now() - age, Math.max(first, cut), last));
+    if (cut > first) await this.trim(cut);
+  }
+
+  /** The first record to keep so that the records from it on take at most `limit` bytes. */
+  private cutForBytes(limit: number, first: number): number {
+    let total = this.recordBytes();
+    let cut = first;
+    if (total <= limit) return cut;
+    this.engine.pools.named(this.poolName)?.index.forEachIn({ start: FIRST_KEY, end: END_KEY }, (key, meta) => {
+      total -= key.length + meta.valueBytes;
+      cut = seqOf(key) + 1;
+      return total > limit;
+    });
+    return cut;
+  }
+
+  /** The first record in [from, last] appended after `cutoff` (last + 1 when none is); by binary search. */
+  private async cutForAge(cutoff: number, from: number, last: number): Promise<number> {
+    let lo = from;
+    let hi = last + 1;
+    while (lo < hi) {
+      const mid = lo + Math.floor((hi - lo) / 2);
+      const r = await this.get(mid);
+      // A record trimmed meanwhile counts as old.
+      if (r === undefined || r.time <= cutoff) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  private armAgeTimer(): void {
+    clearInterval(this.ageTimer);
+    this.ageTimer = undefined;
+    const age = this.meta.retention.age;
+    if (age <= 0 || this.closedError !== undefined) return;
+    const every = Math.min(AGE_CHECK_MAX_MS, Math.max(100, Math.floor(age / 4)));
+    this.ageTimer = setInterval(() => this.scheduleRetention(), every);
+    this.ageTimer.unref();
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Stats and life cycle
+
+  /** Bytes the records take in the pool (the metadata entry left out). */
+  private recordBytes(): number {
+    const pool = this.engine.pools.named(this.poolName);
+    if (pool === undefined) return 0;
+    const meta = pool.index.get(META_KEY);
+    return pool.liveBytes - (meta === undefined ? 0 : META_KEY.length + meta.valueBytes);
+  }
+
+  stats(): StreamStats {
+    this.checkOpen();
+    const first = this.first;
+    const last = this.sequence.committed;
+    const second = Math.floor(this.engine.clock.now() / 1000);
+    let appended = 0;
+    for (let i = 0; i < RATE_WINDOW_S; i++) {
+      const bucketSecond = second - i;
+      if (bucketSecond <= this.rateSecond && bucketSecond > this.rateSecond - RATE_WINDOW_S) appended += this.rateBuckets[bucketSecond % RATE_WINDOW_S]!;
+    }
+    return {
+      first,
+      last,
+      records: Math.max(0, last - first + 1),
+      bytes: this.recordBytes(),
+      appendRate: appended / RATE_WINDOW_S,
+      inFlight: this.sequence.inFlight,
+      retention: this.retention(),
+      retentionError: this.retentionError,
+    };
+  }
+
+  /** @internal the store closed, or the stream was dropped: followers end with `error`. */
+  close(error: AtomioError): void {
+    if (this.closedError !== undefined) return;
+    this.closedError = error;
+    clearInterval(this.ageTimer);
+    const waiters = [...this.waiters];
+    this.waiters.clear();
+    for (const w of waiters) w.reject(error);
+  }
+
+  /** @internal appends and trims settled (before a drop). */
+  async settled(): Promise<void> {
+    this.sendGroup();
+    await Promise.allSettled([...this.inFlight, this.trimming]);
+  }
+
+  private checkOpen(): void {
+    if (this.closedError !== undefined) throw this.closedError;
+    this.engine.assertOpen();
+  }
+}
+
+function hasRetention(r: Retention): boolean {
+  return r.count > 0 || r.bytes > 0 || r.age > 0;
+}
+
+function range(first: number, count: number): number[] {
+  const out: number[] = new Array(count);
+  for (let i = 0; i < count; i++) out[i] = first + i;
+  return out;
+}
+
+/** [time][bytes] in one new buffer. */
+function storedValue(value: Value, time: number, maxValueBytes: number): Buffer {
+  let out: Buffer;
+  if (typeof value === 'string') {
+    out = Buffer.allocUnsafe(RECORD_HEADER_BYTES + Buffer.byteLength(value, 'utf8'));
+    out.write(value, RECORD_HEADER_BYTES, 'utf8');
+  } else if (value instanceof Uint8Array) {
+    out = Buffer.allocUnsafe(RECORD_HEADER_BYTES + value.length);
+    out.set(value, RECORD_HEADER_BYTES);
+  } else {
+    throw new AtomioError('ERR_ARGUMENT', `a record is a string or a Uint8Array, not ${describe(value)}`, {});
+  }
+  if (out.length > maxValueBytes) {
+    throw new AtomioError('ERR_LIMIT', `a record holds ${out.length - RECORD_HEADER_BYTES} bytes; the limit on this store is ${maxValueBytes - RECORD_HEADER_BYTES}`, {
+      recordBytes: out.length - RECORD_HEADER_BYTES,
+      limit: maxValueBytes - RECORD_HEADER_BYTES,
+    });
+  }
+  out.writeUIntBE(time, 0, RECORD_HEADER_BYTES);
+  return out;
+}
+
+function toRecord(key: Buffer, stored: Buffer): StreamRecord {
+  assert(stored.length >= RECORD_HEADER_BYTES, 'a stream record holds its append time');
+  return { seq: seqOf(key), value: stored.subarray(RECORD_HEADER_BYTES), time: stored.readUIntBE(0, RECORD_HEADER_BYTES) };
+}
+
+export { NO_RETENTION };

@@ -1,0 +1,282 @@
+// The stream face's API behaviour: appends (single, arrays, concurrent: numbers in call
+// order), reads, persistence across reopen, trimBefore, retention by count, bytes and age,
+// followers of the tail (abort, close, trimmed records), appendSync under durability
+// 'none', failures that must not leave a gap, the reserved pool names, drops and stats.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import { MAX_ATOMIC_OPS, ManualClock, isAtomioError, open, type OpenOptions, type Store, type StreamRecord } from '../../src/index.js';
+import { FaultStore } from '../helpers/store.js';
+import { code, outcome } from '../helpers/errors.js';
+
+const MiB = 1024 * 1024;
+const SMALL = { capacity: 16 * MiB, segmentSize: 64 * 1024 } as const;
+
+async function withStore(body: (store: Store, reopen: () => Promise<Store>) => Promise<void>, options: Omit<OpenOptions, 'media'> = {}): Promise<void> {
+  const fault = await FaultStore.create({ ...SMALL, ...options, capacity: options.capacity ?? SMALL.capacity });
+  try {
+    await body(fault.store, () => fault.closeAndReopen());
+  } finally {
+    await fault.dispose();
+  }
+}
+
+/** A promise's rejection, caught at once (so that it is never unhandled), for a later assert. */
+function settledLater(p: Promise<unknown>): Promise<unknown> {
+  return p.then(
+    () => undefined,
+    (error: unknown) => error,
+  );
+}
+
+const texts = (records: StreamRecord[]): string[] => records.map((r) => r.value.toString('utf8'));
+const seqs = (records: StreamRecord[]): number[] => records.map((r) => r.seq);
+
+test('appends get sequence numbers in call order, reads return them in order, reopen continues after the last', async () => {
+  await withStore(async (store, reopen) => {
+    let s = store.stream('events');
+    assert.equal(s.first, 1, 'an empty new stream starts at 1');
+    assert.equal(s.last, 0);
+    const got = await Promise.all([s.append('a'), s.append(['b', 'c']), s.append(Buffer.from('d')), s.append([]).catch((e: unknown) => e)]);
+    assert.deepEqual(got.slice(0, 3), [1, [2, 3], 4], 'numbers follow call order, an array takes consecutive numbers');
+    assert.ok(isAtomioError(got[3], 'ERR_ARGUMENT'), 'an empty array is refused');
+    // Many concurrent appends over several turns: numbers still follow call order.
+    const pending: Promise<number>[] = [];
+    for (let i = 0; i < 300; i++) {
+      pending.push(s.append(`r${i}`));
+      if (i % 37 === 0) await nextTurn();
+    }
+    assert.deepEqual(await Promise.all(pending), Array.from({ length: 300 }, (_, i) => 5 + i));
+    assert.equal(s.last, 304);
+    const all = await s.read(0, { limit: 10_000 });
+    assert.deepEqual(seqs(all), Array.from({ length: 304 }, (_, i) => i + 1), 'read sees every record, no gap');
+    assert.deepEqual(texts(all.slice(0, 4)), ['a', 'b', 'c', 'd']);
+    assert.deepEqual(texts(await s.read(100, { limit: 2 })), ['r95', 'r96'], 'read from a number with a limit');
+    assert.deepEqual(seqs(s.readSync(303)), [303, 304], 'readSync agrees');
+    assert.equal((await s.read(0)).length, 304 > 1000 ? 1000 : 304, 'default limit');
+    assert.equal((await s.get(4))?.value.toString(), 'd');
+    assert.equal(await s.get(305), undefined);
+    assert.ok(Math.abs((await s.get(1))!.time - Date.now()) < 60_000, 'records carry their append time');
+
+    store = await reopen();
+    s = store.stream('events');
+    assert.deepEqual([s.first, s.last], [1, 304], 'positions survive a reopen');
+    assert.equal(await s.append('after'), 305, 'numbering continues after the last record');
+    assert.deepEqual(store.streams(), ['events']);
+  });
+});
+
+test('trimBefore deletes a prefix, never records in flight; an emptied stream keeps its numbering across reopen', async () => {
+  await withStore(async (store, reopen) => {
+    let s = store.stream('t');
+    const n = MAX_ATOMIC_OPS * 2 + 50; // several trim commits
+    for (let i = 0; i < n; i += 500) await s.append(Array.from({ length: Math.min(500, n - i) }, (_, j) => `v${i + j + 1}`));
+    assert.equal(s.last, n);
+    assert.equal(await s.trimBefore(10), 10);
+    assert.deepEqual([s.first, s.stats().records], [10, n - 9]);
+    assert.deepEqual(seqs(await s.read(0, { limit: 2 })), [10, 11], 'a read from before the first starts at the first');
+    const inFlight = s.append('late');
+    assert.equal(await s.trimBefore(n + 100), n + 1, 'a trim stops after the last acknowledged record');
+    assert.equal(await inFlight, n + 1, 'the append in flight landed');
+    assert.deepEqual(seqs(await s.read(0)), [n + 1], 'and was not trimmed');
+    assert.equal(await s.trimBefore(n + 2), n + 2);
+    assert.deepEqual([s.first, s.last, s.stats().records], [n + 2, n + 1, 0], 'empty: first is last + 1');
+    store = await reopen();
+    s = store.stream('t');
+    assert.deepEqual([s.first, s.last], [n + 2, n + 1], 'an emptied stream remembers where it was');
+    assert.equal(await s.append('next'), n + 2);
+    await assert.rejects(s.trimBefore(-1), code('ERR_ARGUMENT'));
+  });
+});
+
+test('retention by count and by bytes runs after appends and on retain(); settings persist', async () => {
+  await withStore(async (store, reopen) => {
+    let s = store.stream('r');
+    for (let i = 1; i <= 100; i++) await s.append(`record ${i}`);
+    await s.retain({ count: 30 });
+    assert.deepEqual([s.first, s.last], [71, 100], 'retain() applies a count limit at once');
+    for (let i = 0; i < 20; i++) await s.append(`more ${i}`);
+    await s.retain();
+    assert.deepEqual([s.first, s.last], [91, 120], 'retention keeps applying as appends go on');
+    const per = s.stats().bytes / s.stats().records;
+    await s.retain({ count: 0, bytes: Math.floor(per * 10) });
+    assert.equal(s.stats().records, 10, 'a byte limit keeps the newest records that fit');
+    assert.ok(s.stats().bytes <= per * 10);
+    assert.deepEqual(s.retention(), { count: 0, bytes: Math.floor(per * 10), age: 0 });
+    store = await reopen();
+    s = store.stream('r');
+    assert.deepEqual(s.retention(), { count: 0, bytes: Math.floor(per * 10), age: 0 }, 'retention settings survive a reopen');
+    for (let i = 0; i < 5; i++) await s.append(`again ${i}`);
+    await s.retain();
+    assert.equal(s.stats().records, 10);
+    assert.equal(s.last, 125);
+    await assert.rejects(s.retain({ count: -1 }), code('ERR_ARGUMENT'));
+  });
+});
+
+test('retention by age follows the store clock', async () => {
+  const clock = new ManualClock();
+  await withStore(
+    async (store) => {
+      const s = store.stream('aged');
+      for (let i = 0; i < 10; i++) {
+        await s.append(`t${i}`);
+        clock.advance(1000);
+      }
+      // Records appended at 0, 1000, …, 9000 ms; now is 10000.
+      await s.retain({ age: 4500 });
+      assert.deepEqual(seqs(await s.read(0)), [7, 8, 9, 10], 'records older than the age limit (appended at or before 5500 ms) are gone');
+      clock.advance(100_000);
+      await s.retain();
+      assert.deepEqual([s.first, s.last, s.stats().records], [11, 10, 0], 'all records aged out');
+      assert.equal(await s.append('fresh'), 11);
+    },
+    { clock },
+  );
+});
+
+test('a tail follower sees old and new records in order, skips trimmed ones, and ends on abort or close', async () => {
+  await withStore(async (store) => {
+    const s = store.stream('f');
+    await s.append(['1', '2', '3']);
+    const controller = new AbortController();
+    const seen: number[] = [];
+    const follower = settledLater(
+      (async () => {
+        for await (const r of s.tail(2, { signal: controller.signal })) {
+          seen.push(r.seq);
+          if (r.seq === 8) controller.abort();
+        }
+      })(),
+    );
+    for (let i = 4; i <= 9; i++) {
+      await s.append(String(i));
+      await nextTurn();
+    }
+    assert.equal((await follower as Error | undefined)?.name, 'AbortError', 'abort ends the loop with an AbortError');
+    assert.deepEqual(seen, [2, 3, 4, 5, 6, 7, 8]);
+
+    // Records trimmed before the follower reached them are skipped.
+    const late: number[] = [];
+    await s.trimBefore(6);
+    for await (const r of s.tail(1)) {
+      late.push(r.seq);
+      if (r.seq === 9) break;
+    }
+    assert.deepEqual(late, [6, 7, 8, 9], 'a follower starts at the oldest kept record');
+
+    // A follower waiting for records ends with ERR_CLOSED when the store closes.
+    const waiting = settledLater(
+      (async () => {
+        for await (const r of s.tail(s.last + 1)) void r;
+      })(),
+    );
+    await nextTurn();
+    await store.close();
+    assert.ok(isAtomioError(await waiting, 'ERR_CLOSED'), 'a waiting follower ends with ERR_CLOSED when the store closes');
+  });
+});
+
+test('appendSync hands out numbers at once on durability none, and is refused on full', async () => {
+  await withStore(async (store) => {
+    assert.throws(() => store.stream('x').appendSync('a'), code('ERR_ARGUMENT'));
+  });
+  await withStore(
+    async (store, reopen) => {
+      let s = store.stream('fast');
+      const got: (number | number[])[] = [];
+      for (let i = 0; i < 50; i++) got.push(s.appendSync(`s${i}`));
+      got.push(s.appendSync(['x', 'y']));
+      const asyncSeq = s.append('async');
+      got.push(s.appendSync('z'));
+      assert.deepEqual(got, [...Array.from({ length: 50 }, (_, i) => i + 1), [51, 52], 54]);
+      assert.equal(await asyncSeq, 53, 'append and appendSync share one numbering in call order');
+      await s.flush();
+      assert.deepEqual(seqs(await s.read(0)), Array.from({ length: 54 }, (_, i) => i + 1));
+      store = await reopen();
+      s = store.stream('fast');
+      assert.equal(s.last, 54, 'flushed appends survive');
+    },
+    { durability: 'none', flushIntervalMs: 60_000 },
+  );
+});
+
+test('an append that fails takes those queued behind it down: acknowledged numbers never skip one', async () => {
+  await withStore(
+    async (store) => {
+      const s = store.stream('tight');
+      await s.append('first');
+      // Fill the store until a large record no longer fits but small ones still would.
+      const filler = store.kv('filler');
+      const chunk = Buffer.alloc(20_000, 1);
+      for (let i = 0; ; i++) {
+        const r = await outcome(filler.put(`k${i}`, chunk));
+        if (!r.ok) break;
+      }
+      const stats = store.stats();
+      const room = stats.usableBytes - stats.liveBytes;
+      assert.ok(room > 2000 && room < 50_000, `the store is nearly full, with room for small records (${room} bytes of room)`);
+      // Three appends in three turns: separate commits queued together.
+      const big = s.append(Buffer.alloc(room + 1000, 2));
+      await Promise.resolve();
+      const small1 = s.append('small 1');
+      await Promise.resolve();
+      const small2 = s.append('small 2');
+      const results = await Promise.all([outcome(big), outcome(small1), outcome(small2)]);
+      assert.equal(results[0].ok ? 'ok' : results[0].code, 'ERR_NO_SPACE', 'the large append does not fit');
+      for (const r of results.slice(1)) {
+        assert.equal(r.ok ? 'ok' : r.code, 'ERR_NO_SPACE', 'appends queued behind a failed one fail with its code');
+      }
+      assert.match((results[1] as { error: Error }).error.message, /queued behind it fail too/);
+      assert.deepEqual(seqs(await s.read(0)), [1], 'nothing after the failed append was written');
+      assert.equal(await s.append('small 3'), 2, 'numbering resumes after the last record written');
+      assert.deepEqual(texts(await s.read(0)), ['first', 'small 3']);
+    },
+    { capacity: 4 * MiB },
+  );
+});
+
+test('stream pools are reserved: kv, atomic batches and pools() cannot see or touch them', async () => {
+  await withStore(async (store) => {
+    await store.stream('hidden').append('x');
+    await store.kv('visible').put('k', 'v');
+    assert.deepEqual(store.pools(), ['visible'], 'pools() lists kv pools only');
+    assert.deepEqual(store.streams(), ['hidden']);
+    assert.throws(() => store.kv('\u0000stream:hidden'), code('ERR_ARGUMENT'));
+    assert.throws(() => store.atomic().put('\u0000stream:hidden', 'k', 'v'), code('ERR_ARGUMENT'));
+    await assert.rejects(store.dropPool('\u0000stream:hidden'), code('ERR_ARGUMENT'));
+    const snap = await store.snapshot();
+    assert.deepEqual(snap.pools(), ['visible'], 'a snapshot lists kv pools only');
+    snap.release();
+    assert.throws(() => store.stream(''), code('ERR_ARGUMENT'));
+    assert.throws(() => store.stream('x'.repeat(300)), code('ERR_LIMIT'));
+  });
+});
+
+test('append limits, stats and dropStream', async () => {
+  await withStore(async (store) => {
+    const s = store.stream('d');
+    await assert.rejects(s.append(Array.from({ length: MAX_ATOMIC_OPS + 1 }, () => 'r')), code('ERR_LIMIT'));
+    await assert.rejects(s.append(Buffer.alloc(store.limits.maxValueBytes)), code('ERR_LIMIT'));
+    await assert.rejects(s.append(42 as unknown as string), code('ERR_ARGUMENT'));
+    assert.equal(await s.append('ok'), 1, 'refused appends take no number');
+    await s.append(['a', 'b']);
+    const stats = s.stats();
+    assert.deepEqual({ first: stats.first, last: stats.last, records: stats.records, inFlight: stats.inFlight }, { first: 1, last: 3, records: 3, inFlight: 0 });
+    assert.equal(stats.bytes, 3 * (8 + 6) + 4, 'bytes: keys, append times and record bytes');
+    assert.ok(stats.appendRate > 0, 'the append rate counts recent appends');
+    const follower = settledLater(
+      (async () => {
+        for await (const r of s.tail(4)) void r;
+      })(),
+    );
+    await nextTurn();
+    await store.dropStream('d');
+    assert.ok(isAtomioError(await follower, 'ERR_CLOSED'), 'followers of a dropped stream end with ERR_CLOSED');
+    assert.throws(() => s.stats(), code('ERR_CLOSED'));
+    assert.deepEqual(store.streams(), []);
+    const again = store.stream('d');
+    assert.equal(await again.append('new'), 1, 'a dropped stream starts again from 1');
+  });
+});
