@@ -57,8 +57,14 @@ interface Collecting {
 export class Connection {
   /** Resolves when the socket has closed. */
   readonly closed: Promise<void>;
+  /** Received bytes: [pos, end) are not parsed yet. A received chunk, or our own storage. */
   private buf: Buffer = EMPTY;
   private pos = 0;
+  private end = 0;
+  /** `buf` is storage this connection allocated (bytes past `end` are garbage). */
+  private owned = false;
+  /** Bytes after `pos` already searched for a newline without finding one. */
+  private scanned = 0;
   private collecting: Collecting | undefined;
   private swallowLeft = 0;
   private ready: Ready | undefined;
@@ -109,7 +115,7 @@ export class Connection {
 
   /** Unparsed input bytes held now. */
   get bufferedBytes(): number {
-    return this.buf.length - this.pos + (this.collecting?.target === undefined ? 0 : this.collecting.filled);
+    return this.end - this.pos + (this.collecting?.target === undefined ? 0 : this.collecting.filled);
   }
 
   /** Reply bytes handed to the socket and not yet sent. */
@@ -132,9 +138,41 @@ export class Connection {
   private onData(chunk: Buffer): void {
     this.state.bytesRead += chunk.length;
     if (this.stopping) return;
-    this.buf = this.pos >= this.buf.length ? chunk : Buffer.concat([this.buf.subarray(this.pos), chunk]);
-    this.pos = 0;
+    this.append(chunk);
     this.pump();
+  }
+
+  /**
+   * Adds a chunk after the unparsed bytes, in amortized O(1) per byte however the input is
+   * cut: storage grows to twice what it must hold, and is compacted only when at least half
+   * of it is free, so a line or value arriving a byte at a time is never copied over and over.
+   */
+  private append(chunk: Buffer): void {
+    if (this.pos >= this.end) {
+      this.buf = chunk;
+      this.pos = 0;
+      this.end = chunk.length;
+      this.owned = false;
+      return;
+    }
+    const unread = this.end - this.pos;
+    const need = unread + chunk.length;
+    if (this.owned && this.buf.length - this.end >= chunk.length) {
+      chunk.copy(this.buf, this.end);
+      this.end += chunk.length;
+      return;
+    }
+    if (this.owned && need <= this.buf.length / 2) {
+      this.buf.copyWithin(0, this.pos, this.end);
+    } else {
+      const grown = Buffer.allocUnsafe(Math.max(4096, 2 * need));
+      this.buf.copy(grown, 0, this.pos, this.end);
+      this.buf = grown;
+      this.owned = true;
+    }
+    chunk.copy(this.buf, unread);
+    this.pos = 0;
+    this.end = need;
   }
 
   /** Runs every request it can; stops when it must wait (input, a write, the socket). */
@@ -242,7 +280,7 @@ export class Connection {
   private parse(): Ready | undefined {
     if (this.stopping) return undefined;
     for (;;) {
-      const avail = this.buf.length - this.pos;
+      const avail = this.end - this.pos;
       if (this.swallowLeft > 0) {
         const n = Math.min(avail, this.swallowLeft);
         this.pos += n;
@@ -262,7 +300,8 @@ export class Connection {
           data = c.target;
         } else {
           if (avail < c.need) return undefined;
-          data = this.buf.subarray(this.pos, this.pos + c.need);
+          // A copy: the storage under a view may be reused while the request is in flight.
+          data = Buffer.from(this.buf.subarray(this.pos, this.pos + c.need));
           this.pos += c.need;
         }
         this.collecting = undefined;
@@ -272,13 +311,18 @@ export class Connection {
         }
         return { request: c.request, data: data.subarray(0, c.need - 2) };
       }
-      const nl = this.buf.indexOf(0x0a, this.pos);
+      const view = this.owned ? this.buf.subarray(0, this.end) : this.buf;
+      const nl = view.indexOf(0x0a, this.pos + this.scanned);
       const lineBytes = nl < 0 ? avail : nl - this.pos;
       if (lineBytes > this.lineLimit()) return this.lineTooLong();
-      if (nl < 0) return undefined;
+      if (nl < 0) {
+        this.scanned = avail;
+        return undefined;
+      }
       const end = nl > this.pos && this.buf[nl - 1] === 0x0d ? nl - 1 : nl;
       const text = this.buf.toString('latin1', this.pos, end);
       this.pos = nl + 1;
+      this.scanned = 0;
       if (this.state.verbosity > 1) this.log(`memcached: <${text}`);
       const request = parseCommand(text, this.state);
       if (request.dataBytes < 0) return { request, data: undefined };
@@ -295,6 +339,7 @@ export class Connection {
   private lineLimit(): number {
     const b = this.buf;
     const p = this.pos;
+    if (this.end - p < 3) return MAX_LINE_BYTES;
     if (b[p] === 0x67 && (b[p + 1] === 0x65 || b[p + 1] === 0x61) && b[p + 2] === 0x74) return MAX_RETRIEVAL_LINE_BYTES; // get, gets, gat, gats
     return MAX_LINE_BYTES;
   }
@@ -302,6 +347,9 @@ export class Connection {
   private lineTooLong(): Ready {
     this.buf = EMPTY;
     this.pos = 0;
+    this.end = 0;
+    this.owned = false;
+    this.scanned = 0;
     this.stopping = true;
     this.log(`memcached: ${this.socket.remoteAddress ?? '?'}:${this.socket.remotePort ?? '?'}: a line without a newline past its limit; closing`);
     return {
@@ -355,6 +403,9 @@ export class Connection {
     this.ended = true;
     this.buf = EMPTY;
     this.pos = 0;
+    this.end = 0;
+    this.owned = false;
+    this.scanned = 0;
     // Keep reading (and dropping) what the client still sends, so that closing does not reset
     // the connection and lose replies on their way.
     this.socket.removeAllListeners('data');

@@ -77,6 +77,21 @@ test('split packets: the same pipeline cut at random points (and a 300 KiB value
   });
 });
 
+test('a request dripping in small pieces (a long get line, a 60 KiB value) is parsed once it is whole', async () => {
+  await withServer(async (h) => {
+    const c = await h.connect();
+    const value = Buffer.alloc(60 * KiB, 'd');
+    const keys = Array.from({ length: 10_000 }, (_, i) => `drip${i}`).join(' ');
+    const all = Buffer.concat([Buffer.from(`set drip9999 0 0 ${value.length}\r\n`), value, Buffer.from(`\r\nget ${keys}\r\nmn\r\n`)]);
+    for (let at = 0; at < all.length; at += 512) {
+      c.write(all.subarray(at, at + 512));
+      if ((at / 512) % 4 === 0) await new Promise((r) => setImmediate(r));
+    }
+    const want = `STORED\r\nVALUE drip9999 0 ${value.length}\r\n${value.toString('latin1')}\r\nEND\r\nMN\r\n`;
+    assert.equal((await c.read(want.length)).toString('latin1'), want);
+  });
+});
+
 test('backpressure: a client that stops reading stops being read; the server holds bounded bytes for it', async () => {
   await withServer(async (h) => {
     const c = await h.connect();
