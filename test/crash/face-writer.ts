@@ -1,0 +1,211 @@
+// The crash writer of the stream and region faces: a child process that stream-sigkill and
+// region-sigkill start and SIGKILL (or that kills itself inside a write).
+//
+//   node dist/test/crash/face-writer.js --face stream|region --dir DIR --seed N --first-id N
+//        [--tear-from ack|open --tear-after-ms N --tear-write N] [--wait-go]
+//
+// --face stream: keeps IN_FLIGHT appends in flight on stream STREAM_NAME, each of 1–8
+//   records (some single records, some arrays); append id counts up from --first-id in the
+//   order the appends are made; record j of append `id` holds recordValue(id, j). The
+//   stream keeps the newest STREAM_KEEP records (retention runs while the writer does).
+// --face region: mutates region REGION_NAME (REGION_PAGES pages) and commits, round after
+//   round: round `id` (from --first-id) fills 1–12 random pages with pageValue(id, page),
+//   then calls commit() without waiting, keeping up to 3 commits in flight; the region keeps
+//   its newest REGION_KEEP versions.
+//
+// Protocol, one line each on stdout, written synchronously before what it reports goes on:
+//   SEED <seed> | OPENING | OPENED <json: stream { first, last } / region { version }>
+//   I <id> <count>            stream: an append of `count` records, before append()
+//   C <id> <page> <page> …    region: the pages round `id` wrote, before commit()
+//   A <id> <number>           acknowledged (durable): the first sequence number / the version
+//   TEAR <offset> <length> <kept> | FAIL <what> <message>
+// Without --dir it does nothing (node --test runs every file under dist/test).
+
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { DATA_FILE_NAME, open } from '../../src/index.js';
+import { openFileMedia } from '../../src/media/file.js';
+import type { Media } from '../../src/media/media.js';
+import { PAGE, Rng, writeLine } from './common.js';
+
+export const FACE_CAPACITY = 16 * 1024 * 1024;
+export const FACE_SEGMENT_SIZE = 256 * 1024;
+export const FACE_CHECKPOINT_BYTES = 1024 * 1024;
+export const STREAM_NAME = 'crash';
+export const STREAM_KEEP = 4000;
+export const IN_FLIGHT = 16;
+export const REGION_NAME = 'crash';
+export const REGION_PAGE = 4096;
+export const REGION_PAGES = 48;
+export const REGION_KEEP = 6;
+
+/** The bytes of record j of append `id`: names both, then filler derived from them. */
+export function recordValue(id: number, j: number): Buffer {
+  const head = Buffer.from(`${id}:${j}:`, 'latin1');
+  const length = head.length + 8 + ((Math.imul(id, 13) + Math.imul(j, 5)) >>> 0) % 180;
+  const out = Buffer.alloc(length);
+  head.copy(out);
+  for (let i = head.length; i < length; i++) out[i] = (Math.imul(id, 31) + Math.imul(j, 7) + i) & 0xff;
+  return out;
+}
+
+/** The bytes round `id` writes into `page` of the region (round 0: zeros, the initial state). */
+export function pageValue(id: number, page: number): Buffer {
+  const out = Buffer.alloc(REGION_PAGE);
+  if (id === 0) return out;
+  out.writeUInt32LE(id, 0);
+  out.writeUInt32LE(page, 4);
+  out.fill((Math.imul(id, 131) + Math.imul(page, 29) + 7) & 0xff, 8);
+  return out;
+}
+
+/** The round a page's bytes name (0 for zeros), or a string saying what is wrong. */
+export function parsePage(bytes: Buffer, page: number): number | string {
+  const id = bytes.readUInt32LE(0);
+  return pageValue(id, page).equals(bytes) ? id : `page ${page} holds bytes no round wrote (it names round ${id}, page ${bytes.readUInt32LE(4)})`;
+}
+
+/** The data file, with a kill that lands inside the n-th write once armed (as in writer.ts). */
+class TearingMedia implements Media {
+  readonly size: number;
+  private countdown = 0;
+
+  constructor(
+    private readonly inner: Media,
+    private readonly rng: Rng,
+  ) {
+    this.size = inner.size;
+  }
+
+  get allocatesOnWrite(): boolean | undefined {
+    return (this.inner as { allocatesOnWrite?: boolean }).allocatesOnWrite;
+  }
+
+  arm(n: number): void {
+    this.countdown = Math.max(1, n);
+  }
+
+  read(buffer: Uint8Array, offset: number): Promise<void> {
+    return this.inner.read(buffer, offset);
+  }
+
+  readSync(buffer: Uint8Array, offset: number): void {
+    this.inner.readSync(buffer, offset);
+  }
+
+  async write(buffer: Uint8Array, offset: number): Promise<void> {
+    if (this.countdown === 0 || --this.countdown > 0) return this.inner.write(buffer, offset);
+    const cuts = [offset];
+    for (let b = (Math.floor(offset / PAGE) + 1) * PAGE; b < offset + buffer.length; b += PAGE) cuts.push(b);
+    const kept = cuts[this.rng.int(0, cuts.length - 1)]! - offset;
+    if (kept > 0) await this.inner.write(buffer.subarray(0, kept), offset);
+    writeLine(`TEAR ${offset} ${buffer.length} ${kept}`);
+    process.kill(process.pid, 'SIGKILL');
+    return new Promise<void>(() => undefined);
+  }
+
+  flush(): Promise<void> {
+    return this.inner.flush();
+  }
+
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
+
+function fail(what: string, error: unknown): never {
+  writeLine(`FAIL ${what} ${String((error as Error)?.stack ?? error).replace(/\n/g, ' | ')}`);
+  process.exit(1);
+}
+
+function int(name: string, text: string | undefined, fallback: number): number {
+  if (text === undefined) return fallback;
+  const n = Number(text);
+  if (!Number.isSafeInteger(n) || n < 0) throw new Error(`--${name} must be an integer >= 0, got ${text}`);
+  return n;
+}
+
+async function main(values: Record<string, string | boolean | undefined>): Promise<void> {
+  const dir = values.dir as string;
+  const face = values.face;
+  if (face !== 'stream' && face !== 'region') throw new Error(`--face must be stream or region, got ${String(face)}`);
+  const seed = int('seed', values.seed as string | undefined, 1) >>> 0;
+  const firstId = int('first-id', values['first-id'] as string | undefined, 1);
+  writeLine(`SEED ${seed}`);
+  const rng = new Rng(seed);
+  const tearFrom = values['tear-from'] as string | undefined;
+  const tearAfterMs = int('tear-after-ms', values['tear-after-ms'] as string | undefined, 0);
+  const tearWrite = int('tear-write', values['tear-write'] as string | undefined, 1);
+  let tearing: TearingMedia | undefined;
+  const armTear = (): void => {
+    const media = tearing;
+    if (media !== undefined) setTimeout(() => media.arm(tearWrite), tearAfterMs);
+  };
+  if (tearFrom !== undefined) {
+    await fsp.mkdir(dir, { recursive: true });
+    tearing = new TearingMedia(await openFileMedia(path.join(dir, DATA_FILE_NAME), { size: FACE_CAPACITY, create: true }), new Rng(seed ^ 0x5bd1e995));
+  }
+  writeLine('OPENING');
+  if (tearFrom === 'open') armTear();
+  const store = await open(dir, {
+    capacity: FACE_CAPACITY,
+    segmentSize: FACE_SEGMENT_SIZE,
+    checkpointIntervalBytes: FACE_CHECKPOINT_BYTES,
+    ...(tearing !== undefined ? { media: tearing } : {}),
+  });
+  let acks = 0;
+  const acked = (): void => {
+    if (acks++ === 0 && tearFrom === 'ack') armTear();
+  };
+
+  {
+    const stream = store.stream(STREAM_NAME);
+    writeLine(`OPENED ${JSON.stringify({ first: stream.first, last: stream.last })}`);
+    await stream.retain({ count: STREAM_KEEP });
+    let nextId = firstId;
+    const issue = (): void => {
+      const id = nextId++;
+      const count = rng.next() < 0.5 ? 1 : rng.int(1, 8);
+      const records = Array.from({ length: count }, (_, j) => recordValue(id, j));
+      writeLine(`I ${id} ${count}`);
+      const appended = count === 1 && rng.next() < 0.5 ? stream.append(records[0]!) : stream.append(records).then((seqs) => seqs[0]!);
+      appended.then(
+        (first) => {
+          writeLine(`A ${id} ${first}`);
+          acked();
+          issue();
+        },
+        (error: unknown) => fail(`append ${id}`, error),
+      );
+    };
+    for (let i = 0; i < IN_FLIGHT; i++) issue();
+    return;
+  }
+
+  throw new Error('--face region: not yet');
+}
+
+const { values } = parseArgs({
+  options: {
+    face: { type: 'string' },
+    dir: { type: 'string' },
+    seed: { type: 'string' },
+    'first-id': { type: 'string' },
+    'tear-from': { type: 'string' },
+    'tear-after-ms': { type: 'string' },
+    'tear-write': { type: 'string' },
+    'wait-go': { type: 'boolean' },
+  },
+  strict: false,
+});
+
+if (typeof values.dir === 'string' && process.argv[1]?.endsWith('face-writer.js')) {
+  const go = new Promise<void>((resolve) => {
+    if (!values['wait-go']) resolve();
+    process.stdin.on('data', () => resolve());
+  });
+  process.stdin.on('end', () => process.exit(0));
+  await go;
+  await main(values).catch((error: unknown) => fail('open', error));
+}
