@@ -282,37 +282,30 @@ export class Cache {
     }
   }
 
-  /** cas, and set/replace with a CAS to compare (meta C, with I: a lower CAS stores a stale item). */
+  /**
+   * cas, and set/replace with a CAS to compare (meta C; with I a lower CAS stores a stale
+   * item). Reads the item first, so that NOT_FOUND and EXISTS are told apart exactly (the
+   * caller runs it once the connection's earlier writes are applied), then writes only if
+   * the item is still at the version read.
+   */
   private async casStore(r: StoreRequest): Promise<StoreOutcome> {
-    const cas = r.cas ?? 0n;
     const size = r.data.length;
-    const wanted = casVersion(cas);
-    if (r.allowStale === true) {
-      for (let i = 0; i < MAX_RETRIES; i++) {
-        const found = this.find(r.key);
-        if (found === undefined) return this.casMiss(size);
-        const staleStore = wanted !== undefined && wanted < found.version;
-        if (wanted !== found.version && !staleStore) return this.casBad(size);
-        const ttl = staleStore ? this.keptTtl(found.expiresAt) : r.ttl;
-        try {
-          const version = await this.writeOrExpire(r.key, encodeItem(r.flags, r.data, this.now(), staleStore), ttl, found.version);
-          this.counters.cas_hits!++;
-          return { status: 'STORED', version, size };
-        } catch (error) {
-          if (!isCondition(error)) throw error;
-        }
+    const wanted = casVersion(r.cas ?? 0n);
+    for (let i = 0; i < MAX_RETRIES; i++) {
+      const found = this.find(r.key);
+      if (found === undefined) return this.casMiss(size);
+      const staleStore = r.allowStale === true && wanted !== undefined && wanted < found.version;
+      if (wanted !== found.version && !staleStore) return this.casBad(size);
+      const ttl = staleStore ? this.keptTtl(found.expiresAt) : r.ttl;
+      try {
+        const version = await this.writeOrExpire(r.key, encodeItem(r.flags, r.data, this.now(), staleStore), ttl, found.version);
+        this.counters.cas_hits!++;
+        return { status: 'STORED', version, size };
+      } catch (error) {
+        if (!isCondition(error)) throw error;
       }
-      throw lostRace();
     }
-    if (wanted === undefined) return this.has(r.key) ? this.casBad(size) : this.casMiss(size);
-    try {
-      const version = await this.writeOrExpire(r.key, encodeItem(r.flags, r.data, this.now()), r.ttl, wanted);
-      this.counters.cas_hits!++;
-      return { status: 'STORED', version, size };
-    } catch (error) {
-      if (!isCondition(error)) throw error;
-      return this.has(r.key) ? this.casBad(size) : this.casMiss(size);
-    }
+    throw lostRace();
   }
 
   private casMiss(size: number): StoreOutcome {
@@ -466,27 +459,35 @@ export class Cache {
     }
   }
 
-  /** delete, and meta delete with a CAS to compare. */
+  /**
+   * delete, and meta delete with a CAS to compare (which reads the item first, as casStore
+   * does: the caller runs it once the connection's earlier writes are applied).
+   */
   async delete(key: Buffer, cas?: bigint): Promise<'DELETED' | 'NOT_FOUND' | 'EXISTS'> {
-    const miss = (): 'NOT_FOUND' | 'EXISTS' => {
-      const present = this.has(key);
-      this.counters.delete_misses!++;
-      return present ? 'EXISTS' : 'NOT_FOUND';
-    };
-    let options: { ifPresent: true } | { ifVersion: number } = { ifPresent: true };
-    if (cas !== undefined) {
-      const wanted = casVersion(cas);
-      if (wanted === undefined) return miss();
-      options = { ifVersion: wanted };
+    const wanted = cas === undefined ? undefined : casVersion(cas) ?? -1;
+    for (let i = 0; i < MAX_RETRIES; i++) {
+      let options: { ifPresent: true } | { ifVersion: number } = { ifPresent: true };
+      if (wanted !== undefined) {
+        const found = this.find(key);
+        if (found === undefined || wanted !== found.version) {
+          this.counters.delete_misses!++;
+          return found === undefined ? 'NOT_FOUND' : 'EXISTS';
+        }
+        options = { ifVersion: found.version };
+      }
+      try {
+        await this.pool.delete(key, options);
+        this.counters.delete_hits!++;
+        return 'DELETED';
+      } catch (error) {
+        if (!isCondition(error)) throw error;
+        if (wanted === undefined) {
+          this.counters.delete_misses!++;
+          return 'NOT_FOUND';
+        }
+      }
     }
-    try {
-      await this.pool.delete(key, options);
-      this.counters.delete_hits!++;
-      return 'DELETED';
-    } catch (error) {
-      if (!isCondition(error)) throw error;
-      return cas === undefined ? (this.counters.delete_misses!++, 'NOT_FOUND') : miss();
-    }
+    throw lostRace();
   }
 
   /**

@@ -308,7 +308,7 @@ function metaSet(tokens: string[], cache: Cache): Request {
   }
   const concat = mode === 'append' || mode === 'prepend';
   const ttl = f.T ?? 0;
-  const reads = (f.C !== undefined && f.seen.has('I')) || (concat && (f.C !== undefined || f.N !== undefined)) || (mode === 'add' && ttl < 0);
+  const reads = (f.C !== undefined && mode !== 'add') || (concat && f.N !== undefined) || (mode === 'add' && ttl < 0);
   const run = async (data: Buffer | undefined): Promise<Reply> => {
     const outcome = await cache.store({
       mode,
@@ -343,7 +343,7 @@ function metaDelete(tokens: string[], cache: Cache): Request {
     if (outcome === 'DELETED' && f.seen.has('q')) return null;
     return line(`${outcome === 'DELETED' ? HD : outcome === 'EXISTS' ? 'EX' : 'NF'}${returnFlags(f)}`);
   };
-  return stale || removeValue ? exclusive(run) : inFlight(run);
+  return stale || removeValue || f.C !== undefined ? exclusive(run) : inFlight(run);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -212,7 +212,8 @@ function storage(mode: StoreMode, tokens: string[], noreply: boolean, cache: Cac
   return {
     dataBytes: bytes,
     swallow: false,
-    exclusive: mode === 'add' && ttl < 0,
+    // cas reads the item first (EXISTS or NOT_FOUND), so it waits for the connection's writes.
+    exclusive: mode === 'cas' || (mode === 'add' && ttl < 0),
     close: false,
     badChunk: noreply ? null : line(ERR.badDataChunk),
     run: async (data) => {
