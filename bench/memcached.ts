@@ -63,6 +63,8 @@ interface LoadResult {
   p50Us: number;
   p99Us: number;
   errors: number;
+  /** The generator's own CPU time over the run, as a share of one core (1 = saturated). */
+  generatorCpu: number;
 }
 
 const USAGE =
@@ -120,6 +122,7 @@ async function runLoad(c: LoadConfig): Promise<LoadResult> {
   let errors = 0;
   let ops = 0;
   const random = seededRandom(c.seed);
+  const cpu = process.cpuUsage();
   const start = process.hrtime.bigint();
   const deadline = start + BigInt(Math.round(c.seconds * 1e9));
   const setPrefix = (k: string): Buffer => Buffer.from(`set ${k} 0 0 ${c.valueBytes}\r\n`);
@@ -171,9 +174,10 @@ async function runLoad(c: LoadConfig): Promise<LoadResult> {
     ),
   );
   const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+  const used = process.cpuUsage(cpu);
   latencies.sort((a, b) => a - b);
   const at = (q: number): number => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? NaN;
-  return { ops, seconds, opsPerSecond: ops / seconds, p50Us: at(0.5), p99Us: at(0.99), errors };
+  return { ops, seconds, opsPerSecond: ops / seconds, p50Us: at(0.5), p99Us: at(0.99), errors, generatorCpu: (used.user + used.system) / 1e6 / seconds };
 }
 
 async function preload(c: LoadConfig, value: Buffer, keyOf: (i: number) => string): Promise<void> {

@@ -80,6 +80,10 @@ export class Connection {
   private ended = false;
   private paused = false;
   private waitingDrain = false;
+  /** Replies gathered during one pump, written as one buffer when it ends (one system call). */
+  private gathered: Buffer[] = [];
+  private gatheredBytes = 0;
+  private gathering = false;
   private readonly out: Output;
 
   constructor(
@@ -108,7 +112,7 @@ export class Connection {
     }
     this.out = {
       write: (bytes) => this.send(bytes),
-      full: () => this.socket.writableLength > OUTPUT_HIGH_WATER_BYTES,
+      full: () => this.unsentBytes > OUTPUT_HIGH_WATER_BYTES,
       drained: () => this.drained(),
     };
   }
@@ -118,9 +122,13 @@ export class Connection {
     return this.end - this.pos + (this.collecting?.target === undefined ? 0 : this.collecting.filled);
   }
 
-  /** Reply bytes handed to the socket and not yet sent. */
+  /** Reply bytes made and not yet sent. */
   get outputBytes(): number {
-    return this.socket.writableLength;
+    return this.unsentBytes;
+  }
+
+  private get unsentBytes(): number {
+    return this.socket.writableLength + this.gatheredBytes;
   }
 
   /** Stops reading requests; those already read are answered, then the socket ends. */
@@ -179,11 +187,11 @@ export class Connection {
   private pump(): void {
     if (this.pumping || this.ended) return;
     this.pumping = true;
-    this.socket.cork();
+    this.gathering = true;
     try {
       this.flushQueue();
       while (!this.ended && !this.busy) {
-        if (this.socket.writableLength > OUTPUT_HIGH_WATER_BYTES) {
+        if (this.unsentBytes > OUTPUT_HIGH_WATER_BYTES) {
           this.waitForDrain();
           break;
         }
@@ -207,6 +215,22 @@ export class Connection {
       }
     } finally {
       this.pumping = false;
+      this.gathering = false;
+      this.flushGathered();
+    }
+  }
+
+  private flushGathered(): void {
+    const parts = this.gathered;
+    if (parts.length === 0) return;
+    this.gathered = [];
+    this.gatheredBytes = 0;
+    if (this.socket.destroyed || this.ended) return;
+    if (parts.length === 1) {
+      this.socket.write(parts[0]!);
+    } else {
+      this.socket.cork();
+      for (const p of parts) this.socket.write(p);
       this.socket.uncork();
     }
   }
@@ -254,9 +278,7 @@ export class Connection {
   private exclusiveDone(request: Request, reply: Reply): void {
     this.busy = false;
     if (this.ended) return;
-    this.socket.cork();
     this.send(reply);
-    this.socket.uncork();
     if (request.close) {
       this.stopping = true;
       this.ready = undefined;
@@ -273,7 +295,12 @@ export class Connection {
   private send(reply: Reply): void {
     if (reply === null || this.socket.destroyed || this.ended) return;
     this.state.bytesWritten += reply.length;
-    this.socket.write(reply);
+    if (this.gathering) {
+      this.gathered.push(reply);
+      this.gatheredBytes += reply.length;
+    } else {
+      this.socket.write(reply);
+    }
   }
 
   /** The next request whose line and data block are complete, or undefined. */
@@ -400,6 +427,8 @@ export class Connection {
   /** Ends our side once everything queued is written; destroys the socket if the client lingers. */
   private finish(): void {
     if (this.ended) return;
+    this.gathering = false;
+    this.flushGathered();
     this.ended = true;
     this.buf = EMPTY;
     this.pos = 0;
