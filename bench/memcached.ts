@@ -358,9 +358,10 @@ export async function main(args: string[]): Promise<number> {
       `${(run.p99Us / 1000).toFixed(3)} ms`,
       hasMemcached ? formatRatio(ops.median / baseOps) : '—',
       hasMemcached && base !== undefined ? formatRatio(run.p99Us / base.p99Us) : '—',
+      `${Math.round(run.generatorCpu * 100)}%`,
     ];
   });
-  printTable(['server', 'ops/s', 'p50', 'p99', 'ops vs memcached', 'p99 vs memcached'], rows);
+  printTable(['server', 'ops/s', 'p50', 'p99', 'ops vs memcached', 'p99 vs memcached', 'generator CPU'], rows);
   if (hasMemcached && base !== undefined) {
     console.log('');
     const targets: [Mode, number][] = [
