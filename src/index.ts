@@ -9,6 +9,8 @@ export { AtomicBatch } from './store/atomic.js';
 export type { AtomicResult, Check } from './store/atomic.js';
 export { Stream, DEFAULT_READ_LIMIT } from './stream/stream.js';
 export type { StreamRecord, StreamReadOptions, StreamRetention, StreamStats, TailOptions } from './stream/stream.js';
+export { Region, RegionView, MAX_REGION_BUFFER_BYTES, DEFAULT_PAGE_SIZE } from './region/region.js';
+export type { RegionOptions, CommitOptions as RegionCommitOptions, RegionVersion, RegionRetention, RegionStats } from './region/region.js';
 export { MAX_FACE_NAME_BYTES } from './kv/encoding.js';
 export { Transaction } from './store/transaction.js';
 export { Snapshot } from './store/snapshot.js';

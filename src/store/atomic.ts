@@ -9,6 +9,7 @@ import { MAX_ATOMIC_OPS, MAX_CONDITIONS } from '../engine/limits.js';
 import { RECORD_HEADER_BYTES, chunkedBytes, kvEntryBytes } from '../log/format.js';
 import { checkPoolName, checkTtl, checkVersion, ownedKey, ownedValue, type Key, type Value } from '../kv/encoding.js';
 import { counterUpdate } from '../kv/pool.js';
+import type { Region } from '../region/region.js';
 
 /** A check of a key's version (null: the key must be absent). */
 export interface Check {
@@ -25,6 +26,7 @@ export class AtomicBatch {
   private readonly checks: Check[] = [];
   private bytes = RECORD_HEADER_BYTES;
   private readonly poolNames = new Set<string>();
+  private readonly regions: Region[] = [];
   private committed = false;
 
   /** @internal use store.atomic() */
@@ -92,6 +94,18 @@ export class AtomicBatch {
   }
 
   /**
+   * Adds the region's dirty pages, as they are when commit() is called, as a new version of
+   * the region: it lands with the other ops or not at all (region.version tells the version
+   * after the commit). Its pages count as ops of the batch.
+   */
+  region(region: Region): this {
+    this.open();
+    if (this.regions.includes(region)) throw new AtomioError('ERR_ARGUMENT', `region '${region.name}' is in this batch already`, {});
+    this.regions.push(region);
+    return this;
+  }
+
+  /**
    * Commits every op as one record once durable: { ok: true, version }, or, when checks
    * fail, { ok: false, failed } with nothing written. Other failures reject.
    */
@@ -99,12 +113,22 @@ export class AtomicBatch {
     this.open();
     this.committed = true;
     try {
-      const version = await this.engine.commit(this.ops, this.conditions, 0);
+      // Each region adds its pages and its chain condition, then hands on to the next; the
+      // last hands everything to the engine as one commit.
+      let send = (ops: OpInput[], conditions: Condition[]): Promise<number> => this.engine.commit(ops, conditions, 0);
+      for (const region of this.regions) {
+        const next = send;
+        send = (ops, conditions) => region.commitInside(ops, conditions, next);
+      }
+      const version = await send(this.ops, this.conditions);
       return { ok: true, version };
     } catch (error) {
       const failed = isAtomioError(error, 'ERR_CONDITION') ? (error.details.failed as number[] | undefined) : undefined;
       if (failed === undefined) throw error;
-      return { ok: false, failed: failed.map((i) => this.checks[i]!) };
+      // Indices past the checks are the regions' chain conditions (see Region.commitInside).
+      const mine = failed.filter((i) => i < this.checks.length);
+      if (mine.length === 0) throw error;
+      return { ok: false, failed: mine.map((i) => this.checks[i]!) };
     }
   }
 

@@ -16,6 +16,7 @@ import { BlockDevice } from '../block/block.js';
 import { Engine, type Durability, type RecoveryReport } from '../engine/engine.js';
 import { KvPool } from '../kv/pool.js';
 import { checkPoolName, faceNameOf, facePoolName, isReservedPoolName } from '../kv/encoding.js';
+import { Region, type RegionOptions } from '../region/region.js';
 import { Stream } from '../stream/stream.js';
 import {
   DEFAULT_CACHE_BYTES,
@@ -112,6 +113,7 @@ export class Store implements AsyncDisposable {
   readonly limits: StoreLimits;
   private readonly kvPools = new Map<string, KvPool>();
   private readonly streamFaces = new Map<string, Stream>();
+  private readonly regionFaces = new Map<string, Promise<Region>>();
 
   private constructor(
     readonly directory: string,
@@ -175,6 +177,57 @@ export class Store implements AsyncDisposable {
       await stream.settled();
       this.streamFaces.delete(name);
       stream.close(new AtomioError('ERR_CLOSED', `stream '${name}' was dropped; store.stream('${name}') makes a new one`, { name }));
+    }
+    await this.engine.commit([{ type: 'dropPool', pool }], [], 0);
+  }
+
+  /**
+   * The region `name`: memory that survives crashes as versions. Created with `size` bytes
+   * (zeros) when new; loaded as its newest committed version when it exists. One object
+   * per name while the store is open (the options must agree).
+   * @example const r = await store.region('state', { size: 1 << 20 }); r.buffer[0] = 1; await r.commit();
+   */
+  region(name: string, options: RegionOptions = {}): Promise<Region> {
+    try {
+      this.engine.assertOpen();
+      const pool = facePoolName('region', name);
+      let loading = this.regionFaces.get(name);
+      if (loading === undefined) {
+        loading = Region.load(this.engine, name, pool, options, { maxValueBytes: this.limits.maxValueBytes, maxAtomicBytes: this.limits.maxAtomicBytes });
+        this.regionFaces.set(name, loading);
+        loading.catch(() => {
+          if (this.regionFaces.get(name) === loading) this.regionFaces.delete(name);
+        });
+        return loading;
+      }
+      return loading.then((region) => {
+        if (!region.matches(options)) {
+          throw new AtomioError('ERR_ARGUMENT', `region '${name}' is open with other options (size ${region.size}, pageSize ${region.pageSize}, mode '${region.mode}', track '${region.track}')`, { name });
+        }
+        return region;
+      });
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /** Names of the regions that exist (committed at least once), in byte order. */
+  regions(): string[] {
+    return this.faceNames('region');
+  }
+
+  /** Removes a region, every version of it, once its commits in flight have settled; handles on it end. */
+  async dropRegion(name: string): Promise<void> {
+    this.engine.assertOpen();
+    const pool = facePoolName('region', name);
+    const loading = this.regionFaces.get(name);
+    if (loading !== undefined) {
+      this.regionFaces.delete(name);
+      const region = await loading.catch(() => undefined);
+      if (region !== undefined) {
+        await region.settled();
+        region.close(new AtomioError('ERR_CLOSED', `region '${name}' was dropped; store.region('${name}', { size }) makes a new one`, { name }));
+      }
     }
     await this.engine.commit([{ type: 'dropPool', pool }], [], 0);
   }
@@ -378,6 +431,7 @@ export class Store implements AsyncDisposable {
     } finally {
       const closed = new AtomioError('ERR_CLOSED', 'the store is closed; open it again to use it', {});
       for (const stream of this.streamFaces.values()) stream.close(closed);
+      for (const loading of this.regionFaces.values()) void loading.then((region) => region.close(closed), () => undefined);
       await this.lock.release();
     }
   }

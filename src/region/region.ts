@@ -1,0 +1,800 @@
+// The region face: a named piece of memory that survives crashes as versions.
+//
+// An application mutates `region.buffer` in place and calls commit(): the pages that
+// changed since the last commit are written, with a record of the new version, as one
+// atomic commit of the engine (one record, one CRC). After a crash the region opens as the
+// last version that committed, never a mix of two. Older versions stay readable until a
+// retention policy lets them go; their pages are then deleted and the space returns.
+//
+// Dirty pages are found by comparing the buffer with a shadow copy of what is committed
+// (track 'compare', the default: exact, and costs a second copy of the buffer and a
+// memory compare per commit), or are declared with markDirty() (track 'mark': no copy, but
+// a change not marked is not committed). Either way markDirty() lets commit({ scan: false })
+// skip the compare. Regions larger than MAX_REGION_BUFFER_BYTES are opened 'paged': no
+// buffer, pages are read and written one by one (readPage / writePage), and only pages
+// written cost anything, in the store and in memory.
+//
+// Layout in the region's reserved kv pool: see keys.ts. Versions are numbered 1, 2, 3 … by
+// a CommitSequence (src/kv/sequence.ts), in call order: a commit issued while the one
+// before it is in flight carries the condition that its version key exists, so that a
+// failed commit takes those queued behind it down too (each of which captured the buffer
+// relative to it) and pages of a failed commit are marked dirty again.
+//
+// Invariants:
+// - shadow (track 'compare') holds, per page, what the last commit issued captured, or a
+//   page is in `marks` (to be written whatever the compare says);
+// - `versions` lists the committed versions still kept, ascending; its last is `version`;
+// - a stored page version is kept while some kept version needs it (retention.ts).
+
+import { AtomioError } from '../base/errors.js';
+import type { Condition, Engine, OpInput } from '../engine/engine.js';
+import { MAX_ATOMIC_OPS } from '../engine/limits.js';
+import { describe } from '../kv/encoding.js';
+import { KvPool } from '../kv/pool.js';
+import { CommitSequence, type Issue, type Sent } from '../kv/sequence.js';
+import { kvEntryBytes } from '../log/format.js';
+import {
+  META_KEY,
+  PAGES_END,
+  PAGES_START,
+  PAGE_KEY_BYTES,
+  VERSIONS_END,
+  VERSIONS_START,
+  VERSION_KEY_BYTES,
+  decodeMeta,
+  decodeVersion,
+  encodeMeta,
+  encodeVersion,
+  pageKey,
+  pageOf,
+  pagePrefix,
+  versionKey,
+  versionOf,
+  type Meta,
+  type Retention,
+  type VersionRecord,
+} from './keys.js';
+import { keptVersions, pageVersionNeeded, unneededAfterDrop } from './retention.js';
+
+export type { Retention as RegionRetention } from './keys.js';
+
+/** The largest region held in memory as one buffer; larger ones are opened 'paged'. */
+export const MAX_REGION_BUFFER_BYTES = 1024 * 1024 * 1024;
+export const DEFAULT_PAGE_SIZE = 4096;
+export const MIN_PAGE_SIZE = 512;
+export const MAX_PAGE_SIZE = 1024 * 1024;
+/** Pages: u32 page numbers in keys. */
+const MAX_PAGES = 2 ** 32;
+/** Log bytes a delete takes, about (an op descriptor and its key): what bounds the deletes a commit carries. */
+const DELETE_BYTES = 64;
+/** Reads in flight while a region (or an old version of it) is loaded. */
+const LOAD_READS_IN_FLIGHT = 64;
+
+export interface RegionOptions {
+  /** Bytes (needed to create the region; when given for an existing one it must match). */
+  size?: number;
+  /** Bytes per page: a power of two from 512 to 1 MiB (fixed at creation). Default 4096. */
+  pageSize?: number;
+  /** 'buffer' (default): the region in memory as `buffer`. 'paged': readPage / writePage only. */
+  mode?: 'buffer' | 'paged';
+  /** How a 'buffer' region finds dirty pages: 'compare' (default) with a shadow copy, or 'mark': only markDirty(). */
+  track?: 'compare' | 'mark';
+}
+
+export interface CommitOptions {
+  /** Compare the buffer with the shadow copy to find dirty pages (default: true for track 'compare'). */
+  scan?: boolean;
+}
+
+export interface RegionVersion {
+  version: number;
+  /** ms since the epoch (store clock) when it was committed. */
+  committedAt: number;
+  /** Pages the commit wrote. */
+  pages: number;
+}
+
+export interface RegionStats {
+  version: number;
+  versions: number;
+  /** Page versions stored (all kept versions together). */
+  storedPages: number;
+  /** Bytes the region takes in its pool (keys and values). */
+  bytes: number;
+  /** Pages marked or staged for the next commit (a 'compare' region may have more). */
+  markedPages: number;
+  inFlight: number;
+}
+
+/** The pages of one commit, as captured. */
+interface Captured {
+  pages: number[];
+  /** Bytes of each page (empty: zeros). */
+  contents: Buffer[];
+}
+
+const EMPTY = Buffer.alloc(0);
+
+export class Region {
+  readonly pageCount: number;
+  private readonly pool: KvPool;
+  private readonly sequence: CommitSequence;
+  private readonly mem: Buffer | undefined;
+  private readonly shadow: Buffer | undefined;
+  /** Pages to write at the next commit whatever the compare finds (markDirty, failed commits). */
+  private readonly marks = new Set<number>();
+  /** 'paged': pages written and not yet committed, and pages of commits in flight. */
+  private readonly staged = new Map<number, Buffer>();
+  private readonly flying = new Map<number, Buffer>();
+  private readonly zeroPage: Buffer;
+  private versionList: VersionRecord[];
+  private metaPersisted: boolean;
+  private lastCommit: Promise<number> | undefined;
+  private sweeping: Promise<void> = Promise.resolve();
+  private sweepQueued = false;
+  private closedError: AtomioError | undefined;
+
+  private constructor(
+    private readonly engine: Engine,
+    readonly name: string,
+    private readonly poolName: string,
+    private meta: Meta,
+    metaPersisted: boolean,
+    versions: VersionRecord[],
+    readonly mode: 'buffer' | 'paged',
+    readonly track: 'compare' | 'mark',
+    private readonly maxCommitBytes: number,
+    maxValueBytes: number,
+  ) {
+    this.pool = new KvPool(engine, poolName, maxValueBytes);
+    this.metaPersisted = metaPersisted;
+    this.versionList = versions;
+    this.pageCount = Math.ceil(meta.size / meta.pageSize);
+    this.zeroPage = Buffer.alloc(meta.pageSize);
+    const last = versions.length === 0 ? 0 : versions[versions.length - 1]!.version;
+    this.sequence = new CommitSequence(last + 1);
+    if (mode === 'buffer') {
+      this.mem = Buffer.alloc(meta.size);
+      if (track === 'compare') this.shadow = Buffer.alloc(meta.size);
+    }
+  }
+
+  /** @internal use store.region(name, options) */
+  static async load(
+    engine: Engine,
+    name: string,
+    poolName: string,
+    options: RegionOptions,
+    limits: { maxValueBytes: number; maxAtomicBytes: number },
+  ): Promise<Region> {
+    const o = checkOptions(options);
+    const pool = new KvPool(engine, poolName, limits.maxValueBytes);
+    const stored = pool.getSync(META_KEY);
+    let meta: Meta;
+    if (stored !== undefined) {
+      meta = decodeMeta(stored);
+      if (o.size !== undefined && o.size !== meta.size) {
+        throw new AtomioError('ERR_ARGUMENT', `region '${name}' has size ${meta.size}, not ${o.size}; a region's size is fixed at creation`, { size: meta.size });
+      }
+      if (o.pageSize !== undefined && o.pageSize !== meta.pageSize) {
+        throw new AtomioError('ERR_ARGUMENT', `region '${name}' has pages of ${meta.pageSize} bytes, not ${o.pageSize}`, { pageSize: meta.pageSize });
+      }
+    } else {
+      if (o.size === undefined) throw new AtomioError('ERR_ARGUMENT', `region '${name}' does not exist; give its size to create it`, { name });
+      meta = { size: o.size, pageSize: o.pageSize ?? DEFAULT_PAGE_SIZE, retention: { count: 0, age: 0 } };
+    }
+    const pageSize = meta.pageSize;
+    if (meta.pageSize > limits.maxValueBytes) throw new AtomioError('ERR_LIMIT', `pages of ${pageSize} bytes are larger than a value may be on this store`, {});
+    const mode = o.mode ?? 'buffer';
+    if (mode === 'buffer' && meta.size > MAX_REGION_BUFFER_BYTES) {
+      throw new AtomioError(
+        'ERR_LIMIT',
+        `region '${name}' of ${meta.size} bytes is larger than a buffer may be (MAX_REGION_BUFFER_BYTES = ${MAX_REGION_BUFFER_BYTES}); open it with { mode: 'paged' }`,
+        { size: meta.size, limit: MAX_REGION_BUFFER_BYTES },
+      );
+    }
+    const versions: VersionRecord[] = [];
+    for await (const e of pool.list({ start: VERSIONS_START, end: VERSIONS_END })) versions.push(decodeVersion(versionOf(e.key), e.value));
+    const region = new Region(engine, name, poolName, meta, stored !== undefined, versions, mode, o.track ?? 'compare', limits.maxAtomicBytes, limits.maxValueBytes);
+    if (mode === 'buffer') {
+      const orphans = await region.materialize(region.version, region.mem!);
+      region.shadow?.set(region.mem!);
+      // Pages a crash left between deleting old versions and their pages: swept later.
+      if (orphans > 0) region.scheduleSweep();
+    }
+    return region;
+  }
+
+  // -------------------------------------------------------------------------------------
+  // The memory
+
+  /** The region's bytes ('buffer' mode): change them in place, then commit(). */
+  get buffer(): Buffer {
+    if (this.mem === undefined) {
+      throw new AtomioError('ERR_ARGUMENT', `region '${this.name}' is open 'paged': it has no buffer; use readPage() and writePage()`, {});
+    }
+    return this.mem;
+  }
+
+  get size(): number {
+    return this.meta.size;
+  }
+
+  get pageSize(): number {
+    return this.meta.pageSize;
+  }
+
+  /** The newest committed version (0: none yet). */
+  get version(): number {
+    return this.versionList.length === 0 ? 0 : this.versionList[this.versionList.length - 1]!.version;
+  }
+
+  /** Declares bytes [offset, offset + length) changed: their pages are written at the next commit. */
+  markDirty(offset = 0, length = this.meta.size - offset): void {
+    this.checkOpen();
+    if (this.mem === undefined) throw new AtomioError('ERR_ARGUMENT', `region '${this.name}' is open 'paged': writePage() stages its pages`, {});
+    checkRange(offset, length, this.meta.size);
+    if (length === 0) return;
+    const first = Math.floor(offset / this.meta.pageSize);
+    const last = Math.floor((offset + length - 1) / this.meta.pageSize);
+    for (let p = first; p <= last; p++) this.marks.add(p);
+  }
+
+  /** Page `index` as it is now (uncommitted changes included): a copy. */
+  async readPage(index: number): Promise<Buffer> {
+    this.checkOpen();
+    const page = this.checkPage(index);
+    if (this.mem !== undefined) return Buffer.from(this.mem.subarray(page * this.meta.pageSize, page * this.meta.pageSize + this.pageBytes(page)));
+    const pending = this.staged.get(page) ?? this.flying.get(page);
+    if (pending !== undefined) return Buffer.from(pending);
+    return this.readStoredPage(page, this.version);
+  }
+
+  /** Replaces page `index` (all its bytes) for the next commit. */
+  writePage(index: number, data: Uint8Array): void {
+    this.checkOpen();
+    const page = this.checkPage(index);
+    if (!(data instanceof Uint8Array) || data.length !== this.pageBytes(page)) {
+      throw new AtomioError('ERR_ARGUMENT', `page ${page} holds ${this.pageBytes(page)} bytes; writePage takes exactly that many, not ${describe(data)}${data instanceof Uint8Array ? ` of ${data.length}` : ''}`, {});
+    }
+    if (this.mem !== undefined) {
+      this.mem.set(data, page * this.meta.pageSize);
+      this.marks.add(page);
+    } else {
+      this.staged.set(page, Buffer.from(data));
+    }
+  }
+
+  private pageBytes(page: number): number {
+    return Math.min(this.meta.pageSize, this.meta.size - page * this.meta.pageSize);
+  }
+
+  private checkPage(index: number): number {
+    if (typeof index !== 'number' || !Number.isSafeInteger(index) || index < 0 || index >= this.pageCount) {
+      throw new AtomioError('ERR_ARGUMENT', `a page index of region '${this.name}' is an integer from 0 to ${this.pageCount - 1}, not ${describe(index)}`, {});
+    }
+    return index;
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Commits
+
+  /**
+   * Writes the dirty pages as a new version, in one atomic commit; resolves with the
+   * version once durable. With nothing dirty it writes nothing and resolves with the
+   * current version (once a commit in flight has settled). After a crash the region opens
+   * as the last version that committed, whole.
+   * @example region.buffer.writeUInt32LE(42, 128); const v = await region.commit();
+   */
+  commit(options: CommitOptions = {}): Promise<number> {
+    try {
+      this.checkOpen();
+      const scan = this.checkScan(options);
+      const done = (version: number): number => version;
+      let promise: Promise<number>;
+      if (this.sequence.draining === undefined) {
+        const captured = this.capture(scan);
+        if (captured.pages.length === 0) return this.lastCommit ?? Promise.resolve(this.version);
+        promise = this.sequence.run(1, (issue) => this.send(issue, captured, [], [], this.engineCommit), done);
+      } else {
+        // An earlier commit failed and others are settling: this one waits, and captures then.
+        promise = this.sequence.run(1, (issue) => this.send(issue, this.capture(scan), [], [], this.engineCommit), done);
+      }
+      this.lastCommit = promise;
+      promise.catch(() => undefined);
+      return promise;
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  private readonly engineCommit = (ops: OpInput[], conditions: Condition[]): Promise<number> => this.engine.commit(ops, conditions, 0);
+
+  /**
+   * @internal store.atomic().region(): commits the dirty pages with `ops` and `conditions`
+   * through `commit` (the engine's, or another region's), in one record. Resolves with the
+   * engine's version. Fails at once while an earlier commit of the region is settling after
+   * a failure.
+   */
+  commitInside(ops: OpInput[], conditions: Condition[], commit: (ops: OpInput[], conditions: Condition[]) => Promise<number>): Promise<number> {
+    this.checkOpen();
+    const captured = this.capture(this.shadow !== undefined);
+    if (captured.pages.length === 0) return commit(ops, conditions);
+    let engineVersion = 0;
+    const { first, promise } = this.sequence.runNow(
+      1,
+      (issue) => {
+        const sent = this.send(issue, captured, ops, conditions, commit);
+        sent.promise.then((v) => void (engineVersion = v), () => undefined);
+        return sent;
+      },
+      () => engineVersion,
+    );
+    this.lastCommit = promise.then(() => first);
+    this.lastCommit.catch(() => undefined);
+    return promise;
+  }
+
+  private checkScan(options: CommitOptions): boolean {
+    if (options === null || typeof options !== 'object') throw new AtomioError('ERR_ARGUMENT', `commit options are an object, not ${describe(options)}`, {});
+    const scan = options.scan ?? this.shadow !== undefined;
+    if (scan && this.shadow === undefined) {
+      throw new AtomioError('ERR_ARGUMENT', `region '${this.name}' keeps no shadow copy (track 'mark' or paged): it cannot scan for changes; mark them with markDirty()`, {});
+    }
+    return scan;
+  }
+
+  /** The pages to write now, copied (nothing changes until the commit is sent). */
+  private capture(scan: boolean): Captured {
+    const pageSize = this.meta.pageSize;
+    if (this.mem === undefined) {
+      const pages = [...this.staged.keys()].sort((a, b) => a - b);
+      return { pages, contents: pages.map((p) => this.stored(this.staged.get(p)!)) };
+    }
+    const dirty = new Set(this.marks);
+    if (scan) diffPages(this.mem, this.shadow!, pageSize, dirty);
+    const pages = [...dirty].sort((a, b) => a - b);
+    const contents = pages.map((p) => this.stored(this.mem!.subarray(p * pageSize, p * pageSize + this.pageBytes(p))));
+    return { pages, contents };
+  }
+
+  /** A page's stored bytes: a copy, or empty for zeros. */
+  private stored(bytes: Buffer): Buffer {
+    if (bytes.equals(bytes.length === this.zeroPage.length ? this.zeroPage : this.zeroPage.subarray(0, bytes.length))) return EMPTY;
+    return Buffer.from(bytes);
+  }
+
+  /** Sends version issue.first: its pages, its version key, what retention drops, in one commit. */
+  private send(issue: Issue, captured: Captured, extraOps: OpInput[], extraConditions: Condition[], commit: (ops: OpInput[], conditions: Condition[]) => Promise<number>): Sent {
+    this.checkOpen();
+    const version = issue.first;
+    const committedAt = this.engine.clock.now();
+    const ops: OpInput[] = [...extraOps];
+    let bytes = 0;
+    for (let i = 0; i < captured.pages.length; i++) {
+      ops.push({ type: 'put', pool: this.poolName, key: pageKey(captured.pages[i]!, version), value: captured.contents[i]!, ttlMs: 0 });
+      bytes += kvEntryBytes(PAGE_KEY_BYTES, captured.contents[i]!.length);
+    }
+    const record = encodeVersion(committedAt, captured.pages);
+    ops.push({ type: 'put', pool: this.poolName, key: versionKey(version), value: record, ttlMs: 0 });
+    bytes += kvEntryBytes(VERSION_KEY_BYTES, record.length);
+    if (!this.metaPersisted) ops.push(this.metaPut((m) => m));
+    // Retention rides along when nothing is in flight (the index then holds every version
+    // before this one) and its deletes fit beside the pages.
+    let room = Math.floor((this.maxCommitBytes - bytes) / DELETE_BYTES);
+    if (extraOps.length > 0) room = Math.min(room, MAX_ATOMIC_OPS - ops.length);
+    const drop = issue.chained ? undefined : this.retentionDeletes(version, captured.pages, committedAt, room);
+    if (drop !== undefined) for (const key of drop.keys) ops.push({ type: 'delete', pool: this.poolName, key });
+    if (bytes > this.maxCommitBytes || (extraOps.length > 0 && ops.length > MAX_ATOMIC_OPS)) {
+      throw new AtomioError(
+        'ERR_LIMIT',
+        `a commit of region '${this.name}' would write ${captured.pages.length} pages (${bytes} bytes); one commit holds at most ${this.maxCommitBytes} bytes on this store${extraOps.length > 0 ? ` and an atomic batch ${MAX_ATOMIC_OPS} ops` : ''}: commit more often`,
+        { pages: captured.pages.length, bytes, limit: this.maxCommitBytes },
+      );
+    }
+    const conditions = [...extraConditions];
+    if (issue.chained) conditions.push({ kind: 'key', pool: this.poolName, key: versionKey(version - 1), expect: 'present' });
+    this.take(captured);
+    const promise = commit(ops, conditions);
+    // Runs before the sequence hears of the outcome (attached first).
+    promise.then(
+      () => this.committed(version, committedAt, captured, drop?.versions),
+      () => this.giveBack(captured),
+    );
+    return { promise, chainIndex: issue.chained ? extraConditions.length : undefined };
+  }
+
+  /** The commit is on its way: the captured pages are no longer dirty. */
+  private take(captured: Captured): void {
+    const pageSize = this.meta.pageSize;
+    for (let i = 0; i < captured.pages.length; i++) {
+      const p = captured.pages[i]!;
+      this.marks.delete(p);
+      if (this.shadow !== undefined) {
+        const at = p * pageSize;
+        if (captured.contents[i]!.length === 0) this.shadow.fill(0, at, at + this.pageBytes(p));
+        else this.shadow.set(captured.contents[i]!, at);
+      }
+      if (this.mem === undefined) {
+        const staged = this.staged.get(p);
+        this.staged.delete(p);
+        if (staged !== undefined) this.flying.set(p, staged);
+      }
+    }
+  }
+
+  /** The commit failed: its pages are dirty again (unless written since, for 'paged'). */
+  private giveBack(captured: Captured): void {
+    for (const p of captured.pages) {
+      if (this.mem !== undefined) {
+        this.marks.add(p);
+        continue;
+      }
+      const flying = this.flying.get(p);
+      this.flying.delete(p);
+      if (flying !== undefined && !this.staged.has(p)) this.staged.set(p, flying);
+    }
+  }
+
+  private committed(version: number, committedAt: number, captured: Captured, dropped: Set<number> | undefined): void {
+    this.metaPersisted = true;
+    if (this.mem === undefined) for (const p of captured.pages) this.flying.delete(p);
+    if (dropped !== undefined && dropped.size > 0) this.versionList = this.versionList.filter((v) => !dropped.has(v.version));
+    this.versionList.push({ version, committedAt, pages: Uint32Array.from(captured.pages) });
+  }
+
+  private metaPut(change: (m: Meta) => Meta): OpInput {
+    const base = this.meta;
+    return {
+      type: 'put',
+      pool: this.poolName,
+      key: META_KEY,
+      value: (current) => encodeMeta(change(current === undefined ? base : { ...decodeMeta(current), size: base.size, pageSize: base.pageSize })),
+      ttlMs: 0,
+    };
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Versions
+
+  /** The versions kept, oldest first. */
+  versions(): RegionVersion[] {
+    this.checkOpen();
+    return this.versionList.map((v) => ({ version: v.version, committedAt: v.committedAt, pages: v.pages.length }));
+  }
+
+  /**
+   * A read-only copy of a kept version (default: the newest). For a 'buffer' region the
+   * copy is made now, whole (`view.buffer`); for a 'paged' one pages are read on demand and
+   * fail with ERR_ARGUMENT once retention has let the version go.
+   */
+  async open(options: { version?: number } = {}): Promise<RegionView> {
+    this.checkOpen();
+    const version = options.version ?? this.version;
+    const record = this.versionList.find((v) => v.version === version);
+    if (record === undefined && version !== 0) {
+      throw new AtomioError('ERR_ARGUMENT', `region '${this.name}' keeps no version ${String(version)}; versions() lists those kept`, { version });
+    }
+    let copy: Buffer | undefined;
+    if (this.mem !== undefined) {
+      copy = Buffer.alloc(this.meta.size);
+      await this.materialize(version, copy);
+    }
+    return new RegionView(this, version, record?.committedAt ?? 0, copy);
+  }
+
+  /** @internal page `page` as of `version`, for a view; ERR_ARGUMENT once the version is gone. */
+  async pageAt(page: number, version: number): Promise<Buffer> {
+    this.checkOpen();
+    this.checkPage(page);
+    if (version !== 0 && !this.versionList.some((v) => v.version === version)) {
+      throw new AtomioError('ERR_ARGUMENT', `version ${version} of region '${this.name}' is no longer kept`, { version });
+    }
+    return this.readStoredPage(page, version);
+  }
+
+  /** The stored bytes of `page` as of `version` (zeros when never written). */
+  private async readStoredPage(page: number, version: number): Promise<Buffer> {
+    const pool = this.engine.pools.named(this.poolName);
+    const out = Buffer.alloc(this.pageBytes(page));
+    if (pool === undefined || version === 0) return out;
+    let found: { key: Buffer; meta: Parameters<Engine['readValue']>[2] } | undefined;
+    pool.index.forEachIn({ start: pageKey(page, version), end: pagePrefix(page + 1) }, (key, meta) => {
+      found = { key, meta };
+      return false;
+    });
+    if (found === undefined || found.meta.valueBytes === 0) return out;
+    const value = await this.engine.readValue(pool, found.key, found.meta);
+    value.copy(out, 0, 0, Math.min(value.length, out.length));
+    return out;
+  }
+
+  /**
+   * Fills `into` with the region as of `version` (a frozen view of the pool and a pin keep
+   * what it reads in place); returns how many stored page versions no kept version needs.
+   */
+  private async materialize(version: number, into: Buffer): Promise<number> {
+    const pool = this.engine.pools.named(this.poolName);
+    if (pool === undefined || version === 0) return 0;
+    const { view, pin } = this.pool.frozen(pool);
+    const kept = this.versionList.map((v) => v.version);
+    const pageSize = this.meta.pageSize;
+    try {
+      const wanted: { page: number; key: Buffer; meta: Parameters<Engine['readValue']>[2] }[] = [];
+      let page = -1;
+      let newer = Infinity;
+      let taken = false;
+      let orphans = 0;
+      view.forEachIn({ start: PAGES_START, end: PAGES_END }, (key, meta) => {
+        const at = pageOf(key);
+        if (at.page !== page) {
+          page = at.page;
+          newer = Infinity;
+          taken = false;
+        }
+        if (!pageVersionNeeded(kept, at.version, newer)) orphans++;
+        newer = at.version;
+        if (taken || at.version > version) return;
+        taken = true;
+        if (meta.valueBytes > 0 && at.page < this.pageCount) wanted.push({ page: at.page, key, meta });
+      });
+      let next = 0;
+      const worker = async (): Promise<void> => {
+        while (next < wanted.length) {
+          const w = wanted[next++]!;
+          const value = await this.engine.readValue(pool, w.key, w.meta);
+          value.copy(into, w.page * pageSize, 0, Math.min(value.length, this.pageBytes(w.page)));
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(LOAD_READS_IN_FLIGHT, wanted.length) }, worker));
+      return orphans;
+    } finally {
+      if (pin !== undefined) this.engine.unpin(pin);
+    }
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Retention
+
+  /**
+   * Sets which versions are kept (durable when this resolves) and applies it now: the
+   * newest `count`, those committed at most `age` ms ago (0 lifts a limit, an absent one
+   * stays); the newest version is always kept. Pages no kept version needs are deleted and
+   * their space returns. Later commits apply the policy as they go. Without arguments it
+   * applies the policy and sweeps pages left behind by a crash.
+   * @example await region.retain({ count: 10 });
+   */
+  async retain(policy?: Partial<Retention>): Promise<void> {
+    this.checkOpen();
+    if (policy !== undefined) {
+      if (policy === null || typeof policy !== 'object') throw new AtomioError('ERR_ARGUMENT', `retain takes { count?, age? }, not ${describe(policy)}`, {});
+      const count = checkLimit(policy.count, 'count');
+      const age = checkLimit(policy.age, 'age');
+      const merge = (r: Retention): Retention => ({ count: count ?? r.count, age: age ?? r.age });
+      await this.engine.commit([this.metaPut((m) => ({ ...m, retention: merge(m.retention) }))], [], 0);
+      this.meta = { ...this.meta, retention: merge(this.meta.retention) };
+      this.metaPersisted = true;
+    }
+    await this.sweep();
+  }
+
+  /** The retention policy in force (0: no limit). */
+  retention(): Retention {
+    return { ...this.meta.retention };
+  }
+
+  /** The deletes that retention adds to the commit of `version` (bounded), or undefined. */
+  private retentionDeletes(version: number, pages: number[], committedAt: number, room: number): { keys: Buffer[]; versions: Set<number> } | undefined {
+    const r = this.meta.retention;
+    if (r.count === 0 && r.age === 0) return undefined;
+    const all = [...this.versionList, { version, committedAt, pages: Uint32Array.from(pages) }];
+    const kept = keptVersions(all, r, committedAt);
+    if (kept.length === all.length) return undefined;
+    const keptNumbers = kept.map((v) => v.version);
+    const keptSet = new Set(keptNumbers);
+    const dropped = all.filter((v) => !keptSet.has(v.version)).map((v) => v.version);
+    const byVersion = new Map(all.map((v) => [v.version, v] as const));
+    const unneeded = unneededAfterDrop(
+      dropped,
+      keptNumbers,
+      (v) => byVersion.get(v)?.pages,
+      (page, below) => this.storedBelow(page, below),
+      (after, upTo) => all.filter((v) => v.version > after && v.version <= upTo).map((v) => v.version),
+    );
+    if (dropped.length + unneeded.length > room) {
+      // Too many for one commit: a background pass does it in chunks.
+      this.scheduleSweep();
+      return undefined;
+    }
+    return {
+      keys: [...dropped.map((v) => versionKey(v)), ...unneeded.map(([page, v]) => pageKey(page, v))],
+      versions: new Set(dropped),
+    };
+  }
+
+  /** The newest stored version of `page` below `below`, or undefined. */
+  private storedBelow(page: number, below: number): number | undefined {
+    let found: number | undefined;
+    if (below <= 1) return undefined;
+    this.engine.pools.named(this.poolName)?.index.forEachIn({ start: pageKey(page, below - 1), end: pagePrefix(page + 1) }, (key) => {
+      found = pageOf(key).version;
+      return false;
+    });
+    return found;
+  }
+
+  private scheduleSweep(): void {
+    if (this.sweepQueued) return;
+    this.sweepQueued = true;
+    setImmediate(() => {
+      this.sweepQueued = false;
+      this.sweep().catch(() => undefined);
+    });
+  }
+
+  /** Applies the policy in standalone commits: version keys first, then every unneeded page. */
+  private sweep(): Promise<void> {
+    const run = this.sweeping.then(() => this.sweepNow());
+    this.sweeping = run.catch(() => undefined);
+    return run;
+  }
+
+  private async sweepNow(): Promise<void> {
+    if (this.closedError !== undefined) return;
+    // 1. Version keys of the versions let go, oldest first (a crash leaves their pages, unneeded, for the next sweep).
+    const kept = new Set(keptVersions(this.versionList, this.meta.retention, this.engine.clock.now()).map((v) => v.version));
+    const dropped = this.versionList.filter((v) => !kept.has(v.version)).map((v) => v.version);
+    for (let i = 0; i < dropped.length; i += MAX_ATOMIC_OPS) {
+      const chunk = dropped.slice(i, i + MAX_ATOMIC_OPS);
+      await this.engine.commit(chunk.map((v) => ({ type: 'delete', pool: this.poolName, key: versionKey(v) })), [], 0);
+      const gone = new Set(chunk);
+      this.versionList = this.versionList.filter((v) => !gone.has(v.version));
+    }
+    // 2. Every stored page version no kept version needs.
+    const pool = this.engine.pools.named(this.poolName);
+    if (pool === undefined) return;
+    const keptNumbers = this.versionList.map((v) => v.version);
+    const keys: Buffer[] = [];
+    let page = -1;
+    let newer = Infinity;
+    pool.index.forEachIn({ start: PAGES_START, end: PAGES_END }, (key) => {
+      const at = pageOf(key);
+      if (at.page !== page) {
+        page = at.page;
+        newer = Infinity;
+      }
+      // Versions above the newest kept are commits applied since this began: keep them.
+      if (at.version <= (keptNumbers[keptNumbers.length - 1] ?? 0) && !pageVersionNeeded(keptNumbers, at.version, newer)) keys.push(key);
+      newer = at.version;
+    });
+    for (let i = 0; i < keys.length; i += MAX_ATOMIC_OPS) {
+      await this.engine.commit(keys.slice(i, i + MAX_ATOMIC_OPS).map((key) => ({ type: 'delete', pool: this.poolName, key })), [], 0);
+    }
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Stats and life cycle
+
+  stats(): RegionStats {
+    this.checkOpen();
+    const pool = this.engine.pools.named(this.poolName);
+    return {
+      version: this.version,
+      versions: this.versionList.length,
+      storedPages: pool === undefined ? 0 : pool.index.count({ start: PAGES_START, end: PAGES_END }),
+      bytes: pool?.liveBytes ?? 0,
+      markedPages: this.marks.size + this.staged.size,
+      inFlight: this.sequence.inFlight,
+    };
+  }
+
+  /** @internal the store closed or the region was dropped. */
+  close(error: AtomioError): void {
+    this.closedError ??= error;
+  }
+
+  /** @internal commits and sweeps settled (before a drop). */
+  async settled(): Promise<void> {
+    await Promise.allSettled([this.lastCommit, this.sweeping]);
+  }
+
+  /** @internal whether `options` fit this open region (store.region() hands out one object per name). */
+  matches(options: RegionOptions): boolean {
+    const o = checkOptions(options);
+    return (
+      (o.size === undefined || o.size === this.meta.size) &&
+      (o.pageSize === undefined || o.pageSize === this.meta.pageSize) &&
+      (o.mode ?? 'buffer') === this.mode &&
+      (o.track ?? 'compare') === this.track
+    );
+  }
+
+  private checkOpen(): void {
+    if (this.closedError !== undefined) throw this.closedError;
+    this.engine.assertOpen();
+  }
+}
+
+/** A read-only copy of one version of a region. */
+export class RegionView {
+  /** @internal use region.open() */
+  constructor(
+    private readonly region: Region,
+    readonly version: number,
+    readonly committedAt: number,
+    private readonly copy: Buffer | undefined,
+  ) {}
+
+  get size(): number {
+    return this.region.size;
+  }
+
+  get pageSize(): number {
+    return this.region.pageSize;
+  }
+
+  /** The whole version ('buffer' regions). Changing it changes nothing stored. */
+  get buffer(): Buffer {
+    if (this.copy === undefined) throw new AtomioError('ERR_ARGUMENT', 'a view of a paged region has no buffer; use readPage()', {});
+    return this.copy;
+  }
+
+  /** Page `index` as of this version: a copy. */
+  async readPage(index: number): Promise<Buffer> {
+    if (this.copy !== undefined) {
+      const at = index * this.region.pageSize;
+      if (!Number.isSafeInteger(index) || index < 0 || index >= this.region.pageCount) {
+        throw new AtomioError('ERR_ARGUMENT', `a page index is an integer from 0 to ${this.region.pageCount - 1}, not ${describe(index)}`, {});
+      }
+      return Buffer.from(this.copy.subarray(at, Math.min(at + this.region.pageSize, this.copy.length)));
+    }
+    return this.region.pageAt(index, this.version);
+  }
+}
+
+/** Adds to `dirty` every page where `mem` and `shadow` differ (compared in large strides first). */
+function diffPages(mem: Buffer, shadow: Buffer, pageSize: number, dirty: Set<number>): void {
+  const stride = pageSize * 64;
+  for (let at = 0; at < mem.length; at += stride) {
+    const end = Math.min(mem.length, at + stride);
+    if (mem.subarray(at, end).equals(shadow.subarray(at, end))) continue;
+    for (let p = at; p < end; p += pageSize) {
+      const q = Math.min(end, p + pageSize);
+      if (!mem.subarray(p, q).equals(shadow.subarray(p, q))) dirty.add(p / pageSize);
+    }
+  }
+}
+
+function checkOptions(options: RegionOptions): RegionOptions {
+  if (options === null || typeof options !== 'object') throw new AtomioError('ERR_ARGUMENT', `region options are an object, not ${describe(options)}`, {});
+  const { size, pageSize, mode, track } = options;
+  if (pageSize !== undefined && (typeof pageSize !== 'number' || !Number.isInteger(pageSize) || pageSize < MIN_PAGE_SIZE || pageSize > MAX_PAGE_SIZE || (pageSize & (pageSize - 1)) !== 0)) {
+    throw new AtomioError('ERR_ARGUMENT', `pageSize is a power of two from ${MIN_PAGE_SIZE} to ${MAX_PAGE_SIZE}, not ${describe(pageSize)}`, {});
+  }
+  if (size !== undefined) {
+    if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 1) {
+      throw new AtomioError('ERR_ARGUMENT', `size is a number of bytes >= 1, not ${describe(size)}`, {});
+    }
+    if (Math.ceil(size / (pageSize ?? DEFAULT_PAGE_SIZE)) > MAX_PAGES) {
+      throw new AtomioError('ERR_LIMIT', `a region holds at most 2^32 pages; ${size} bytes is more with pages of ${pageSize ?? DEFAULT_PAGE_SIZE} bytes`, {});
+    }
+  }
+  if (mode !== undefined && mode !== 'buffer' && mode !== 'paged') throw new AtomioError('ERR_ARGUMENT', `mode is 'buffer' or 'paged', not ${describe(mode)}`, {});
+  if (track !== undefined && track !== 'compare' && track !== 'mark') throw new AtomioError('ERR_ARGUMENT', `track is 'compare' or 'mark', not ${describe(track)}`, {});
+  return options;
+}
+
+function checkRange(offset: number, length: number, size: number): void {
+  if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > size) {
+    throw new AtomioError('ERR_ARGUMENT', `bytes [${String(offset)}, ${String(offset)} + ${String(length)}) do not lie within the region's ${size} bytes`, {});
+  }
+}
+
+function checkLimit(value: unknown, what: string): number | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
+    throw new AtomioError('ERR_ARGUMENT', `retention ${what} is a non-negative integer (0: no limit), not ${describe(value)}`, {});
+  }
+  return value;
+}
+
