@@ -2,9 +2,15 @@
 // its first acknowledgement, or while it opens the store) or by itself inside a write. Shared
 // by stream-sigkill.test.ts and region-sigkill.test.ts.
 
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { DATA_FILE_NAME } from '../../src/index.js';
+import { checkStore } from '../../src/engine/check.js';
+import { openFileMedia } from '../../src/media/file.js';
 import { Rng } from './common.js';
+import { FACE_CAPACITY } from './face-writer.js';
 
 const WRITER = fileURLToPath(new URL('./face-writer.js', import.meta.url));
 /** A writer still alive this long after it started is stuck. */
@@ -91,4 +97,16 @@ export function runFaceWriter(face: 'stream' | 'region', dir: string, seed: numb
       else resolve(run);
     });
   });
+}
+
+/** The verifier on the file as the kill left it. */
+export async function verifyFile(dir: string, context: string): Promise<void> {
+  const file = path.join(dir, DATA_FILE_NAME);
+  const media = await openFileMedia(file, { size: FACE_CAPACITY, create: false });
+  try {
+    const report = await checkStore(media);
+    assert.deepEqual(report.problems, [], `${context}: the verifier finds problems in the file the kill left:\n${JSON.stringify(report.problems.slice(0, 5), null, 2)}`);
+  } finally {
+    await media.close();
+  }
 }

@@ -159,7 +159,7 @@ async function main(values: Record<string, string | boolean | undefined>): Promi
     if (acks++ === 0 && tearFrom === 'ack') armTear();
   };
 
-  {
+  if (face === 'stream') {
     const stream = store.stream(STREAM_NAME);
     writeLine(`OPENED ${JSON.stringify({ first: stream.first, last: stream.last })}`);
     await stream.retain({ count: STREAM_KEEP });
@@ -183,7 +183,32 @@ async function main(values: Record<string, string | boolean | undefined>): Promi
     return;
   }
 
-  throw new Error('--face region: not yet');
+  const region = await store.region(REGION_NAME, { size: REGION_PAGES * REGION_PAGE, pageSize: REGION_PAGE });
+  writeLine(`OPENED ${JSON.stringify({ version: region.version })}`);
+  await region.retain({ count: REGION_KEEP });
+  let nextId = firstId;
+  let inFlight = 0;
+  const round = (): void => {
+    while (inFlight < 3) {
+      const id = nextId++;
+      const pages = new Set<number>();
+      const n = rng.int(1, 12);
+      for (let i = 0; i < n; i++) pages.add(rng.int(0, REGION_PAGES - 1));
+      for (const p of pages) region.buffer.set(pageValue(id, p), p * REGION_PAGE);
+      writeLine(`C ${id} ${[...pages].join(' ')}`);
+      inFlight++;
+      region.commit().then(
+        (version) => {
+          writeLine(`A ${id} ${version}`);
+          inFlight--;
+          acked();
+          setImmediate(round);
+        },
+        (error: unknown) => fail(`commit ${id}`, error),
+      );
+    }
+  };
+  round();
 }
 
 const { values } = parseArgs({

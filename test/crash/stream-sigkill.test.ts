@@ -19,28 +19,14 @@ import assert from 'node:assert/strict';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { DATA_FILE_NAME, open } from '../../src/index.js';
-import { checkStore } from '../../src/engine/check.js';
-import { openFileMedia } from '../../src/media/file.js';
+import { open } from '../../src/index.js';
 import { deriveSeed, replayHint, testSeed } from '../helpers/seed.js';
 import { Rng } from './common.js';
-import { describePlan, drawPlan, runFaceWriter } from './face-run.js';
+import { describePlan, drawPlan, runFaceWriter, verifyFile } from './face-run.js';
 import { FACE_CAPACITY, FACE_SEGMENT_SIZE, STREAM_KEEP, STREAM_NAME, recordValue } from './face-writer.js';
 
 const ROUNDS = Number(process.env.ATOMIO_FACE_CRASH_ROUNDS ?? 10);
 const THIS_FILE = 'dist/test/crash/stream-sigkill.test.js';
-
-/** The verifier on the file as the kill left it. */
-export async function verifyFile(dir: string, context: string): Promise<void> {
-  const file = path.join(dir, DATA_FILE_NAME);
-  const media = await openFileMedia(file, { size: FACE_CAPACITY, create: false });
-  try {
-    const report = await checkStore(media);
-    assert.deepEqual(report.problems, [], `${context}: the verifier finds problems in the file the kill left:\n${JSON.stringify(report.problems.slice(0, 5), null, 2)}`);
-  } finally {
-    await media.close();
-  }
-}
 
 test('stream: SIGKILL and torn writes keep every acknowledged append, in order, with no gap', async (t) => {
   const seed = testSeed();
