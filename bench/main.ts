@@ -22,6 +22,10 @@ const benchmarks: Record<string, Benchmark> = {
     describe: 'memcached server vs Debian memcached, one Node load generator: 90% get / 10% set, 100 B values, 10k keys, 50 connections; ops/s, p99, durability full and none',
     run: async (args) => (await import('./memcached.js')).main(args),
   },
+  region: {
+    describe: 'region face vs plain fs: commits of 1, 16 and 256 dirty 4 KiB pages vs pwrite of the same pages + fdatasync',
+    run: async (args) => (await import('./region.js')).main(args),
+  },
   stream: {
     describe: 'stream face vs fs (write + fdatasync per record) and better-sqlite3 (WAL, synchronous=FULL): durable 100-byte appends at 1 and 64 in flight',
     run: async (args) => (await import('./stream.js')).main(args),
