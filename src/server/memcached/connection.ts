@@ -18,6 +18,7 @@
 //   finish and be answered, then ends the socket; after LINGER_MS it is destroyed.
 
 import type { Socket } from 'node:net';
+import { isAtomioError } from '../../base/errors.js';
 import { serverErrorLine } from './cache.js';
 import { ERR, MAX_LINE_BYTES, MAX_RETRIEVAL_LINE_BYTES, line } from './protocol.js';
 import type { Output, Reply, Request, ServerState } from './request.js';
@@ -240,7 +241,10 @@ export class Connection {
     try {
       result = request.run(data, this.out);
     } catch (error) {
-      this.log(`memcached: internal error: ${(error as Error).stack ?? String(error)}`);
+      // A store error (a damaged value, a closed store) is the client's SERVER_ERROR; anything
+      // else is a bug here, logged with its stack.
+      if (isAtomioError(error)) this.log(`memcached: store error: ${error.code} ${error.message}`);
+      else this.log(`memcached: internal error: ${(error as Error).stack ?? String(error)}`);
       result = line(serverErrorLine(error));
     }
     if (request.exclusive) {
