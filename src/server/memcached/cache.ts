@@ -99,13 +99,13 @@ export class AccessTracker {
 
   /** The item's state if it was tracked at this version. */
   get(key: Buffer, version: number): Tracked | undefined {
-    const t = this.map.get(key.toString('latin1'));
+    const t = this.map.get(keyText(key));
     return t !== undefined && t.version === version ? t : undefined;
   }
 
-  /** Records a fetch (get, gets, mg without u) at `version`. */
-  fetched(key: Buffer, version: number, nowMs: number): void {
-    const k = key.toString('latin1');
+  /** Records a fetch (get, gets, mg without u) at `version`. The key as bytes or as their latin1 text. */
+  fetched(key: Buffer | string, version: number, nowMs: number): void {
+    const k = keyText(key);
     const t = this.map.get(k);
     if (t !== undefined && t.version === version) {
       t.fetched = true;
@@ -117,7 +117,7 @@ export class AccessTracker {
 
   /** Marks that a client won the right to recache the item at `version` (mg W). */
   tokenSent(key: Buffer, version: number, nowMs: number): void {
-    const k = key.toString('latin1');
+    const k = keyText(key);
     const t = this.map.get(k);
     if (t !== undefined && t.version === version) t.tokenSent = true;
     else this.set(k, { version, fetched: false, lastAccessMs: nowMs, tokenSent: true });
@@ -135,6 +135,10 @@ export class AccessTracker {
       if (!oldest.done) this.map.delete(oldest.value);
     }
   }
+}
+
+function keyText(key: Buffer | string): string {
+  return typeof key === 'string' ? key : key.toString('latin1');
 }
 
 /** Thrown inside update() functions to refuse with a memcached outcome. */

@@ -107,6 +107,7 @@ function retrieval(tokens: string[], first: number, withCas: boolean, exptime: n
     if (key === undefined) return reply(line(ERR.badFormat));
     keys.push(key);
   }
+  if (keys.length === 1 && exptime === undefined) return { dataBytes: -1, swallow: false, exclusive: true, close: false, badChunk: null, run: () => getOne(keys[0]!, tokens[first]!, withCas, cache) };
   const run = (_data: Buffer | undefined, out: Output): Reply | Promise<Reply> => {
     if (exptime !== undefined) return getAndTouch(keys, withCas, exptime, cache);
     const c = cache.counters;
@@ -132,6 +133,28 @@ function retrieval(tokens: string[], first: number, withCas: boolean, exptime: n
     return parts.length === 1 ? END : Buffer.concat(parts);
   };
   return { dataBytes: -1, swallow: false, exclusive: true, close: false, badChunk: null, run };
+}
+
+/** get/gets of one key (the common case): the whole reply in one buffer. */
+function getOne(key: Buffer, keyText: string, withCas: boolean, cache: Cache): Reply {
+  const c = cache.counters;
+  c.cmd_get!++;
+  const found = cache.find(key);
+  if (found === undefined) {
+    c.get_misses!++;
+    return END;
+  }
+  c.get_hits!++;
+  cache.tracker.fetched(keyText, found.version, cache.now());
+  const data = found.item.data;
+  const tail = withCas ? ` ${found.item.flags} ${data.length} ${found.version}\r\n` : ` ${found.item.flags} ${data.length}\r\n`;
+  const out = Buffer.allocUnsafe(6 + key.length + tail.length + data.length + 7);
+  let at = out.write('VALUE ', 0, 'latin1');
+  at += key.copy(out, at);
+  at += out.write(tail, at, 'latin1');
+  at += data.copy(out, at);
+  out.write('\r\nEND\r\n', at, 'latin1');
+  return out;
 }
 
 /** The rest of a large multi-get, written as it is gathered, waiting whenever the socket is full. */
