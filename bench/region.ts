@@ -115,6 +115,7 @@ export async function main(argv: string[]): Promise<number> {
   const rows: string[][] = [];
   const notes: string[] = [];
   let target16 = NaN;
+  let target16Mark = NaN;
   let write64 = NaN;
   try {
     progress('filling the region (both versions) and the file once');
@@ -171,7 +172,10 @@ export async function main(argv: string[]): Promise<number> {
       const mark = summarize(ms.mark);
       const compare = summarize(ms.compare);
       const peer = summarize(ms.fs);
-      if (n === TARGET_PAGES) target16 = compare.median;
+      if (n === TARGET_PAGES) {
+        target16 = compare.median;
+        target16Mark = mark.median;
+      }
       rows.push([
         `commit of ${n} dirty page${n === 1 ? '' : 's'}`,
         formatSample(mark, formatMs),
@@ -180,7 +184,6 @@ export async function main(argv: string[]): Promise<number> {
         formatRatio(compare.median / peer.median),
         formatSample(peer, formatMs),
       ]);
-      if (n === TARGET_PAGES) notes.push(`'mark' commit of ${n} pages: ${formatRatio(mark.median / write64)} one fdatasync'd 64 KiB write`);
     }
     const s = store.stats();
     notes.push(`atomio: ${s.commits} commits, ${s.flushes} flushes, ${s.checkpoints} checkpoints, ${s.segmentsCleaned} segments cleaned; region 'compare' holds ${compared.stats().storedPages} page versions (${compared.versions().length} versions kept)`);
@@ -196,11 +199,14 @@ export async function main(argv: string[]): Promise<number> {
   console.log(`- one pwrite of 64 KiB + fdatasync: ${formatMs(write64)}`);
   console.log(`- 'compare' scans the whole ${formatBytes(REGION_BYTES)} buffer against its shadow copy on every commit; 'mark' writes what markDirty() named`);
   for (const n of notes) console.log(`- ${n}`);
-  const ratio = target16 / write64;
   printTitle('Targets');
+  const target = `region commit of ${TARGET_PAGES} dirty pages <= ${TARGET_RATIO}x one fdatasync'd 64 KiB write`;
   printTable(
     ['target', 'measured', 'verdict'],
-    [[`region commit of ${TARGET_PAGES} dirty pages <= ${TARGET_RATIO}x one fdatasync'd 64 KiB write`, `${formatRatio(ratio)} (${formatMs(target16)} vs ${formatMs(write64)}, 'compare')`, ratio <= TARGET_RATIO ? 'PASS' : 'MISS']],
+    [
+      [`${target} ('mark')`, `${formatRatio(target16Mark / write64)} (${formatMs(target16Mark)} vs ${formatMs(write64)})`, target16Mark / write64 <= TARGET_RATIO ? 'PASS' : 'MISS'],
+      [`${target} ('compare', with the scan)`, `${formatRatio(target16 / write64)} (${formatMs(target16)} vs ${formatMs(write64)})`, target16 / write64 <= TARGET_RATIO ? 'PASS' : 'MISS'],
+    ],
   );
   console.log('');
   console.log(`total time ${((Date.now() - started) / 1000).toFixed(0)} s; load average at end ${loadAverage()}${args.keep ? `; data kept in ${dir}` : ''}`);
