@@ -1259,8 +1259,11 @@ export class Engine {
     for (const [kind, bytes] of byHead) {
       const head = this.heads.get(kind);
       const room = head ? this.segmentBytes - head.offset : 0;
-      // Records do not split across segments, so each new segment may waste up to one record.
-      if (bytes > room) needed += Math.ceil(bytes / (this.segmentPayloadBytes / 2)) + 1;
+      if (bytes <= room) continue;
+      // What does not fit the head goes to fresh segments: one holds it all when it is no
+      // larger than a segment; beyond that, records do not split across segments, so each new
+      // segment may waste up to one record (kept to half a segment by takeBatch).
+      needed += bytes <= this.segmentPayloadBytes ? 1 : Math.ceil(bytes / (this.segmentPayloadBytes / 2)) + 1;
     }
     return needed;
   }

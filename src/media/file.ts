@@ -166,7 +166,7 @@ export class FileMedia implements Media {
   }
 
   async writeDurable(buffer: Uint8Array, offset: number): Promise<void> {
-    const fd = this.begin(buffer.length, offset);
+    this.begin(buffer.length, offset);
     try {
       if (this.syncFd < 0) this.syncFd = await openFd(this.path, fs.constants.O_RDWR | fs.constants.O_DSYNC, 0o644);
       await writeFully(this.syncFd, buffer, offset);

@@ -457,3 +457,36 @@ test('update replaces a value with what a function makes of it, atomically, and 
     { clock },
   );
 });
+
+test('a store of few segments filled to the brim still takes deletes, and room comes back', async () => {
+  await withStore(
+    async (store) => {
+      const kv = store.kv();
+      const value = Buffer.alloc(60_000, 1);
+      let n = 0;
+      for (;; n++) {
+        try {
+          await kv.put(`k${n}`, value);
+        } catch (error) {
+          assert.equal((error as { code?: string }).code, 'ERR_NO_SPACE');
+          break;
+        }
+      }
+      // Every segment but the reserve is nearly full: a delete's small record still needs a
+      // fresh head segment, which commits that free space may take from the reserve.
+      let deleted = 0;
+      let stored = false;
+      for (; deleted < n && !stored; deleted++) {
+        await kv.delete(`k${deleted}`);
+        try {
+          await kv.put('again', value);
+          stored = true;
+        } catch (error) {
+          assert.equal((error as { code?: string }).code, 'ERR_NO_SPACE');
+        }
+      }
+      assert.ok(stored && deleted < n / 2, `a put fit after ${deleted} of ${n} items were deleted`);
+    },
+    { capacity: 40 * MiB, segmentSize: 4 * MiB },
+  );
+});
