@@ -214,7 +214,7 @@ export async function volumeCommand(argv: string[]): Promise<number> {
   if (sub !== 'create' && !(await fileExists(path.join(data, DATA_FILE_NAME)))) {
     throw new AtomioError('ERR_ARGUMENT', `${path.resolve(data)} holds no atomio store; \`atomio serve --data ${data}\` creates one`, { path: data });
   }
-  const store = await openForVolumes(data);
+  const store = await openForCommand(data);
   try {
     const volumes = await Volumes.load(store, store.directory);
     switch (sub) {
@@ -244,14 +244,15 @@ export async function volumeCommand(argv: string[]): Promise<number> {
   return EXIT.ok;
 }
 
-async function openForVolumes(data: string): Promise<Store> {
+/** Opens the store for a command that works on it offline (volume, snapshot), explaining ERR_LOCKED. */
+export async function openForCommand(data: string, commands = 'Volume commands'): Promise<Store> {
   try {
     return await open(data);
   } catch (error) {
     if (isAtomioError(error, 'ERR_LOCKED')) {
       throw new AtomioError(
         'ERR_LOCKED',
-        `${error.message}. Volume commands open the store themselves; is \`atomio serve\` running on it? Stop it first.`,
+        `${error.message}. ${commands} open the store themselves; is \`atomio serve\` running on it? Stop it first.`,
         { ...error.details },
         { cause: error },
       );

@@ -3,10 +3,11 @@
 
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { AtomioError, isAtomioError } from '../base/errors.js';
+import { AtomioError } from '../base/errors.js';
 import { fileExists } from '../media/file.js';
-import { DATA_FILE_NAME, open, type Store } from '../store/store.js';
+import { DATA_FILE_NAME } from '../store/store.js';
 import { EXIT, UsageError, aligned, writeOut } from './output.js';
+import { openForCommand } from './serve.js';
 
 export const SNAPSHOT_USAGE = `usage: atomio snapshot <create|list|delete> [options]
 
@@ -53,7 +54,7 @@ export async function snapshotCommand(argv: string[]): Promise<number> {
   if (!(await fileExists(path.join(data, DATA_FILE_NAME)))) {
     throw new AtomioError('ERR_ARGUMENT', `${path.resolve(data)} holds no atomio store; \`atomio serve --data ${data}\` creates one`, { path: data });
   }
-  const store = await openStore(data);
+  const store = await openForCommand(data, 'Snapshot commands');
   try {
     if (sub === 'create') {
       const snap = await store.snapshot({ name: names[0]! });
@@ -71,20 +72,4 @@ export async function snapshotCommand(argv: string[]): Promise<number> {
     await store.close();
   }
   return EXIT.ok;
-}
-
-async function openStore(data: string): Promise<Store> {
-  try {
-    return await open(data);
-  } catch (error) {
-    if (isAtomioError(error, 'ERR_LOCKED')) {
-      throw new AtomioError(
-        'ERR_LOCKED',
-        `${error.message}. Snapshot commands open the store themselves; is \`atomio serve\` running on it? Stop it first.`,
-        { ...error.details },
-        { cause: error },
-      );
-    }
-    throw error;
-  }
 }
