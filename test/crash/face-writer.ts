@@ -26,8 +26,8 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { DATA_FILE_NAME, open } from '../../src/index.js';
 import { openFileMedia } from '../../src/media/file.js';
-import type { Media } from '../../src/media/media.js';
-import { PAGE, Rng, writeLine } from './common.js';
+import { Rng, writeLine } from './common.js';
+import { TearingMedia, fail } from './tearing.js';
 
 export const FACE_CAPACITY = 16 * 1024 * 1024;
 export const FACE_SEGMENT_SIZE = 256 * 1024;
@@ -64,59 +64,6 @@ export function pageValue(id: number, page: number): Buffer {
 export function parsePage(bytes: Buffer, page: number): number | string {
   const id = bytes.readUInt32LE(0);
   return pageValue(id, page).equals(bytes) ? id : `page ${page} holds bytes no round wrote (it names round ${id}, page ${bytes.readUInt32LE(4)})`;
-}
-
-/** The data file, with a kill that lands inside the n-th write once armed (as in writer.ts). */
-class TearingMedia implements Media {
-  readonly size: number;
-  private countdown = 0;
-
-  constructor(
-    private readonly inner: Media,
-    private readonly rng: Rng,
-  ) {
-    this.size = inner.size;
-  }
-
-  get allocatesOnWrite(): boolean | undefined {
-    return (this.inner as { allocatesOnWrite?: boolean }).allocatesOnWrite;
-  }
-
-  arm(n: number): void {
-    this.countdown = Math.max(1, n);
-  }
-
-  read(buffer: Uint8Array, offset: number): Promise<void> {
-    return this.inner.read(buffer, offset);
-  }
-
-  readSync(buffer: Uint8Array, offset: number): void {
-    this.inner.readSync(buffer, offset);
-  }
-
-  async write(buffer: Uint8Array, offset: number): Promise<void> {
-    if (this.countdown === 0 || --this.countdown > 0) return this.inner.write(buffer, offset);
-    const cuts = [offset];
-    for (let b = (Math.floor(offset / PAGE) + 1) * PAGE; b < offset + buffer.length; b += PAGE) cuts.push(b);
-    const kept = cuts[this.rng.int(0, cuts.length - 1)]! - offset;
-    if (kept > 0) await this.inner.write(buffer.subarray(0, kept), offset);
-    writeLine(`TEAR ${offset} ${buffer.length} ${kept}`);
-    process.kill(process.pid, 'SIGKILL');
-    return new Promise<void>(() => undefined);
-  }
-
-  flush(): Promise<void> {
-    return this.inner.flush();
-  }
-
-  close(): Promise<void> {
-    return this.inner.close();
-  }
-}
-
-function fail(what: string, error: unknown): never {
-  writeLine(`FAIL ${what} ${String((error as Error)?.stack ?? error).replace(/\n/g, ' | ')}`);
-  process.exit(1);
 }
 
 function int(name: string, text: string | undefined, fallback: number): number {

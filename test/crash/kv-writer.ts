@@ -42,8 +42,8 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { DATA_FILE_NAME, isAtomioError, open, type Store } from '../../src/index.js';
 import { openFileMedia } from '../../src/media/file.js';
-import type { Media } from '../../src/media/media.js';
-import { PAGE, Rng, SECTOR, fillPattern, parseSector, writeLine } from './common.js';
+import { Rng, SECTOR, fillPattern, parseSector, writeLine } from './common.js';
+import { TearingMedia, fail } from './tearing.js';
 
 // ---------------------------------------------------------------------------------------
 // Shared with the test
@@ -236,59 +236,6 @@ export async function readSnapshot(store: Store): Promise<Snapshot> {
 
 // ---------------------------------------------------------------------------------------
 // The writer
-
-/** The data file, with a kill that lands inside the n-th write once armed (as in writer.ts). */
-class TearingMedia implements Media {
-  readonly size: number;
-  private countdown = 0;
-
-  constructor(
-    private readonly inner: Media,
-    private readonly rng: Rng,
-  ) {
-    this.size = inner.size;
-  }
-
-  get allocatesOnWrite(): boolean | undefined {
-    return (this.inner as { allocatesOnWrite?: boolean }).allocatesOnWrite;
-  }
-
-  arm(n: number): void {
-    this.countdown = Math.max(1, n);
-  }
-
-  read(buffer: Uint8Array, offset: number): Promise<void> {
-    return this.inner.read(buffer, offset);
-  }
-
-  readSync(buffer: Uint8Array, offset: number): void {
-    this.inner.readSync(buffer, offset);
-  }
-
-  async write(buffer: Uint8Array, offset: number): Promise<void> {
-    if (this.countdown === 0 || --this.countdown > 0) return this.inner.write(buffer, offset);
-    const cuts = [offset];
-    for (let b = (Math.floor(offset / PAGE) + 1) * PAGE; b < offset + buffer.length; b += PAGE) cuts.push(b);
-    const kept = cuts[this.rng.int(0, cuts.length - 1)]! - offset;
-    if (kept > 0) await this.inner.write(buffer.subarray(0, kept), offset);
-    writeLine(`TEAR ${offset} ${buffer.length} ${kept}`);
-    process.kill(process.pid, 'SIGKILL');
-    return new Promise<void>(() => undefined);
-  }
-
-  flush(): Promise<void> {
-    return this.inner.flush();
-  }
-
-  close(): Promise<void> {
-    return this.inner.close();
-  }
-}
-
-function fail(what: string, error: unknown): never {
-  writeLine(`FAIL ${what} ${String((error as Error)?.stack ?? error).replace(/\n/g, ' | ')}`);
-  process.exit(1);
-}
 
 function count(name: string, text: string | undefined, fallback: number): number {
   if (text === undefined) return fallback;

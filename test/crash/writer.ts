@@ -38,8 +38,8 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { DATA_FILE_NAME, open, type AtomicOp, type Store } from '../../src/index.js';
 import { openFileMedia } from '../../src/media/file.js';
-import type { Media } from '../../src/media/media.js';
-import { HOT_RANGE, LBA_RANGE, MAX_IN_FLIGHT, CAPACITY, PAGE, SEGMENT_SIZE, Rng, fillPattern, writeLine, type OpDesc } from './common.js';
+import { HOT_RANGE, LBA_RANGE, MAX_IN_FLIGHT, CAPACITY, SEGMENT_SIZE, Rng, fillPattern, writeLine, type OpDesc } from './common.js';
+import { TearingMedia, fail } from './tearing.js';
 
 const { values } = parseArgs({
   options: {
@@ -75,57 +75,6 @@ function summary(store: Store): Record<string, number> {
     freeSegments: s.freeSegments,
     liveBytes: s.liveBytes,
   };
-}
-
-/** The data file, with a kill that lands inside the n-th write once armed. */
-class TearingMedia implements Media {
-  readonly size: number;
-  private countdown = 0;
-
-  constructor(
-    private readonly inner: Media,
-    private readonly rng: Rng,
-  ) {
-    this.size = inner.size;
-  }
-
-  /** The n-th write from now is the one the kill interrupts. */
-  arm(n: number): void {
-    this.countdown = Math.max(1, n);
-  }
-
-  read(buffer: Uint8Array, offset: number): Promise<void> {
-    return this.inner.read(buffer, offset);
-  }
-
-  readSync(buffer: Uint8Array, offset: number): void {
-    this.inner.readSync(buffer, offset);
-  }
-
-  async write(buffer: Uint8Array, offset: number): Promise<void> {
-    if (this.countdown === 0 || --this.countdown > 0) return this.inner.write(buffer, offset);
-    // Page boundaries strictly inside the write, plus "none of it": where the kill can stop it.
-    const cuts = [offset];
-    for (let b = (Math.floor(offset / PAGE) + 1) * PAGE; b < offset + buffer.length; b += PAGE) cuts.push(b);
-    const kept = cuts[this.rng.int(0, cuts.length - 1)]! - offset;
-    if (kept > 0) await this.inner.write(buffer.subarray(0, kept), offset);
-    writeLine(`TEAR ${offset} ${buffer.length} ${kept}`);
-    process.kill(process.pid, 'SIGKILL');
-    return new Promise<void>(() => undefined);
-  }
-
-  flush(): Promise<void> {
-    return this.inner.flush();
-  }
-
-  close(): Promise<void> {
-    return this.inner.close();
-  }
-}
-
-function fail(what: string, error: unknown): never {
-  writeLine(`FAIL ${what} ${String((error as Error)?.stack ?? error).replace(/\n/g, ' | ')}`);
-  process.exit(1);
 }
 
 function makeBatch(rng: Rng, id: number, lbas: number): { ops: AtomicOp[]; desc: OpDesc[] } {
