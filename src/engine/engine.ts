@@ -1,18 +1,24 @@
 // The engine: one log of records over a Media, the maps in memory, group commit, the
-// cleaner and checkpoints. Faces (block, later kv, region, stream) submit ops to it.
+// cleaner and checkpoints. Faces (block, kv, region, stream) submit ops to it.
 //
-// A commit goes through these steps, all inside one pipeline that runs one batch at a time:
-//   1. gather every commit queued since the last batch (group commit);
-//   2. check each commit's conditions against the applied state plus earlier commits of
-//      the batch; a failed check rejects that commit alone;
-//   3. make room: clean segments (or checkpoint, so more become cleanable) until the batch fits;
+// A commit goes through these steps inside one pipeline:
+//   1. gather the commits queued since the last batch (group commit);
+//   2. check each commit's conditions against the applied state, plus the batches still
+//      being written, plus earlier commits of the batch; a failed check rejects that commit
+//      alone;
+//   3. make room: clean segments (or checkpoint, so more become cleanable) until the batch
+//      fits; this waits until no batch is being written;
 //   4. give each commit the next sequence number and lay the records into the head segment;
-//   5. write each segment's span with one write, then one flush for the whole batch;
-//   6. apply the records to the maps, then resolve every caller.
+//   5. write each segment's span with one durable write (or a write, then one flush);
+//   6. once the batch and every batch before it are written: apply the records to the maps,
+//      then resolve every caller.
+// Up to MAX_BATCHES_WRITING batches are written at once, so that the CPU work of admitting
+// and encoding one batch overlaps the I/O of the one before; they land (step 6) in order.
 // Because state is applied only after the flush, a reader of a 'full' store never sees data
 // a crash could lose. Every record names the seq up to which the log was flushed when it
 // was written, so recovery can tell a torn tail (dropped from the first missing or damaged
-// record on) from damage to flushed data (reported, the rest kept).
+// record on, even when a later batch reached the medium) from damage to flushed data
+// (reported, the rest kept).
 //
 // Invariants:
 // - `appliedSeq` is the seq of the last record applied; every record up to it is durable
@@ -65,6 +71,7 @@ import {
   CLEANER_RESERVE_SEGMENTS,
   CLEAN_BELOW_FREE_FRACTION,
   MAX_BATCH_BYTES,
+  MAX_BATCHES_WRITING,
   PREFILL_AHEAD_SEGMENTS,
   USABLE_FRACTION,
   WEAR_SPREAD_LIMIT,
@@ -195,6 +202,26 @@ interface Outgoing {
   dataOffsets: number[];
 }
 
+/** What an admitted batch changes, as batches admitted while it is written must see it. */
+interface Layer {
+  /** Placeholders for its block writes (version Infinity) and trims (version -1). */
+  overlay: ExtentMap;
+  keys: BatchKeys;
+  /** Pool ids as the batch (and those before it still being written) leaves them; -1: dropped. */
+  pools: Map<string, number>;
+  /** Bytes of live data it adds (negative when it frees more than it writes). */
+  growth: number;
+}
+
+/** An admitted batch whose records are on their way to the medium. */
+interface Writing {
+  accepted: Pending[];
+  records: Outgoing[];
+  layer: Layer;
+  /** Settles once the records are written (and flushed, where that is separate): to the error, if any. */
+  written: Promise<unknown>;
+}
+
 interface Span {
   segment: number;
   start: number;
@@ -240,6 +267,10 @@ export class Engine {
   /** Payload bytes of the last checkpoint written. */
   private lastCheckpointBytes = 0;
   private queue: Pending[] = [];
+  /** Batches being written, oldest first; they land in this order. */
+  private writing: Writing[] = [];
+  /** A segment was sealed since maintenance last ran: it may have emptied one to reclaim. */
+  private sealedSinceMaintenance = false;
   private jobs: Job[] = [];
   private running = false;
   private idleWaiters: (() => void)[] = [];
@@ -556,33 +587,43 @@ export class Engine {
 
   private async pipeline(): Promise<void> {
     try {
-      while (this.queue.length > 0 || this.jobs.length > 0) {
-        for (const job of this.jobs.splice(0)) {
-          if (this.failure) {
-            job.reject(this.failure);
-            continue;
-          }
-          try {
-            await job.run();
-            job.resolve();
-          } catch (error) {
-            // A medium failure fails the store, as it would in a batch; ERR_NO_SPACE does not.
-            job.reject(error instanceof AtomioError ? error : this.fail(error));
-          }
+      for (;;) {
+        if (this.jobs.length > 0) {
+          await this.drain();
+          await this.runJobs();
+          continue;
         }
-        if (this.queue.length === 0) continue;
+        if (this.queue.length === 0) {
+          if (this.writing.length === 0) break;
+          await this.landOldest();
+          if (this.writing.length === 0 && !this.failure) await this.maintainSafely();
+          else await new Promise<void>((resolve) => setImmediate(resolve));
+          continue;
+        }
+        if (this.writing.length >= MAX_BATCHES_WRITING) {
+          await this.landOldest();
+          // Let the callers just resolved queue their next commits before a batch is taken.
+          await new Promise<void>((resolve) => setImmediate(resolve));
+          continue;
+        }
+        if (this.writing.length > 0 && this.maintenanceDue()) {
+          await this.drain();
+          if (!this.failure) await this.maintainSafely();
+          continue;
+        }
         const batch = this.takeBatch();
         if (this.failure) {
           for (const p of batch) p.reject(this.failure);
           continue;
         }
-        await this.commitBatch(batch);
-        if (!this.failure) await this.maintainSafely();
+        await this.launch(batch);
+        if (this.writing.length === 0 && !this.failure) await this.maintainSafely();
       }
     } catch (error) {
-      // A bug, not an I/O error (those are handled in commitBatch): fail loudly but keep
+      // A bug, not an I/O error (those are handled where they happen): fail loudly but keep
       // callers from hanging.
       this.failure ??= new AtomioError('ERR_IO', `internal error: ${(error as Error).message}`, {}, { cause: error });
+      for (const w of this.writing.splice(0)) for (const p of w.accepted) p.reject(this.failure);
       for (const p of this.queue.splice(0)) p.reject(this.failure);
       for (const j of this.jobs.splice(0)) j.reject(this.failure);
       throw error;
@@ -593,14 +634,34 @@ export class Engine {
     }
   }
 
+  private async runJobs(): Promise<void> {
+    for (const job of this.jobs.splice(0)) {
+      if (this.failure) {
+        job.reject(this.failure);
+        continue;
+      }
+      try {
+        await job.run();
+        job.resolve();
+      } catch (error) {
+        // A medium failure fails the store, as it would in a batch; ERR_NO_SPACE does not.
+        job.reject(error instanceof AtomioError ? error : this.fail(error));
+      }
+    }
+  }
+
   private takeBatch(): Pending[] {
     // A batch is written and made room for as a whole: kept to half a segment, it never
     // needs more free segments than one commit of the largest size, so commits that fit one
     // at a time are not refused (or left waiting) for arriving together.
     const limit = Math.min(MAX_BATCH_BYTES, Math.floor(this.segmentPayloadBytes / 2));
+    // The queue is shared among the batches that may still start writing, so that while one
+    // is written the next is admitted and encoded (with one batch, the CPU would wait for
+    // the I/O and the I/O for the CPU).
+    const most = Math.ceil(this.queue.length / (MAX_BATCHES_WRITING - this.writing.length));
     let bytes = 0;
     let n = 0;
-    while (n < this.queue.length) {
+    while (n < this.queue.length && n < most) {
       bytes += this.queue[n]!.dataBytes;
       if (n > 0 && bytes > limit) break;
       n++;
@@ -608,42 +669,94 @@ export class Engine {
     return this.queue.splice(0, n);
   }
 
-  private async commitBatch(batch: Pending[]): Promise<void> {
+  /** Admits a batch and starts writing it; waits only when the batch needs room made. */
+  private async launch(batch: Pending[]): Promise<void> {
     this.sweepExpired();
-    const { accepted, growth } = this.admit(batch);
+    const below: Layer[] = [];
+    for (let i = this.writing.length - 1; i >= 0; i--) below.push(this.writing[i]!.layer);
+    const { accepted, layer } = this.admit(batch, below);
     if (accepted.length === 0) return;
-    const batchPools = new Map<string, number>();
-    const records = accepted.map((p) => this.outgoing(RecordKind.commit, SegmentKind.hot, this.toLogOps(p, batchPools)));
-    try {
-      await this.makeRoom(records, growth <= 0);
-    } catch (error) {
-      for (const p of accepted) p.reject(error as Error);
-      if (!(error instanceof AtomioError && error.code === 'ERR_NO_SPACE')) this.fail(error);
+    const records = accepted.map((p) => this.outgoing(RecordKind.commit, SegmentKind.hot, this.toLogOps(p, layer.pools)));
+    const shrinking = layer.growth <= 0;
+    if (this.segmentsShort(records, shrinking) > 0) {
+      // Cleaning and checkpoints write records of their own: nothing else may be in flight.
+      await this.drain();
+      try {
+        if (this.failure) throw this.failure;
+        await this.makeRoom(records, shrinking);
+      } catch (error) {
+        for (const p of accepted) p.reject(error as Error);
+        if (!(error instanceof AtomioError && error.code === 'ERR_NO_SPACE')) this.fail(error);
+        return;
+      }
+    }
+    this.writing.push({ accepted, records, layer, written: this.writeOut(records) });
+  }
+
+  /** Waits for the oldest batch being written, applies it and resolves its callers. */
+  private async landOldest(): Promise<void> {
+    const oldest = this.writing[0]!;
+    const error = await oldest.written;
+    assert(this.writing[0] === oldest, 'batches land in order');
+    this.writing.shift();
+    if (error !== undefined || this.failure) {
+      const failure = error !== undefined ? this.fail(error) : this.failure!;
+      for (const p of oldest.accepted) p.reject(failure);
       return;
     }
-    try {
-      await this.writeRecords(records);
-    } catch (error) {
-      const failure = this.fail(error);
-      for (const p of accepted) p.reject(failure);
-      return;
-    }
-    for (let i = 0; i < accepted.length; i++) {
+    this.landed(oldest.records);
+    for (let i = 0; i < oldest.accepted.length; i++) {
+      const p = oldest.accepted[i]!;
       this.counters.commits++;
-      this.counters.userBytes += accepted[i]!.dataBytes;
-      accepted[i]!.resolve(records[i]!.seq);
+      this.counters.userBytes += p.dataBytes;
+      p.resolve(oldest.records[i]!.seq);
     }
+  }
+
+  /** Lands every batch being written. */
+  private async drain(): Promise<void> {
+    while (this.writing.length > 0) await this.landOldest();
+  }
+
+  /**
+   * Whether maintenance (checkpoints, reclaiming, cleaning) should run now. It needs the
+   * pipeline drained, so it is not run after every batch while batches keep coming.
+   */
+  private maintenanceDue(): boolean {
+    return this.sealedSinceMaintenance || this.checkpointDue() || this.segments.freeCount() < this.cleaningLowWater();
+  }
+
+  private checkpointDue(): boolean {
+    // A checkpoint copies every map whole: with many keys it is large, so the log between two
+    // is kept at least twice its size, or checkpoints would double what the store writes.
+    return this.bytesSinceCheckpoint >= Math.max(this.checkpointIntervalBytes, 2 * this.lastCheckpointBytes);
+  }
+
+  private cleaningLowWater(): number {
+    return this.reserveSegments() + Math.max(2, Math.ceil(this.segments.count * CLEAN_BELOW_FREE_FRACTION));
   }
 
   /**
    * Checks conditions and space in queue order, and makes computed values; returns the
-   * commits that go ahead and their growth in live bytes.
+   * commits that go ahead and what they change. `below` holds the layers of the batches
+   * being written, newest first: this batch sees them as if they were applied.
    */
-  private admit(batch: Pending[]): { accepted: Pending[]; growth: number } {
-    const overlay = new ExtentMap();
-    const batchKeys: BatchKeys = { keys: new Map(), dropped: new Set() };
-    const accepted: Pending[] = [];
+  private admit(batch: Pending[], below: Layer[]): { accepted: Pending[]; layer: Layer } {
+    const layer: Layer = {
+      overlay: new ExtentMap(),
+      keys: { keys: new Map(), dropped: new Set() },
+      pools: new Map(below[0]?.pools),
+      growth: 0,
+    };
+    const overlays = [layer.overlay];
+    const keyLayers = [layer.keys];
     let live = this.segments.liveBytes();
+    for (const l of below) {
+      overlays.push(l.overlay);
+      keyLayers.push(l.keys);
+      live += l.growth;
+    }
+    const accepted: Pending[] = [];
     const usable = this.usableBytes();
     const start = live;
     const now = this.clock.now();
@@ -655,13 +768,14 @@ export class Engine {
       for (const op of p.ops) if (op.type === 'put' && typeof op.value === 'function') computed = true;
     }
     const roomy = !computed && live + worst <= usable;
+    const batchKeys = layer.keys;
     for (const p of batch) {
-      let failed: Error | undefined = this.failedCondition(p.conditions, overlay, batchKeys, now);
+      let failed: Error | undefined = this.failedCondition(p.conditions, overlays, keyLayers, now);
       let staged: BatchKeys | undefined;
       let kvGrowth = 0;
       if (failed === undefined) {
         try {
-          ({ staged, growth: kvGrowth } = this.stageKv(p, batchKeys, now, roomy));
+          ({ staged, growth: kvGrowth } = this.stageKv(p, keyLayers, now, roomy));
         } catch (error) {
           // A value function (incr, update) refused, or failed: that commit alone fails.
           failed = error instanceof Error ? error : new AtomioError('ERR_ARGUMENT', `an update function threw ${String(error)}`, {});
@@ -671,7 +785,7 @@ export class Engine {
         p.reject(failed!);
         continue;
       }
-      const growth = this.liveGrowth(p, overlay) + kvGrowth;
+      const growth = this.liveGrowth(p, overlays) + kvGrowth;
       if (growth > 0 && live + growth > usable) {
         p.reject(
           new AtomioError(
@@ -683,11 +797,11 @@ export class Engine {
         continue;
       }
       live += growth;
-      // Placeholder extents stand for this commit's effect on later commits of the batch;
-      // version Infinity means "written in this batch" (newer than any applied version).
+      // Placeholder extents stand for this commit's effect on later commits; version
+      // Infinity means "written, not yet applied" (newer than any applied version).
       for (const op of p.ops) {
         if (op.type === 'write' || op.type === 'trim') {
-          overlay.set(overlayExtent(op.lba, op.count, op.type === 'write' ? Infinity : -1));
+          layer.overlay.set(overlayExtent(op.lba, op.count, op.type === 'write' ? Infinity : -1));
         }
       }
       for (const pool of staged.dropped) {
@@ -697,7 +811,8 @@ export class Engine {
       for (const [k, state] of staged.keys) batchKeys.keys.set(k, state);
       accepted.push(p);
     }
-    return { accepted, growth: live - start };
+    layer.growth = live - start;
+    return { accepted, layer };
   }
 
   /** A key's state seen through the commit's own staged ops, then the batch's, then the maps. */
@@ -725,9 +840,9 @@ export class Engine {
   }
 
   /** The commit's kv ops laid over the batch: their states, values and growth in live bytes. */
-  private stageKv(p: Pending, batchKeys: BatchKeys, now: number, roomy: boolean): { staged: BatchKeys; growth: number } {
+  private stageKv(p: Pending, keyLayers: BatchKeys[], now: number, roomy: boolean): { staged: BatchKeys; growth: number } {
     const staged: BatchKeys = { keys: new Map(), dropped: new Set() };
-    const layers = [staged, batchKeys];
+    const layers = [staged, ...keyLayers];
     let growth = 0;
     for (let i = 0; i < p.ops.length; i++) {
       const op = p.ops[i]!;
@@ -762,7 +877,7 @@ export class Engine {
         if (state.present) staged.keys.set(batchKey(op.pool, op.key), { ...state, expiresAt });
       } else if (op.type === 'dropPool') {
         const pool = this.pools.named(op.pool);
-        if (pool !== undefined && !batchKeys.dropped.has(op.pool)) growth -= pool.liveBytes;
+        if (pool !== undefined && !layers.some((l) => l.dropped.has(op.pool))) growth -= pool.liveBytes;
         for (const k of staged.keys.keys()) if (k.startsWith(batchKeyPrefix(op.pool))) staged.keys.delete(k);
         staged.dropped.add(op.pool);
       }
@@ -770,8 +885,12 @@ export class Engine {
     return { staged, growth };
   }
 
-  /** Newest live version in range, seen through the batch's overlay (-1 marks a trim). */
-  private stateThrough(overlay: ExtentMap, lba: number, count: number): { mapped: boolean; version: number } {
+  /**
+   * Newest live version in range, seen through the overlays (newest first; -1 marks a trim),
+   * then the applied map.
+   */
+  private stateThrough(overlays: readonly ExtentMap[], lba: number, count: number, depth = 0): { mapped: boolean; version: number } {
+    if (depth === overlays.length) return this.rangeState(lba, count);
     let mapped = false;
     let version = 0;
     let cursor = lba;
@@ -780,29 +899,29 @@ export class Engine {
       if (s.mapped) mapped = true;
       if (s.version > version) version = s.version;
     };
-    for (const piece of overlay.piecesIn(lba, count)) {
-      if (piece.lba > cursor) take(this.rangeState(cursor, piece.lba - cursor));
+    for (const piece of overlays[depth]!.piecesIn(lba, count)) {
+      if (piece.lba > cursor) take(this.stateThrough(overlays, cursor, piece.lba - cursor, depth + 1));
       if (piece.version !== -1) take({ mapped: true, version: piece.version });
       cursor = piece.lba + piece.count;
     }
-    if (cursor < end) take(this.rangeState(cursor, end - cursor));
+    if (cursor < end) take(this.stateThrough(overlays, cursor, end - cursor, depth + 1));
     return { mapped, version };
   }
 
   /** Checks conditions against the applied state now (a read-only transaction's validation). */
   failedNow(conditions: Condition[]): AtomioError | undefined {
-    return this.failedCondition(conditions, new ExtentMap(), { keys: new Map(), dropped: new Set() }, this.clock.now());
+    return this.failedCondition(conditions, [], [], this.clock.now());
   }
 
   /**
    * The first failed condition as an error whose details also list every failed index
    * (`failed`), so that callers can say which of their checks did not hold.
    */
-  private failedCondition(conditions: Condition[], overlay: ExtentMap, batchKeys: BatchKeys, now: number): AtomioError | undefined {
+  private failedCondition(conditions: Condition[], overlays: ExtentMap[], keyLayers: BatchKeys[], now: number): AtomioError | undefined {
     let first: AtomioError | undefined;
     const failed: number[] = [];
     for (let i = 0; i < conditions.length; i++) {
-      const error = this.checkCondition(i, conditions[i]!, overlay, batchKeys, now);
+      const error = this.checkCondition(i, conditions[i]!, overlays, keyLayers, now);
       if (error === undefined) continue;
       first ??= error;
       failed.push(i);
@@ -812,16 +931,16 @@ export class Engine {
     return first;
   }
 
-  private checkCondition(i: number, c: Condition, overlay: ExtentMap, batchKeys: BatchKeys, now: number): AtomioError | undefined {
-    if (c.kind === 'key') return this.failedKeyCondition(i, c, batchKeys, now);
+  private checkCondition(i: number, c: Condition, overlays: ExtentMap[], keyLayers: BatchKeys[], now: number): AtomioError | undefined {
+    if (c.kind === 'key') return this.failedKeyCondition(i, c, keyLayers, now);
     if (c.kind === 'range') {
-      if (this.rangeUnchanged(c, batchKeys, now)) return undefined;
+      if (this.rangeUnchanged(c, keyLayers, now)) return undefined;
       return new AtomioError('ERR_CONDITION', `condition ${i} failed: keys in a listed range of pool '${c.pool}' changed`, {
         index: i,
         condition: { kind: 'range', pool: c.pool },
       });
     }
-    const state = this.stateThrough(overlay, c.lba, c.count);
+    const state = this.stateThrough(overlays, c.lba, c.count);
     if (c.kind === 'unwritten' && state.mapped) {
       return new AtomioError(
         'ERR_CONDITION',
@@ -842,10 +961,10 @@ export class Engine {
   private failedKeyCondition(
     i: number,
     c: Extract<Condition, { kind: 'key' }>,
-    batchKeys: BatchKeys,
+    keyLayers: BatchKeys[],
     now: number,
   ): AtomioError | undefined {
-    const state = this.keyState(c.pool, c.key, [batchKeys], now);
+    const state = this.keyState(c.pool, c.key, keyLayers, now);
     const actual = state.present ? versionForError(state.version) : 'absent';
     const ok = c.expect === 'absent' ? !state.present : c.expect === 'present' ? state.present : state.present && state.version === c.expect;
     if (ok) return undefined;
@@ -858,14 +977,16 @@ export class Engine {
   }
 
   /** Whether the live keys of a listed range and their versions are still what was seen. */
-  private rangeUnchanged(c: Extract<Condition, { kind: 'range' }>, batchKeys: BatchKeys, now: number): boolean {
-    if (batchKeys.dropped.has(c.pool)) return c.seen.length === 0 && this.pools.named(c.pool) === undefined;
+  private rangeUnchanged(c: Extract<Condition, { kind: 'range' }>, keyLayers: BatchKeys[], now: number): boolean {
     const prefix = batchKeyPrefix(c.pool);
-    for (const k of batchKeys.keys.keys()) {
-      if (!k.startsWith(prefix)) continue;
-      const key = Buffer.from(k.slice(prefix.length), 'latin1');
-      if ((c.start === undefined || Buffer.compare(key, c.start) >= 0) && (c.end === undefined || Buffer.compare(key, c.end) < 0)) return false;
+    for (const layer of keyLayers) {
+      for (const k of layer.keys.keys()) {
+        if (!k.startsWith(prefix)) continue;
+        const key = Buffer.from(k.slice(prefix.length), 'latin1');
+        if ((c.start === undefined || Buffer.compare(key, c.start) >= 0) && (c.end === undefined || Buffer.compare(key, c.end) < 0)) return false;
+      }
     }
+    if (keyLayers.some((l) => l.dropped.has(c.pool))) return c.seen.length === 0 && this.pools.named(c.pool) === undefined;
     const pool = this.pools.named(c.pool);
     if (pool === undefined) return c.seen.length === 0;
     let n = 0;
@@ -889,25 +1010,30 @@ export class Engine {
    * of the batch wrote adds nothing. Ops of one commit that overlap each other are counted
    * as if they did not (at most the commit's own size too much).
    */
-  private liveGrowth(p: Pending, overlay: ExtentMap): number {
+  private liveGrowth(p: Pending, overlays: ExtentMap[]): number {
     let growth = 0;
     for (const op of p.ops) {
       if (op.type !== 'write' && op.type !== 'trim') continue;
       if (op.type === 'write') growth += op.count * this.sectorBytes;
-      growth -= this.mappedSectorsThrough(overlay, op.lba, op.count) * this.sectorBytes;
+      growth -= this.mappedSectorsThrough(overlays, op.lba, op.count) * this.sectorBytes;
     }
     return growth;
   }
 
-  /** Live sectors of the range as the batch's overlay leaves them (-1 marks a trim). */
-  private mappedSectorsThrough(overlay: ExtentMap, lba: number, count: number): number {
+  /** Live sectors of the range as the overlays (newest first; -1 marks a trim) leave them. */
+  private mappedSectorsThrough(overlays: readonly ExtentMap[], lba: number, count: number, depth = 0): number {
     let mapped = 0;
     let cursor = lba;
     const end = lba + count;
     const applied = (from: number, n: number): void => {
-      for (const piece of this.livePieces(from, n)) mapped += piece.count;
+      if (depth + 1 < overlays.length) mapped += this.mappedSectorsThrough(overlays, from, n, depth + 1);
+      else for (const piece of this.livePieces(from, n)) mapped += piece.count;
     };
-    for (const piece of overlay.piecesIn(lba, count)) {
+    if (overlays.length === 0) {
+      applied(lba, count);
+      return mapped;
+    }
+    for (const piece of overlays[depth]!.piecesIn(lba, count)) {
       if (piece.lba > cursor) applied(cursor, piece.lba - cursor);
       if (piece.version !== -1) mapped += piece.count;
       cursor = piece.lba + piece.count;
@@ -986,10 +1112,23 @@ export class Engine {
   // The write path shared by commits, the cleaner and recovery's truncation
 
   /**
-   * Lays out, writes, flushes and applies `records` as one group commit. The caller has
-   * made room (makeRoom). Sequence numbers are assigned here, in order.
+   * Writes, flushes and applies `records` as one group commit, with no batch in flight
+   * (the cleaner's relocations). The caller has made room (makeRoom).
    */
   private async writeRecords(records: Outgoing[]): Promise<void> {
+    assert(this.writing.length === 0, 'no batch is being written');
+    const error = await this.writeOut(records);
+    if (error !== undefined) throw error;
+    this.landed(records);
+  }
+
+  /**
+   * Lays out `records` (sequence numbers are assigned here, in order) and starts writing
+   * them, flushed where the medium has no durable writes. The caller has made room. Resolves
+   * to the error when the medium fails, so that a batch written ahead of an older one never
+   * leaves a rejection unhandled.
+   */
+  private writeOut(records: Outgoing[]): Promise<unknown> {
     const batchSeq = this.nextSeq;
     const spans = new Map<number, Span>();
     for (const r of records) {
@@ -1064,12 +1203,20 @@ export class Engine {
       const at = this.segmentOffset(span.segment) + span.start;
       writes.push(durableWrites ? this.media.writeDurable!(buf, at) : this.media.write(buf, at));
     }
-    await settleAll(writes);
-    this.writtenSeq = this.nextSeq - 1;
+    let done = settleAll(writes);
+    if (this.durability === 'full' && !durableWrites) done = done.then(() => this.media.flush());
+    return done.then(
+      () => undefined,
+      (error: unknown) => error ?? new Error('a write failed'),
+    );
+  }
+
+  /** Records written (and flushed, with durability 'full') after every record before them: applies them. */
+  private landed(records: Outgoing[]): void {
+    this.writtenSeq = records[records.length - 1]!.seq;
     if (this.durability === 'full') {
-      // Every record before these was made durable by its own batch, so durable writes of
-      // these spans leave the whole log up to writtenSeq durable, with no separate flush.
-      if (!durableWrites) await this.media.flush();
+      // Every record before these was made durable by its own batch, so these being durable
+      // leaves the whole log up to writtenSeq durable.
       this.counters.flushes++;
       this.flushedSeq = this.writtenSeq;
     } else {
@@ -1099,6 +1246,7 @@ export class Engine {
     const s = this.segments.at(index);
     assert(s.state === 'open', 'only an open segment is sealed');
     s.state = 'sealed';
+    this.sealedSinceMaintenance = true;
   }
 
   /** Applies one durable record to the maps. */
@@ -1218,7 +1366,7 @@ export class Engine {
    * cleaner stay free, so that the space they free can always be reclaimed.
    */
   private async makeRoom(records: Outgoing[], shrinking = false): Promise<void> {
-    const needed = this.segmentsNeeded(records) - (shrinking ? CLEANER_RESERVE_SEGMENTS - 1 : 0);
+    const needed = this.segmentsFor(records, shrinking);
     let stuck = 0;
     // Cleaning can move data around without freeing anything (nearly full victims): give up
     // once a full pass over the segments has not raised the free count, instead of looping.
@@ -1250,6 +1398,15 @@ export class Engine {
         { liveBytes: this.segments.liveBytes(), freeSegments: this.segments.freeCount() },
       );
     }
+  }
+
+  /** Free segments short of what `records` need, with the reserve (see makeRoom). */
+  private segmentsShort(records: Outgoing[], shrinking: boolean): number {
+    return this.segmentsFor(records, shrinking) + this.reserveSegments() - this.segments.freeCount();
+  }
+
+  private segmentsFor(records: Outgoing[], shrinking: boolean): number {
+    return this.segmentsNeeded(records) - (shrinking ? CLEANER_RESERVE_SEGMENTS - 1 : 0);
   }
 
   private segmentsNeeded(records: Outgoing[]): number {
@@ -1310,13 +1467,12 @@ export class Engine {
 
   /** Background work between batches: checkpoints when due, cleaning when space runs low. */
   private async maintain(): Promise<void> {
+    assert(this.writing.length === 0, 'maintenance runs with no batch being written');
+    this.sealedSinceMaintenance = false;
     this.prefillAhead();
-    // A checkpoint copies every map whole: with many keys it is large, so the log between two
-    // is kept at least twice its size, or checkpoints would double what the store writes.
-    if (this.bytesSinceCheckpoint >= Math.max(this.checkpointIntervalBytes, 2 * this.lastCheckpointBytes)) await this.checkpoint();
+    if (this.checkpointDue()) await this.checkpoint();
     this.reclaimEmpty();
-    const lowWater = this.reserveSegments() + Math.max(2, Math.ceil(this.segments.count * CLEAN_BELOW_FREE_FRACTION));
-    if (this.segments.freeCount() < lowWater && this.queue.length === 0) await this.cleanOne();
+    if (this.segments.freeCount() < this.cleaningLowWater() && this.queue.length === 0) await this.cleanOne();
   }
 
   /**
@@ -1325,7 +1481,8 @@ export class Engine {
    * relocations) must be durable before the segment can be written over.
    */
   reclaimEmpty(): number {
-    if (this.flushedSeq < this.appliedSeq) return 0;
+    // A batch being written may lie in a just-sealed segment whose live bytes it has not yet added.
+    if (this.flushedSeq < this.appliedSeq || this.writing.length > 0) return 0;
     let n = 0;
     for (const s of this.segments.segments) {
       if (s.state === 'sealed' && s.liveBytes === 0 && s.maxSeq <= this.checkpointSeq && !this.isHead(s.index) && !this.pinned(s.index)) {
@@ -1505,8 +1662,10 @@ export class Engine {
     }
     if (ops.length > 0) close();
     if (records.length > 0) {
-      // Leave room for a checkpoint: without one, nothing written since can be cleaned.
-      if (this.segments.freeCount() < newSegments + this.reserveSegments() - CLEANER_RESERVE_SEGMENTS) return false;
+      // Leave room for a checkpoint once the victim is free again: without one, nothing
+      // written since can be cleaned.
+      const free = this.segments.freeCount();
+      if (free < newSegments || free + 1 < newSegments + this.reserveSegments() - CLEANER_RESERVE_SEGMENTS) return false;
       await this.writeRecords(records);
       for (const r of records) this.counters.cleanerBytes += nextRecordAt(0, r.bytes);
     }
@@ -1591,6 +1750,7 @@ export class Engine {
 
   /** Writes a checkpoint of the maps and points the superblock at it. */
   async checkpoint(): Promise<void> {
+    assert(this.writing.length === 0, 'a checkpoint is taken with no batch being written');
     this.sweepExpired();
     const seq = this.nextSeq - 1;
     assert(seq === this.appliedSeq || this.appliedSeq === 0 || seq >= this.appliedSeq, 'every record is applied');
@@ -1753,7 +1913,7 @@ function closedError(): AtomioError {
 }
 
 function versionForError(v: number): number | string {
-  return v === Infinity ? 'a commit earlier in the same batch' : v;
+  return v === Infinity ? 'a commit not yet acknowledged' : v;
 }
 
 /** A placeholder for a batch's pending op; it locates no data (a trim may span 2^44 sectors). */

@@ -27,6 +27,8 @@ export const MAX_SEGMENT_BYTES = 1024 * 1024 * 1024;
 export const MAX_SEGMENTS = 2 ** 21;
 /** A group commit gathers at most this many data bytes before it writes. */
 export const MAX_BATCH_BYTES = 32 * 1024 * 1024;
+/** Batches being written at once; the next is admitted and encoded while they are. */
+export const MAX_BATCHES_WRITING = 2;
 /** Segments kept free for the cleaner's own writes, beyond what a checkpoint needs. */
 export const CLEANER_RESERVE_SEGMENTS = 2;
 /** Share of the non-reserved space that live data may fill; the rest lets the cleaner work. */
