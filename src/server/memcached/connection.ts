@@ -20,9 +20,9 @@
 import type { Socket } from 'node:net';
 import { isAtomioError } from '../../base/errors.js';
 import { serverErrorLine } from './cache.js';
-import { ERR, MAX_LINE_BYTES, MAX_RETRIEVAL_LINE_BYTES, line } from './protocol.js';
+import { ERR, MAX_KEY_BYTES, MAX_LINE_BYTES, MAX_RETRIEVAL_LINE_BYTES, line } from './protocol.js';
 import type { Output, Reply, Request, ServerState } from './request.js';
-import { parseCommand } from './text.js';
+import { getOne, parseCommand } from './text.js';
 
 /** Data blocks larger than this are gathered into their own buffer as they arrive. */
 const LARGE_DATA_BYTES = 64 * 1024;
@@ -196,6 +196,7 @@ export class Connection {
           this.waitForDrain();
           break;
         }
+        if (this.ready === undefined && this.inFlight === 0 && this.queue.length === 0 && this.getOneNow()) continue;
         const next = this.ready ?? this.parse();
         if (next === undefined) {
           if (this.stopping || this.inputEnded) this.finishWhenIdle();
@@ -305,6 +306,39 @@ export class Connection {
     } else {
       this.socket.write(reply);
     }
+  }
+
+  /**
+   * The hot path: when the next input is a whole "get <key>" line (one valid key, single
+   * spaces, CRLF or LF), answers it at once, without the line's text, tokens or a Request.
+   * The caller makes sure no write of the connection is in flight (get is exclusive). Anything
+   * else, whole or not, is left to parse(); false then.
+   */
+  private getOneNow(): boolean {
+    if (this.stopping || this.collecting !== undefined || this.swallowLeft > 0 || this.state.verbosity > 1) return false;
+    const b = this.buf;
+    const p = this.pos;
+    const end = this.end;
+    if (end - p < 6 || b[p] !== 0x67 || b[p + 1] !== 0x65 || b[p + 2] !== 0x74 || b[p + 3] !== 0x20) return false;
+    const keyStart = p + 4;
+    const limit = Math.min(end, keyStart + MAX_KEY_BYTES + 1);
+    let i = keyStart;
+    while (i < limit && b[i]! > 0x20 && b[i] !== 0x7f) i++;
+    const keyEnd = i;
+    if (keyEnd === keyStart || keyEnd - keyStart > MAX_KEY_BYTES || i >= end) return false;
+    if (b[i] === 0x0d) i++;
+    if (i >= end || b[i] !== 0x0a) return false;
+    this.pos = i + 1;
+    this.scanned = 0;
+    let reply: Buffer;
+    try {
+      reply = getOne(b.subarray(keyStart, keyEnd), b.toString('latin1', keyStart, keyEnd), false, this.state.cache);
+    } catch (error) {
+      this.log(isAtomioError(error) ? `memcached: store error: ${error.code} ${error.message}` : `memcached: internal error: ${(error as Error).stack ?? String(error)}`);
+      reply = line(serverErrorLine(error));
+    }
+    this.send(reply);
+    return true;
   }
 
   /** The next request whose line and data block are complete, or undefined. */

@@ -51,6 +51,16 @@ export function decodeItem(value: Buffer): Item {
   };
 }
 
+/** Where the data of a stored value starts: after the header, or at 0 for a value without one. */
+export function dataStart(value: Buffer): number {
+  return value.length >= HEADER_BYTES && value[0] === HEADER_MAGIC ? HEADER_BYTES : 0;
+}
+
+/** The client flags of a stored value (0 for a value without a header). */
+export function flagsOf(value: Buffer): number {
+  return value.length >= HEADER_BYTES && value[0] === HEADER_MAGIC ? value.readUInt32BE(2) : 0;
+}
+
 /** The data of a stored value without decoding the rest. */
 export function dataOf(value: Buffer): Buffer {
   return value.length >= HEADER_BYTES && value[0] === HEADER_MAGIC ? value.subarray(HEADER_BYTES) : value;

@@ -140,6 +140,26 @@ export function tokenize(line: string): string[] {
   return out;
 }
 
+/** How many decimal digits a non-negative safe integer has. */
+export function decimalDigits(n: number): number {
+  let digits = 1;
+  while (n >= 10) {
+    n = Math.floor(n / 10);
+    digits++;
+  }
+  return digits;
+}
+
+/** Writes a non-negative safe integer in decimal at `at` (no string made); returns the position after it. */
+export function writeDecimal(out: Buffer, at: number, n: number): number {
+  const end = at + decimalDigits(n);
+  for (let i = end - 1; i >= at; i--) {
+    out[i] = 48 + (n % 10);
+    n = Math.floor(n / 10);
+  }
+  return end;
+}
+
 /** A reply line: text + CRLF, as bytes. */
 export function line(text: string): Buffer {
   return Buffer.from(`${text}\r\n`, 'latin1');

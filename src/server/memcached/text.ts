@@ -8,6 +8,7 @@
 
 import type { Cache, StoreMode } from './cache.js';
 import { serverErrorLine } from './cache.js';
+import { dataStart, flagsOf } from './item.js';
 import { metaCommand } from './meta.js';
 import {
   CRLF,
@@ -15,12 +16,14 @@ import {
   ERR,
   SERVER_VERSION,
   checkKey,
+  decimalDigits,
   line,
   parseI32,
   parseU32,
   parseU64,
   tokenize,
   ttlFromExptime,
+  writeDecimal,
 } from './protocol.js';
 import { reply, type Output, type Reply, type Request, type ServerState } from './request.js';
 import { settingsStats, generalStats } from './stats.js';
@@ -135,27 +138,47 @@ function retrieval(tokens: string[], first: number, withCas: boolean, exptime: n
   return { dataBytes: -1, swallow: false, exclusive: true, close: false, badChunk: null, run };
 }
 
-/** get/gets of one key (the common case): the whole reply in one buffer. */
-function getOne(key: Buffer, keyText: string, withCas: boolean, cache: Cache): Reply {
+/**
+ * get/gets of one key (the common case): the whole reply in one buffer, made without
+ * intermediate strings or objects. `key` may be a view of the connection's input (the lookup
+ * copies what it keeps); `keyText` is the same bytes as latin1 text.
+ */
+export function getOne(key: Buffer, keyText: string, withCas: boolean, cache: Cache): Buffer {
   const c = cache.counters;
   c.cmd_get!++;
-  const found = cache.find(key);
-  if (found === undefined) {
+  const entry = cache.pool.getEntrySync(key);
+  if (entry === undefined) {
     c.get_misses!++;
     return END;
   }
   c.get_hits!++;
-  cache.tracker.fetched(keyText, found.version, cache.now());
-  const data = found.item.data;
-  const tail = withCas ? ` ${found.item.flags} ${data.length} ${found.version}\r\n` : ` ${found.item.flags} ${data.length}\r\n`;
-  const out = Buffer.allocUnsafe(6 + key.length + tail.length + data.length + 7);
-  let at = out.write('VALUE ', 0, 'latin1');
-  at += key.copy(out, at);
-  at += out.write(tail, at, 'latin1');
-  at += data.copy(out, at);
-  out.write('\r\nEND\r\n', at, 'latin1');
+  cache.tracker.fetched(keyText, entry.version, cache.now());
+  const value = entry.value;
+  const from = dataStart(value);
+  const flags = flagsOf(value);
+  const bytes = value.length - from;
+  // VALUE <key> <flags> <bytes>[ <cas>]\r\n<data>\r\nEND\r\n
+  const casBytes = withCas ? 1 + decimalDigits(entry.version) : 0;
+  const out = Buffer.allocUnsafe(6 + key.length + 1 + decimalDigits(flags) + 1 + decimalDigits(bytes) + casBytes + 2 + bytes + 7);
+  VALUE_SP.copy(out, 0);
+  let at = 6 + key.copy(out, 6);
+  out[at++] = 0x20;
+  at = writeDecimal(out, at, flags);
+  out[at++] = 0x20;
+  at = writeDecimal(out, at, bytes);
+  if (withCas) {
+    out[at++] = 0x20;
+    at = writeDecimal(out, at, entry.version);
+  }
+  out[at++] = 0x0d;
+  out[at++] = 0x0a;
+  at += value.copy(out, at, from);
+  CRLF_END.copy(out, at);
   return out;
 }
+
+const VALUE_SP = Buffer.from('VALUE ', 'latin1');
+const CRLF_END = Buffer.from('\r\nEND\r\n', 'latin1');
 
 /** The rest of a large multi-get, written as it is gathered, waiting whenever the socket is full. */
 async function streamRest(parts: Buffer[], keys: Buffer[], from: number, withCas: boolean, cache: Cache, out: Output): Promise<Reply> {
