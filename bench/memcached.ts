@@ -13,7 +13,10 @@
 // loop), C connections (default 50) each with one request outstanding, keys drawn uniformly
 // from K (default 10 000, all set before timing), 90% get / 10% set of 100-byte values, for
 // S seconds (default 10), R runs per server (default 3), servers alternating. Reported:
-// ops/s (median, min–max), p50 and p99 latency of the median run, and the ratio to memcached.
+// ops/s (median, min–max), p50 and p99 latency of the median run, and the ratio to memcached;
+// the generator's CPU and the server's CPU time per request (from /proc for memcached, from
+// this process for atomio), which shows the cost of a request even when other jobs on the
+// machine take the cores the servers would use.
 // Targets (issue 4): none >= 0.7x memcached's ops/s, full >= 0.5x; p99 within 2x.
 
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -27,6 +30,8 @@ import { startMemcachedServer, type MemcachedServer } from '../src/server/memcac
 import { formatBytes, formatOps, formatRatio, formatSample, printTable, printTitle, progress, seededRandom, summarize, type Sample } from './report.js';
 
 const SERVER_START_MS = 10_000;
+/** The kernel's USER_HZ, the unit of /proc/<pid>/stat's CPU times (100 on Linux). */
+const CLOCK_TICKS_PER_S = 100;
 const THIS_FILE = fileURLToPath(import.meta.url);
 
 type Mode = 'full' | 'none';
@@ -65,6 +70,8 @@ interface LoadResult {
   errors: number;
   /** The generator's own CPU time over the run, as a share of one core (1 = saturated). */
   generatorCpu: number;
+  /** The server's CPU time (user + system) per request over the run, preload included, in µs. */
+  serverCpuUsPerOp?: number;
 }
 
 const USAGE =
@@ -216,13 +223,31 @@ function loadChild(config: LoadConfig): Promise<LoadResult> {
   });
 }
 
+function formatCpu(us: number | undefined): string {
+  return us === undefined || !Number.isFinite(us) ? '—' : `${us.toFixed(1)} µs`;
+}
+
 // ---------------------------------------------------------------------------------------
 // Servers
 
 interface Running {
   name: string;
   port: number;
+  /** CPU time the server has used so far, in µs (user + system). */
+  cpuUs(): number;
   stop(): Promise<void>;
+}
+
+/** A process's user + system CPU time in µs, from /proc (undefined where there is none). */
+function processCpuUs(pid: number): number | undefined {
+  try {
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_S) * 1e6;
+  } catch {
+    return undefined;
+  }
 }
 
 function freePort(): Promise<number> {
@@ -270,6 +295,7 @@ async function startRealMemcached(): Promise<Running> {
   return {
     name: 'memcached',
     port,
+    cpuUs: () => processCpuUs(proc.pid!) ?? NaN,
     stop: async () => {
       proc.kill('SIGTERM');
       await exited;
@@ -283,6 +309,11 @@ async function startAtomio(dir: string, mode: Mode): Promise<Running> {
   return {
     name: `atomio ${mode}`,
     port: server.address.port,
+    // In this process: the generator runs in a child, and the other servers are idle meanwhile.
+    cpuUs: () => {
+      const u = process.cpuUsage();
+      return u.user + u.system;
+    },
     stop: async () => {
       await server.close();
       await store.close();
@@ -321,6 +352,7 @@ export async function main(args: string[]): Promise<number> {
     for (let rep = 0; rep < cfg.repeats; rep++) {
       for (const s of servers) {
         progress(`${s.name}: run ${rep + 1}/${cfg.repeats}`);
+        const cpuBefore = s.cpuUs();
         const r = await loadChild({
           port: s.port,
           connections: cfg.connections,
@@ -331,6 +363,7 @@ export async function main(args: string[]): Promise<number> {
           preload: rep === 0,
           seed: 1000 + rep,
         });
+        r.serverCpuUsPerOp = (s.cpuUs() - cpuBefore) / r.ops;
         if (r.errors > 0) process.stderr.write(`  ${s.name}: ${r.errors} unexpected replies\n`);
         results.set(s.name, [...(results.get(s.name) ?? []), r]);
       }
@@ -359,9 +392,10 @@ export async function main(args: string[]): Promise<number> {
       hasMemcached ? formatRatio(ops.median / baseOps) : '—',
       hasMemcached && base !== undefined ? formatRatio(run.p99Us / base.p99Us) : '—',
       `${Math.round(run.generatorCpu * 100)}%`,
+      formatCpu(run.serverCpuUsPerOp),
     ];
   });
-  printTable(['server', 'ops/s', 'p50', 'p99', 'ops vs memcached', 'p99 vs memcached', 'generator CPU'], rows);
+  printTable(['server', 'ops/s', 'p50', 'p99', 'ops vs memcached', 'p99 vs memcached', 'generator CPU', 'server CPU/op'], rows);
   if (hasMemcached && base !== undefined) {
     console.log('');
     const targets: [Mode, number][] = [
