@@ -760,14 +760,17 @@ export class Engine {
     const usable = this.usableBytes();
     const start = live;
     const now = this.clock.now();
-    // When even the worst case of the whole batch fits, puts skip the exact accounting.
+    // Far from full (even the worst case of the whole batch leaves a quarter of the usable
+    // bytes), block writes and puts skip the exact accounting: their whole size stands for
+    // their growth (an overestimate), trims free nothing. Nearer full it is exact, because
+    // a batch that frees space may use part of the reserve (makeRoom).
     let worst = 0;
     let computed = false;
     for (const p of batch) {
       worst += p.dataBytes + p.ops.length * 64;
       for (const op of p.ops) if (op.type === 'put' && typeof op.value === 'function') computed = true;
     }
-    const roomy = !computed && live + worst <= usable;
+    const roomy = !computed && live + worst <= 0.75 * usable;
     const batchKeys = layer.keys;
     for (const p of batch) {
       let failed: Error | undefined = this.failedCondition(p.conditions, overlays, keyLayers, now);
@@ -785,7 +788,7 @@ export class Engine {
         p.reject(failed!);
         continue;
       }
-      const growth = this.liveGrowth(p, overlays) + kvGrowth;
+      const growth = (roomy ? writtenBytes(p) : this.liveGrowth(p, overlays)) + kvGrowth;
       if (growth > 0 && live + growth > usable) {
         p.reject(
           new AtomioError(
@@ -1910,6 +1913,13 @@ function batchKey(pool: string, key: Buffer): string {
 function existingPoolId(name: string, batchPools: Map<string, number>, pools: Pools): number | undefined {
   const id = batchPools.get(name) ?? pools.named(name)?.id;
   return id === -1 ? undefined : id;
+}
+
+/** Bytes of block data a commit writes: its growth in live bytes at most. */
+function writtenBytes(p: Pending): number {
+  let bytes = 0;
+  for (const op of p.ops) if (op.type === 'write') bytes += op.data.length;
+  return bytes;
 }
 
 function closedError(): AtomioError {
