@@ -54,16 +54,25 @@ export class VolumeDisk {
     this.zeros = sharedZeros(this.unitBytes);
   }
 
-  /** The bytes [offset, offset + length). */
-  async read(offset: number, length: number): Promise<Buffer> {
-    this.checkRange(offset, length);
-    if (length === 0) return Buffer.alloc(0);
+  /**
+   * The bytes [offset, offset + length). An aligned read returns the block face's own promise,
+   * so that a caller's callback runs in the first microtask after the data is in (see
+   * Transmission.after).
+   */
+  read(offset: number, length: number): Promise<Buffer> {
+    try {
+      this.checkRange(offset, length);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    if (length === 0) return Promise.resolve(Buffer.alloc(0));
     const ss = this.sectorSize;
     const first = Math.floor(offset / ss);
     const end = Math.ceil((offset + length) / ss);
-    const sectors = await this.block.read(this.firstLba + first, end - first);
+    const sectors = this.block.read(this.firstLba + first, end - first);
     const at = offset - first * ss;
-    return at === 0 && sectors.length === length ? sectors : sectors.subarray(at, at + length);
+    if (at === 0 && length === (end - first) * ss) return sectors;
+    return sectors.then((bytes) => bytes.subarray(at, at + length));
   }
 
   /** True when no sector under [offset, offset + length) holds data: the range reads as zeros. */
@@ -76,11 +85,24 @@ export class VolumeDisk {
     return !this.block.exists(this.firstLba + first, end - first);
   }
 
-  /** Writes `data` at `offset`; resolves once the block face has it (durable unless durability 'none'). */
-  async write(offset: number, data: Buffer): Promise<void> {
-    this.checkRange(offset, data.length);
-    if (data.length === 0) return;
-    await this.writeUnits(offset, data.length, data);
+  /**
+   * Writes `data` at `offset`; resolves once the block face has it (durable unless durability
+   * 'none'). A write of whole sectors that fits one commit returns the block face's own
+   * promise, so that a caller's callback runs in the first microtask after the commit (see
+   * Transmission.after).
+   */
+  write(offset: number, data: Buffer): Promise<unknown> {
+    try {
+      this.checkRange(offset, data.length);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    if (data.length === 0) return Promise.resolve();
+    const ss = this.sectorSize;
+    if (offset % ss === 0 && data.length % ss === 0 && data.length <= this.unitBytes) {
+      return this.block.write(this.firstLba + offset / ss, data);
+    }
+    return this.writeUnits(offset, data.length, data);
   }
 
   /**

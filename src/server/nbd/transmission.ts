@@ -195,17 +195,45 @@ export class Transmission {
 
   private start(request: Request): void {
     this.inFlightCount++;
-    this.handle(request)
-      .catch((error: unknown) => this.errorReply(request, error))
-      .then(
-        (parts) => this.send(parts, () => this.finish(request)),
-        (error: unknown) => {
-          // Building an error reply cannot fail; if it did, the connection is beyond saving.
-          this.io.log(`nbd: internal error answering a request: ${String(error)}`);
-          this.io.socket.destroy();
-          this.finish(request);
-        },
-      );
+    try {
+      this.handle(request);
+    } catch (error) {
+      this.answer(request, () => this.errorReply(request, error));
+    }
+  }
+
+  /**
+   * Replies to `r` once `work` settles: with build(value), or with the error it rejected with.
+   *
+   * The reply is sent from the callback attached to `work` itself, in the first microtask that
+   * sees it settle. That matters: the engine resolves a batch's commits together and resumes
+   * its pipeline a microtask or two later, where it encodes the next batch synchronously
+   * (about 0.8 ms per MiB). A reply behind a longer chain of awaits goes out only after that
+   * encode, and the client's next requests wait for it.
+   */
+  private after<T>(r: Request, work: Promise<T>, build: (value: T) => Buffer[]): void {
+    work.then(
+      (value) => this.answer(r, () => build(value)),
+      (error: unknown) => this.answer(r, () => this.errorReply(r, error)),
+    );
+  }
+
+  /** Sends the reply `build` makes; building an error reply cannot fail, and if it did the connection is beyond saving. */
+  private answer(r: Request, build: () => Buffer[]): void {
+    let parts: Buffer[];
+    try {
+      parts = build();
+    } catch (error) {
+      try {
+        parts = this.errorReply(r, error);
+      } catch (inner) {
+        this.io.log(`nbd: internal error answering a request: ${String(inner)}`);
+        this.io.socket.destroy();
+        this.finish(r);
+        return;
+      }
+    }
+    this.send(parts, () => this.finish(r));
   }
 
   private finish(request: Request): void {
@@ -234,8 +262,11 @@ export class Transmission {
     socket.uncork();
   }
 
-  /** Does the request and returns the reply to send. Throws NbdError (or an AtomioError) to answer an error. */
-  private async handle(r: Request): Promise<Buffer[]> {
+  /**
+   * Starts the request; its reply is sent when it is done (see after()). Throws NbdError (or
+   * an AtomioError) for a request answered with an error at once.
+   */
+  private handle(r: Request): void {
     const { disk, flusher, structured } = this.io;
     switch (r.type) {
       case NBD_CMD_READ: {
@@ -245,45 +276,44 @@ export class Transmission {
         }
         this.checkBounds(r, NBD_EINVAL);
         if (!structured) {
-          const data = await disk.read(r.offset, r.length);
-          return [simpleReply(r.cookie, 0), data];
+          this.after(r, disk.read(r.offset, r.length), (data) => [simpleReply(r.cookie, 0), data]);
+        } else if (r.length === 0) {
+          this.answer(r, () => [noneChunk(r.cookie)]);
+        } else if ((r.flags & NBD_CMD_FLAG_DF) === 0 && disk.isHole(r.offset, r.length)) {
+          this.answer(r, () => [offsetHoleChunk(r.cookie, NBD_REPLY_FLAG_DONE, r.offset, r.length)]);
+        } else {
+          // The data is in hand when the reply is built, so no error can follow it: this chunk can be the last.
+          this.after(r, disk.read(r.offset, r.length), (data) => [offsetDataHeader(r.cookie, NBD_REPLY_FLAG_DONE, r.offset, data.length), data]);
         }
-        if (r.length === 0) return [noneChunk(r.cookie)];
-        if ((r.flags & NBD_CMD_FLAG_DF) === 0 && disk.isHole(r.offset, r.length)) {
-          return [offsetHoleChunk(r.cookie, NBD_REPLY_FLAG_DONE, r.offset, r.length)];
-        }
-        const data = await disk.read(r.offset, r.length);
-        // The data is in hand, so no error can follow it: this chunk can be the last.
-        return [offsetDataHeader(r.cookie, NBD_REPLY_FLAG_DONE, r.offset, data.length), data];
+        return;
       }
       case NBD_CMD_WRITE: {
         this.checkFlags(r, NBD_CMD_FLAG_FUA);
         if (r.length > MAX_REQUEST_BYTES) throw new NbdError(NBD_EINVAL, `a write is at most ${MAX_REQUEST_BYTES} bytes`);
         this.checkWritable();
         this.checkBounds(r, NBD_ENOSPC);
-        await disk.write(r.offset, r.data!);
-        await this.fua(r);
-        return this.ok(r);
+        this.after(r, this.fua(r, disk.write(r.offset, r.data!)), () => this.ok(r));
+        return;
       }
       case NBD_CMD_FLUSH: {
         this.checkFlags(r, NBD_CMD_FLAG_FUA);
         if (r.offset !== 0 || r.length !== 0) throw new NbdError(NBD_EINVAL, 'a flush has offset and length 0');
-        await flusher.flush();
-        return this.ok(r);
+        this.after(r, flusher.flush(), () => this.ok(r));
+        return;
       }
       case NBD_CMD_TRIM: {
         this.checkFlags(r, NBD_CMD_FLAG_FUA);
         this.checkWritable();
         this.checkBounds(r, NBD_EINVAL);
-        await disk.trim(r.offset, r.length);
-        await this.fua(r);
-        return this.ok(r);
+        this.after(r, this.fua(r, disk.trim(r.offset, r.length)), () => this.ok(r));
+        return;
       }
       case NBD_CMD_CACHE: {
         // Nothing to warm: the maps are in memory and reads go to the medium. Bounds still hold.
         this.checkFlags(r, NBD_CMD_FLAG_FUA);
         this.checkBounds(r, NBD_EINVAL);
-        return this.ok(r);
+        this.answer(r, () => this.ok(r));
+        return;
       }
       case NBD_CMD_WRITE_ZEROES: {
         this.checkFlags(r, NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_NO_HOLE | NBD_CMD_FLAG_FAST_ZERO);
@@ -294,9 +324,8 @@ export class Transmission {
           // Decided before touching anything, so the export is unchanged.
           throw new NbdError(NBD_ENOTSUP, noHole ? 'zeroing with NO_HOLE writes zeros: not faster than a write' : 'no whole sector to trim: not faster than a write');
         }
-        await disk.writeZeroes(r.offset, r.length, noHole);
-        await this.fua(r);
-        return this.ok(r);
+        this.after(r, this.fua(r, disk.writeZeroes(r.offset, r.length, noHole)), () => this.ok(r));
+        return;
       }
       case NBD_CMD_BLOCK_STATUS: {
         this.checkFlags(r, NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_REQ_ONE);
@@ -306,7 +335,8 @@ export class Transmission {
         const max = (r.flags & NBD_CMD_FLAG_REQ_ONE) !== 0 ? 1 : MAX_BLOCK_STATUS_DESCRIPTORS;
         const extents = disk.blockStatus(r.offset, r.length, max);
         const descriptors = extents.map((e) => ({ length: e.length, flags: e.hole ? NBD_STATE_HOLE | NBD_STATE_ZERO : 0 }));
-        return [blockStatusChunk(r.cookie, BASE_ALLOCATION_ID, descriptors)];
+        this.answer(r, () => [blockStatusChunk(r.cookie, BASE_ALLOCATION_ID, descriptors)]);
+        return;
       }
       default:
         throw new NbdError(NBD_EINVAL, `unknown command ${r.type}`);
@@ -317,8 +347,10 @@ export class Transmission {
     return [simpleReply(r.cookie, 0)];
   }
 
-  private async fua(r: Request): Promise<void> {
-    if ((r.flags & NBD_CMD_FLAG_FUA) !== 0) await this.io.flusher.flush();
+  /** `done`, followed by a flush when the request carries FUA (`done` itself otherwise, so no microtask is added). */
+  private fua(r: Request, done: Promise<unknown>): Promise<unknown> {
+    if ((r.flags & NBD_CMD_FLAG_FUA) === 0) return done;
+    return done.then(() => this.io.flusher.flush());
   }
 
   private checkFlags(r: Request, allowed: number): void {

@@ -1,0 +1,141 @@
+// When a reply leaves: in the first microtask after the block face's promise settles.
+//
+// The engine resolves the commits of a batch together and resumes its pipeline a microtask
+// or two later, where it may encode the next batch synchronously (most of a millisecond per
+// MiB). A reply that waits behind a longer chain of awaits goes out only after that encode,
+// and the client's next requests wait with it. These tests drive a Transmission over a fake
+// socket and a block face whose promises they settle by hand, then look, one microtask
+// later, at what was written to the socket. Nothing here is timed.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
+import type { Socket } from 'node:net';
+import type { BlockDevice } from '../../../src/block/block.js';
+import type { Store } from '../../../src/store/store.js';
+import { VolumeDisk } from '../../../src/server/nbd/disk.js';
+import { Flusher } from '../../../src/server/nbd/flush.js';
+import { ByteInput } from '../../../src/server/nbd/input.js';
+import { Transmission } from '../../../src/server/nbd/transmission.js';
+import { Volume } from '../../../src/server/volumes.js';
+import { CMD, requestBytes } from './client.js';
+
+const SECTOR = 4096;
+const SIMPLE_REPLY_MAGIC = 0x67446698;
+
+/** A socket that records what is written to it. */
+class FakeSocket extends EventEmitter {
+  writes: Buffer[] = [];
+  destroyed = false;
+  writable = true;
+  pause(): this {
+    return this;
+  }
+  resume(): this {
+    return this;
+  }
+  cork(): void {}
+  uncork(): void {}
+  write(bytes: Buffer, done?: () => void): boolean {
+    this.writes.push(bytes);
+    if (done !== undefined) setImmediate(done);
+    return true;
+  }
+  destroy(): this {
+    this.destroyed = true;
+    return this;
+  }
+}
+
+interface Deferred<T> {
+  promise: Promise<T>;
+  resolve(value: T): void;
+}
+
+function deferred<T>(): Deferred<T> {
+  let resolve!: (value: T) => void;
+  const promise = new Promise<T>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+/** A block face whose writes and reads settle when the test says so. */
+class HeldBlock {
+  readonly sectorSize = SECTOR;
+  readonly maxAtomicBytes = 8 * 1024 * 1024;
+  writes: Deferred<number>[] = [];
+  reads: Deferred<Buffer>[] = [];
+  private called = deferred<void>();
+
+  write(): Promise<number> {
+    const d = deferred<number>();
+    this.writes.push(d);
+    this.called.resolve();
+    return d.promise;
+  }
+
+  read(): Promise<Buffer> {
+    const d = deferred<Buffer>();
+    this.reads.push(d);
+    this.called.resolve();
+    return d.promise;
+  }
+
+  /** Resolves once write() or read() has been called. */
+  async nextCall(): Promise<void> {
+    await this.called.promise;
+    this.called = deferred<void>();
+  }
+}
+
+function setup(): { socket: FakeSocket; block: HeldBlock; run: Promise<unknown>; input: ByteInput } {
+  const socket = new FakeSocket();
+  const block = new HeldBlock();
+  const input = new ByteInput(socket as unknown as Socket, 1024 * 1024);
+  const volume = new Volume({ name: 'default', size: 64 * SECTOR, readOnly: false, slot: 0 }, SECTOR);
+  const transmission = new Transmission({
+    input,
+    socket: socket as unknown as Socket,
+    disk: new VolumeDisk(block as unknown as BlockDevice, volume),
+    flusher: new Flusher({ flush: () => Promise.resolve() } as unknown as Store, 'full'),
+    structured: false,
+    baseAllocation: false,
+    log: () => undefined,
+  });
+  return { socket, block, run: transmission.run(), input };
+}
+
+/** What the socket holds one microtask after `settle` runs. */
+function oneMicrotaskAfter(settle: () => void, socket: FakeSocket): Promise<number> {
+  return new Promise((resolve) => {
+    settle();
+    queueMicrotask(() => resolve(socket.writes.length));
+  });
+}
+
+test('a write of whole sectors is answered in the first microtask after the block face resolves it', async () => {
+  const { socket, block, run, input } = setup();
+  socket.emit('data', Buffer.concat([requestBytes(CMD.WRITE, 0, 7n, 2 * SECTOR, SECTOR), Buffer.alloc(SECTOR, 1)]));
+  await block.nextCall();
+  assert.equal(socket.writes.length, 0, 'no reply before the write resolved');
+  const written = await oneMicrotaskAfter(() => block.writes[0]!.resolve(1), socket);
+  assert.equal(written, 1, 'the reply is on the socket one microtask after the write resolved');
+  const reply = socket.writes[0]!;
+  assert.equal(reply.readUInt32BE(0), SIMPLE_REPLY_MAGIC);
+  assert.equal(reply.readUInt32BE(4), 0, 'no error');
+  assert.equal(reply.readBigUInt64BE(8), 7n, 'the cookie of the request');
+  input.close('test over');
+  await run;
+});
+
+test('a read of whole sectors is answered in the first microtask after the block face resolves it', async () => {
+  const { socket, block, run, input } = setup();
+  socket.emit('data', requestBytes(CMD.READ, 0, 9n, 4 * SECTOR, 2 * SECTOR));
+  await block.nextCall();
+  const data = Buffer.alloc(2 * SECTOR, 5);
+  const written = await oneMicrotaskAfter(() => block.reads[0]!.resolve(data), socket);
+  assert.equal(written, 2, 'reply header and data are on the socket one microtask after the read resolved');
+  assert.equal(socket.writes[0]!.readBigUInt64BE(8), 9n, 'the cookie of the request');
+  assert.ok(socket.writes[1]!.equals(data), 'the data follows the header');
+  input.close('test over');
+  await run;
+});
