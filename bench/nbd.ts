@@ -2,7 +2,7 @@
 // all driven by the same client tool in the same run on the same filesystem.
 //
 //   node dist/bench/nbd.js [--quick] [--repeats N] [--seconds S] [--range MiB] [--modes durable,writeback]
-//                          [--dir PATH | --tmp] [--keep]
+//                          [--cases seq,rand] [--dir PATH | --tmp] [--keep]
 //   (to be wired as `npm run bench -- nbd`; runNbdBench(args) is the entry)
 //
 // Client: fio with its nbd engine (libnbd) when `fio --enghelp` lists nbd; otherwise
@@ -48,10 +48,14 @@ interface Config {
   seconds: number;
   rangeBytes: number;
   modes: Mode[];
+  /** Which cases run: 'seq' (1 MiB sequential), 'rand' (4 KiB random), or both. */
+  kinds: CaseKind[];
   dir: string | undefined;
   tmp: boolean;
   keep: boolean;
 }
+
+type CaseKind = 'seq' | 'rand';
 
 interface Case {
   name: string;
@@ -70,10 +74,14 @@ const CASES: readonly Case[] = [
   { name: '4 KiB random read, QD32', rw: 'randread', bs: 4096, depth: 32, unit: 'IOPS' },
 ];
 
-const USAGE = `usage: node dist/bench/nbd.js [--quick] [--repeats N] [--seconds S] [--range MiB] [--modes durable,writeback] [--dir PATH | --tmp] [--keep]`;
+const USAGE = `usage: node dist/bench/nbd.js [--quick] [--repeats N] [--seconds S] [--range MiB] [--modes durable,writeback] [--cases seq,rand] [--dir PATH | --tmp] [--keep]`;
+
+function kindOf(c: Case): CaseKind {
+  return c.rw === 'write' || c.rw === 'read' ? 'seq' : 'rand';
+}
 
 function parse(args: string[]): Config | string {
-  const cfg: Config = { quick: false, repeats: 3, seconds: 3, rangeBytes: 512 * MiB, modes: ['durable', 'writeback'], dir: undefined, tmp: false, keep: false };
+  const cfg: Config = { quick: false, repeats: 3, seconds: 3, rangeBytes: 512 * MiB, modes: ['durable', 'writeback'], kinds: ['seq', 'rand'], dir: undefined, tmp: false, keep: false };
   let repeats: number | undefined;
   let seconds: number | undefined;
   let range: number | undefined;
@@ -96,6 +104,10 @@ function parse(args: string[]): Config | string {
         const modes = value().split(',');
         if (modes.some((m) => m !== 'durable' && m !== 'writeback')) return `--modes takes durable and/or writeback`;
         cfg.modes = modes as Mode[];
+      } else if (a === '--cases') {
+        const kinds = value().split(',');
+        if (kinds.some((k) => k !== 'seq' && k !== 'rand')) return `--cases takes seq and/or rand`;
+        cfg.kinds = kinds as CaseKind[];
       } else return `unknown option ${a}`;
     } catch (error) {
       return (error as Error).message;
@@ -359,7 +371,7 @@ export async function runNbdBench(args: string[]): Promise<number> {
         progress(`${mode}: ${r.name}: filling ${formatBytes(cfg.rangeBytes)}`);
         await measure(r, CASES[0]!, false);
       }
-      for (const c of CASES) {
+      for (const c of CASES.filter((k) => cfg.kinds.includes(kindOf(k)))) {
         const values = new Map<ServerName, number[]>();
         for (let rep = 0; rep < cfg.repeats; rep++) {
           for (const r of running) {
@@ -396,6 +408,7 @@ function report(mode: Mode, servers: readonly ServerName[], results: Map<string,
   const rows: string[][] = [];
   const verdicts: string[] = [];
   for (const c of CASES) {
+    if (!results.has(`${c.name}|atomio`)) continue;
     const fmt = c.unit === 'IOPS' ? (n: number): string => `${formatCount(n)} IOPS` : (n: number): string => `${n.toFixed(1)} MB/s`;
     const get = (s: ServerName): Sample | undefined => results.get(`${c.name}|${s}`);
     const row = [c.name, ...servers.map((s) => (get(s) === undefined ? '—' : formatSample(get(s)!, fmt)))];
