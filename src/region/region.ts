@@ -67,6 +67,8 @@ export const MAX_PAGE_SIZE = 1024 * 1024;
 const MAX_PAGES = 2 ** 32;
 /** Log bytes a delete takes, about (an op descriptor and its key): what bounds the deletes a commit carries. */
 const DELETE_BYTES = 64;
+/** Listed versions a commit's retention looks back through for a page's older version before it searches the index. */
+const RETENTION_LOOKBACK_VERSIONS = 64;
 /** Reads in flight while a region (or an old version of it) is loaded. */
 const LOAD_READS_IN_FLIGHT = 64;
 
@@ -612,36 +614,72 @@ export class Region {
     return { ...this.meta.retention };
   }
 
-  /** The deletes that retention adds to the commit of `version` (bounded), or undefined. */
+  /**
+   * The deletes that retention adds to the commit of `version` (bounded), or undefined.
+   * Works from the version list (binary searches, no maps); the index is searched only for
+   * page versions the list cannot account for (see olderPage).
+   */
   private retentionDeletes(version: number, pages: number[], committedAt: number, room: number): { keys: Buffer[]; versions: Set<number> } | undefined {
     const r = this.meta.retention;
     if (r.count === 0 && r.age === 0) return undefined;
-    const all = [...this.versionList, { version, committedAt, pages: Uint32Array.from(pages) }];
+    const all = this.versionList.concat([{ version, committedAt, pages: Uint32Array.from(pages) }]);
     const kept = keptVersions(all, r, committedAt);
     if (kept.length === all.length) return undefined;
     const keptNumbers = kept.map((v) => v.version);
-    const keptSet = new Set(keptNumbers);
-    const dropped = all.filter((v) => !keptSet.has(v.version)).map((v) => v.version);
-    const byVersion = new Map(all.map((v) => [v.version, v] as const));
+    // kept is a subsequence of all: the rest is dropped.
+    const dropped: number[] = [];
+    for (let i = 0, k = 0; i < all.length; i++) {
+      if (k < kept.length && kept[k] === all[i]) k++;
+      else dropped.push(all[i]!.version);
+    }
+    let unlisted = false;
     const unneeded = unneededAfterDrop(
       dropped,
       keptNumbers,
-      (v) => byVersion.get(v)?.pages,
-      (page, below) => this.storedBelow(page, below),
-      (after, upTo) => all.filter((v) => v.version > after && v.version <= upTo).map((v) => v.version),
+      (v) => all[indexOfVersion(all, v)]?.pages,
+      (page, below) => this.olderPage(all, page, below),
+      (after, upTo) => {
+        const listed = versionsIn(all, after, upTo);
+        if (listed.length !== upTo - after) unlisted = true;
+        return listed;
+      },
     );
+    // A version missing from the list between a dropped one and the next kept (a clock that
+    // stepped back lets age drop versions out of order) may have left page versions that only
+    // the dropped one needed, which this pass cannot see: a background sweep finds them.
+    if (unlisted) this.scheduleSweep();
     if (dropped.length + unneeded.length > room) {
       // Too many for one commit: a background pass does it in chunks.
       this.scheduleSweep();
       return undefined;
     }
-    return {
-      keys: [...dropped.map((v) => versionKey(v)), ...unneeded.map(([page, v]) => pageKey(page, v))],
-      versions: new Set(dropped),
-    };
+    const keys: Buffer[] = [];
+    for (const v of dropped) keys.push(versionKey(v));
+    for (const [page, v] of unneeded) keys.push(pageKey(page, v));
+    return { keys, versions: new Set(dropped) };
   }
 
-  /** The newest stored version of `page` below `below`, or undefined. */
+  /**
+   * The newest stored version of `page` below version `below` (one of `all`, the listed
+   * versions ascending). Every page a listed version wrote is stored (a kept version needs
+   * its own pages), so while the versions below `below` are listed without a gap, the
+   * newest of them that wrote `page` is the answer; past a gap, or past
+   * RETENTION_LOOKBACK_VERSIONS, the index is searched.
+   */
+  private olderPage(all: readonly VersionRecord[], page: number, below: number): number | undefined {
+    const i = indexOfVersion(all, below);
+    if (i >= 0) {
+      for (let j = i - 1; j >= 0 && i - j <= RETENTION_LOOKBACK_VERSIONS; j--) {
+        if (all[j]!.version !== all[j + 1]!.version - 1) break;
+        if (includes(all[j]!.pages, page)) return all[j]!.version;
+        if (j === 0 && all[0]!.version === 1) return undefined;
+      }
+      if (i === 0 && below === 1) return undefined;
+    }
+    return this.storedBelow(page, below);
+  }
+
+  /** The newest stored version of `page` below `below`, or undefined (a search of the index). */
   private storedBelow(page: number, below: number): number | undefined {
     let found: number | undefined;
     if (below <= 1) return undefined;
@@ -806,6 +844,44 @@ function diffPages(mem: Buffer, shadow: Buffer, pageSize: number): number[] {
 
 function ascending(a: number, b: number): number {
   return a - b;
+}
+
+/** Where `version` is in `list` (ascending by version), or -1. */
+function indexOfVersion(list: readonly VersionRecord[], version: number): number {
+  let lo = 0;
+  let hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (list[mid]!.version < version) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo < list.length && list[lo]!.version === version ? lo : -1;
+}
+
+/** The versions of `list` (ascending) in (after, upTo]. */
+function versionsIn(list: readonly VersionRecord[], after: number, upTo: number): number[] {
+  let lo = 0;
+  let hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (list[mid]!.version <= after) lo = mid + 1;
+    else hi = mid;
+  }
+  const out: number[] = [];
+  for (let i = lo; i < list.length && list[i]!.version <= upTo; i++) out.push(list[i]!.version);
+  return out;
+}
+
+/** Whether `sorted` (ascending) holds `value`. */
+function includes(sorted: Uint32Array, value: number): boolean {
+  let lo = 0;
+  let hi = sorted.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (sorted[mid]! < value) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo < sorted.length && sorted[lo] === value;
 }
 
 function checkOptions(options: RegionOptions): RegionOptions {
