@@ -262,11 +262,25 @@ export class Stream {
     return group;
   }
 
-  /** Sends the group being gathered (if any) as one commit. */
+  /** Sends the group being gathered (if any) as one commit, or two. */
   private sendGroup(): void {
     const group = this.forming;
     if (group === undefined) return;
     this.forming = undefined;
+    if (!group.sync && group.callers.length >= 2 && this.sequence.inFlight === 0) {
+      // Nothing of this stream is being written: two commits let the engine encode the
+      // second while the first is written, and the appenders the first releases gather
+      // the next group while the second is. As one commit, appenders that wait for their
+      // append before the next would leave the CPU and the medium working in turn.
+      const [first, second] = halves(group);
+      this.sendCommit(first);
+      this.sendCommit(second);
+      return;
+    }
+    this.sendCommit(group);
+  }
+
+  private sendCommit(group: Group): void {
     const count = group.values.length;
     const done = (first: number): void => {
       this.acknowledged(first, count);
@@ -732,3 +746,22 @@ function toRecord(key: Buffer, stored: Buffer): StreamRecord {
 }
 
 export { NO_RETENTION };
+
+/** A group of appends cut in two between callers, each half with its own records. */
+function halves(group: Group): [Group, Group] {
+  const cut = Math.ceil(group.callers.length / 2);
+  let records = 0;
+  let bytes = 0;
+  for (let i = 0; i < cut; i++) records += group.callers[i]!.count;
+  const values = group.values.slice(0, records);
+  for (const v of values) bytes += kvEntryBytes(SEQ_KEY_BYTES, v.length);
+  const first: Group = { sync: false, values, bytes, callers: group.callers.slice(0, cut), firstSeq: group.firstSeq };
+  const second: Group = {
+    sync: false,
+    values: group.values.slice(records),
+    bytes: group.bytes - bytes,
+    callers: group.callers.slice(cut),
+    firstSeq: group.firstSeq + records,
+  };
+  return [first, second];
+}
