@@ -21,6 +21,8 @@
 // median is shown with min–max): a 1 MiB sequential fill of the range (untimed), then
 //   1 MiB sequential writes and reads (8 in flight), MB/s;
 //   4 KiB random writes and reads at queue depth 1 and 32, IOPS.
+// Beside each figure: the server's CPU time (user + system, all its threads) per request, the
+// median over the runs: less disturbed than throughput when other jobs share the machine.
 // Progress goes to stderr, results to stdout. Targets (issue 5): >= 1.0x qemu-nbd on 4 KiB
 // random writes with the same flush semantics, >= 0.8x on sequential throughput.
 
@@ -37,6 +39,8 @@ import { formatBytes, formatCount, formatRatio, formatSample, printTable, printT
 
 const MiB = 1024 * 1024;
 const SERVER_START_MS = 15_000;
+/** Linux's USER_HZ, the unit of utime and stime in /proc/PID/stat. */
+const CLOCK_TICKS_PER_S = 100;
 
 type Mode = 'durable' | 'writeback';
 type ServerName = 'atomio' | 'qemu-nbd' | 'nbdkit';
@@ -161,10 +165,11 @@ async function fioHasNbd(): Promise<boolean> {
   return /^\s*nbd\s*$/m.test(r.stdout);
 }
 
-/** One measured run: IOPS and MB/s. */
+/** One measured run: IOPS, MB/s and the requests done. */
 interface Measure {
   iops: number;
   mbs: number;
+  ios: number;
 }
 
 async function runFio(uri: string, c: Case, seconds: number, rangeBytes: number, outDir: string, timed: boolean): Promise<Measure> {
@@ -185,11 +190,12 @@ async function runFio(uri: string, c: Case, seconds: number, rangeBytes: number,
   if (timed) args.push(`--runtime=${seconds}`, '--time_based');
   const r = await exec('fio', args);
   if (r.code !== 0) throw new Error(`fio ${args.join(' ')} failed: ${r.stderr}`);
-  const json = JSON.parse(fs.readFileSync(out, 'utf8')) as { jobs: { read: { iops: number; bw_bytes: number }; write: { iops: number; bw_bytes: number } }[] };
+  type Side = { iops: number; bw_bytes: number; total_ios: number };
+  const json = JSON.parse(fs.readFileSync(out, 'utf8')) as { jobs: { read: Side; write: Side }[] };
   fs.rmSync(out, { force: true });
   const job = json.jobs[0]!;
   const side = c.rw === 'read' || c.rw === 'randread' ? job.read : job.write;
-  return { iops: side.iops, mbs: side.bw_bytes / 1e6 };
+  return { iops: side.iops, mbs: side.bw_bytes / 1e6, ios: side.total_ios };
 }
 
 /** The fallback client: qemu-img bench (sequential strides; "random" cases run sequentially). */
@@ -206,7 +212,7 @@ async function runQemuImgBench(uri: string, c: Case, seconds: number, rangeBytes
   const r = await exec('qemu-img', [...base, '-c', String(count), uri]);
   if (r.code !== 0) throw new Error(`qemu-img bench failed: ${r.stderr}`);
   const s = Number(process.hrtime.bigint() - t0) / 1e9;
-  return { iops: count / s, mbs: (count * c.bs) / s / 1e6 };
+  return { iops: count / s, mbs: (count * c.bs) / s / 1e6, ios: count };
 }
 
 // ---------------------------------------------------------------------------------------
@@ -216,6 +222,21 @@ interface Running {
   name: ServerName;
   uri: string;
   stop: () => Promise<void>;
+  /** CPU time the server has used so far, µs (NaN if unknown). */
+  cpuUs: () => number;
+}
+
+/** User + system CPU time of a process (all its threads), µs; NaN once it is gone. */
+function processCpuUs(pid: number | undefined): number {
+  if (pid === undefined) return NaN;
+  try {
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_S) * 1e6;
+  } catch {
+    return NaN;
+  }
 }
 
 function freePort(): Promise<number> {
@@ -290,6 +311,11 @@ async function startAtomio(dir: string, mode: Mode, rangeBytes: number): Promise
       await s.close();
       await store.close();
     },
+    // The server runs in this process: its CPU time is the process's (the bench itself idles while fio runs).
+    cpuUs: () => {
+      const u = process.cpuUsage();
+      return u.user + u.system;
+    },
   };
 }
 
@@ -300,7 +326,7 @@ async function startQemuNbd(dir: string, mode: Mode, rangeBytes: number): Promis
   const cache = mode === 'durable' ? 'writethrough' : 'writeback';
   const child = track(spawn('qemu-nbd', ['-f', 'raw', '-t', '-e', '16', '-b', '127.0.0.1', '-p', String(port), `--cache=${cache}`, '--aio=threads', file], { stdio: ['ignore', 'ignore', 'inherit'] }));
   await waitForPort(port, child, 'qemu-nbd');
-  return { name: 'qemu-nbd', uri: `nbd://127.0.0.1:${port}/`, stop: () => stopChild(child) };
+  return { name: 'qemu-nbd', uri: `nbd://127.0.0.1:${port}/`, stop: () => stopChild(child), cpuUs: () => processCpuUs(child.pid) };
 }
 
 async function startNbdkit(dir: string, mode: Mode, rangeBytes: number): Promise<Running> {
@@ -315,7 +341,7 @@ async function startNbdkit(dir: string, mode: Mode, rangeBytes: number): Promise
     }),
   );
   await waitForPort(port, child, 'nbdkit');
-  return { name: 'nbdkit', uri: `nbd://127.0.0.1:${port}/`, stop: () => stopChild(child) };
+  return { name: 'nbdkit', uri: `nbd://127.0.0.1:${port}/`, stop: () => stopChild(child), cpuUs: () => processCpuUs(child.pid) };
 }
 
 // ---------------------------------------------------------------------------------------
@@ -360,6 +386,7 @@ export async function runNbdBench(args: string[]): Promise<number> {
   try {
     for (const mode of cfg.modes) {
       const results = new Map<string, Sample>();
+      const cpu = new Map<string, Sample>();
       for (const name of available) {
         progress(`${mode}: starting ${name}`);
         const start = name === 'atomio' ? startAtomio : name === 'qemu-nbd' ? startQemuNbd : startNbdkit;
@@ -373,19 +400,23 @@ export async function runNbdBench(args: string[]): Promise<number> {
       }
       for (const c of CASES.filter((k) => cfg.kinds.includes(kindOf(k)))) {
         const values = new Map<ServerName, number[]>();
+        const cpuPerOp = new Map<ServerName, number[]>();
         for (let rep = 0; rep < cfg.repeats; rep++) {
           for (const r of running) {
             progress(`${mode}: ${c.name}: ${r.name} (run ${rep + 1}/${cfg.repeats})`);
+            const cpuBefore = r.cpuUs();
             const m = await measure(r, c, true);
             const list = values.get(r.name) ?? [];
             list.push(c.unit === 'IOPS' ? m.iops : m.mbs);
             values.set(r.name, list);
+            cpuPerOp.set(r.name, [...(cpuPerOp.get(r.name) ?? []), (r.cpuUs() - cpuBefore) / m.ios]);
           }
         }
         for (const [name, v] of values) results.set(`${c.name}|${name}`, summarize(v));
+        for (const [name, v] of cpuPerOp) cpu.set(`${c.name}|${name}`, summarize(v));
       }
       await stopAll();
-      verdicts = verdicts.concat(report(mode, available, results));
+      verdicts = verdicts.concat(report(mode, available, results, cpu));
     }
   } finally {
     process.off('SIGINT', interrupted);
@@ -397,14 +428,14 @@ export async function runNbdBench(args: string[]): Promise<number> {
   return 0;
 }
 
-function report(mode: Mode, servers: readonly ServerName[], results: Map<string, Sample>): string[] {
+function report(mode: Mode, servers: readonly ServerName[], results: Map<string, Sample>, cpu: Map<string, Sample>): string[] {
   printTitle(
     mode === 'durable'
       ? "durable: every write on stable storage before its ack (atomio 'full', qemu-nbd writethrough, nbdkit fua=force)"
       : "writeback: writes acked from the OS cache (atomio 'none', qemu-nbd writeback, nbdkit file)",
   );
   const peers = servers.filter((s) => s !== 'atomio');
-  const headers = ['case', ...servers, ...peers.map((p) => `atomio/${p}`)];
+  const headers = ['case', ...servers, ...peers.map((p) => `atomio/${p}`), ...servers.map((s) => `${s} CPU/req`)];
   const rows: string[][] = [];
   const verdicts: string[] = [];
   for (const c of CASES) {
@@ -414,6 +445,10 @@ function report(mode: Mode, servers: readonly ServerName[], results: Map<string,
     const row = [c.name, ...servers.map((s) => (get(s) === undefined ? '—' : formatSample(get(s)!, fmt)))];
     const mine = get('atomio')?.median ?? NaN;
     for (const p of peers) row.push(formatRatio(mine / (get(p)?.median ?? NaN)));
+    for (const s of servers) {
+      const us = cpu.get(`${c.name}|${s}`)?.median;
+      row.push(us === undefined || !Number.isFinite(us) ? '—' : `${us.toFixed(0)} µs`);
+    }
     rows.push(row);
     const q = get('qemu-nbd')?.median;
     if (q !== undefined && mode === 'durable' && c.rw === 'randwrite') {
