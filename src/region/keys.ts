@@ -26,8 +26,14 @@ export const PAGES_END = Buffer.from([PAGE_TAG + 1]);
 export const VERSIONS_START = Buffer.from([VERSION_TAG]);
 export const VERSIONS_END = Buffer.from([VERSION_TAG + 1]);
 
+export const PAGE_PREFIX_BYTES = 5;
+
 export function pageKey(page: number, version: number): Buffer {
-  const key = Buffer.allocUnsafe(PAGE_KEY_BYTES);
+  return writePageKey(Buffer.allocUnsafe(PAGE_KEY_BYTES), page, version);
+}
+
+/** Writes the key of `page` at `version` into `key` (PAGE_KEY_BYTES long); returns it. */
+export function writePageKey(key: Buffer, page: number, version: number): Buffer {
   key[0] = PAGE_TAG;
   key.writeUInt32BE(page, 1);
   key.writeUInt32BE(0xffffffff - Math.floor(version / TWO_32), 5);
@@ -38,7 +44,11 @@ export function pageKey(page: number, version: number): Buffer {
 /** The first key of page `page` (its newest version); pagePrefix(page + 1) ends its keys. */
 export function pagePrefix(page: number): Buffer {
   if (page >= TWO_32) return PAGES_END;
-  const key = Buffer.allocUnsafe(5);
+  return writePagePrefix(Buffer.allocUnsafe(PAGE_PREFIX_BYTES), page);
+}
+
+/** Writes the prefix of `page` (< 2^32) into `key` (PAGE_PREFIX_BYTES long); returns it. */
+export function writePagePrefix(key: Buffer, page: number): Buffer {
   key[0] = PAGE_TAG;
   key.writeUInt32BE(page, 1);
   return key;

@@ -38,6 +38,7 @@ import {
   PAGES_END,
   PAGES_START,
   PAGE_KEY_BYTES,
+  PAGE_PREFIX_BYTES,
   VERSIONS_END,
   VERSIONS_START,
   VERSION_KEY_BYTES,
@@ -48,6 +49,8 @@ import {
   pageKey,
   pageOf,
   pagePrefix,
+  writePageKey,
+  writePagePrefix,
   versionKey,
   versionOf,
   type Meta,
@@ -129,6 +132,9 @@ export class Region {
   private readonly staged = new Map<number, Buffer>();
   private readonly flying = new Map<number, Buffer>();
   private readonly zeroPage: Buffer;
+  /** Scratch bounds of storedBelow's searches. */
+  private readonly seekStart = Buffer.alloc(PAGE_KEY_BYTES);
+  private readonly seekEnd = Buffer.alloc(PAGE_PREFIX_BYTES);
   private versionList: VersionRecord[];
   private metaPersisted: boolean;
   private lastCommit: Promise<number> | undefined;
@@ -681,9 +687,14 @@ export class Region {
 
   /** The newest stored version of `page` below `below`, or undefined (a search of the index). */
   private storedBelow(page: number, below: number): number | undefined {
-    let found: number | undefined;
     if (below <= 1) return undefined;
-    this.engine.pools.named(this.poolName)?.index.forEachIn({ start: pageKey(page, below - 1), end: pagePrefix(page + 1) }, (key) => {
+    const index = this.engine.pools.named(this.poolName)?.index;
+    if (index === undefined) return undefined;
+    // The bounds are only read during the search: scratch keys serve every call.
+    writePageKey(this.seekStart, page, below - 1);
+    const end = page + 1 >= MAX_PAGES ? PAGES_END : writePagePrefix(this.seekEnd, page + 1);
+    let found: number | undefined;
+    index.forEachIn({ start: this.seekStart, end }, (key) => {
       found = pageOf(key).version;
       return false;
     });

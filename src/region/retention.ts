@@ -52,7 +52,8 @@ export function unneededAfterDrop(
   between: (after: number, upTo: number) => Iterable<number>,
 ): [number, number][] {
   const out: [number, number][] = [];
-  const seen = new Set<string>();
+  // One dropped version visits each (page, version) once: only several can meet one twice.
+  const seen = dropped.length > 1 ? new Set<string>() : undefined;
   for (const d of dropped) {
     const next = ceiling(kept, d + 1);
     if (next === undefined) continue;
@@ -62,9 +63,11 @@ export function unneededAfterDrop(
       for (const page of pages) {
         const pv = older(page, u);
         if (pv === undefined || pageVersionNeeded(kept, pv, u)) continue;
-        const id = `${page}:${pv}`;
-        if (seen.has(id)) continue;
-        seen.add(id);
+        if (seen !== undefined) {
+          const id = `${page}:${pv}`;
+          if (seen.has(id)) continue;
+          seen.add(id);
+        }
         out.push([page, pv]);
       }
     }
