@@ -220,6 +220,8 @@ interface Writing {
   layer: Layer;
   /** Settles once the records are written (and flushed, where that is separate): to the error, if any. */
   written: Promise<unknown>;
+  /** `written` has settled: the batch can land. */
+  settled: boolean;
 }
 
 interface Span {
@@ -271,6 +273,8 @@ export class Engine {
   private writing: Writing[] = [];
   /** A segment was sealed since maintenance last ran: it may have emptied one to reclaim. */
   private sealedSinceMaintenance = false;
+  /** Set while the pipeline waits for a batch to be written: wakes it for a new commit. */
+  private onArrival: (() => void) | undefined;
   private jobs: Job[] = [];
   private running = false;
   private idleWaiters: (() => void)[] = [];
@@ -563,6 +567,11 @@ export class Engine {
   }
 
   private kick(): void {
+    const arrival = this.onArrival;
+    if (arrival !== undefined) {
+      this.onArrival = undefined;
+      setImmediate(arrival); // as below: the commits of this tick go in one batch
+    }
     if (this.running) return;
     this.running = true;
     // Defer one turn so that commits submitted in the same tick share the batch.
@@ -588,22 +597,23 @@ export class Engine {
   private async pipeline(): Promise<void> {
     try {
       for (;;) {
+        if (this.writing[0]?.settled) {
+          await this.landOldest();
+          if (this.writing.length === 0 && !this.failure) await this.maintainSafely();
+          // Let the callers just resolved queue their next commits before a batch is taken.
+          await new Promise<void>((resolve) => setImmediate(resolve));
+          continue;
+        }
         if (this.jobs.length > 0) {
           await this.drain();
           await this.runJobs();
           continue;
         }
-        if (this.queue.length === 0) {
+        if (this.queue.length === 0 || this.writing.length >= MAX_BATCHES_WRITING) {
           if (this.writing.length === 0) break;
-          await this.landOldest();
-          if (this.writing.length === 0 && !this.failure) await this.maintainSafely();
-          else await new Promise<void>((resolve) => setImmediate(resolve));
-          continue;
-        }
-        if (this.writing.length >= MAX_BATCHES_WRITING) {
-          await this.landOldest();
-          // Let the callers just resolved queue their next commits before a batch is taken.
-          await new Promise<void>((resolve) => setImmediate(resolve));
+          // The oldest batch is being written: wait for it, or, with room for another batch,
+          // for the next commit (or job), whichever comes first.
+          await this.nextEvent(this.writing.length < MAX_BATCHES_WRITING);
           continue;
         }
         if (this.writing.length > 0 && this.maintenanceDue()) {
@@ -629,9 +639,18 @@ export class Engine {
       throw error;
     } finally {
       this.running = false;
+      this.onArrival = undefined;
       for (const w of this.idleWaiters.splice(0)) w();
       if (this.queue.length > 0 || this.jobs.length > 0) this.kick();
     }
+  }
+
+  /** Resolves when the oldest batch being written settles or, if `orArrival`, a commit or job is queued. */
+  private nextEvent(orArrival: boolean): Promise<void> {
+    const written = this.writing[0]!.written.then(() => undefined);
+    if (!orArrival) return written;
+    const arrived = new Promise<void>((resolve) => (this.onArrival = resolve));
+    return Promise.race([written, arrived]).finally(() => (this.onArrival = undefined));
   }
 
   private async runJobs(): Promise<void> {
@@ -690,7 +709,12 @@ export class Engine {
         return;
       }
     }
-    this.writing.push({ accepted, records, layer, written: this.writeOut(records) });
+    const writing: Writing = { accepted, records, layer, written: this.writeOut(records), settled: false };
+    writing.written = writing.written.then((error) => {
+      writing.settled = true;
+      return error;
+    });
+    this.writing.push(writing);
   }
 
   /** Waits for the oldest batch being written, applies it and resolves its callers. */
