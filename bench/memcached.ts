@@ -27,11 +27,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { open, type Store } from '../src/index.js';
 import { startMemcachedServer, type MemcachedServer } from '../src/server/memcached/index.js';
-import { formatBytes, formatOps, formatRatio, formatSample, printTable, printTitle, progress, seededRandom, summarize, type Sample } from './report.js';
+import { formatBytes, formatOps, formatRatio, formatSample, printTable, printTitle, processCpuUs, progress, seededRandom, summarize, type Sample } from './report.js';
 
 const SERVER_START_MS = 10_000;
-/** The kernel's USER_HZ, the unit of /proc/<pid>/stat's CPU times (100 on Linux). */
-const CLOCK_TICKS_PER_S = 100;
 const THIS_FILE = fileURLToPath(import.meta.url);
 
 type Mode = 'full' | 'none';
@@ -238,18 +236,6 @@ interface Running {
   stop(): Promise<void>;
 }
 
-/** A process's user + system CPU time in µs, from /proc (undefined where there is none). */
-function processCpuUs(pid: number): number | undefined {
-  try {
-    // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return ((Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_S) * 1e6;
-  } catch {
-    return undefined;
-  }
-}
-
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = net.createServer();
@@ -295,7 +281,7 @@ async function startRealMemcached(): Promise<Running> {
   return {
     name: 'memcached',
     port,
-    cpuUs: () => processCpuUs(proc.pid!) ?? NaN,
+    cpuUs: () => processCpuUs(proc.pid),
     stop: async () => {
       proc.kill('SIGTERM');
       await exited;

@@ -35,12 +35,10 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { open, type Store } from '../src/index.js';
 import { startNbdServer, type NbdServer } from '../src/server/nbd/index.js';
 import { Volumes } from '../src/server/volumes.js';
-import { formatBytes, formatCount, formatRatio, formatSample, printTable, printTitle, progress, summarize, type Sample } from './report.js';
+import { formatBytes, formatCount, formatRatio, formatSample, printTable, printTitle, processCpuUs, progress, summarize, type Sample } from './report.js';
 
 const MiB = 1024 * 1024;
 const SERVER_START_MS = 15_000;
-/** Linux's USER_HZ, the unit of utime and stime in /proc/PID/stat. */
-const CLOCK_TICKS_PER_S = 100;
 
 type Mode = 'durable' | 'writeback';
 type ServerName = 'atomio' | 'qemu-nbd' | 'nbdkit';
@@ -224,19 +222,6 @@ interface Running {
   stop: () => Promise<void>;
   /** CPU time the server has used so far, µs (NaN if unknown). */
   cpuUs: () => number;
-}
-
-/** User + system CPU time of a process (all its threads), µs; NaN once it is gone. */
-function processCpuUs(pid: number | undefined): number {
-  if (pid === undefined) return NaN;
-  try {
-    // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return ((Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_S) * 1e6;
-  } catch {
-    return NaN;
-  }
 }
 
 function freePort(): Promise<number> {

@@ -4,6 +4,8 @@
 // because these machines are noisy; and it always runs a peer on the same data so that the
 // ratio, not a lone absolute figure, carries the result.
 
+import fs from 'node:fs';
+
 /** Nanoseconds from an arbitrary origin (monotonic). */
 export function now(): bigint {
   return process.hrtime.bigint();
@@ -187,3 +189,19 @@ export function progress(message: string): void {
 
 /** The tests' seeded PRNG (mulberry32), floats in [0, 1). */
 export { makeRandom as seededRandom } from '../src/media/random.js';
+
+/** Linux's USER_HZ, the unit of utime and stime in /proc/PID/stat. */
+const CLOCK_TICKS_PER_S = 100;
+
+/** User + system CPU time of a process (all its threads) in µs, from /proc; NaN where unknown or gone. */
+export function processCpuUs(pid: number | undefined): number {
+  if (pid === undefined) return NaN;
+  try {
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_S) * 1e6;
+  } catch {
+    return NaN;
+  }
+}
