@@ -57,7 +57,7 @@ import {
   type Retention,
   type VersionRecord,
 } from './keys.js';
-import { keptVersions, pageVersionNeeded, unneededAfterDrop } from './retention.js';
+import { ceiling, keptVersions, pageVersionNeeded, unneededAfterDrop } from './retention.js';
 
 export type { Retention as RegionRetention } from './keys.js';
 
@@ -677,7 +677,7 @@ export class Region {
     if (i >= 0) {
       for (let j = i - 1; j >= 0 && i - j <= RETENTION_LOOKBACK_VERSIONS; j--) {
         if (all[j]!.version !== all[j + 1]!.version - 1) break;
-        if (includes(all[j]!.pages, page)) return all[j]!.version;
+        if (ceiling(all[j]!.pages, page) === page) return all[j]!.version;
         if (j === 0 && all[0]!.version === 1) return undefined;
       }
       if (i === 0 && below === 1) return undefined;
@@ -881,18 +881,6 @@ function versionsIn(list: readonly VersionRecord[], after: number, upTo: number)
   const out: number[] = [];
   for (let i = lo; i < list.length && list[i]!.version <= upTo; i++) out.push(list[i]!.version);
   return out;
-}
-
-/** Whether `sorted` (ascending) holds `value`. */
-function includes(sorted: Uint32Array, value: number): boolean {
-  let lo = 0;
-  let hi = sorted.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (sorted[mid]! < value) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo < sorted.length && sorted[lo] === value;
 }
 
 function checkOptions(options: RegionOptions): RegionOptions {

@@ -20,7 +20,7 @@ export function keptVersions(versions: readonly VersionRecord[], retention: Rete
 }
 
 /** The smallest element of `sorted` (ascending) that is >= `value`, or undefined. */
-export function ceiling(sorted: readonly number[], value: number): number | undefined {
+export function ceiling(sorted: ArrayLike<number>, value: number): number | undefined {
   let lo = 0;
   let hi = sorted.length;
   while (lo < hi) {
@@ -28,7 +28,7 @@ export function ceiling(sorted: readonly number[], value: number): number | unde
     if (sorted[mid]! < value) lo = mid + 1;
     else hi = mid;
   }
-  return sorted[lo];
+  return lo < sorted.length ? sorted[lo] : undefined;
 }
 
 /** Whether page version `pv`, followed by `next` (Infinity: none), is needed by a version in `kept`. */
