@@ -23,7 +23,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { open, type Region } from '../src/index.js';
-import { formatBytes, formatRatio, formatSample, type Sample, printTable, printTitle, progress, runFor, seededRandom, summarize } from './report.js';
+import { formatBytes, formatRatio, formatSample, type Sample, printTable, printTitle, progress, runFor, seededRandom, summarize, parseTimedArgs } from './report.js';
 
 const PAGE = 4096;
 const REGION_BYTES = 16 * 1024 * 1024;
@@ -33,39 +33,7 @@ const TARGET_PAGES = 16;
 const TARGET_RATIO = 1.5;
 const GiB = 1024 ** 3;
 
-interface Args {
-  quick: boolean;
-  repeats: number;
-  seconds: number;
-  dir: string | undefined;
-  keep: boolean;
-}
-
 const USAGE = 'usage: node dist/bench/main.js region [--quick] [--repeats N] [--seconds S] [--dir PATH] [--keep]';
-
-function parseArgs(argv: string[]): Args | string {
-  const quick = argv.includes('--quick');
-  const args: Args = { quick, repeats: quick ? 1 : 3, seconds: quick ? 0.5 : 2, dir: undefined, keep: false };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (a === '--quick' || a === '--tmp') continue;
-    if (a === '--keep') args.keep = true;
-    else if (a === '--repeats') {
-      const n = Number(argv[++i]);
-      if (!Number.isInteger(n) || n < 1) return '--repeats needs an integer >= 1';
-      args.repeats = n;
-    } else if (a === '--seconds') {
-      const s = Number(argv[++i]);
-      if (!(s > 0)) return '--seconds needs a number > 0';
-      args.seconds = s;
-    } else if (a === '--dir') {
-      const d = argv[++i];
-      if (d === undefined) return '--dir needs a path';
-      args.dir = d;
-    } else return `unknown option ${a}`;
-  }
-  return args;
-}
 
 function pwrite(fd: number, buffer: Buffer, position: number): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -89,7 +57,7 @@ function pickPages(rnd: () => number, n: number): number[] {
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const args = parseArgs(argv);
+  const args = parseTimedArgs(argv);
   if (typeof args === 'string') {
     process.stderr.write(`region: ${args}\n${USAGE}\n`);
     return 2;

@@ -205,3 +205,37 @@ export function processCpuUs(pid: number | undefined): number {
     return NaN;
   }
 }
+
+/** The options every timed benchmark takes (--tmp is accepted: the data lives in a temporary directory anyway). */
+export interface TimedArgs {
+  quick: boolean;
+  repeats: number;
+  seconds: number;
+  dir: string | undefined;
+  keep: boolean;
+}
+
+/** Parses [--quick] [--repeats N] [--seconds S] [--dir PATH] [--keep]; a string is the error. */
+export function parseTimedArgs(argv: readonly string[]): TimedArgs | string {
+  const quick = argv.includes('--quick');
+  const args: TimedArgs = { quick, repeats: quick ? 1 : 3, seconds: quick ? 0.5 : 2, dir: undefined, keep: false };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--quick' || a === '--tmp') continue;
+    if (a === '--keep') args.keep = true;
+    else if (a === '--repeats') {
+      const n = Number(argv[++i]);
+      if (!Number.isInteger(n) || n < 1) return '--repeats needs an integer >= 1';
+      args.repeats = n;
+    } else if (a === '--seconds') {
+      const s = Number(argv[++i]);
+      if (!(s > 0)) return '--seconds needs a number > 0';
+      args.seconds = s;
+    } else if (a === '--dir') {
+      const d = argv[++i];
+      if (d === undefined) return '--dir needs a path';
+      args.dir = d;
+    } else return `unknown option ${a}`;
+  }
+  return args;
+}

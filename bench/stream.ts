@@ -33,6 +33,7 @@ import {
   progress,
   runFor,
   summarize,
+  parseTimedArgs,
   type Sample,
 } from './report.js';
 
@@ -41,39 +42,7 @@ const IN_FLIGHT = 64;
 const TARGET_RATIO = 50;
 const GiB = 1024 ** 3;
 
-interface Args {
-  quick: boolean;
-  repeats: number;
-  seconds: number;
-  dir: string | undefined;
-  keep: boolean;
-}
-
 const USAGE = 'usage: node dist/bench/main.js stream [--quick] [--repeats N] [--seconds S] [--dir PATH] [--keep]';
-
-function parseArgs(argv: string[]): Args | string {
-  const quick = argv.includes('--quick');
-  const args: Args = { quick, repeats: quick ? 1 : 3, seconds: quick ? 0.5 : 2, dir: undefined, keep: false };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (a === '--quick' || a === '--tmp') continue;
-    if (a === '--keep') args.keep = true;
-    else if (a === '--repeats') {
-      const n = Number(argv[++i]);
-      if (!Number.isInteger(n) || n < 1) return '--repeats needs an integer >= 1';
-      args.repeats = n;
-    } else if (a === '--seconds') {
-      const s = Number(argv[++i]);
-      if (!(s > 0)) return '--seconds needs a number > 0';
-      args.seconds = s;
-    } else if (a === '--dir') {
-      const d = argv[++i];
-      if (d === undefined) return '--dir needs a path';
-      args.dir = d;
-    } else return `unknown option ${a}`;
-  }
-  return args;
-}
 
 // ---------------------------------------------------------------------------------------
 // The sides
@@ -144,7 +113,7 @@ async function openSqlite(dir: string): Promise<Side> {
 // ---------------------------------------------------------------------------------------
 
 export async function main(argv: string[]): Promise<number> {
-  const args = parseArgs(argv);
+  const args = parseTimedArgs(argv);
   if (typeof args === 'string') {
     process.stderr.write(`stream: ${args}\n${USAGE}\n`);
     return 2;
