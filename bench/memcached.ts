@@ -27,7 +27,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { open, type Store } from '../src/index.js';
 import { startMemcachedServer, type MemcachedServer } from '../src/server/memcached/index.js';
-import { formatBytes, formatOps, formatRatio, formatSample, printTable, printTitle, processCpuUs, progress, seededRandom, summarize, type Sample } from './report.js';
+import { formatBytes, formatOps, formatRatio, formatSample, printTable, printTitle, processCpuUs, progress, seededRandom, summarize, type Sample, which } from './report.js';
 
 const SERVER_START_MS = 10_000;
 const THIS_FILE = fileURLToPath(import.meta.url);
@@ -245,19 +245,6 @@ function freePort(): Promise<number> {
       s.close(() => resolve(port));
     });
   });
-}
-
-function which(name: string): string | undefined {
-  for (const dir of (process.env.PATH ?? '').split(':')) {
-    const p = path.join(dir, name);
-    try {
-      fs.accessSync(p, fs.constants.X_OK);
-      return p;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
 }
 
 async function startRealMemcached(): Promise<Running> {

@@ -35,7 +35,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { open, type Store } from '../src/index.js';
 import { startNbdServer, type NbdServer } from '../src/server/nbd/index.js';
 import { Volumes } from '../src/server/volumes.js';
-import { formatBytes, formatCount, formatRatio, formatSample, printTable, printTitle, processCpuUs, progress, summarize, type Sample } from './report.js';
+import { formatBytes, formatCount, formatRatio, formatSample, printTable, printTitle, processCpuUs, progress, summarize, type Sample, which } from './report.js';
 
 const MiB = 1024 * 1024;
 const SERVER_START_MS = 15_000;
@@ -134,19 +134,6 @@ function positive(text: string, what: string): number {
 
 // ---------------------------------------------------------------------------------------
 // Tools
-
-function which(name: string): string | undefined {
-  for (const dir of (process.env.PATH ?? '').split(':')) {
-    const p = path.join(dir, name);
-    try {
-      fs.accessSync(p, fs.constants.X_OK);
-      return p;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
 
 function exec(file: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {

@@ -5,6 +5,7 @@
 // ratio, not a lone absolute figure, carries the result.
 
 import fs from 'node:fs';
+import path from 'node:path';
 
 /** Nanoseconds from an arbitrary origin (monotonic). */
 export function now(): bigint {
@@ -238,4 +239,18 @@ export function parseTimedArgs(argv: readonly string[]): TimedArgs | string {
     } else return `unknown option ${a}`;
   }
   return args;
+}
+
+/** The full path of an executable on PATH, or undefined. */
+export function which(name: string): string | undefined {
+  for (const dir of (process.env.PATH ?? '').split(':')) {
+    const p = path.join(dir, name);
+    try {
+      fs.accessSync(p, fs.constants.X_OK);
+      return p;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
 }
