@@ -45,6 +45,7 @@ import {
   formatRatio,
   formatSample,
   now,
+  parseTimedArgs,
   printTable,
   printTitle,
   progress,
@@ -55,6 +56,7 @@ import {
   summarize,
   timed,
   type Sample,
+  type TimedArgs,
 } from './report.js';
 
 const GiB = 1024 ** 3;
@@ -360,11 +362,7 @@ const formatPerKey = (n: number): string => `${n.toFixed(n >= 100 ? 0 : 1)} B`;
 // ---------------------------------------------------------------------------------------
 // Arguments and environment
 
-interface Args {
-  repeats: number;
-  seconds: number;
-  dir: string | undefined;
-  keep: boolean;
+interface Args extends TimedArgs {
   peers: EngineId[];
   keys: number;
 }
@@ -377,30 +375,19 @@ function parseArgs(argv: string[]): Args | string {
   const envKeys = process.env.ATOMIO_BENCH_KEYS;
   const keys = envKeys === undefined || envKeys === '' ? (quick ? QUICK_KEYS : DEFAULT_KEYS) : Number(envKeys);
   if (!Number.isInteger(keys) || keys < 1000) return `ATOMIO_BENCH_KEYS must be an integer >= 1000, not ${envKeys ?? ''}`;
-  const args: Args = { repeats: 3, seconds: quick ? 0.5 : 2, dir: undefined, keep: false, peers: [...PEERS], keys };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (a === '--keep') args.keep = true;
-    else if (a === '--quick' || a === '--tmp') continue;
-    else if (a === '--repeats') {
-      const n = Number(argv[++i]);
-      if (!Number.isInteger(n) || n < 1) return '--repeats needs an integer >= 1';
-      args.repeats = n;
-    } else if (a === '--seconds') {
-      const s = Number(argv[++i]);
-      if (!(s > 0)) return '--seconds needs a number > 0';
-      args.seconds = s;
-    } else if (a === '--dir') {
-      const d = argv[++i];
-      if (d === undefined) return '--dir needs a path';
-      args.dir = d;
-    } else if (a === '--peers') {
-      const names = (argv[++i] ?? '').split(',').filter((n) => n !== '');
+  let peers: EngineId[] = [...PEERS];
+  const timed = parseTimedArgs(argv, {
+    quickRepeats: 3,
+    more: (option, value) => {
+      if (option !== '--peers') return false;
+      const names = (value() ?? '').split(',').filter((n) => n !== '');
       if (!names.every((n): n is EngineId => (PEERS as readonly string[]).includes(n))) return `--peers takes ${PEERS.join(', ')}`;
-      args.peers = names;
-    } else return `unknown option ${a}`;
-  }
-  return args;
+      peers = names;
+      return true;
+    },
+  });
+  if (typeof timed === 'string') return timed;
+  return { ...timed, peers, keys };
 }
 
 function packageVersion(name: string): string {

@@ -216,12 +216,22 @@ export interface TimedArgs {
   keep: boolean;
 }
 
-/** Parses [--quick] [--repeats N] [--seconds S] [--dir PATH] [--keep]; a string is the error. */
-export function parseTimedArgs(argv: readonly string[]): TimedArgs | string {
+/**
+ * Parses [--quick] [--repeats N] [--seconds S] [--dir PATH] [--keep]; a string is the error.
+ * `more` takes a benchmark's own options: given one and a reader of its value, it returns
+ * true when it took it, a string when its value is wrong, false when it does not know it.
+ */
+export function parseTimedArgs(
+  argv: readonly string[],
+  { quickRepeats = 1, more }: { quickRepeats?: number; more?: (option: string, value: () => string | undefined) => boolean | string } = {},
+): TimedArgs | string {
   const quick = argv.includes('--quick');
-  const args: TimedArgs = { quick, repeats: quick ? 1 : 3, seconds: quick ? 0.5 : 2, dir: undefined, keep: false };
+  const args: TimedArgs = { quick, repeats: quick ? quickRepeats : 3, seconds: quick ? 0.5 : 2, dir: undefined, keep: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
+    const taken = more?.(a, () => argv[++i]) ?? false;
+    if (typeof taken === 'string') return taken;
+    if (taken) continue;
     if (a === '--quick' || a === '--tmp') continue;
     if (a === '--keep') args.keep = true;
     else if (a === '--repeats') {
