@@ -656,6 +656,8 @@ type WorkloadOutcome =
       steadyCleanerAmplification: number;
       segmentsCleaned: number;
       checkpoints: number;
+      /** Checkpoint media bytes per user byte (part of writeAmplification). */
+      checkpointShare: number;
       opsPerSecond: number;
     }
   | { ok: false; stalled: boolean; message: string };
@@ -751,6 +753,7 @@ async function measureWorkload(job: WorkloadJob): Promise<WorkloadOutcome> {
     steadyCleanerAmplification: steady(s1.cleanerAmplification, s2.cleanerAmplification),
     segmentsCleaned: s2.segmentsCleaned,
     checkpoints: s2.checkpoints,
+    checkpointShare: s2.checkpointBytes / u2,
     opsPerSecond: total / t.seconds,
   };
 }
@@ -813,6 +816,7 @@ async function amplificationCase(cfg: Config, dir: string, results: Results): Pr
       fixed3(outcome.steadyCleanerAmplification),
       formatCount(outcome.segmentsCleaned),
       formatCount(outcome.checkpoints),
+      fixed3(outcome.checkpointShare),
       formatOps(outcome.opsPerSecond),
     ]);
     if (w.target !== undefined) {
@@ -826,9 +830,10 @@ async function amplificationCase(cfg: Config, dir: string, results: Results): Pr
   printTitle(`Write amplification: random 4 KiB overwrites of ${cfg.waOverwrite}× the live data (durability 'none')`);
   if (geometry !== '') console.log(geometry);
   console.log('full = live / usableBytes after the fill; counters reset by reopening the store before the overwrites;');
-  console.log('"steady" = the same figures over the overwrites after the first 1× of the live data.');
+  console.log('"steady" = the same figures over the overwrites after the first 1× of the live data;');
+  console.log('"ckpt share" = checkpoint bytes per user byte (part of writeAmp).');
   printTable(
-    ['workload', 'full', 'live', 'writeAmp', 'cleanerAmp', 'steady WA', 'steady CA', 'cleaned', 'ckpts', 'overwrite rate'],
+    ['workload', 'full', 'live', 'writeAmp', 'cleanerAmp', 'steady WA', 'steady CA', 'cleaned', 'ckpts', 'ckpt share', 'overwrite rate'],
     rows,
   );
 }

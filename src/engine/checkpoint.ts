@@ -1,31 +1,28 @@
 // Checkpoint payload: a copy of the maps, so recovery replays only the log written since.
 //
-// Layout (little-endian):
+// Layout (version 3; little-endian; docs/format.md has it to the byte):
 //   0 magic 'ACKP' u32 | 4 version u32 | 8 seq f64 | 16 next seq f64 | 24 segment count u32
 //   28 head count u32 | 32 extent count f64 | 40 reserved[8]
 //   heads, 16 bytes each: kind u32 | segment u32 | offset u32 | reserved u32
 //   segments, 32 bytes each: state u8 | kind u8 | damaged u8 | reserved u8 | erase count u32
 //     nonce u32 | write offset u32 | open seq f64 | max seq f64
-//   extents, 48 bytes each, six f64 (the extent map's own leaf layout, so loading is a copy):
-//     lba | count | version | segment × 2^32 + data offset | op sectors × 2^24 + first sector
-//     | expires at
-//   pools: next pool id u32 | pool count u32, then for each pool:
-//     id u32 | name bytes u32 | key count f64 | key bytes f64 | name (UTF-8, zero-padded to 8)
-//     | key ends u32 × count (cumulative; zero-padded to 8) | keys (zero-padded to 8)
-//     | metadata f64 × META_FIELDS × count: version | expires at | segment × 2^32 + data
-//       offset | value bytes | (a cache position, meaningless on disk: written as -1)
-//   named snapshots: count u32 | reserved u32, then for each:
-//     name bytes u32 | pool count u32 | version f64 | created at f64 | extent count f64
-//     | name (zero-padded to 8) | extents (48 bytes each, as above) | pools (as above)
+//   then varints (LEB128): the extents (putExtents), next pool id, the pools (putPool),
+//   and the named snapshots: name, version, created at, extents, pools.
+//
+// The maps are copied whole; varints and shared key prefixes make the copy about a third
+// of the fixed-width version 2, which matters because a full store checkpoints often.
 
 import { assert } from '../base/assert.js';
 import { EXTENT_FIELDS, ExtentMap, type Extent } from '../ftl/extent-map.js';
-import { META_FIELDS } from '../ftl/key-index.js';
+import { MAX_KEY_BYTES, META_FIELDS } from '../ftl/key-index.js';
 import type { SegmentInfo, SegmentState } from '../ftl/segments.js';
 import type { SegmentKind } from '../log/format.js';
+import { MAX_SEGMENTS } from './limits.js';
 
 const MAGIC = 0x504b4341; // 'ACKP'
-const VERSION = 2;
+const VERSION = 3;
+/** The previous payload: every number fixed width. Still read; no longer written. */
+const FIXED_WIDTH_VERSION = 2;
 const HEADER_BYTES = 48;
 const HEAD_BYTES = 16;
 const SEGMENT_BYTES = 32;
@@ -107,22 +104,6 @@ function poolImageBytes(p: PoolImage): number {
   return 24 + pad8(Buffer.byteLength(p.name)) + pad8(n * 4) + pad8(p.keys.length) + n * META_FIELDS * 8;
 }
 
-function putBytes(buf: Buffer, at: number, bytes: Uint8Array): number {
-  buf.set(bytes, at);
-  return at + pad8(bytes.length);
-}
-
-function putU32s(buf: Buffer, at: number, values: Uint32Array): number {
-  for (let i = 0; i < values.length; i++) buf.writeUInt32LE(values[i]!, at + i * 4);
-  return at + pad8(values.length * 4);
-}
-
-function putF64s(buf: Buffer, at: number, values: Float64Array): number {
-  if (LITTLE_ENDIAN) buf.set(new Uint8Array(values.buffer, values.byteOffset, values.byteLength), at);
-  else for (let i = 0; i < values.length; i++) buf.writeDoubleLE(values[i]!, at + i * 8);
-  return at + values.length * 8;
-}
-
 export function encodeCheckpoint(
   seq: number,
   nextSeq: number,
@@ -134,10 +115,13 @@ export function encodeCheckpoint(
   snapshots: readonly SnapshotImage[],
 ): Buffer {
   const extentCount = extentsRaw.length / EXTENT_FIELDS;
+  // The fixed-width sizes bound the compact ones (see MAX_EXTENT_VARINT_BYTES): one
+  // allocation, never a resize.
   let poolBytes = 0;
   for (const pool of pools) poolBytes += poolImageBytes(pool);
   for (const snapshot of snapshots) poolBytes += snapshotImageBytes(snapshot);
-  const buf = Buffer.alloc(checkpointBytes(segments.length, heads.length, extentCount) + poolBytes);
+  const buf = Buffer.allocUnsafe(checkpointBytes(segments.length, heads.length, extentCount) + poolBytes + VARINT_SLACK_BYTES);
+  buf.fill(0, 0, HEADER_BYTES);
   buf.writeUInt32LE(MAGIC, 0);
   buf.writeUInt32LE(VERSION, 4);
   buf.writeDoubleLE(seq, 8);
@@ -150,12 +134,14 @@ export function encodeCheckpoint(
     buf.writeUInt32LE(h.kind, p);
     buf.writeUInt32LE(h.segment, p + 4);
     buf.writeUInt32LE(h.offset, p + 8);
+    buf.writeUInt32LE(0, p + 12);
     p += HEAD_BYTES;
   }
   for (const s of segments) {
     buf[p] = STATES.indexOf(s.state);
     buf[p + 1] = s.kind;
     buf[p + 2] = s.damaged ? 1 : 0;
+    buf[p + 3] = 0;
     buf.writeUInt32LE(s.eraseCount, p + 4);
     buf.writeUInt32LE(s.nonce >>> 0, p + 8);
     buf.writeUInt32LE(s.writeOffset, p + 12);
@@ -163,57 +149,259 @@ export function encodeCheckpoint(
     buf.writeDoubleLE(s.maxSeq, p + 24);
     p += SEGMENT_BYTES;
   }
-  if (LITTLE_ENDIAN) {
-    buf.set(new Uint8Array(extentsRaw.buffer, extentsRaw.byteOffset, extentsRaw.byteLength), p);
-  } else {
-    for (let i = 0; i < extentsRaw.length; i++) buf.writeDoubleLE(extentsRaw[i]!, p + i * 8);
-  }
-  p += extentCount * EXTENT_BYTES;
-  buf.writeUInt32LE(nextPoolId, p);
-  buf.writeUInt32LE(pools.length, p + 4);
-  p += 8;
-  for (const pool of pools) p = putPool(buf, p, pool);
-  buf.writeUInt32LE(snapshots.length, p);
-  p += 8;
+  const w = new VarintWriter(buf, p);
+  putExtents(w, extentsRaw);
+  w.uint(nextPoolId);
+  w.uint(pools.length);
+  for (const pool of pools) putPool(w, pool);
+  w.uint(snapshots.length);
   for (const snapshot of snapshots) {
-    const name = Buffer.from(snapshot.name, 'utf8');
-    buf.writeUInt32LE(name.length, p);
-    buf.writeUInt32LE(snapshot.pools.length, p + 4);
-    buf.writeDoubleLE(snapshot.version, p + 8);
-    buf.writeDoubleLE(snapshot.createdAt, p + 16);
-    buf.writeDoubleLE(snapshot.extentsRaw.length / EXTENT_FIELDS, p + 24);
-    p = putBytes(buf, p + 32, name);
-    p = putF64s(buf, p, snapshot.extentsRaw);
-    for (const pool of snapshot.pools) p = putPool(buf, p, pool);
+    w.bytes(Buffer.from(snapshot.name, 'utf8'));
+    w.uint(snapshot.version);
+    w.uint(snapshot.createdAt);
+    putExtents(w, snapshot.extentsRaw);
+    w.uint(snapshot.pools.length);
+    for (const pool of snapshot.pools) putPool(w, pool);
   }
-  assert(p === buf.length, 'checkpoint holds exactly the extents, pools and snapshots counted');
-  return buf;
+  assert(w.at <= buf.length, 'the compact checkpoint fits the fixed-width bound');
+  return buf.subarray(0, w.at);
 }
 
-function putPool(buf: Buffer, at: number, pool: PoolImage): number {
-  const name = Buffer.from(pool.name, 'utf8');
+/**
+ * Extents as varints: the gap from the previous extent's end, count, version, segment, data
+ * offset, op sectors, first sector, expires at. Sorted and disjoint, so gaps are small.
+ */
+function putExtents(w: VarintWriter, raw: Float64Array): void {
+  w.uint(raw.length / EXTENT_FIELDS);
+  let end = 0;
+  for (let o = 0; o < raw.length; o += EXTENT_FIELDS) {
+    const lba = raw[o]!;
+    const count = raw[o + 1]!;
+    assert(lba >= end && count > 0, 'checkpoint extents are sorted, disjoint and not empty');
+    w.uint(lba - end);
+    w.uint(count);
+    w.uint(raw[o + 2]!);
+    const location = raw[o + 3]!;
+    const segment = Math.floor(location / TWO_32);
+    w.uint(segment);
+    w.uint(location - segment * TWO_32);
+    const shape = raw[o + 4]!;
+    const opSectors = Math.floor(shape / TWO_24);
+    w.uint(opSectors);
+    w.uint(shape - opSectors * TWO_24);
+    w.uint(raw[o + 5]!);
+    end = lba + count;
+  }
+}
+
+/**
+ * A pool image as varints: id, name, key count, key bytes, then per key the bytes it shares
+ * with the key before it (keys are sorted, so prefixes repeat), the rest of the key, and its
+ * metadata with the location split in two. The cache position is not stored.
+ */
+function putPool(w: VarintWriter, pool: PoolImage): void {
   const n = pool.ends.length;
   assert(pool.meta.length === n * META_FIELDS, 'a pool image has metadata for each key');
-  buf.writeUInt32LE(pool.id, at);
-  buf.writeUInt32LE(name.length, at + 4);
-  buf.writeDoubleLE(n, at + 8);
-  buf.writeDoubleLE(pool.keys.length, at + 16);
-  let p = putBytes(buf, at + 24, name);
-  p = putU32s(buf, p, pool.ends);
-  p = putBytes(buf, p, pool.keys);
-  const metaAt = p;
-  p = putF64s(buf, p, pool.meta);
-  for (let i = 0; i < n; i++) buf.writeDoubleLE(-1, metaAt + (i * META_FIELDS + META_FIELDS - 1) * 8);
-  return p;
+  w.uint(pool.id);
+  w.bytes(Buffer.from(pool.name, 'utf8'));
+  w.uint(n);
+  w.uint(pool.keys.length);
+  const keys = pool.keys;
+  let prevStart = 0;
+  let prevEnd = 0;
+  for (let i = 0; i < n; i++) {
+    const start = i === 0 ? 0 : pool.ends[i - 1]!;
+    const end = pool.ends[i]!;
+    let shared = 0;
+    const most = Math.min(end - start, prevEnd - prevStart);
+    while (shared < most && keys[start + shared] === keys[prevStart + shared]) shared++;
+    w.uint(shared);
+    w.range(keys, start + shared, end);
+    const o = i * META_FIELDS;
+    w.uint(pool.meta[o]!);
+    w.uint(pool.meta[o + 1]!);
+    const location = pool.meta[o + 2]!;
+    const segment = Math.floor(location / TWO_32);
+    w.uint(segment);
+    w.uint(location - segment * TWO_32);
+    w.uint(pool.meta[o + 3]!);
+    prevStart = start;
+    prevEnd = end;
+  }
 }
 
-/** Returns undefined when the payload is malformed. */
+/** The counts between the sections may take a few bytes more than their fixed-width fields. */
+const VARINT_SLACK_BYTES = 16;
+const TWO_24 = 2 ** 24;
+const TWO_32 = 2 ** 32;
+
+/** LEB128 varints of non-negative integers up to 2^53 (eight bytes at most). */
+class VarintWriter {
+  constructor(
+    private readonly buf: Buffer,
+    public at: number,
+  ) {}
+
+  uint(v: number): void {
+    // Most numbers in the maps fit one byte: that path stays small enough to inline.
+    if (v < 128 && v >>> 0 === v) {
+      this.buf[this.at++] = v;
+      return;
+    }
+    this.uintLong(v);
+  }
+
+  private uintLong(v: number): void {
+    const buf = this.buf;
+    let p = this.at;
+    if (v < 2 ** 28 && v >>> 0 === v) {
+      // Versions, offsets and lengths: two to four bytes, unrolled.
+      buf[p++] = (v & 127) | 128;
+      if (v < 2 ** 14) {
+        buf[p++] = v >>> 7;
+      } else {
+        buf[p++] = ((v >>> 7) & 127) | 128;
+        if (v < 2 ** 21) {
+          buf[p++] = v >>> 14;
+        } else {
+          buf[p++] = ((v >>> 14) & 127) | 128;
+          buf[p++] = v >>> 21;
+        }
+      }
+      this.at = p;
+      return;
+    }
+    assert(Number.isSafeInteger(v) && v >= 0, 'a checkpoint varint is a non-negative safe integer');
+    while (v > 0x7fffffff) {
+      buf[p++] = (v % 128) | 128;
+      v = Math.floor(v / 128);
+    }
+    while (v >= 128) {
+      buf[p++] = (v & 127) | 128;
+      v >>>= 7;
+    }
+    buf[p++] = v;
+    this.at = p;
+  }
+
+  /** A length, then the bytes. */
+  bytes(b: Uint8Array): void {
+    this.range(b, 0, b.length);
+  }
+
+  /** A length, then b[from, to): short keys by hand, which beats making a view of each. */
+  range(b: Uint8Array, from: number, to: number): void {
+    this.uint(to - from);
+    const buf = this.buf;
+    if (to - from > 32) {
+      buf.set(b.subarray(from, to), this.at);
+      this.at += to - from;
+      return;
+    }
+    let p = this.at;
+    for (let i = from; i < to; i++) buf[p++] = b[i]!;
+    this.at = p;
+  }
+}
+
+/** A payload that does not parse; decodeCheckpoint turns it into undefined. */
+class Malformed extends Error {}
+
+class VarintReader {
+  constructor(
+    readonly buf: Buffer,
+    public at: number,
+  ) {}
+
+  uint(): number {
+    const b = this.buf[this.at];
+    if (b !== undefined && b < 128) {
+      this.at++;
+      return b;
+    }
+    return this.uintLong();
+  }
+
+  private uintLong(): number {
+    const buf = this.buf;
+    let p = this.at;
+    if (p + 4 <= buf.length) {
+      // Two to four bytes, unrolled.
+      const b0 = buf[p]!;
+      const b1 = buf[p + 1]!;
+      if (b1 < 128) {
+        this.at = p + 2;
+        return (b0 & 127) | (b1 << 7);
+      }
+      const b2 = buf[p + 2]!;
+      if (b2 < 128) {
+        this.at = p + 3;
+        return (b0 & 127) | ((b1 & 127) << 7) | (b2 << 14);
+      }
+      const b3 = buf[p + 3]!;
+      if (b3 < 128) {
+        this.at = p + 4;
+        return (b0 & 127) | ((b1 & 127) << 7) | ((b2 & 127) << 14) | (b3 << 21);
+      }
+    }
+    if (p >= buf.length) throw new Malformed();
+    let b = buf[p++]!;
+    let v = b & 127;
+    let scale = 128;
+    while (b >= 128) {
+      if (p >= buf.length || scale > 2 ** 49) throw new Malformed();
+      b = buf[p++]!;
+      v += (b & 127) * scale;
+      scale *= 128;
+    }
+    if (v > Number.MAX_SAFE_INTEGER) throw new Malformed();
+    this.at = p;
+    return v;
+  }
+
+  /** A length, then that many bytes copied into `into` at `at`; returns the length. */
+  copyInto(into: Uint8Array, at: number, most: number): number {
+    const n = this.uint();
+    if (n > most || n > this.buf.length - this.at) throw new Malformed();
+    const buf = this.buf;
+    let p = this.at;
+    if (n > 32) {
+      into.set(buf.subarray(p, p + n), at);
+    } else {
+      for (let i = 0; i < n; i++) into[at + i] = buf[p + i]!;
+    }
+    this.at = p + n;
+    return n;
+  }
+
+  /** A length, then that many bytes (a view into the payload). */
+  bytes(): Buffer {
+    const n = this.uint();
+    if (n > this.buf.length - this.at) throw new Malformed();
+    const b = this.buf.subarray(this.at, this.at + n);
+    this.at += n;
+    return b;
+  }
+
+  /** Bytes left; a count that claims more entries than could fit is refused before allocating. */
+  left(): number {
+    return this.buf.length - this.at;
+  }
+}
+
+/**
+ * Returns undefined when the payload is malformed. Reads version 3 (compact) and version 2
+ * (fixed width, written by earlier builds).
+ */
 export function decodeCheckpoint(buf: Buffer): CheckpointState | undefined {
-  if (buf.length < HEADER_BYTES || buf.readUInt32LE(0) !== MAGIC || buf.readUInt32LE(4) !== VERSION) return undefined;
+  if (buf.length < HEADER_BYTES || buf.readUInt32LE(0) !== MAGIC) return undefined;
+  const version = buf.readUInt32LE(4);
+  if (version !== VERSION && version !== FIXED_WIDTH_VERSION) return undefined;
   const segmentCount = buf.readUInt32LE(24);
   const headCount = buf.readUInt32LE(28);
   const extentCount = buf.readDoubleLE(32);
-  if (!Number.isSafeInteger(extentCount) || buf.length < checkpointBytes(segmentCount, headCount, extentCount)) return undefined;
+  if (!Number.isSafeInteger(extentCount) || extentCount < 0) return undefined;
+  if (buf.length < HEADER_BYTES + headCount * HEAD_BYTES + segmentCount * SEGMENT_BYTES) return undefined;
   const heads: Head[] = [];
   let p = HEADER_BYTES;
   for (let i = 0; i < headCount; i++, p += HEAD_BYTES) {
@@ -234,16 +422,114 @@ export function decodeCheckpoint(buf: Buffer): CheckpointState | undefined {
       maxSeq: buf.readDoubleLE(p + 24),
     });
   }
-  const extentsRaw = new Float64Array(extentCount * EXTENT_FIELDS);
-  if (LITTLE_ENDIAN) {
-    new Uint8Array(extentsRaw.buffer).set(buf.subarray(p, p + extentCount * EXTENT_BYTES));
-  } else {
-    for (let i = 0; i < extentsRaw.length; i++) extentsRaw[i] = buf.readDoubleLE(p + i * 8);
+  const seqs = { seq: buf.readDoubleLE(8), nextSeq: buf.readDoubleLE(16), heads, segments };
+  if (version === FIXED_WIDTH_VERSION) {
+    if (buf.length < checkpointBytes(segmentCount, headCount, extentCount)) return undefined;
+    const extentsRaw = new Float64Array(extentCount * EXTENT_FIELDS);
+    if (LITTLE_ENDIAN) {
+      new Uint8Array(extentsRaw.buffer).set(buf.subarray(p, p + extentCount * EXTENT_BYTES));
+    } else {
+      for (let i = 0; i < extentsRaw.length; i++) extentsRaw[i] = buf.readDoubleLE(p + i * 8);
+    }
+    p += extentCount * EXTENT_BYTES;
+    const pools = decodePools(buf, p);
+    if (pools === undefined) return undefined;
+    return { ...seqs, extentsRaw, ...pools };
   }
-  p += extentCount * EXTENT_BYTES;
-  const pools = decodePools(buf, p);
-  if (pools === undefined) return undefined;
-  return { seq: buf.readDoubleLE(8), nextSeq: buf.readDoubleLE(16), heads, segments, extentsRaw, ...pools };
+  try {
+    const r = new VarintReader(buf, p);
+    const extentsRaw = readExtents(r);
+    if (extentsRaw.length !== extentCount * EXTENT_FIELDS) return undefined;
+    const nextPoolId = r.uint();
+    const pools = readPools(r);
+    const snapshotCount = r.uint();
+    if (snapshotCount > r.left()) return undefined;
+    const snapshots: SnapshotImage[] = [];
+    for (let i = 0; i < snapshotCount; i++) {
+      const name = r.bytes().toString('utf8');
+      const snapshotVersion = r.uint();
+      const createdAt = r.uint();
+      const snapshotExtents = readExtents(r);
+      snapshots.push({ name, version: snapshotVersion, createdAt, extentsRaw: snapshotExtents, pools: readPools(r) });
+    }
+    if (r.at !== buf.length) return undefined;
+    return { ...seqs, extentsRaw, nextPoolId, pools, snapshots };
+  } catch (error) {
+    if (error instanceof Malformed) return undefined;
+    throw error;
+  }
+}
+
+/** The smallest encoded extent and key: one byte per varint. */
+const MIN_EXTENT_VARINT_BYTES = 8;
+const MIN_KEY_VARINT_BYTES = 7;
+
+function readExtents(r: VarintReader): Float64Array {
+  const count = r.uint();
+  if (count * MIN_EXTENT_VARINT_BYTES > r.left()) throw new Malformed();
+  const raw = new Float64Array(count * EXTENT_FIELDS);
+  let end = 0;
+  for (let o = 0; o < raw.length; o += EXTENT_FIELDS) {
+    const lba = end + r.uint();
+    const sectors = r.uint();
+    const version = r.uint();
+    const segment = r.uint();
+    const offset = r.uint();
+    const opSectors = r.uint();
+    const firstSector = r.uint();
+    const expiresAt = r.uint();
+    if (sectors === 0 || offset >= TWO_32 || segment >= MAX_SEGMENTS || opSectors >= TWO_24 || firstSector >= TWO_24) throw new Malformed();
+    end = lba + sectors;
+    if (end > Number.MAX_SAFE_INTEGER) throw new Malformed();
+    raw[o] = lba;
+    raw[o + 1] = sectors;
+    raw[o + 2] = version;
+    raw[o + 3] = segment * TWO_32 + offset;
+    raw[o + 4] = opSectors * TWO_24 + firstSector;
+    raw[o + 5] = expiresAt;
+  }
+  return raw;
+}
+
+function readPools(r: VarintReader): PoolImage[] {
+  const count = r.uint();
+  if (count > r.left()) throw new Malformed();
+  const pools: PoolImage[] = [];
+  for (let i = 0; i < count; i++) pools.push(readPool(r));
+  return pools;
+}
+
+function readPool(r: VarintReader): PoolImage {
+  const id = r.uint();
+  const name = r.bytes().toString('utf8');
+  const n = r.uint();
+  const keyBytes = r.uint();
+  if (n * MIN_KEY_VARINT_BYTES > r.left() || keyBytes > n * MAX_KEY_BYTES) throw new Malformed();
+  const keys = new Uint8Array(keyBytes);
+  const ends = new Uint32Array(n);
+  const meta = new Float64Array(n * META_FIELDS);
+  let at = 0;
+  let prevStart = 0;
+  for (let i = 0; i < n; i++) {
+    const shared = r.uint();
+    if (shared > at - prevStart) throw new Malformed();
+    if (shared > 0) keys.copyWithin(at, prevStart, prevStart + shared);
+    const rest = r.copyInto(keys, at + shared, keyBytes - at - shared);
+    prevStart = at;
+    at += shared + rest;
+    ends[i] = at;
+    const o = i * META_FIELDS;
+    meta[o] = r.uint();
+    meta[o + 1] = r.uint();
+    const segment = r.uint();
+    const offset = r.uint();
+    if (segment >= MAX_SEGMENTS || offset >= TWO_32) throw new Malformed();
+    meta[o + 2] = segment * TWO_32 + offset;
+    meta[o + 3] = r.uint();
+    meta[o + 4] = -1;
+  }
+  if (at !== keyBytes) throw new Malformed();
+  return { id, name, keys, ends, meta };
 }
 
 function decodePools(buf: Buffer, at: number): { nextPoolId: number; pools: PoolImage[]; snapshots: SnapshotImage[] } | undefined {

@@ -293,6 +293,8 @@ export class Engine {
     cleanerBytes: 0,
     segmentsCleaned: 0,
     checkpoints: 0,
+    /** Media bytes written by checkpoints (part of mediaBytes). */
+    checkpointBytes: 0,
     expiredBytes: 0,
   };
 
@@ -1828,6 +1830,7 @@ export class Engine {
       );
       buf.set(part, this.alignment);
       this.counters.mediaBytes += buf.length;
+      this.counters.checkpointBytes += buf.length;
       writes.push(this.media.write(buf, this.segmentOffset(s.index)));
     }
     await settleAll(writes);

@@ -94,6 +94,8 @@ export interface StoreStats {
   flushes: number;
   commitsPerFlush: number;
   checkpoints: number;
+  /** Media bytes written by checkpoints since open (part of writeAmplification). */
+  checkpointBytes: number;
   segmentsCleaned: number;
   mappedExtents: number;
   expiredBytesReclaimed: number;
@@ -398,6 +400,7 @@ export class Store implements AsyncDisposable {
       flushes: c.flushes,
       commitsPerFlush: c.flushes === 0 ? 0 : c.commits / c.flushes,
       checkpoints: c.checkpoints,
+      checkpointBytes: c.checkpointBytes,
       segmentsCleaned: c.segmentsCleaned,
       mappedExtents: e.map.size,
       expiredBytesReclaimed: c.expiredBytes + e.pools.expiredBytes,
