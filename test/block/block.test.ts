@@ -59,6 +59,8 @@ test('malformed arguments reject with ERR_ARGUMENT and write nothing', async () 
       ['read of 0 sectors', () => b.read(0, 0)],
       ['read with negative lba', () => b.read(-5, 1)],
       ['read past the last lba', () => b.read(top - 1, 2)],
+      ['readParts of 0 sectors', () => b.readParts(0, 0)],
+      ['readParts past the last lba', () => b.readParts(top - 1, 2)],
       ['trim of 0 sectors', () => b.trim(0, 0)],
       ['trim with fractional count', () => b.trim(0, 2.5)],
       ['trim past the last lba', () => b.trim(top, 1)],
@@ -130,6 +132,32 @@ test('too many ops, too many data bytes, too many conditions and too big a read 
     assert.equal(b.exists(100000), false);
     await assert.rejects(b.read(0, (256 * MiB) / 512 + 1), code('ERR_LIMIT', 'read over 256 MiB'));
   });
+});
+
+test('readParts hands out what read returns: one extent, several, holes between and around, trimmed and overwritten sectors', async () => {
+  await withStore(async (store) => {
+    const b = store.block;
+    await b.write(0, tagged(512, 1, 0, 256)); // one extent of 128 KiB (many 4 KiB chunks)
+    await b.write(300, tagged(512, 2, 300, 9));
+    await b.write(320, tagged(512, 3, 320, 40));
+    await b.write(330, tagged(512, 4, 330, 3)); // overwrites the middle of the one before
+    await b.trim(100, 20);
+    const ranges: [number, number][] = [
+      [0, 256],
+      [1, 7],
+      [5, 250],
+      [90, 40],
+      [250, 120],
+      [400, 16],
+      [299, 11],
+      [7, 1],
+    ];
+    for (const [lba, count] of ranges) {
+      const parts = await b.readParts(lba, count);
+      assert.ok(parts.length >= 1 && parts.every((p) => p.length > 0), `[${lba}, +${count}): non-empty parts`);
+      assert.deepEqual(Buffer.concat(parts), await b.read(lba, count), `[${lba}, +${count}): the parts are the read`);
+    }
+  }, { capacity: 32 * MiB, segmentSize: MiB });
 });
 
 test('sparse lbas at the very top of the 2^53-byte space write, read back and survive a reopen', async () => {

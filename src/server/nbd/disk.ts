@@ -75,6 +75,24 @@ export class VolumeDisk {
     return sectors.then((bytes) => bytes.subarray(at, at + length));
   }
 
+  /**
+   * The bytes [offset, offset + length) as consecutive buffers, for a vectored reply. An
+   * aligned read returns the block face's own promise (see read()); an unaligned one, one
+   * buffer.
+   */
+  readParts(offset: number, length: number): Promise<Buffer[]> {
+    const ss = this.sectorSize;
+    if (length > 0 && offset % ss === 0 && length % ss === 0) {
+      try {
+        this.checkRange(offset, length);
+      } catch (error) {
+        return Promise.reject(error);
+      }
+      return this.block.readParts(this.firstLba + offset / ss, length / ss);
+    }
+    return this.read(offset, length).then(oneBuffer);
+  }
+
   /** True when no sector under [offset, offset + length) holds data: the range reads as zeros. */
   isHole(offset: number, length: number): boolean {
     this.checkRange(offset, length);
@@ -286,6 +304,10 @@ export function commitUnitBytes(maxAtomicBytes: number, sectorSize: number): num
   const unit = Math.floor((maxAtomicBytes - margin) / 4096) * 4096;
   assert(unit >= sectorSize && unit % sectorSize === 0, `commit unit ${unit} for sector size ${sectorSize}`);
   return unit;
+}
+
+function oneBuffer(buffer: Buffer): Buffer[] {
+  return [buffer];
 }
 
 let zeroCache: Buffer | undefined;

@@ -17,6 +17,7 @@
 // - no exception escapes a request: failures become NBD errors (internal ones are logged).
 
 import type { Socket } from 'node:net';
+import { assert } from '../../base/assert.js';
 import { isAtomioError } from '../../base/errors.js';
 import type { VolumeDisk } from './disk.js';
 import type { Flusher } from './flush.js';
@@ -95,6 +96,14 @@ class NbdError extends Error {
   ) {
     super(message);
   }
+}
+
+/** `parts`, once it is sure they hold exactly `length` bytes: a reply's header promises that many. */
+function whole(parts: Buffer[], length: number): Buffer[] {
+  let bytes = 0;
+  for (const p of parts) bytes += p.length;
+  if (bytes !== length) assert(false, `a read's parts hold ${bytes} bytes, not ${length}`);
+  return parts;
 }
 
 const COMMAND_NAMES: Record<number, string> = {
@@ -276,14 +285,14 @@ export class Transmission {
         }
         this.checkBounds(r, NBD_EINVAL);
         if (!structured) {
-          this.after(r, disk.read(r.offset, r.length), (data) => [simpleReply(r.cookie, 0), data]);
+          this.after(r, disk.readParts(r.offset, r.length), (parts) => [simpleReply(r.cookie, 0), ...whole(parts, r.length)]);
         } else if (r.length === 0) {
           this.answer(r, () => [noneChunk(r.cookie)]);
         } else if ((r.flags & NBD_CMD_FLAG_DF) === 0 && disk.isHole(r.offset, r.length)) {
           this.answer(r, () => [offsetHoleChunk(r.cookie, NBD_REPLY_FLAG_DONE, r.offset, r.length)]);
         } else {
           // The data is in hand when the reply is built, so no error can follow it: this chunk can be the last.
-          this.after(r, disk.read(r.offset, r.length), (data) => [offsetDataHeader(r.cookie, NBD_REPLY_FLAG_DONE, r.offset, data.length), data]);
+          this.after(r, disk.readParts(r.offset, r.length), (parts) => [offsetDataHeader(r.cookie, NBD_REPLY_FLAG_DONE, r.offset, r.length), ...whole(parts, r.length)]);
         }
         return;
       }

@@ -18,10 +18,13 @@ import { Flusher } from '../../../src/server/nbd/flush.js';
 import { ByteInput } from '../../../src/server/nbd/input.js';
 import { Transmission } from '../../../src/server/nbd/transmission.js';
 import { Volume } from '../../../src/server/volumes.js';
-import { CMD, requestBytes } from './client.js';
+import { CMD, CMD_FLAG, requestBytes } from './client.js';
 
 const SECTOR = 4096;
 const SIMPLE_REPLY_MAGIC = 0x67446698;
+const STRUCTURED_REPLY_MAGIC = 0x668e33ef;
+const NBD_REPLY_TYPE_ERROR = 32769;
+const NBD_EIO = 5;
 
 /** A socket that records what is written to it. */
 class FakeSocket extends EventEmitter {
@@ -63,7 +66,7 @@ class HeldBlock {
   readonly sectorSize = SECTOR;
   readonly maxAtomicBytes = 8 * 1024 * 1024;
   writes: Deferred<number>[] = [];
-  reads: Deferred<Buffer>[] = [];
+  reads: Deferred<Buffer[]>[] = [];
   private called = deferred<void>();
 
   write(): Promise<number> {
@@ -73,21 +76,21 @@ class HeldBlock {
     return d.promise;
   }
 
-  read(): Promise<Buffer> {
-    const d = deferred<Buffer>();
+  readParts(): Promise<Buffer[]> {
+    const d = deferred<Buffer[]>();
     this.reads.push(d);
     this.called.resolve();
     return d.promise;
   }
 
-  /** Resolves once write() or read() has been called. */
+  /** Resolves once write() or readParts() has been called. */
   async nextCall(): Promise<void> {
     await this.called.promise;
     this.called = deferred<void>();
   }
 }
 
-function setup(): { socket: FakeSocket; block: HeldBlock; run: Promise<unknown>; input: ByteInput } {
+function setup(structured = false): { socket: FakeSocket; block: HeldBlock; run: Promise<unknown>; input: ByteInput } {
   const socket = new FakeSocket();
   const block = new HeldBlock();
   const input = new ByteInput(socket as unknown as Socket, 1024 * 1024);
@@ -97,7 +100,7 @@ function setup(): { socket: FakeSocket; block: HeldBlock; run: Promise<unknown>;
     socket: socket as unknown as Socket,
     disk: new VolumeDisk(block as unknown as BlockDevice, volume),
     flusher: new Flusher({ flush: () => Promise.resolve() } as unknown as Store, 'full'),
-    structured: false,
+    structured,
     baseAllocation: false,
     log: () => undefined,
   });
@@ -132,10 +135,55 @@ test('a read of whole sectors is answered in the first microtask after the block
   socket.emit('data', requestBytes(CMD.READ, 0, 9n, 4 * SECTOR, 2 * SECTOR));
   await block.nextCall();
   const data = Buffer.alloc(2 * SECTOR, 5);
-  const written = await oneMicrotaskAfter(() => block.reads[0]!.resolve(data), socket);
+  const written = await oneMicrotaskAfter(() => block.reads[0]!.resolve([data]), socket);
   assert.equal(written, 2, 'reply header and data are on the socket one microtask after the read resolved');
   assert.equal(socket.writes[0]!.readBigUInt64BE(8), 9n, 'the cookie of the request');
   assert.ok(socket.writes[1]!.equals(data), 'the data follows the header');
   input.close('test over');
   await run;
+});
+
+test('a read the block face hands out in parts is sent as one reply: the header, then every part in order', async () => {
+  for (const structured of [false, true]) {
+    const { socket, block, run, input } = setup(structured);
+    // DF (don't fragment) skips the hole check, which this block face cannot answer.
+    socket.emit('data', requestBytes(CMD.READ, structured ? CMD_FLAG.DF : 0, 11n, 8 * SECTOR, 3 * SECTOR));
+    await block.nextCall();
+    const parts = [Buffer.alloc(SECTOR, 1), Buffer.alloc(SECTOR + 100, 2), Buffer.alloc(SECTOR - 100, 3)];
+    const written = await oneMicrotaskAfter(() => block.reads[0]!.resolve(parts), socket);
+    assert.equal(written, 4, `${structured ? 'structured' : 'simple'}: a header and three parts`);
+    const header = socket.writes[0]!;
+    if (structured) {
+      assert.equal(header.readUInt32BE(0), STRUCTURED_REPLY_MAGIC);
+      assert.equal(header.readUInt32BE(16), 8 + 3 * SECTOR, 'the chunk holds the offset and every part');
+      assert.equal(header.readBigUInt64BE(20), BigInt(8 * SECTOR), 'the offset of the read');
+    } else {
+      assert.equal(header.readUInt32BE(0), SIMPLE_REPLY_MAGIC);
+      assert.equal(header.readUInt32BE(4), 0, 'no error');
+    }
+    assert.deepEqual(socket.writes.slice(1), parts, 'the parts follow, in order, as they are');
+    input.close('test over');
+    await run;
+  }
+});
+
+test('a read whose parts do not add up to its length is answered with an error, never short data', async () => {
+  for (const structured of [false, true]) {
+    const { socket, block, run, input } = setup(structured);
+    socket.emit('data', requestBytes(CMD.READ, structured ? CMD_FLAG.DF : 0, 12n, 0, 2 * SECTOR));
+    await block.nextCall();
+    await oneMicrotaskAfter(() => block.reads[0]!.resolve([Buffer.alloc(SECTOR, 1)]), socket);
+    assert.equal(socket.writes.length, 1, `${structured ? 'structured' : 'simple'}: one reply, no data`);
+    const reply = socket.writes[0]!;
+    if (structured) {
+      assert.equal(reply.readUInt32BE(0), STRUCTURED_REPLY_MAGIC);
+      assert.equal(reply.readUInt16BE(6), NBD_REPLY_TYPE_ERROR, 'an error chunk');
+      assert.equal(reply.readUInt32BE(20), NBD_EIO);
+    } else {
+      assert.equal(reply.readUInt32BE(0), SIMPLE_REPLY_MAGIC);
+      assert.equal(reply.readUInt32BE(4), NBD_EIO);
+    }
+    input.close('test over');
+    await run;
+  }
 });
