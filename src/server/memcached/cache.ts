@@ -23,8 +23,11 @@ import { TWO_64 } from './protocol.js';
 
 /** How often a read-modify-write retries after losing a race, before SERVER_ERROR. */
 export const MAX_RETRIES = 16;
-/** Items whose fetch/access/win state is kept in memory (the oldest are forgotten first). */
-export const MAX_TRACKED_ITEMS = 100_000;
+/**
+ * Items whose fetch/access/win state is kept in memory (a power of two: slots of a table of
+ * 32 bytes each; when it is full the items accessed longest ago are forgotten first).
+ */
+export const MAX_TRACKED_ITEMS = 128 * 1024;
 /** The pool that holds a pending flush_all deadline. */
 export const META_POOL = 'memcached.meta';
 const FLUSH_KEY = 'flush_at';
@@ -84,61 +87,124 @@ export interface Counters {
 }
 
 /** What memcached keeps per item in memory and we keep here: fetched, last access, token sent. */
-interface Tracked {
+export interface Tracked {
   version: number;
   fetched: boolean;
   lastAccessMs: number;
   tokenSent: boolean;
 }
 
-/** Per-item state that is not worth a write: bounded, forgotten on restart. */
-export class AccessTracker {
-  private readonly map = new Map<string, Tracked>();
+/** Slots of the tracker's table: 64-bit version, last access (ms), key hash, state bits. */
+const SLOT_FIELDS = 4;
+/** A lookup or an insert looks at most this many slots from the item's home slot. */
+const PROBE_SLOTS = 8;
+const FETCHED = 1;
+const TOKEN_SENT = 2;
 
-  constructor(private readonly limit = MAX_TRACKED_ITEMS) {}
+/**
+ * Per-item state that is not worth a write: bounded, forgotten on restart.
+ *
+ * Every get marks its item fetched, so this sits on the hot path: one flat table of numbers
+ * (no object, string or Map entry per item), where a lookup reads one or two cache lines.
+ * An item is found by its version and a 32-bit hash of its key: a version names one commit,
+ * so only keys written together share one, and those are told apart by the hash. A rewritten
+ * item gets a new version; its old slot is never asked for again and is reused first, since
+ * a full probe window gives up the slot accessed longest ago. Slots are never emptied, so a
+ * lookup may stop at the first empty slot.
+ */
+export class AccessTracker {
+  private readonly slots: number;
+  private readonly table: Float64Array;
+  private used = 0;
+
+  /** `slots`: a power of two; at most that many items are tracked. */
+  constructor(slots = MAX_TRACKED_ITEMS) {
+    if (!Number.isSafeInteger(slots) || slots < PROBE_SLOTS || (slots & (slots - 1)) !== 0) {
+      throw new AtomioError('ERR_ARGUMENT', `tracker slots must be a power of two >= ${PROBE_SLOTS}, not ${String(slots)}`, {});
+    }
+    this.slots = slots;
+    this.table = new Float64Array(slots * SLOT_FIELDS);
+  }
 
   /** The item's state if it was tracked at this version. */
   get(key: Buffer, version: number): Tracked | undefined {
-    const t = this.map.get(keyText(key));
-    return t !== undefined && t.version === version ? t : undefined;
+    const at = this.find(version, keyHash(key));
+    if (at < 0) return undefined;
+    const t = this.table;
+    const state = t[at + 3]!;
+    return { version, fetched: (state & FETCHED) !== 0, lastAccessMs: t[at + 1]!, tokenSent: (state & TOKEN_SENT) !== 0 };
   }
 
-  /** Records a fetch (get, gets, mg without u) at `version`. The key as bytes or as their latin1 text. */
-  fetched(key: Buffer | string, version: number, nowMs: number): void {
-    const k = keyText(key);
-    const t = this.map.get(k);
-    if (t !== undefined && t.version === version) {
-      t.fetched = true;
-      t.lastAccessMs = nowMs;
-      return;
-    }
-    this.set(k, { version, fetched: true, lastAccessMs: nowMs, tokenSent: false });
+  /** Records a fetch (get, gets, mg without u) at `version`. */
+  fetched(key: Buffer, version: number, nowMs: number): void {
+    this.mark(key, version, nowMs, FETCHED, true);
   }
 
   /** Marks that a client won the right to recache the item at `version` (mg W). */
   tokenSent(key: Buffer, version: number, nowMs: number): void {
-    const k = keyText(key);
-    const t = this.map.get(k);
-    if (t !== undefined && t.version === version) t.tokenSent = true;
-    else this.set(k, { version, fetched: false, lastAccessMs: nowMs, tokenSent: true });
+    this.mark(key, version, nowMs, TOKEN_SENT, false);
   }
 
+  /** Items tracked. */
   get size(): number {
-    return this.map.size;
+    return this.used;
   }
 
-  private set(k: string, t: Tracked): void {
-    this.map.delete(k);
-    this.map.set(k, t);
-    if (this.map.size > this.limit) {
-      const oldest = this.map.keys().next();
-      if (!oldest.done) this.map.delete(oldest.value);
+  private mark(key: Buffer, version: number, nowMs: number, bit: number, access: boolean): void {
+    const hash = keyHash(key);
+    const t = this.table;
+    const found = this.find(version, hash);
+    if (found >= 0) {
+      t[found + 3] = t[found + 3]! | bit;
+      if (access) t[found + 1] = nowMs;
+      return;
     }
+    const at = this.victim(version, hash);
+    if (t[at] === 0) this.used++;
+    t[at] = version;
+    t[at + 1] = nowMs;
+    t[at + 2] = hash;
+    t[at + 3] = bit;
+  }
+
+  /** The table index of the item's slot, or -1. */
+  private find(version: number, hash: number): number {
+    const t = this.table;
+    const mask = this.slots - 1;
+    const home = homeSlot(version, hash);
+    for (let i = 0; i < PROBE_SLOTS; i++) {
+      const at = ((home + i) & mask) * SLOT_FIELDS;
+      const v = t[at]!;
+      if (v === 0) return -1;
+      if (v === version && t[at + 2] === hash) return at;
+    }
+    return -1;
+  }
+
+  /** Where a new item goes: the first empty slot of its window, else the one accessed longest ago. */
+  private victim(version: number, hash: number): number {
+    const t = this.table;
+    const mask = this.slots - 1;
+    const home = homeSlot(version, hash);
+    let oldest = -1;
+    for (let i = 0; i < PROBE_SLOTS; i++) {
+      const at = ((home + i) & mask) * SLOT_FIELDS;
+      if (t[at] === 0) return at;
+      if (oldest < 0 || t[at + 1]! < t[oldest + 1]!) oldest = at;
+    }
+    return oldest;
   }
 }
 
-function keyText(key: Buffer | string): string {
-  return typeof key === 'string' ? key : key.toString('latin1');
+/** FNV-1a over the key's bytes, as an unsigned 32-bit number. */
+function keyHash(key: Buffer): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key[i]!, 0x01000193);
+  return h >>> 0;
+}
+
+function homeSlot(version: number, hash: number): number {
+  return (Math.imul(version | 0, 0x9e3779b1) ^ hash) >>> 0;
 }
 
 /** Thrown inside update() functions to refuse with a memcached outcome. */

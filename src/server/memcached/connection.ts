@@ -332,7 +332,7 @@ export class Connection {
     this.scanned = 0;
     let reply: Buffer;
     try {
-      reply = getOne(b.subarray(keyStart, keyEnd), b.toString('latin1', keyStart, keyEnd), false, this.state.cache);
+      reply = getOne(b.subarray(keyStart, keyEnd), false, this.state.cache);
     } catch (error) {
       this.log(isAtomioError(error) ? `memcached: store error: ${error.code} ${error.message}` : `memcached: internal error: ${(error as Error).stack ?? String(error)}`);
       reply = line(serverErrorLine(error));

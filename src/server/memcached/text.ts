@@ -110,7 +110,7 @@ function retrieval(tokens: string[], first: number, withCas: boolean, exptime: n
     if (key === undefined) return reply(line(ERR.badFormat));
     keys.push(key);
   }
-  if (keys.length === 1 && exptime === undefined) return { dataBytes: -1, swallow: false, exclusive: true, close: false, badChunk: null, run: () => getOne(keys[0]!, tokens[first]!, withCas, cache) };
+  if (keys.length === 1 && exptime === undefined) return { dataBytes: -1, swallow: false, exclusive: true, close: false, badChunk: null, run: () => getOne(keys[0]!, withCas, cache) };
   const run = (_data: Buffer | undefined, out: Output): Reply | Promise<Reply> => {
     if (exptime !== undefined) return getAndTouch(keys, withCas, exptime, cache);
     const c = cache.counters;
@@ -141,9 +141,9 @@ function retrieval(tokens: string[], first: number, withCas: boolean, exptime: n
 /**
  * get/gets of one key (the common case): the whole reply in one buffer, made without
  * intermediate strings or objects. `key` may be a view of the connection's input (the lookup
- * copies what it keeps); `keyText` is the same bytes as latin1 text.
+ * copies what it keeps).
  */
-export function getOne(key: Buffer, keyText: string, withCas: boolean, cache: Cache): Buffer {
+export function getOne(key: Buffer, withCas: boolean, cache: Cache): Buffer {
   const c = cache.counters;
   c.cmd_get!++;
   const entry = cache.pool.getEntrySync(key);
@@ -152,7 +152,7 @@ export function getOne(key: Buffer, keyText: string, withCas: boolean, cache: Ca
     return END;
   }
   c.get_hits!++;
-  cache.tracker.fetched(keyText, entry.version, cache.now());
+  cache.tracker.fetched(key, entry.version, cache.now());
   const value = entry.value;
   const from = dataStart(value);
   const flags = flagsOf(value);
@@ -160,8 +160,13 @@ export function getOne(key: Buffer, keyText: string, withCas: boolean, cache: Ca
   // VALUE <key> <flags> <bytes>[ <cas>]\r\n<data>\r\nEND\r\n
   const casBytes = withCas ? 1 + decimalDigits(entry.version) : 0;
   const out = Buffer.allocUnsafe(6 + key.length + 1 + decimalDigits(flags) + 1 + decimalDigits(bytes) + casBytes + 2 + bytes + 7);
-  VALUE_SP.copy(out, 0);
-  let at = 6 + key.copy(out, 6);
+  out[0] = 0x56; // VALUE
+  out[1] = 0x41;
+  out[2] = 0x4c;
+  out[3] = 0x55;
+  out[4] = 0x45;
+  out[5] = 0x20;
+  let at = putBytes(out, 6, key, 0, key.length);
   out[at++] = 0x20;
   at = writeDecimal(out, at, flags);
   out[at++] = 0x20;
@@ -172,13 +177,24 @@ export function getOne(key: Buffer, keyText: string, withCas: boolean, cache: Ca
   }
   out[at++] = 0x0d;
   out[at++] = 0x0a;
-  at += value.copy(out, at, from);
-  CRLF_END.copy(out, at);
+  at = putBytes(out, at, value, from, value.length);
+  out[at++] = 0x0d; // \r\nEND\r\n
+  out[at++] = 0x0a;
+  out[at++] = 0x45;
+  out[at++] = 0x4e;
+  out[at++] = 0x44;
+  out[at++] = 0x0d;
+  out[at] = 0x0a;
   return out;
 }
 
-const VALUE_SP = Buffer.from('VALUE ', 'latin1');
-const CRLF_END = Buffer.from('\r\nEND\r\n', 'latin1');
+/** Copies src[from, to) to out at `at`; returns the position after it. Short runs by hand: Buffer#copy costs more to call than to copy them. */
+function putBytes(out: Buffer, at: number, src: Buffer, from: number, to: number): number {
+  if (to - from > 32) return at + src.copy(out, at, from, to);
+  for (let i = from; i < to; i++) out[at++] = src[i]!;
+  return at;
+}
+
 
 /** The rest of a large multi-get, written as it is gathered, waiting whenever the socket is full. */
 async function streamRest(parts: Buffer[], keys: Buffer[], from: number, withCas: boolean, cache: Cache, out: Output): Promise<Reply> {
