@@ -314,38 +314,49 @@ export class Cache {
   // -------------------------------------------------------------------------------------
   // Writes
 
-  async store(r: StoreRequest): Promise<StoreOutcome> {
-    if (r.mode === 'append' || r.mode === 'prepend') return this.concat(r);
-    if (r.mode === 'cas' || r.cas !== undefined) {
-      if (r.mode === 'add') return this.plainStore({ ...r, cas: undefined });
-      return this.casStore(r);
+  /** Never throws: a failure is the promise's rejection. */
+  store(r: StoreRequest): Promise<StoreOutcome> {
+    try {
+      if (r.mode === 'append' || r.mode === 'prepend') return this.concat(r);
+      if (r.mode === 'cas' || r.cas !== undefined) {
+        if (r.mode === 'add') return this.plainStore({ ...r, cas: undefined });
+        return this.casStore(r);
+      }
+      return this.plainStore(r);
+    } catch (error) {
+      return Promise.reject(error);
     }
-    return this.plainStore(r);
   }
 
-  private async plainStore(r: StoreRequest): Promise<StoreOutcome> {
+  /** set, add and replace: one reaction on the commit's promise and no async frame, as every set takes this path. */
+  private plainStore(r: StoreRequest): Promise<StoreOutcome> {
+    if (r.ttl < 0) return this.storeExpired(r);
     const size = r.data.length;
-    if (r.ttl < 0) {
-      // Stored already expired: whatever the key held is gone, and nothing new is visible.
-      if (r.mode === 'set') {
-        await this.pool.delete(r.key);
-        return { status: 'STORED', version: 0, size };
-      }
-      if (r.mode === 'add') return { status: this.has(r.key) ? 'NOT_STORED' : 'STORED', version: 0, size };
-      try {
-        await this.pool.delete(r.key, { ifPresent: true });
-        return { status: 'STORED', version: 0, size };
-      } catch (error) {
+    const value = encodeItem(r.flags, r.data, this.now());
+    const options = r.mode === 'add' ? { ttl: r.ttl, ifAbsent: true } : r.mode === 'replace' ? { ttl: r.ttl, ifPresent: true } : { ttl: r.ttl };
+    return this.pool.put(r.key, value, options).then(
+      (version): StoreOutcome => {
+        this.counters.total_items!++;
+        return { status: 'STORED', version, size };
+      },
+      (error: unknown): StoreOutcome => {
         if (isCondition(error)) return { status: 'NOT_STORED', version: 0, size };
         throw error;
-      }
+      },
+    );
+  }
+
+  /** Stored already expired: whatever the key held is gone, and nothing new is visible. */
+  private async storeExpired(r: StoreRequest): Promise<StoreOutcome> {
+    const size = r.data.length;
+    if (r.mode === 'set') {
+      await this.pool.delete(r.key);
+      return { status: 'STORED', version: 0, size };
     }
-    const value = encodeItem(r.flags, r.data, this.now());
-    const condition = r.mode === 'add' ? { ifAbsent: true } : r.mode === 'replace' ? { ifPresent: true } : {};
+    if (r.mode === 'add') return { status: this.has(r.key) ? 'NOT_STORED' : 'STORED', version: 0, size };
     try {
-      const version = await this.pool.put(r.key, value, { ttl: r.ttl, ...condition });
-      this.counters.total_items!++;
-      return { status: 'STORED', version, size };
+      await this.pool.delete(r.key, { ifPresent: true });
+      return { status: 'STORED', version: 0, size };
     } catch (error) {
       if (isCondition(error)) return { status: 'NOT_STORED', version: 0, size };
       throw error;

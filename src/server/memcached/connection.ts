@@ -22,7 +22,7 @@ import { isAtomioError } from '../../base/errors.js';
 import { serverErrorLine } from './cache.js';
 import { ERR, MAX_KEY_BYTES, MAX_LINE_BYTES, MAX_RETRIEVAL_LINE_BYTES, line } from './protocol.js';
 import type { Output, Reply, Request, ServerState } from './request.js';
-import { getOne, parseCommand } from './text.js';
+import { getOne, parseCommand, parseSetLine } from './text.js';
 
 /** Data blocks larger than this are gathered into their own buffer as they arrive. */
 const LARGE_DATA_BYTES = 64 * 1024;
@@ -355,26 +355,25 @@ export class Connection {
       }
       const c = this.collecting;
       if (c !== undefined) {
-        let data: Buffer;
-        if (c.target !== undefined) {
-          const n = Math.min(avail, c.need - c.filled);
-          this.buf.copy(c.target, c.filled, this.pos, this.pos + n);
-          this.pos += n;
-          c.filled += n;
-          if (c.filled < c.need) return undefined;
-          data = c.target;
-        } else {
+        const b = this.buf;
+        const at = this.pos;
+        const target = c.target;
+        if (target === undefined) {
           if (avail < c.need) return undefined;
-          // A copy: the storage under a view may be reused while the request is in flight.
-          data = Buffer.from(this.buf.subarray(this.pos, this.pos + c.need));
           this.pos += c.need;
+          this.collecting = undefined;
+          if (b[at + c.need - 2] !== 0x0d || b[at + c.need - 1] !== 0x0a) return badChunk(c.request);
+          // A copy: the storage under a view may be reused while the request is in flight.
+          return { request: c.request, data: Buffer.from(b.subarray(at, at + c.need - 2)) };
         }
+        const n = Math.min(avail, c.need - c.filled);
+        b.copy(target, c.filled, at, at + n);
+        this.pos += n;
+        c.filled += n;
+        if (c.filled < c.need) return undefined;
         this.collecting = undefined;
-        if (data[c.need - 2] !== 0x0d || data[c.need - 1] !== 0x0a) {
-          const bad = c.request.badChunk;
-          return { request: { dataBytes: -1, swallow: false, exclusive: false, close: false, badChunk: null, run: () => bad }, data: undefined };
-        }
-        return { request: c.request, data: data.subarray(0, c.need - 2) };
+        if (target[c.need - 2] !== 0x0d || target[c.need - 1] !== 0x0a) return badChunk(c.request);
+        return { request: c.request, data: target.subarray(0, c.need - 2) };
       }
       const view = this.owned ? this.buf.subarray(0, this.end) : this.buf;
       const nl = view.indexOf(0x0a, this.pos + this.scanned);
@@ -385,11 +384,15 @@ export class Connection {
         return undefined;
       }
       const end = nl > this.pos && this.buf[nl - 1] === 0x0d ? nl - 1 : nl;
-      const text = this.buf.toString('latin1', this.pos, end);
+      const verbose = this.state.verbosity > 1;
+      let request = verbose ? undefined : parseSetLine(this.buf, this.pos, end, this.state.cache);
+      if (request === undefined) {
+        const text = this.buf.toString('latin1', this.pos, end);
+        if (verbose) this.log(`memcached: <${text}`);
+        request = parseCommand(text, this.state);
+      }
       this.pos = nl + 1;
       this.scanned = 0;
-      if (this.state.verbosity > 1) this.log(`memcached: <${text}`);
-      const request = parseCommand(text, this.state);
       if (request.dataBytes < 0) return { request, data: undefined };
       const need = request.dataBytes + 2;
       if (request.swallow) {
@@ -483,4 +486,10 @@ export class Connection {
     this.socket.once('close', () => clearTimeout(timer));
     this.socket.end();
   }
+}
+
+/** A data block that does not end with CRLF: the request's bad-chunk reply instead of its run. */
+function badChunk(request: Request): Ready {
+  const bad = request.badChunk;
+  return { request: { dataBytes: -1, swallow: false, exclusive: false, close: false, badChunk: null, run: () => bad }, data: undefined };
 }

@@ -6,7 +6,7 @@
 // line and changes nothing; with `noreply` as the last token every reply of the command is
 // suppressed (errors too, as memcached does).
 
-import type { Cache, StoreMode } from './cache.js';
+import type { Cache, StoreMode, StoreOutcome } from './cache.js';
 import { serverErrorLine } from './cache.js';
 import { dataStart, flagsOf } from './item.js';
 import { metaCommand } from './meta.js';
@@ -14,6 +14,7 @@ import {
   CRLF,
   END,
   ERR,
+  MAX_KEY_BYTES,
   SERVER_VERSION,
   checkKey,
   decimalDigits,
@@ -39,6 +40,9 @@ const DELETED = line('DELETED');
 const TOUCHED = line('TOUCHED');
 const OK = line('OK');
 const STORE_REPLIES = { STORED, NOT_STORED, EXISTS, NOT_FOUND };
+const BAD_FORMAT = line(ERR.badFormat);
+const BAD_DATA_CHUNK = line(ERR.badDataChunk);
+const TOO_LARGE = line(ERR.tooLarge);
 
 /** The request for one command line (latin1 text, without its line ending). */
 export function parseCommand(text: string, state: ServerState): Request {
@@ -250,25 +254,26 @@ function storage(mode: StoreMode, tokens: string[], noreply: boolean, cache: Cac
   const bytes = parseI32(tokens[4]!);
   // The length is unknown, so the data cannot be skipped: the error is sent whatever noreply says.
   if (bytes === undefined || bytes < 0) return reply(line(ERR.badFormat));
-  cache.counters.cmd_set!++;
-  const swallow = (text: string, run?: () => Promise<unknown>): Request => ({
-    dataBytes: bytes,
-    swallow: true,
-    exclusive: false,
-    close: false,
-    badChunk: null,
-    run: run === undefined ? () => (noreply ? null : line(text)) : async () => (await run(), noreply ? null : line(text)),
-  });
   const key = keyOf(tokens[1]!);
   const flags = parseU32(tokens[2]!);
   const exptime = parseI32(tokens[3]!);
-  if (key === undefined || flags === undefined || exptime === undefined) return swallow(ERR.badFormat);
-  const cas = mode === 'cas' ? (tokens[5] === undefined ? undefined : parseU64(tokens[5])) : undefined;
-  if (mode === 'cas' && cas === undefined) return swallow(ERR.badFormat);
+  let valid = key !== undefined && flags !== undefined && exptime !== undefined;
+  const cas = valid && mode === 'cas' && tokens[5] !== undefined ? parseU64(tokens[5]) : undefined;
+  if (mode === 'cas' && cas === undefined) valid = false;
+  return storageRequest(mode, valid ? key : undefined, flags ?? 0, exptime ?? 0, bytes, cas, noreply, cache);
+}
+
+/**
+ * The request of a storage command whose line gave a data length (`bytes`); `key` undefined:
+ * the rest of the line was malformed, and the data block is read and dropped.
+ */
+function storageRequest(mode: StoreMode, key: Buffer | undefined, flags: number, exptime: number, bytes: number, cas: bigint | undefined, noreply: boolean, cache: Cache): Request {
+  cache.counters.cmd_set!++;
+  if (key === undefined) return swallowed(bytes, noreply ? null : BAD_FORMAT);
   if (bytes > cache.maxItemBytes) {
     cache.counters.store_too_large!++;
     // As memcached: a set that is refused leaves no stale value behind.
-    return swallow(ERR.tooLarge, mode === 'set' ? () => cache.pool.delete(key) : undefined);
+    return swallowed(bytes, noreply ? null : TOO_LARGE, mode === 'set' ? () => cache.pool.delete(key) : undefined);
   }
   const ttl = ttlFromExptime(exptime, cache.now());
   return {
@@ -277,16 +282,86 @@ function storage(mode: StoreMode, tokens: string[], noreply: boolean, cache: Cac
     // cas reads the item first (EXISTS or NOT_FOUND), so it waits for the connection's writes.
     exclusive: mode === 'cas' || (mode === 'add' && ttl < 0),
     close: false,
-    badChunk: noreply ? null : line(ERR.badDataChunk),
-    run: async (data) => {
-      try {
-        const outcome = await cache.store({ mode, key, flags, ttl, data: data!, cas });
-        return noreply ? null : STORE_REPLIES[outcome.status];
-      } catch (error) {
-        return noreply ? null : line(serverErrorLine(error));
-      }
-    },
+    badChunk: noreply ? null : BAD_DATA_CHUNK,
+    run: (data) => storeReply(cache.store({ mode, key, flags, ttl, data: data!, cas }), noreply),
   };
+}
+
+/** A storage request that already knows its reply: its data block is dropped as it arrives. */
+function swallowed(bytes: number, answer: Reply, first?: () => Promise<unknown>): Request {
+  return {
+    dataBytes: bytes,
+    swallow: true,
+    exclusive: false,
+    close: false,
+    badChunk: null,
+    run: first === undefined ? () => answer : async () => (await first(), answer),
+  };
+}
+
+function storeReply(outcome: Promise<StoreOutcome>, noreply: boolean): Promise<Reply> {
+  return noreply ? outcome.then(noReply, noReply) : outcome.then(storedReply, storeFailed);
+}
+
+const noReply = (): Reply => null;
+const storedReply = (outcome: StoreOutcome): Reply => STORE_REPLIES[outcome.status];
+const storeFailed = (error: unknown): Reply => line(serverErrorLine(error));
+
+/**
+ * The hot path of storage: a well-formed "set <key> <flags> <exptime> <bytes>[ noreply]" line
+ * (bytes [start, end) of `b`, without its line ending; single spaces) read straight from the
+ * bytes, to the request storage() would make of it. Anything else, valid or not: undefined,
+ * and the line goes through parseCommand().
+ */
+export function parseSetLine(b: Buffer, start: number, end: number, cache: Cache): Request | undefined {
+  if (end - start < 11 || b[start] !== 0x73 || b[start + 1] !== 0x65 || b[start + 2] !== 0x74 || b[start + 3] !== 0x20) return undefined;
+  const keyStart = start + 4;
+  let i = keyStart;
+  while (i < end && b[i]! > 0x20 && b[i] !== 0x7f) i++;
+  const keyEnd = i;
+  if (keyEnd === keyStart || keyEnd - keyStart > MAX_KEY_BYTES || b[i] !== 0x20) return undefined;
+  const flagsEnd = digitsEnd(b, ++i, end);
+  const flags = decimalIn(b, i, flagsEnd);
+  if (flags >= 2 ** 32 || b[flagsEnd] !== 0x20) return undefined;
+  i = flagsEnd + 1;
+  const negative = b[i] === 0x2d;
+  if (negative) i++;
+  const exptimeEnd = digitsEnd(b, i, end);
+  const magnitude = decimalIn(b, i, exptimeEnd);
+  if (magnitude > (negative ? 2 ** 31 : 2 ** 31 - 1) || b[exptimeEnd] !== 0x20) return undefined;
+  i = exptimeEnd + 1;
+  const bytesEnd = digitsEnd(b, i, end);
+  const bytes = decimalIn(b, i, bytesEnd);
+  if (bytes > 2 ** 31 - 1) return undefined;
+  const noreply = bytesEnd < end;
+  if (noreply && !isNoreply(b, bytesEnd, end)) return undefined;
+  const key = Buffer.allocUnsafe(keyEnd - keyStart);
+  for (let j = keyStart; j < keyEnd; j++) key[j - keyStart] = b[j]!;
+  return storageRequest('set', key, flags, negative ? -magnitude : magnitude, bytes, undefined, noreply, cache);
+}
+
+/** Where the run of decimal digits at `at` ends (at most 11 looked at: more is out of range anyway). */
+function digitsEnd(b: Buffer, at: number, end: number): number {
+  const limit = Math.min(end, at + 11);
+  let i = at;
+  while (i < limit && b[i]! >= 0x30 && b[i]! <= 0x39) i++;
+  return i;
+}
+
+/** The decimal in [from, to): 1..10 digits; Infinity for none or more, so that every range check fails. */
+function decimalIn(b: Buffer, from: number, to: number): number {
+  if (to === from || to - from > 10) return Infinity;
+  let n = 0;
+  for (let i = from; i < to; i++) n = n * 10 + (b[i]! - 0x30);
+  return n;
+}
+
+const NOREPLY = Buffer.from(' noreply', 'latin1');
+
+function isNoreply(b: Buffer, from: number, to: number): boolean {
+  if (to - from !== NOREPLY.length) return false;
+  for (let i = 0; i < NOREPLY.length; i++) if (b[from + i] !== NOREPLY[i]) return false;
+  return true;
 }
 
 /** delete <key> [0] [noreply] (the 0 is an old client's habit, accepted as memcached did) */
