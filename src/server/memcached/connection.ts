@@ -224,17 +224,22 @@ export class Connection {
 
   private flushGathered(): void {
     const parts = this.gathered;
-    if (parts.length === 0) return;
-    this.gathered = [];
+    const n = parts.length;
+    if (n === 0) return;
     this.gatheredBytes = 0;
-    if (this.socket.destroyed || this.ended) return;
-    if (parts.length === 1) {
-      this.socket.write(parts[0]!);
-    } else {
-      this.socket.cork();
-      for (const p of parts) this.socket.write(p);
-      this.socket.uncork();
+    const alive = !this.socket.destroyed && !this.ended;
+    if (n === 1) {
+      const only = parts[0]!;
+      parts.length = 0;
+      if (alive) this.socket.write(only);
+      return;
     }
+    // One reply (the common case) leaves the array to be reused; several take a fresh one.
+    this.gathered = [];
+    if (!alive) return;
+    this.socket.cork();
+    for (const p of parts) this.socket.write(p);
+    this.socket.uncork();
   }
 
   private execute({ request, data }: Ready): void {
@@ -332,7 +337,7 @@ export class Connection {
     this.scanned = 0;
     let reply: Buffer;
     try {
-      reply = getOne(b.subarray(keyStart, keyEnd), false, this.state.cache);
+      reply = getOne(scratchKey(b, keyStart, keyEnd), false, this.state.cache);
     } catch (error) {
       this.log(isAtomioError(error) ? `memcached: store error: ${error.code} ${error.message}` : `memcached: internal error: ${(error as Error).stack ?? String(error)}`);
       reply = line(serverErrorLine(error));
@@ -346,6 +351,7 @@ export class Connection {
     if (this.stopping) return undefined;
     for (;;) {
       const avail = this.end - this.pos;
+      if (avail === 0) return undefined;
       if (this.swallowLeft > 0) {
         const n = Math.min(avail, this.swallowLeft);
         this.pos += n;
@@ -492,4 +498,15 @@ export class Connection {
 function badChunk(request: Request): Ready {
   const bad = request.badChunk;
   return { request: { dataBytes: -1, swallow: false, exclusive: false, close: false, badChunk: null, run: () => bad }, data: undefined };
+}
+
+/** A get's key is copied here and looked up through a view made once per length: a get allocates no key. */
+const KEY_SCRATCH = Buffer.allocUnsafe(MAX_KEY_BYTES);
+const KEY_VIEWS: Buffer[] = [];
+
+/** Bytes [start, end) of `b` (at most MAX_KEY_BYTES) as a view of KEY_SCRATCH, valid until the next call. */
+function scratchKey(b: Buffer, start: number, end: number): Buffer {
+  const n = end - start;
+  for (let i = 0; i < n; i++) KEY_SCRATCH[i] = b[start + i]!;
+  return (KEY_VIEWS[n] ??= KEY_SCRATCH.subarray(0, n));
 }

@@ -140,18 +140,23 @@ export function tokenize(line: string): string[] {
   return out;
 }
 
-/** How many decimal digits a non-negative safe integer has. */
+/** How many decimal digits a non-negative safe integer has (compares only, for the small ones every reply holds). */
 export function decimalDigits(n: number): number {
-  let digits = 1;
-  while (n >= 10) {
-    n = Math.floor(n / 10);
-    digits++;
-  }
+  if (n < 10) return 1;
+  if (n < 100) return 2;
+  if (n < 1000) return 3;
+  if (n < 10_000) return 4;
+  let digits = 5;
+  for (let limit = 100_000; n >= limit && digits < 16; limit *= 10) digits++;
   return digits;
 }
 
 /** Writes a non-negative safe integer in decimal at `at` (no string made); returns the position after it. */
 export function writeDecimal(out: Buffer, at: number, n: number): number {
+  if (n < 10) {
+    out[at] = 48 + n;
+    return at + 1;
+  }
   const end = at + decimalDigits(n);
   for (let i = end - 1; i >= at; i--) {
     out[i] = 48 + (n % 10);

@@ -144,8 +144,8 @@ function retrieval(tokens: string[], first: number, withCas: boolean, exptime: n
 
 /**
  * get/gets of one key (the common case): the whole reply in one buffer, made without
- * intermediate strings or objects. `key` may be a view of the connection's input (the lookup
- * copies what it keeps).
+ * intermediate strings or objects. `key` may be a view of the connection's input or of a
+ * scratch buffer (the lookup copies what it keeps).
  */
 export function getOne(key: Buffer, withCas: boolean, cache: Cache): Buffer {
   const c = cache.counters;
@@ -163,7 +163,11 @@ export function getOne(key: Buffer, withCas: boolean, cache: Cache): Buffer {
   const bytes = value.length - from;
   // VALUE <key> <flags> <bytes>[ <cas>]\r\n<data>\r\nEND\r\n
   const casBytes = withCas ? 1 + decimalDigits(entry.version) : 0;
-  const out = Buffer.allocUnsafe(6 + key.length + 1 + decimalDigits(flags) + 1 + decimalDigits(bytes) + casBytes + 2 + bytes + 7);
+  const head = 6 + key.length + 1 + decimalDigits(flags) + 1 + decimalDigits(bytes) + casBytes + 2;
+  const out = Buffer.allocUnsafe(head + bytes + 7);
+  // The whole stored value first, its item header (from <= 10 < head) under the reply's head
+  // line, which then overwrites it: a copy of a whole buffer makes no view.
+  value.copy(out, head - from);
   out[0] = 0x56; // VALUE
   out[1] = 0x41;
   out[2] = 0x4c;
@@ -181,7 +185,7 @@ export function getOne(key: Buffer, withCas: boolean, cache: Cache): Buffer {
   }
   out[at++] = 0x0d;
   out[at++] = 0x0a;
-  at = putBytes(out, at, value, from, value.length);
+  at += bytes;
   out[at++] = 0x0d; // \r\nEND\r\n
   out[at++] = 0x0a;
   out[at++] = 0x45;
@@ -198,7 +202,6 @@ function putBytes(out: Buffer, at: number, src: Buffer, from: number, to: number
   for (let i = from; i < to; i++) out[at++] = src[i]!;
   return at;
 }
-
 
 /** The rest of a large multi-get, written as it is gathered, waiting whenever the socket is full. */
 async function streamRest(parts: Buffer[], keys: Buffer[], from: number, withCas: boolean, cache: Cache, out: Output): Promise<Reply> {
