@@ -1534,7 +1534,21 @@ export class Engine {
     this.sweepExpired(now);
     await this.flushIfBehind();
     if (this.reclaimEmpty() > 0) return true;
-    const victim = this.pickVictim();
+    let victim = this.pickVictim();
+    // The cleaner takes only segments the checkpoint covers (recovery replays the rest). When
+    // a newer one would copy at least a checkpoint's worth fewer bytes (segments emptied by
+    // overwrites since, above all), a checkpoint first pays for itself. Checkpoints then
+    // follow the cleaner's needs, and checkpointIntervalBytes only bounds what an open replays.
+    const emptiest = this.emptiestBeyondCheckpoint();
+    if (emptiest !== undefined && (victim === undefined || emptiest.liveBytes + this.lastCheckpointBytes < victim.liveBytes)) {
+      try {
+        await this.checkpoint();
+      } catch (error) {
+        if (!(error instanceof AtomioError && error.code === 'ERR_NO_SPACE')) throw error;
+      }
+      if (this.reclaimEmpty() > 0) return true;
+      victim = this.pickVictim();
+    }
     if (victim === undefined) return false;
     const moved = await this.relocate(victim, now);
     if (!moved) return false;
@@ -1564,6 +1578,17 @@ export class Engine {
     this.flushedSeq = Math.max(this.flushedSeq, covered);
   }
 
+  /** The sealed segment newer than the checkpoint with the least live data. */
+  private emptiestBeyondCheckpoint(): SegmentInfo | undefined {
+    let best: SegmentInfo | undefined;
+    for (const s of this.segments.segments) {
+      if (s.state !== 'sealed' || s.damaged || s.maxSeq <= this.checkpointSeq || this.pinned(s.index)) continue;
+      if (best === undefined || s.liveBytes < best.liveBytes) best = s;
+    }
+    return best;
+  }
+
+  /** The segment to clean next, among those the checkpoint covers. */
   private pickVictim(): SegmentInfo | undefined {
     const wear = this.segments.eraseCounts();
     let best: SegmentInfo | undefined;

@@ -65,7 +65,7 @@ export interface OpenOptions {
    */
   durability?: Durability;
   flushIntervalMs?: number;
-  /** Log bytes written between checkpoints; bounds how much an open replays. Default min(64 MiB, capacity / 8). */
+  /** Log bytes written between checkpoints; bounds how much an open replays. Default min(64 MiB, capacity / 4). */
   checkpointIntervalBytes?: number;
   /** Bytes of memory for copies of hot kv values (served without a read). Default 64 MiB. */
   cacheSize?: number;
@@ -368,7 +368,7 @@ export class Store implements AsyncDisposable {
         clock: options.clock ?? systemClock,
         durability: options.durability ?? 'full',
         flushIntervalMs: options.flushIntervalMs ?? DEFAULT_FLUSH_INTERVAL_MS,
-        checkpointIntervalBytes: options.checkpointIntervalBytes ?? Math.min(64 * 1024 * 1024, Math.max(4 * opened.superblock.segmentBytes, opened.superblock.capacity / 8)),
+        checkpointIntervalBytes: options.checkpointIntervalBytes ?? Math.min(64 * 1024 * 1024, Math.max(4 * opened.superblock.segmentBytes, opened.superblock.capacity / 4)),
         cacheBytes: checkCacheSize(options.cacheSize),
       });
       await recover(engine);
