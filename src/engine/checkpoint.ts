@@ -364,7 +364,7 @@ class VarintReader {
     const n = this.uint();
     if (n > most || n > this.buf.length - this.at) throw new Malformed();
     const buf = this.buf;
-    let p = this.at;
+    const p = this.at;
     if (n > 32) {
       into.set(buf.subarray(p, p + n), at);
     } else {
