@@ -36,7 +36,6 @@
 
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -46,6 +45,7 @@ import { checkStore, type CheckReport } from '../../src/engine/check.js';
 import { openFileMedia } from '../../src/media/file.js';
 import { acquireStoreLock } from '../../src/media/lock.js';
 import { deriveSeed, replayHint, testSeed } from '../helpers/seed.js';
+import { describePlan, newChildRun, positiveInt, runInTurn, spawnWriter, type ChildRun, type KillableChild, type KillPlan } from './child.js';
 import { Rng } from './common.js';
 import {
   ACCOUNTS,
@@ -65,16 +65,6 @@ const WRITER = fileURLToPath(new URL('./kv-writer.js', import.meta.url));
 const THIS_FILE = 'dist/test/crash/kv-sigkill.test.js';
 const ROUNDS = positiveInt('ATOMIO_KV_CRASH_ROUNDS', 28);
 const SEED = testSeed();
-/** A writer still alive this long after it was let go is stuck. */
-const STUCK_MS = 20_000;
-
-function positiveInt(name: string, fallback: number): number {
-  const text = process.env[name];
-  if (text === undefined || text.trim() === '') return fallback;
-  const n = Number(text);
-  if (!Number.isSafeInteger(n) || n < 1) throw new Error(`${name} must be an integer >= 1, got ${text}`);
-  return n;
-}
 
 function replay(seed: number): string {
   return replayHint(seed, THIS_FILE);
@@ -82,17 +72,6 @@ function replay(seed: number): string {
 
 // ---------------------------------------------------------------------------------------
 // Writers
-
-/** How a writer dies (see sigkill.test.ts). */
-type KillPlan =
-  | { by: 'parent'; after: 'ack' | 'opening'; delayMs: number }
-  | { by: 'tear'; from: 'ack' | 'open'; delayMs: number; write: number };
-
-function describePlan(plan: KillPlan): string {
-  return plan.by === 'parent'
-    ? `killed ${plan.delayMs} ms after ${plan.after === 'ack' ? 'ACK 1' : 'OPENING'}`
-    : `torn in write ${plan.write} from ${plan.delayMs} ms after ${plan.from === 'ack' ? 'ACK 1' : 'open'}`;
-}
 
 /** An op as its I line gave it. */
 interface Op {
@@ -109,9 +88,7 @@ interface Op {
   wall?: number;
 }
 
-interface WriterRun {
-  label: string;
-  seed: number;
+interface WriterRun extends ChildRun {
   /** In id order. */
   ops: Op[];
   /** id → version, or 'F' for a failed check; with the parent's Date.now() on reading it. */
@@ -120,12 +97,6 @@ interface WriterRun {
   txAcked: Set<number>;
   txFailed: Set<number>;
   opened: { recovery?: RecoveryReport; stats?: Record<string, number>; snapshot: Snapshot } | undefined;
-  stats: Record<string, number> | undefined;
-  /** Date.now() once the process is gone: no op was admitted after. */
-  deadAt: number;
-  killedAfterMs: number | undefined;
-  tear: string | undefined;
-  ms: { opened?: number; firstAck?: number; dead?: number };
 }
 
 interface WriterSpec {
@@ -139,113 +110,42 @@ interface WriterSpec {
   check: boolean;
 }
 
-interface SpawnedWriter {
-  start(): Promise<WriterRun>;
-  abort(): void;
-}
-
-function spawnWriter(dir: string, spec: WriterSpec): SpawnedWriter {
-  const { label, seed, plan } = spec;
-  const tearArgs =
-    plan.by === 'tear' ? ['--tear-from', plan.from, '--tear-after-ms', String(plan.delayMs), '--tear-write', String(plan.write)] : [];
-  const child = spawn(
-    process.execPath,
-    [
-      WRITER,
-      '--wait-go',
-      '--dir',
-      dir,
-      '--seed',
-      String(seed),
-      '--first-id',
-      String(spec.firstId),
-      '--first-tx',
-      String(spec.firstTx),
-      ...spec.args,
-      ...tearArgs,
-    ],
-    { stdio: ['pipe', 'pipe', 'pipe'] },
-  );
+/** Spawns a kv writer (kv-writer.ts); its op and transfer lines fill the run. */
+function kvWriter(dir: string, spec: WriterSpec): KillableChild<WriterRun> {
   const run: WriterRun = {
-    label,
-    seed,
+    ...newChildRun(spec.label, spec.seed),
     ops: [],
     acks: new Map(),
     tx: new Map(),
     txAcked: new Set(),
     txFailed: new Set(),
     opened: undefined,
-    stats: undefined,
-    deadAt: 0,
-    killedAfterMs: undefined,
-    tear: undefined,
-    ms: {},
-  };
-  let started = 0;
-  const oddities: string[] = [];
-  let stderr = '';
-  let pending = '';
-  let killed = false;
-  let armedAt = 0;
-  let killTimer: NodeJS.Timeout | undefined;
-  let stuck: NodeJS.Timeout | undefined;
-  const kill = (): void => {
-    if (killed) return;
-    killed = true;
-    run.killedAfterMs = performance.now() - armedAt;
-    child.kill('SIGKILL');
-  };
-  const arm = (): void => {
-    if (armedAt !== 0 || plan.by !== 'parent') return;
-    armedAt = performance.now();
-    if (plan.delayMs <= 0) kill();
-    else killTimer = setTimeout(kill, plan.delayMs);
   };
   const ids = new Set<number>();
-  const expectId = (id: number, what: string): void => {
-    if (!ids.has(id)) oddities.push(`${what} for op ${id}, which was never issued`);
-  };
-
-  const onLine = (line: string): void => {
-    const f = line.split(' ');
+  const args = ['--dir', dir, '--seed', String(spec.seed), '--first-id', String(spec.firstId), '--first-tx', String(spec.firstTx), ...spec.args];
+  return spawnWriter(WRITER, args, spec.plan, run, (f, line, ctx) => {
     const word = f[0];
     switch (word) {
-      case 'SEED':
-        if (Number(f[1]) !== seed) oddities.push(`writer says seed ${f[1]}, was given ${seed}`);
-        break;
-      case 'OPENING':
-        if (plan.by === 'parent' && plan.after === 'opening') arm();
-        break;
-      case 'OPENED':
-        run.opened = JSON.parse(line.slice('OPENED '.length)) as WriterRun['opened'];
-        run.ms.opened = Math.round(performance.now() - started);
-        break;
-      case 'STATS':
-        run.stats = JSON.parse(line.slice('STATS '.length)) as Record<string, number>;
-        break;
       case 'I': {
         const id = Number(f[1]);
         const last = run.ops[run.ops.length - 1];
-        if (last !== undefined ? id !== last.id + 1 : id !== spec.firstId) oddities.push(`op ${id} issued out of order`);
+        if (last !== undefined ? id !== last.id + 1 : id !== spec.firstId) ctx.oddity(`op ${id} issued out of order`);
         ids.add(id);
         const kind = f[2] as Op['kind'];
         const target = Number(f[3]);
         if (kind === 'b') run.ops.push({ id, kind, target, checkTag: f[4] === '-' ? undefined : Number(f[4]), remove: f[5] === '1' });
         else if (kind === 'p') run.ops.push({ id, kind, target, ttl: Number(f[4]), wall: Number(f[5]) });
         else if (kind === 'd') run.ops.push({ id, kind, target });
-        else oddities.push(`unknown op kind in ${JSON.stringify(line)}`);
+        else ctx.oddity(`unknown op kind in ${JSON.stringify(line)}`);
         break;
       }
       case 'A':
       case 'F': {
         const id = Number(f[1]);
-        expectId(id, word);
-        if (run.acks.has(id)) oddities.push(`op ${id} settled twice`);
+        if (!ids.has(id)) ctx.oddity(`${word} for op ${id}, which was never issued`);
+        if (run.acks.has(id)) ctx.oddity(`op ${id} settled twice`);
         run.acks.set(id, { version: word === 'A' ? Number(f[2]) : 'F', at: Date.now() });
-        if (word === 'A') {
-          run.ms.firstAck ??= Math.round(performance.now() - started);
-          if (plan.by === 'parent' && plan.after === 'ack') arm();
-        }
+        if (word === 'A') ctx.acked();
         break;
       }
       case 'TI':
@@ -254,89 +154,15 @@ function spawnWriter(dir: string, spec: WriterSpec): SpawnedWriter {
       case 'TA':
       case 'TF': {
         const tx = Number(f[1]);
-        if (!run.tx.has(tx)) oddities.push(`${word} for transfer ${tx}, which was never issued`);
+        if (!run.tx.has(tx)) ctx.oddity(`${word} for transfer ${tx}, which was never issued`);
         (word === 'TA' ? run.txAcked : run.txFailed).add(tx);
         break;
       }
-      case 'TEAR':
-        run.tear = line.slice('TEAR '.length);
-        break;
-      case 'FAIL':
-        oddities.push(`writer failed: ${line}`);
-        break;
       default:
-        oddities.push(`unexpected line from the writer: ${JSON.stringify(line.slice(0, 200))}`);
-    }
-  };
-
-  child.stdout.setEncoding('utf8');
-  child.stdout.on('data', (chunk: string) => {
-    pending += chunk;
-    for (let nl = pending.indexOf('\n'); nl >= 0; nl = pending.indexOf('\n')) {
-      const line = pending.slice(0, nl);
-      pending = pending.slice(nl + 1);
-      try {
-        onLine(line);
-      } catch (error) {
-        oddities.push(`cannot parse ${JSON.stringify(line.slice(0, 200))}: ${String(error)}`);
-      }
+        ctx.oddity(`unexpected line from the writer: ${JSON.stringify(line.slice(0, 200))}`);
     }
   });
-  child.stderr.setEncoding('utf8');
-  child.stderr.on('data', (chunk: string) => {
-    stderr += chunk;
-  });
-  const dead = new Promise<WriterRun>((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
-      clearTimeout(stuck);
-      clearTimeout(killTimer);
-      run.deadAt = Date.now();
-      run.ms.dead = Math.round(performance.now() - started);
-      if (signal !== 'SIGKILL' || (plan.by === 'parent' && !killed)) oddities.push(`writer ended by itself (code ${code}, signal ${signal})`);
-      if (oddities.length > 0) {
-        reject(new Error(`${label} (writer seed ${seed}): ${oddities.join('; ')}${stderr ? `\nstderr:\n${stderr.slice(0, 4000)}` : ''}`));
-      } else {
-        resolve(run);
-      }
-    });
-  });
-  dead.catch(() => undefined);
-  return {
-    start() {
-      started = performance.now();
-      stuck = setTimeout(() => {
-        oddities.push(`still alive after ${STUCK_MS} ms (plan: ${describePlan(plan)})`);
-        kill();
-      }, STUCK_MS);
-      child.stdin.write('GO\n');
-      return dead;
-    },
-    abort() {
-      if (child.exitCode === null && child.signalCode === null) {
-        killed = true;
-        child.kill('SIGKILL');
-      }
-    },
-  };
 }
-
-/** Runs the writers one after the other, each started once the one before is dead and dealt with. */
-async function runWriters(dir: string, specs: WriterSpec[], after: (index: number, run: WriterRun) => Promise<void>): Promise<void> {
-  let next: SpawnedWriter | undefined = specs.length > 0 ? spawnWriter(dir, specs[0]!) : undefined;
-  try {
-    for (let i = 0; i < specs.length; i++) {
-      const running = next!.start();
-      next = i + 1 < specs.length ? spawnWriter(dir, specs[i + 1]!) : undefined;
-      await after(i, await running);
-    }
-  } finally {
-    next?.abort();
-  }
-}
-
-// ---------------------------------------------------------------------------------------
-// The model
 
 interface SlotState {
   /** The op whose data the slot holds; 0: empty. */
@@ -748,7 +574,7 @@ test(`kv atomic batches, transactions and TTL ops survive SIGKILL whole or not a
         throw new Error(`${context}: ${error.message}\n(${who})`, { cause: error });
       }
     };
-    await runWriters(dir, specs, async (i, run) => {
+    await runInTurn(specs, (spec) => kvWriter(dir, spec), async (i, run) => {
       const spec = specs[i]!;
       const context = `${spec.label}, writer seed ${spec.seed}, ${describePlan(spec.plan)}, ${replay(SEED)}`;
       totals.writers++;

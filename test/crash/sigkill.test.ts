@@ -15,68 +15,27 @@
 
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { open, type RecoveryReport } from '../../src/index.js';
+import { replayHint, testSeed } from '../helpers/seed.js';
+import { describePlan, newChildRun, positiveInt, runInTurn, spawnWriter, type ChildRun, type KillableChild, type KillPlan } from './child.js';
 import { CAPACITY, LBA_RANGE, SEGMENT_SIZE, Rng, deriveSeed, type OpDesc } from './common.js';
 import { Model, snapshotFrom, type WriterLog } from './model.js';
 
 const WRITER = fileURLToPath(new URL('./writer.js', import.meta.url));
 const THIS_FILE = 'dist/test/crash/sigkill.test.js';
 const ROUNDS = positiveInt('ATOMIO_CRASH_ROUNDS', 50);
-const SEED = seedFromEnv();
-/** A writer still alive this long after it was let go is stuck. */
-const STUCK_MS = 20_000;
-
-function positiveInt(name: string, fallback: number): number {
-  const text = process.env[name];
-  if (text === undefined || text.trim() === '') return fallback;
-  const n = Number(text);
-  if (!Number.isSafeInteger(n) || n < 1) throw new Error(`${name} must be an integer >= 1, got ${text}`);
-  return n;
-}
-
-function seedFromEnv(): number {
-  const text = process.env.ATOMIO_SEED;
-  if (text === undefined || text.trim() === '') return Math.floor(Math.random() * 2 ** 32) >>> 0;
-  const n = Number(text.trim());
-  if (!Number.isSafeInteger(n) || n < 0) throw new Error(`ATOMIO_SEED must be an integer >= 0, got ${text}`);
-  return n >>> 0;
-}
+const SEED = testSeed();
 
 function replay(seed: number): string {
-  return `seed ${seed} (replay: ATOMIO_SEED=${seed} node --test ${THIS_FILE})`;
+  return replayHint(seed, THIS_FILE);
 }
 
-/**
- * How a writer dies. 'parent': the test SIGKILLs it `delayMs` after its first ACK line (or
- * its OPENING line). 'tear': it SIGKILLs itself inside the `write`th write to its data file
- * from `delayMs` after its first ACK (or after it starts to open), leaving a page-aligned
- * prefix of that write (see writer.ts).
- */
-type KillPlan =
-  | { by: 'parent'; after: 'ack' | 'opening'; delayMs: number }
-  | { by: 'tear'; from: 'ack' | 'open'; delayMs: number; write: number };
-
-function describePlan(plan: KillPlan): string {
-  return plan.by === 'parent'
-    ? `killed ${plan.delayMs} ms after ${plan.after === 'ack' ? 'ACK 1' : 'OPENING'}`
-    : `torn in write ${plan.write} from ${plan.delayMs} ms after ${plan.from === 'ack' ? 'ACK 1' : 'open'}`;
-}
-
-interface WriterRun extends WriterLog {
-  seed: number;
+interface WriterRun extends ChildRun, WriterLog {
   opened: { recovery?: RecoveryReport } | undefined;
-  stats: Record<string, number> | undefined;
-  /** ms from the trigger line to the parent's kill, as it happened. */
-  killedAfterMs: number | undefined;
-  /** The TEAR line of a writer that killed itself in a write. */
-  tear: string | undefined;
-  /** ms from spawn to its OPENED line, its first ACK, its death. */
-  ms: { opened?: number; firstAck?: number; dead?: number };
 }
 
 /** What it takes to start one writer. */
@@ -88,77 +47,15 @@ interface WriterSpec {
   plan: KillPlan;
 }
 
-interface SpawnedWriter {
-  /** Lets the writer open the store; resolves once it is dead, with what it reported. */
-  start(): Promise<WriterRun>;
-  /** Kills a writer that was never started. */
-  abort(): void;
-}
-
-/**
- * Spawns a writer that loads and then waits (--wait-go), so that its start-up overlaps the
- * previous round. start() lets it go, kills it as planned and collects its full lines.
- */
-function spawnWriter(dir: string, spec: WriterSpec): SpawnedWriter {
-  const { label, seed, firstId, args, plan } = spec;
-  const tearArgs =
-    plan.by === 'tear' ? ['--tear-from', plan.from, '--tear-after-ms', String(plan.delayMs), '--tear-write', String(plan.write)] : [];
-  const child = spawn(
-    process.execPath,
-    [WRITER, '--wait-go', '--dir', dir, '--seed', String(seed), '--first-id', String(firstId), ...args, ...tearArgs],
-    { stdio: ['pipe', 'pipe', 'pipe'] },
-  );
-  const run: WriterRun = {
-    label,
-    seed,
-    issued: [],
-    acked: new Map(),
-    opened: undefined,
-    stats: undefined,
-    killedAfterMs: undefined,
-    tear: undefined,
-    ms: {},
-  };
-  let started = 0;
+/** Spawns a block writer (writer.ts); its ISSUE and ACK lines fill the run's batches. */
+function blockWriter(dir: string, spec: WriterSpec): KillableChild<WriterRun> {
+  const { seed, firstId, plan } = spec;
+  const run: WriterRun = { ...newChildRun(spec.label, seed), issued: [], acked: new Map(), opened: undefined };
   const issuedOps = new Map<number, string>();
-  const oddities: string[] = [];
-  let stderr = '';
-  let pending = '';
-  let killed = false;
-  let armedAt = 0;
-  let killTimer: NodeJS.Timeout | undefined;
-  let stuck: NodeJS.Timeout | undefined;
-  const kill = (): void => {
-    if (killed) return;
-    killed = true;
-    run.killedAfterMs = performance.now() - armedAt;
-    child.kill('SIGKILL');
-  };
-  const arm = (): void => {
-    if (armedAt !== 0 || plan.by !== 'parent') return;
-    armedAt = performance.now();
-    if (plan.delayMs <= 0) kill();
-    else killTimer = setTimeout(kill, plan.delayMs);
-  };
-
-  const onLine = (line: string): void => {
-    const space = line.indexOf(' ');
-    const word = space < 0 ? line : line.slice(0, space);
-    const rest = space < 0 ? '' : line.slice(space + 1);
-    switch (word) {
-      case 'SEED':
-        if (Number(rest) !== seed) oddities.push(`writer says seed ${rest}, was given ${seed}`);
-        break;
-      case 'OPENING':
-        if (plan.by === 'parent' && plan.after === 'opening') arm();
-        break;
-      case 'OPENED':
-        run.opened = JSON.parse(rest) as WriterRun['opened'];
-        run.ms.opened = Math.round(performance.now() - started);
-        break;
-      case 'STATS':
-        run.stats = JSON.parse(rest) as Record<string, number>;
-        break;
+  const args = ['--dir', dir, '--seed', String(seed), '--first-id', String(firstId), ...spec.args];
+  return spawnWriter(WRITER, args, plan, run, (words, line, ctx) => {
+    const rest = line.slice(words[0]!.length + 1);
+    switch (words[0]) {
       case 'ISSUE': {
         const [id, ops] = splitOnce(rest);
         run.issued.push({ id: Number(id), ops: JSON.parse(ops) as OpDesc[] });
@@ -168,92 +65,15 @@ function spawnWriter(dir: string, spec: WriterSpec): SpawnedWriter {
       case 'ACK': {
         const [id, more] = splitOnce(rest);
         const [version, ops] = splitOnce(more);
-        if (issuedOps.get(Number(id)) !== ops) oddities.push(`ACK ${id} names ops that differ from its ISSUE line`);
+        if (issuedOps.get(Number(id)) !== ops) ctx.oddity(`ACK ${id} names ops that differ from its ISSUE line`);
         run.acked.set(Number(id), Number(version));
-        run.ms.firstAck ??= Math.round(performance.now() - started);
-        if (plan.by === 'parent' && plan.after === 'ack') arm();
+        ctx.acked();
         break;
       }
-      case 'TEAR':
-        run.tear = rest;
-        break;
-      case 'FAIL':
-        oddities.push(`writer failed: ${line}`);
-        break;
       default:
-        oddities.push(`unexpected line from the writer: ${JSON.stringify(line.slice(0, 200))}`);
-    }
-  };
-
-  child.stdout.setEncoding('utf8');
-  child.stdout.on('data', (chunk: string) => {
-    pending += chunk;
-    for (let nl = pending.indexOf('\n'); nl >= 0; nl = pending.indexOf('\n')) {
-      const line = pending.slice(0, nl);
-      pending = pending.slice(nl + 1);
-      try {
-        onLine(line);
-      } catch (error) {
-        oddities.push(`cannot parse ${JSON.stringify(line.slice(0, 200))}: ${String(error)}`);
-      }
+        ctx.oddity(`unexpected line from the writer: ${JSON.stringify(line.slice(0, 200))}`);
     }
   });
-  child.stderr.setEncoding('utf8');
-  child.stderr.on('data', (chunk: string) => {
-    stderr += chunk;
-  });
-  // 'close': the process is gone (so its pid no longer holds the store lock) and its stdout
-  // is drained. A last line cut by the kill stays in `pending` and is ignored.
-  const dead = new Promise<WriterRun>((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
-      clearTimeout(stuck);
-      clearTimeout(killTimer);
-      run.ms.dead = Math.round(performance.now() - started);
-      if (signal !== 'SIGKILL' || (plan.by === 'parent' && !killed)) oddities.push(`writer ended by itself (code ${code}, signal ${signal})`);
-      if (oddities.length > 0) {
-        reject(new Error(`${label} (writer seed ${seed}): ${oddities.join('; ')}${stderr ? `\nstderr:\n${stderr.slice(0, 4000)}` : ''}`));
-      } else {
-        resolve(run);
-      }
-    });
-  });
-  // Never an unhandled rejection for a writer that is aborted before it is started.
-  dead.catch(() => undefined);
-  return {
-    start() {
-      started = performance.now();
-      stuck = setTimeout(() => {
-        oddities.push(`still alive after ${STUCK_MS} ms (plan: ${describePlan(plan)})`);
-        kill();
-      }, STUCK_MS);
-      child.stdin.write('GO\n');
-      return dead;
-    },
-    abort() {
-      if (child.exitCode === null && child.signalCode === null) {
-        killed = true;
-        child.kill('SIGKILL');
-      }
-    },
-  };
-}
-
-/**
- * Runs the writers one after the other on `dir`, each started once the one before is dead
- * and `after` has dealt with it; the next writer is spawned while the current one runs.
- */
-async function runWriters(dir: string, specs: WriterSpec[], after: (index: number, run: WriterRun) => Promise<void>): Promise<void> {
-  let next: SpawnedWriter | undefined = specs.length > 0 ? spawnWriter(dir, specs[0]!) : undefined;
-  try {
-    for (let i = 0; i < specs.length; i++) {
-      const running = next!.start();
-      next = i + 1 < specs.length ? spawnWriter(dir, specs[i + 1]!) : undefined;
-      await after(i, await running);
-    }
-  } finally {
-    next?.abort();
-  }
 }
 
 function splitOnce(text: string): [string, string] {
@@ -366,7 +186,7 @@ test(`acknowledged batches survive SIGKILL and no batch is half there (${ROUNDS}
   const model = new Model();
   const totals = { acked: 0, unackedPresent: 0, dropped: 0, replayed: 0, checkpoints: 0, cleaned: 0, openedWithCheckpoint: 0 };
   await withStoreDir(t, async (dir) => {
-    await runWriters(dir, specs, async (round, run) => {
+    await runInTurn(specs, (spec) => blockWriter(dir, spec), async (round, run) => {
       const spec = specs[round]!;
       const context = `round ${round}, writer seed ${spec.seed}, ${describePlan(spec.plan)}, ${replay(SEED)}`;
       const checking = performance.now();
@@ -446,7 +266,7 @@ test('kills during open, recovery and the first checkpoints leave the store cons
   const totals = { killedInOpen: 0, wroteAfterDroppingTail: 0, tornWrites: 0 };
   let runs: WriterRun[] = [];
   await withStoreDir(t, async (dir) => {
-    await runWriters(dir, specs, async (i, run) => {
+    await runInTurn(specs, (spec) => blockWriter(dir, spec), async (i, run) => {
       runs.push(run);
       if (i % 3 !== 2) return;
       const round = Math.floor(i / 3);

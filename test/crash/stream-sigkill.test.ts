@@ -22,7 +22,8 @@ import path from 'node:path';
 import { open } from '../../src/index.js';
 import { deriveSeed, replayHint, testSeed } from '../helpers/seed.js';
 import { Rng } from './common.js';
-import { describePlan, drawPlan, runFaceWriter, verifyFile } from './face-run.js';
+import { describePlan, drawPlan } from './child.js';
+import { runFaceWriter, verifyFile } from './face-run.js';
 import { FACE_CAPACITY, FACE_SEGMENT_SIZE, STREAM_KEEP, STREAM_NAME, recordValue } from './face-writer.js';
 
 const ROUNDS = Number(process.env.ATOMIO_FACE_CRASH_ROUNDS ?? 10);
