@@ -7,12 +7,11 @@
 
 import { AtomioError } from '../base/errors.js';
 import type { Condition, Engine, KeyExpectation, PoolReader, SnapshotState } from '../engine/engine.js';
-import { KeyIndex, type KeyMeta, type KeyView } from '../ftl/key-index.js';
+import { KeyIndex, type KeyCursor, type KeyMeta, type KeyView } from '../ftl/key-index.js';
 import {
   checkTtl,
   checkVersion,
   describe,
-  keyAfter,
   lookupKey,
   ownedKey,
   ownedValue,
@@ -132,7 +131,16 @@ export class KvPool {
   /** get() without a promise: hot values come from memory; others are read with a blocking call. */
   getSync(key: Key): Buffer | undefined {
     this.engine.assertOpen();
-    return this.engine.liveValueSync(this.pool, lookupKey(key));
+    const pool = this.pool;
+    if (pool === undefined) return undefined;
+    const k = lookupKey(key);
+    // The hot path by hand: one metadata object reused, and the value copied from the cache.
+    const meta = scratchMeta;
+    if (!pool.index.getInto(k, meta)) return undefined;
+    if (meta.expiresAt !== 0 && meta.expiresAt <= this.engine.clock.now()) return undefined;
+    const cached = this.engine.pools.cache.get(meta.cacheAt, meta.valueBytes);
+    if (cached !== undefined) return cached;
+    return this.engine.readValueSync(pool, k, { ...meta });
   }
 
   /** The key with its value, version and expiry, or undefined. */
@@ -287,34 +295,20 @@ export class KvPool {
     return new ListIterator(this.engine, pool, bounds, reverse, limit, values, this.frozen(pool));
   }
 
-  /** list() without promises: values not in memory are read with blocking calls. */
-  *listSync(options: ListOptions = {}): Generator<Entry, void, undefined> {
+  /**
+   * list() without promises: values not in memory are read with blocking calls. Arguments
+   * are checked at the call. Break out of the loop (or call return()) to release what it holds.
+   */
+  listSync(options: ListOptions = {}): IterableIterator<Entry> & { return(): IteratorResult<Entry, undefined> } {
     this.engine.assertOpen();
     const { bounds, reverse, limit, values } = listArguments(options);
     const pool = this.pool;
-    if (bounds.empty || pool === undefined || limit === 0) return;
-    const { view, pin } = this.frozen(pool);
-    try {
-      const now = this.engine.clock.now();
-      let from = bounds;
-      let left = limit;
-      while (left > 0) {
-        const chunk = liveChunk(view, from, reverse, Math.min(left, LIST_CHUNK), now);
-        if (chunk.length === 0) return;
-        for (const [k, meta] of chunk) {
-          const value = values ? this.engine.readValueSync(pool, k, meta) : EMPTY;
-          yield { key: k, value, version: meta.version, expiresAt: meta.expiresAt };
-        }
-        left -= chunk.length;
-        from = nextBounds(from, chunk[chunk.length - 1]![0], reverse);
-      }
-    } finally {
-      if (pin !== undefined) this.engine.unpin(pin);
-    }
+    if (bounds.empty || pool === undefined || limit === 0) return new SyncListIterator(this.engine, undefined, undefined, 0, values);
+    return new SyncListIterator(this.engine, pool, this.frozen(pool), limit, values, bounds, reverse);
   }
 
   /** The pool's index as it is now, and a pin on what it points into (none for a snapshot: it holds its own). */
-  frozen(pool: PoolReader): { view: KeyIndex | KeyView; pin: ReturnType<Engine['pin']> | undefined } {
+  frozen(pool: PoolReader): { view: KeyView; pin: ReturnType<Engine['pin']> | undefined } {
     if (!(pool.index instanceof KeyIndex)) return { view: pool.index, pin: undefined };
     return { view: pool.index.freeze(), pin: this.engine.pin() };
   }
@@ -353,6 +347,74 @@ export class KvPool {
 }
 
 const EMPTY = Buffer.alloc(0);
+const scratchMeta: KeyMeta = { version: 0, expiresAt: 0, location: 0, valueBytes: 0, cacheAt: -1 };
+
+/** What both list iterators hold: a cursor over a frozen view, and a pin on what it points into. */
+type Frozen = { view: KeyView; pin: ReturnType<Engine['pin']> | undefined };
+
+/**
+ * The iterator listSync() returns. Hand-written rather than a generator: each step reads
+ * the next entry straight from a cursor over the frozen view, with no chunk in between.
+ */
+class SyncListIterator implements IterableIterator<Entry> {
+  private readonly cursor: KeyCursor | undefined;
+  private readonly pin: ReturnType<Engine['pin']> | undefined;
+  private readonly now: number;
+  private left: number;
+  private finished = false;
+
+  constructor(
+    private readonly engine: Engine,
+    private readonly pool: PoolReader | undefined,
+    frozen: Frozen | undefined,
+    limit: number,
+    private readonly values: boolean,
+    bounds?: Bounds,
+    reverse = false,
+  ) {
+    this.cursor = frozen?.view.cursor({ start: bounds?.start, end: bounds?.end }, reverse);
+    this.pin = frozen?.pin;
+    this.left = limit;
+    this.now = engine.clock.now();
+    if (this.cursor === undefined || limit === 0) this.finish();
+  }
+
+  [Symbol.iterator](): IterableIterator<Entry> {
+    return this;
+  }
+
+  next(): IteratorResult<Entry, undefined> {
+    if (this.finished) return { done: true, value: undefined };
+    const c = this.cursor!;
+    const now = this.now;
+    try {
+      while (c.next()) {
+        if (c.expiresAt !== 0 && c.expiresAt <= now) continue;
+        const key = c.key();
+        let value: Buffer = EMPTY;
+        if (this.values) value = this.engine.pools.cache.get(c.cacheAt, c.valueBytes) ?? this.engine.readValueSync(this.pool!, key, c.meta());
+        if (--this.left <= 0) this.finish();
+        return { done: false, value: { key, value, version: c.version, expiresAt: c.expiresAt } };
+      }
+    } catch (error) {
+      this.finish();
+      throw error;
+    }
+    this.finish();
+    return { done: true, value: undefined };
+  }
+
+  return(): IteratorResult<Entry, undefined> {
+    this.finish();
+    return { done: true, value: undefined };
+  }
+
+  private finish(): void {
+    if (this.finished) return;
+    this.finished = true;
+    if (this.pin !== undefined) this.engine.unpin(this.pin);
+  }
+}
 
 /**
  * The iterator list() returns. Hand-written rather than an async generator: entries come
@@ -364,9 +426,8 @@ class ListIterator implements AsyncIterableIterator<Entry> {
   private chunk: Entry[] = [];
   private at = 0;
   private left: number;
-  private bounds: Bounds;
   private finished = false;
-  private readonly view: KeyIndex | KeyView | undefined;
+  private readonly cursor: KeyCursor | undefined;
   private readonly pin: ReturnType<Engine['pin']> | undefined;
   private readonly now: number;
 
@@ -374,14 +435,13 @@ class ListIterator implements AsyncIterableIterator<Entry> {
     private readonly engine: Engine,
     private readonly pool: PoolReader | undefined,
     bounds: Bounds,
-    private readonly reverse: boolean,
+    reverse: boolean,
     limit: number,
     private readonly values: boolean,
-    frozen?: { view: KeyIndex | KeyView; pin: ReturnType<Engine['pin']> | undefined },
+    frozen?: Frozen,
   ) {
-    this.bounds = bounds;
     this.left = limit;
-    this.view = frozen?.view;
+    this.cursor = frozen?.view.cursor({ start: bounds.start, end: bounds.end }, reverse);
     this.pin = frozen?.pin;
     this.now = engine.clock.now();
     if (pool === undefined || limit === 0) this.finish();
@@ -410,28 +470,25 @@ class ListIterator implements AsyncIterableIterator<Entry> {
 
   private async fill(): Promise<void> {
     this.engine.assertOpen();
-    const found = liveChunk(this.view!, this.bounds, this.reverse, Math.min(this.left, LIST_CHUNK), this.now);
-    if (found.length === 0) {
-      this.finish();
-      this.chunk = [];
-      this.at = 0;
-      return;
-    }
-    const chunk: Entry[] = new Array(found.length);
-    const misses: Promise<void>[] = [];
-    for (let i = 0; i < found.length; i++) {
-      const [key, meta] = found[i]!;
-      const entry: Entry = { key, value: EMPTY, version: meta.version, expiresAt: meta.expiresAt };
-      chunk[i] = entry;
+    const c = this.cursor!;
+    const now = this.now;
+    const cache = this.engine.pools.cache;
+    const max = Math.min(this.left, LIST_CHUNK);
+    const chunk: Entry[] = [];
+    let misses: Promise<void>[] | undefined;
+    while (chunk.length < max && c.next()) {
+      if (c.expiresAt !== 0 && c.expiresAt <= now) continue;
+      const key = c.key();
+      const entry: Entry = { key, value: EMPTY, version: c.version, expiresAt: c.expiresAt };
+      chunk.push(entry);
       if (!this.values) continue;
-      const cached = this.engine.cachedValue(meta);
+      const cached = cache.get(c.cacheAt, c.valueBytes);
       if (cached !== undefined) entry.value = cached;
-      else misses.push(this.engine.readValue(this.pool!, key, meta).then((v) => void (entry.value = v)));
+      else (misses ??= []).push(this.engine.readValue(this.pool!, key, c.meta()).then((v) => void (entry.value = v)));
     }
-    if (misses.length > 0) await Promise.all(misses);
-    this.left -= found.length;
-    this.bounds = nextBounds(this.bounds, found[found.length - 1]![0], this.reverse);
-    if (this.left <= 0 || this.bounds.empty) this.finish();
+    if (misses !== undefined) await Promise.all(misses);
+    this.left -= chunk.length;
+    if (this.left <= 0 || chunk.length < max) this.finish();
     this.chunk = chunk;
     this.at = 0;
   }
@@ -473,24 +530,6 @@ function ownedKeyOrEmpty(key: Key): Buffer {
   if (typeof key === 'string' && key.length === 0) return EMPTY;
   if (key instanceof Uint8Array && key.length === 0) return EMPTY;
   return ownedKey(key);
-}
-
-/** Up to `max` live entries of the view in the bounds. */
-function liveChunk(view: KeyIndex | KeyView, bounds: Bounds, reverse: boolean, max: number, now: number): [Buffer, KeyMeta][] {
-  const out: [Buffer, KeyMeta][] = [];
-  if (bounds.empty) return out;
-  view.forEachIn({ start: bounds.start, end: bounds.end, reverse }, (key, meta) => {
-    if (meta.expiresAt !== 0 && meta.expiresAt <= now) return true;
-    out.push([key, meta]);
-    return out.length < max;
-  });
-  return out;
-}
-
-function nextBounds(bounds: Bounds, last: Buffer, reverse: boolean): Bounds {
-  const next = reverse ? { ...bounds, end: last } : { ...bounds, start: keyAfter(last) };
-  next.empty = next.start !== undefined && next.end !== undefined && Buffer.compare(next.start, next.end) >= 0;
-  return next;
 }
 
 // ---------------------------------------------------------------------------------------

@@ -158,6 +158,27 @@ function assertRange(reader: KeyIndex | KeyView, model: Model, random: () => num
   );
 }
 
+/** One random range walked by a cursor of `view`, checked against the model, to its end and past it. */
+function assertCursor(view: KeyView, model: Model, random: () => number, where: string): void {
+  const start = randomBound(random, model);
+  const end = randomBound(random, model);
+  const reverse = random() < 0.5;
+  const range = { start: start === undefined ? '-' : hex(start), end: end === undefined ? '-' : hex(end), reverse };
+  const cursor = view.cursor({ start, end }, reverse);
+  const seen: [string, KeyMeta][] = [];
+  while (cursor.next()) {
+    seen.push([hex(cursor.key()), cursor.meta()]);
+    assert.equal(cursor.version, cursor.meta().version, `${where}: the cursor's fields are its entry's`);
+  }
+  const expected = model.range(start, end, reverse);
+  assert.deepEqual(
+    seen,
+    expected.map((key) => [key, model.metas.get(key)!]),
+    `${where}: cursor ${JSON.stringify(range)}`,
+  );
+  assert.equal(cursor.next(), false, `${where}: a finished cursor stays finished`);
+}
+
 /** Runs `steps` random operations on both, checking each result; `phase` weights them. */
 function randomOps(index: KeyIndex, model: Model, random: () => number, step: { n: number }, steps: number, where: string, phase: 'grow' | 'shrink'): void {
   const setWeight = phase === 'grow' ? 0.45 : 0.15;
@@ -247,6 +268,7 @@ test('a frozen view keeps the content of its moment while the index changes (see
         assert.deepEqual(view.get(key), then.metas.get(hex(key)), `${label}: get ${hex(key)}`);
         assert.equal(view.has(key), then.metas.has(hex(key)), `${label}: has ${hex(key)}`);
         assertRange(view, then, random, label);
+        assertCursor(view, then, random, label);
       }
     }
   }

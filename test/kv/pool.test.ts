@@ -287,6 +287,34 @@ test('an iteration sees the pool as it was when it started, while writes and del
   });
 });
 
+test('a listSync iterator kept across awaits sees the pool as it was when it started', async () => {
+  await withStore(async (store) => {
+    const kv = store.kv();
+    const n = 1000;
+    await Promise.all(Array.from({ length: n }, (_, i) => kv.put(`k${String(i).padStart(5, '0')}`, `old${i}`)));
+    for (const reverse of [false, true]) {
+      const iterator = kv.listSync({ reverse });
+      const seen: string[] = [];
+      for (let i = 0; i < 10; i++) {
+        const r = iterator.next();
+        assert.ok(r.done !== true);
+        seen.push(`${r.value.key.toString()}=${r.value.value.toString()}`);
+      }
+      const ops: Promise<unknown>[] = [];
+      for (let i = 0; i < n; i += 7) ops.push(kv.put(`k${String(i).padStart(5, '0')}`, `new${i}`));
+      for (let i = 3; i < n; i += 11) ops.push(kv.delete(`k${String(i).padStart(5, '0')}`));
+      for (let i = 0; i < 50; i++) ops.push(kv.put(`k${String(i).padStart(5, '0')}x`, 'added'));
+      await Promise.all(ops);
+      for (const e of iterator) seen.push(`${e.key.toString()}=${e.value.toString()}`);
+      const want = Array.from({ length: n }, (_, i) => `k${String(i).padStart(5, '0')}=old${i}`);
+      assert.deepEqual(seen, reverse ? want.reverse() : want, `reverse ${reverse}: no key added, lost or changed during the iteration`);
+      // Put the pool back as it was for the next pass.
+      await Promise.all(Array.from({ length: n }, (_, i) => kv.put(`k${String(i).padStart(5, '0')}`, `old${i}`)));
+      await Promise.all(Array.from({ length: 50 }, (_, i) => kv.delete(`k${String(i).padStart(5, '0')}x`)));
+    }
+  });
+});
+
 test('an iteration stays readable while the cleaner reuses space under it', async () => {
   await withStore(
     async (store) => {
