@@ -21,13 +21,10 @@
 //   TEAR <offset> <length> <kept> | FAIL <what> <message>
 // Without --dir it does nothing (node --test runs every file under dist/test).
 
-import fsp from 'node:fs/promises';
-import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { DATA_FILE_NAME, open } from '../../src/index.js';
-import { openFileMedia } from '../../src/media/file.js';
+import { open } from '../../src/index.js';
 import { Rng, writeLine } from './common.js';
-import { TearingMedia, fail } from './tearing.js';
+import { CHILD_OPTIONS, Tear, countFlag, fail, waitForGo } from './tearing.js';
 
 export const FACE_CAPACITY = 16 * 1024 * 1024;
 export const FACE_SEGMENT_SIZE = 256 * 1024;
@@ -66,45 +63,23 @@ export function parsePage(bytes: Buffer, page: number): number | string {
   return pageValue(id, page).equals(bytes) ? id : `page ${page} holds bytes no round wrote (it names round ${id}, page ${bytes.readUInt32LE(4)})`;
 }
 
-function int(name: string, text: string | undefined, fallback: number): number {
-  if (text === undefined) return fallback;
-  const n = Number(text);
-  if (!Number.isSafeInteger(n) || n < 0) throw new Error(`--${name} must be an integer >= 0, got ${text}`);
-  return n;
-}
-
 async function main(values: Record<string, string | boolean | undefined>): Promise<void> {
   const dir = values.dir as string;
   const face = values.face;
   if (face !== 'stream' && face !== 'region') throw new Error(`--face must be stream or region, got ${String(face)}`);
-  const seed = int('seed', values.seed as string | undefined, 1) >>> 0;
-  const firstId = int('first-id', values['first-id'] as string | undefined, 1);
+  const seed = countFlag('seed', values.seed, 1) >>> 0;
+  const firstId = countFlag('first-id', values['first-id'], 1);
   writeLine(`SEED ${seed}`);
   const rng = new Rng(seed);
-  const tearFrom = values['tear-from'] as string | undefined;
-  const tearAfterMs = int('tear-after-ms', values['tear-after-ms'] as string | undefined, 0);
-  const tearWrite = int('tear-write', values['tear-write'] as string | undefined, 1);
-  let tearing: TearingMedia | undefined;
-  const armTear = (): void => {
-    const media = tearing;
-    if (media !== undefined) setTimeout(() => media.arm(tearWrite), tearAfterMs);
-  };
-  if (tearFrom !== undefined) {
-    await fsp.mkdir(dir, { recursive: true });
-    tearing = new TearingMedia(await openFileMedia(path.join(dir, DATA_FILE_NAME), { size: FACE_CAPACITY, create: true }), new Rng(seed ^ 0x5bd1e995));
-  }
+  const tear = await Tear.prepare(values, dir, FACE_CAPACITY, seed, true);
   writeLine('OPENING');
-  if (tearFrom === 'open') armTear();
+  tear.opening();
   const store = await open(dir, {
     capacity: FACE_CAPACITY,
     segmentSize: FACE_SEGMENT_SIZE,
     checkpointIntervalBytes: FACE_CHECKPOINT_BYTES,
-    ...(tearing !== undefined ? { media: tearing } : {}),
+    ...(tear.media !== undefined ? { media: tear.media } : {}),
   });
-  let acks = 0;
-  const acked = (): void => {
-    if (acks++ === 0 && tearFrom === 'ack') armTear();
-  };
 
   if (face === 'stream') {
     const stream = store.stream(STREAM_NAME);
@@ -120,7 +95,7 @@ async function main(values: Record<string, string | boolean | undefined>): Promi
       appended.then(
         (first) => {
           writeLine(`A ${id} ${first}`);
-          acked();
+          tear.acked();
           issue();
         },
         (error: unknown) => fail(`append ${id}`, error),
@@ -148,7 +123,7 @@ async function main(values: Record<string, string | boolean | undefined>): Promi
         (version) => {
           writeLine(`A ${id} ${version}`);
           inFlight--;
-          acked();
+          tear.acked();
           setImmediate(round);
         },
         (error: unknown) => fail(`commit ${id}`, error),
@@ -164,20 +139,12 @@ const { values } = parseArgs({
     dir: { type: 'string' },
     seed: { type: 'string' },
     'first-id': { type: 'string' },
-    'tear-from': { type: 'string' },
-    'tear-after-ms': { type: 'string' },
-    'tear-write': { type: 'string' },
-    'wait-go': { type: 'boolean' },
+    ...CHILD_OPTIONS,
   },
   strict: false,
 });
 
 if (typeof values.dir === 'string' && process.argv[1]?.endsWith('face-writer.js')) {
-  const go = new Promise<void>((resolve) => {
-    if (!values['wait-go']) resolve();
-    process.stdin.on('data', () => resolve());
-  });
-  process.stdin.on('end', () => process.exit(0));
-  await go;
+  await waitForGo(values);
   await main(values).catch((error: unknown) => fail('open', error));
 }

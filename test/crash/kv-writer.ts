@@ -36,14 +36,12 @@
 // writer.ts. Without --dir (or when imported) it does nothing: the exports below are shared
 // with the test.
 
-import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { DATA_FILE_NAME, isAtomioError, open, type Store } from '../../src/index.js';
-import { openFileMedia } from '../../src/media/file.js';
+import { isAtomioError, open, type Store } from '../../src/index.js';
 import { Rng, SECTOR, fillPattern, parseSector, writeLine } from './common.js';
-import { TearingMedia, fail } from './tearing.js';
+import { CHILD_OPTIONS, Tear, countFlag, fail, waitForGo } from './tearing.js';
 
 // ---------------------------------------------------------------------------------------
 // Shared with the test
@@ -237,13 +235,6 @@ export async function readSnapshot(store: Store): Promise<Snapshot> {
 // ---------------------------------------------------------------------------------------
 // The writer
 
-function count(name: string, text: string | undefined, fallback: number): number {
-  if (text === undefined) return fallback;
-  const n = Number(text);
-  if (!Number.isSafeInteger(n) || n < 0) throw new Error(`--${name} must be an integer >= 0, got ${text}`);
-  return n;
-}
-
 function summary(store: Store): Record<string, number> {
   const s = store.stats();
   return {
@@ -265,32 +256,20 @@ interface Args {
   checkpointBytes: number;
   checkpointEvery: number;
   checkpointAtOpen: boolean;
-  tearFrom: 'ack' | 'open' | undefined;
-  tearAfterMs: number;
-  tearWrite: number;
+  tear: Tear;
 }
 
 async function main(a: Args): Promise<void> {
   writeLine(`SEED ${a.seed}`);
   const rng = new Rng(a.seed);
-  let tearing: TearingMedia | undefined;
-  const armTear = (): void => {
-    const media = tearing;
-    if (media !== undefined) setTimeout(() => media.arm(a.tearWrite), a.tearAfterMs);
-  };
-  if (a.tearFrom !== undefined) {
-    await fsp.mkdir(a.dir, { recursive: true });
-    const file = await openFileMedia(path.join(a.dir, DATA_FILE_NAME), { size: KV_CAPACITY, create: false });
-    tearing = new TearingMedia(file, new Rng(a.seed ^ 0x5bd1e995));
-  }
   writeLine('OPENING');
-  if (a.tearFrom === 'open') armTear();
+  a.tear.opening();
   const store = await open(a.dir, {
     capacity: KV_CAPACITY,
     segmentSize: KV_SEGMENT_SIZE,
     durability: 'full',
     ...(a.checkpointBytes > 0 ? { checkpointIntervalBytes: a.checkpointBytes } : {}),
-    ...(tearing !== undefined ? { media: tearing } : {}),
+    ...(a.tear.media !== undefined ? { media: a.tear.media } : {}),
   });
   const snap = await readSnapshot(store);
   writeLine(`OPENED ${JSON.stringify({ recovery: store.stats().lastRecovery, stats: summary(store), snapshot: snap })}`);
@@ -307,9 +286,8 @@ async function main(a: Args): Promise<void> {
   };
 
   let nextId = a.firstId;
-  let acks = 0;
   const acked = (): void => {
-    if (acks++ === 0 && a.tearFrom === 'ack') armTear();
+    const acks = a.tear.acked();
     if (a.checkpointEvery > 0 && acks % a.checkpointEvery === 0) checkpoint();
   };
   const issue = (): void => {
@@ -425,35 +403,26 @@ if (isMain) {
       'checkpoint-bytes': { type: 'string' },
       'checkpoint-every': { type: 'string' },
       'checkpoint-at-open': { type: 'boolean' },
-      'tear-from': { type: 'string' },
-      'tear-after-ms': { type: 'string' },
-      'tear-write': { type: 'string' },
-      'wait-go': { type: 'boolean' },
+      ...CHILD_OPTIONS,
     },
     strict: true,
   });
   if (values.dir !== undefined) {
-    const tearFrom = values['tear-from'];
-    if (tearFrom !== undefined && tearFrom !== 'ack' && tearFrom !== 'open') throw new Error(`--tear-from must be ack or open, got ${tearFrom}`);
-    const args: Args = {
-      dir: values.dir,
-      seed: count('seed', values.seed, 1) >>> 0,
-      firstId: count('first-id', values['first-id'], 1),
-      firstTx: count('first-tx', values['first-tx'], 1),
-      checkpointBytes: count('checkpoint-bytes', values['checkpoint-bytes'], 0),
-      checkpointEvery: count('checkpoint-every', values['checkpoint-every'], 0),
-      checkpointAtOpen: values['checkpoint-at-open'] === true,
-      tearFrom,
-      tearAfterMs: count('tear-after-ms', values['tear-after-ms'], 0),
-      tearWrite: count('tear-write', values['tear-write'], 1),
-    };
-    if (args.firstId < 1) throw new Error('--first-id must be >= 1 (op id 0 means "no data")');
-    const go = new Promise<void>((resolve) => {
-      if (!values['wait-go']) resolve();
-      process.stdin.on('data', () => resolve());
-    });
-    process.stdin.on('end', () => process.exit(0));
-    await go;
-    await main(args).catch((error: unknown) => fail('open', error));
+    const dir = values.dir;
+    const seed = countFlag('seed', values.seed, 1) >>> 0;
+    if (countFlag('first-id', values['first-id'], 1) < 1) throw new Error('--first-id must be >= 1 (op id 0 means "no data")');
+    await waitForGo(values);
+    const run = async (): Promise<void> =>
+      main({
+        dir,
+        seed,
+        firstId: countFlag('first-id', values['first-id'], 1),
+        firstTx: countFlag('first-tx', values['first-tx'], 1),
+        checkpointBytes: countFlag('checkpoint-bytes', values['checkpoint-bytes'], 0),
+        checkpointEvery: countFlag('checkpoint-every', values['checkpoint-every'], 0),
+        checkpointAtOpen: values['checkpoint-at-open'] === true,
+        tear: await Tear.prepare(values, dir, KV_CAPACITY, seed, false),
+      });
+    await run().catch((error: unknown) => fail('open', error));
   }
 }

@@ -33,13 +33,10 @@
 // Without --dir it does nothing: `node --test dist/test/` runs every .js file under a test
 // directory, this one included.
 
-import fsp from 'node:fs/promises';
-import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { DATA_FILE_NAME, open, type AtomicOp, type Store } from '../../src/index.js';
-import { openFileMedia } from '../../src/media/file.js';
+import { open, type AtomicOp, type Store } from '../../src/index.js';
 import { HOT_RANGE, LBA_RANGE, MAX_IN_FLIGHT, CAPACITY, SEGMENT_SIZE, Rng, fillPattern, writeLine, type OpDesc } from './common.js';
-import { TearingMedia, fail } from './tearing.js';
+import { CHILD_OPTIONS, Tear, countFlag, fail, waitForGo } from './tearing.js';
 
 const { values } = parseArgs({
   options: {
@@ -49,21 +46,11 @@ const { values } = parseArgs({
     'checkpoint-bytes': { type: 'string' },
     'checkpoint-every': { type: 'string' },
     'checkpoint-at-open': { type: 'boolean' },
-    'tear-from': { type: 'string' },
-    'tear-after-ms': { type: 'string' },
-    'tear-write': { type: 'string' },
     lbas: { type: 'string' },
-    'wait-go': { type: 'boolean' },
+    ...CHILD_OPTIONS,
   },
   strict: true,
 });
-
-function count(name: string, text: string | undefined, fallback: number): number {
-  if (text === undefined) return fallback;
-  const n = Number(text);
-  if (!Number.isSafeInteger(n) || n < 0) throw new Error(`--${name} must be an integer >= 0, got ${text}`);
-  return n;
-}
 
 function summary(store: Store): Record<string, number> {
   const s = store.stats();
@@ -98,37 +85,24 @@ function makeBatch(rng: Rng, id: number, lbas: number): { ops: AtomicOp[]; desc:
 }
 
 async function main(dir: string): Promise<void> {
-  const seed = count('seed', values.seed, 1) >>> 0;
-  const firstId = count('first-id', values['first-id'], 1);
-  const checkpointBytes = count('checkpoint-bytes', values['checkpoint-bytes'], 0);
-  const checkpointEvery = count('checkpoint-every', values['checkpoint-every'], 0);
-  const lbas = count('lbas', values.lbas, LBA_RANGE);
+  const seed = countFlag('seed', values.seed, 1) >>> 0;
+  const firstId = countFlag('first-id', values['first-id'], 1);
+  const checkpointBytes = countFlag('checkpoint-bytes', values['checkpoint-bytes'], 0);
+  const checkpointEvery = countFlag('checkpoint-every', values['checkpoint-every'], 0);
+  const lbas = countFlag('lbas', values.lbas, LBA_RANGE);
   if (firstId < 1) throw new Error('--first-id must be >= 1 (batch id 0 means "no data")');
   if (lbas < 128 || lbas > LBA_RANGE) throw new Error(`--lbas must lie in [128, ${LBA_RANGE}]`);
   writeLine(`SEED ${seed}`);
   const rng = new Rng(seed);
 
-  const tearFrom = values['tear-from'];
-  if (tearFrom !== undefined && tearFrom !== 'ack' && tearFrom !== 'open') throw new Error(`--tear-from must be ack or open, got ${tearFrom}`);
-  const tearAfterMs = count('tear-after-ms', values['tear-after-ms'], 0);
-  const tearWrite = count('tear-write', values['tear-write'], 1);
-  let tearing: TearingMedia | undefined;
-  const armTear = (): void => {
-    const media = tearing;
-    if (media !== undefined) setTimeout(() => media.arm(tearWrite), tearAfterMs);
-  };
-  if (tearFrom !== undefined) {
-    await fsp.mkdir(dir, { recursive: true });
-    tearing = new TearingMedia(await openFileMedia(path.join(dir, DATA_FILE_NAME), { size: CAPACITY, create: true }), new Rng(seed ^ 0x5bd1e995));
-  }
-
+  const tear = await Tear.prepare(values, dir, CAPACITY, seed, true);
   writeLine('OPENING');
-  if (tearFrom === 'open') armTear();
+  tear.opening();
   const store = await open(dir, {
     capacity: CAPACITY,
     segmentSize: SEGMENT_SIZE,
     ...(checkpointBytes > 0 ? { checkpointIntervalBytes: checkpointBytes } : {}),
-    ...(tearing !== undefined ? { media: tearing } : {}),
+    ...(tear.media !== undefined ? { media: tear.media } : {}),
   });
   writeLine(`OPENED ${JSON.stringify({ recovery: store.stats().lastRecovery, stats: summary(store) })}`);
 
@@ -140,7 +114,6 @@ async function main(dir: string): Promise<void> {
   };
 
   let nextId = firstId;
-  let acks = 0;
   const issue = (): void => {
     const id = nextId++;
     const { ops, desc } = makeBatch(rng, id, lbas);
@@ -152,7 +125,7 @@ async function main(dir: string): Promise<void> {
     store.block.atomic(ops, ttl === undefined ? {} : { ttl }).then(
       (version) => {
         writeLine(`ACK ${id} ${version} ${json}`);
-        if (acks++ === 0 && tearFrom === 'ack') armTear();
+        const acks = tear.acked();
         if (checkpointEvery > 0 && acks % checkpointEvery === 0) checkpoint();
         issue();
       },
@@ -166,11 +139,6 @@ async function main(dir: string): Promise<void> {
 
 if (values.dir !== undefined) {
   const dir = values.dir;
-  const go = new Promise<void>((resolve) => {
-    if (!values['wait-go']) resolve();
-    process.stdin.on('data', () => resolve());
-  });
-  process.stdin.on('end', () => process.exit(0));
-  await go;
+  await waitForGo(values);
   await main(dir).catch((error: unknown) => fail('open', error));
 }
