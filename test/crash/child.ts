@@ -7,6 +7,11 @@
 // its start-up overlaps the round before. start() lets it go and kills it as planned.
 
 import { spawn } from 'node:child_process';
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import type { TestContext } from 'node:test';
+import type { RecoveryReport } from '../../src/index.js';
 import type { Rng } from './common.js';
 
 /** A writer still alive this long after it was let go is stuck. */
@@ -224,4 +229,26 @@ export function positiveInt(name: string, fallback: number): number {
   const n = Number(text);
   if (!Number.isSafeInteger(n) || n < 1) throw new Error(`${name} must be an integer >= 1, got ${text}`);
   return n;
+}
+
+/**
+ * Runs `body` with a fresh store directory, removed at the end unless a check failed (the
+ * test then says where it is) or ATOMIO_CRASH_KEEP is set.
+ */
+export async function withStoreDir(t: TestContext, prefix: string, body: (dir: string) => Promise<void>): Promise<void> {
+  const root = await fsp.mkdtemp(path.join(os.tmpdir(), prefix));
+  const dir = path.join(root, 'store');
+  try {
+    await body(dir);
+  } catch (error) {
+    t.diagnostic(`store kept for inspection: ${dir}`);
+    throw error;
+  }
+  if (process.env.ATOMIO_CRASH_KEEP) t.diagnostic(`store kept: ${dir}`);
+  else await fsp.rm(root, { recursive: true, force: true });
+}
+
+export function describeRecovery(r: RecoveryReport | undefined): string {
+  if (r === undefined) return 'no recovery report';
+  return `recovery replayed ${r.recordsReplayed} records (${Math.round(r.bytesReplayed / 1024)} KiB) after checkpoint ${r.checkpointSeq}, dropped ${r.recordsDropped}`;
 }

@@ -34,10 +34,8 @@
 //                            exact instant a kill lands, which the machine decides)
 //   ATOMIO_CRASH_KEEP=1      keeps the store directory (kept anyway when a check fails)
 
-import { test, type TestContext } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import fsp from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DATA_FILE_NAME, open, type RecoveryReport } from '../../src/index.js';
@@ -45,7 +43,7 @@ import { checkStore, type CheckReport } from '../../src/engine/check.js';
 import { openFileMedia } from '../../src/media/file.js';
 import { acquireStoreLock } from '../../src/media/lock.js';
 import { deriveSeed, replayHint, testSeed } from '../helpers/seed.js';
-import { describePlan, newChildRun, positiveInt, runInTurn, spawnWriter, type ChildRun, type KillableChild, type KillPlan } from './child.js';
+import { describePlan, describeRecovery, newChildRun, positiveInt, runInTurn, spawnWriter, type ChildRun, type KillableChild, type KillPlan, withStoreDir } from './child.js';
 import { Rng } from './common.js';
 import {
   ACCOUNTS,
@@ -468,24 +466,6 @@ async function createStore(dir: string): Promise<void> {
   }
 }
 
-async function withStoreDir(t: TestContext, body: (dir: string) => Promise<void>): Promise<void> {
-  const root = await fsp.mkdtemp(path.join(os.tmpdir(), 'atomio-kv-crash-'));
-  const dir = path.join(root, 'store');
-  try {
-    await body(dir);
-  } catch (error) {
-    t.diagnostic(`store kept for inspection: ${dir}`);
-    throw error;
-  }
-  if (process.env.ATOMIO_CRASH_KEEP) t.diagnostic(`store kept: ${dir}`);
-  else await fsp.rm(root, { recursive: true, force: true });
-}
-
-function describeRecovery(r: RecoveryReport | undefined): string {
-  if (r === undefined) return 'no recovery report';
-  return `replayed ${r.recordsReplayed} records after checkpoint ${r.checkpointSeq}, dropped ${r.recordsDropped}`;
-}
-
 // ---------------------------------------------------------------------------------------
 
 /**
@@ -559,7 +539,7 @@ test(`kv atomic batches, transactions and TTL ops survive SIGKILL whole or not a
   };
   let runsSince: string[] = [];
   let since = { ops: 0, settled: 0, tx: 0, txAcked: 0, unacked: 0, txUnacked: 0 };
-  await withStoreDir(t, async (dir) => {
+  await withStoreDir(t, 'atomio-kv-crash-', async (dir) => {
     await createStore(dir);
     // Writes since the model was last brought up to date: by the writer whose ops those are.
     let pendingRun: WriterRun | undefined;

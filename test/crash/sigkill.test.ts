@@ -13,15 +13,12 @@
 //   ATOMIO_CRASH_KEEP=1        keeps the store directory (it is kept anyway when a check fails;
 //                              it then holds the state after the test's own recovery)
 
-import { test, type TestContext } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import fsp from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { open, type RecoveryReport } from '../../src/index.js';
 import { replayHint, testSeed } from '../helpers/seed.js';
-import { describePlan, newChildRun, positiveInt, runInTurn, spawnWriter, type ChildRun, type KillableChild, type KillPlan } from './child.js';
+import { describePlan, describeRecovery, newChildRun, positiveInt, runInTurn, spawnWriter, type ChildRun, type KillableChild, type KillPlan, withStoreDir } from './child.js';
 import { CAPACITY, LBA_RANGE, SEGMENT_SIZE, Rng, deriveSeed, type OpDesc } from './common.js';
 import { Model, snapshotFrom, type WriterLog } from './model.js';
 
@@ -134,24 +131,6 @@ async function checkStore(dir: string, model: Model, runs: WriterRun[], context:
   }
 }
 
-/** A fresh store directory, removed at the end unless a check failed (or ATOMIO_CRASH_KEEP). */
-async function withStoreDir(t: TestContext, body: (dir: string) => Promise<void>): Promise<void> {
-  const root = await fsp.mkdtemp(path.join(os.tmpdir(), 'atomio-crash-'));
-  const dir = path.join(root, 'store');
-  try {
-    await body(dir);
-  } catch (error) {
-    t.diagnostic(`store kept for inspection: ${dir}`);
-    throw error;
-  }
-  if (process.env.ATOMIO_CRASH_KEEP) t.diagnostic(`store kept: ${dir}`);
-  else await fsp.rm(root, { recursive: true, force: true });
-}
-
-function describeRecovery(r: RecoveryReport): string {
-  return `recovery replayed ${r.recordsReplayed} records (${Math.round(r.bytesReplayed / 1024)} KiB) after checkpoint ${r.checkpointSeq}, dropped ${r.recordsDropped}`;
-}
-
 test(`acknowledged batches survive SIGKILL and no batch is half there (${ROUNDS} rounds)`, async (t) => {
   const seed = deriveSeed(SEED, 1);
   t.diagnostic(replay(SEED));
@@ -185,7 +164,7 @@ test(`acknowledged batches survive SIGKILL and no batch is half there (${ROUNDS}
   }
   const model = new Model();
   const totals = { acked: 0, unackedPresent: 0, dropped: 0, replayed: 0, checkpoints: 0, cleaned: 0, openedWithCheckpoint: 0 };
-  await withStoreDir(t, async (dir) => {
+  await withStoreDir(t, 'atomio-crash-', async (dir) => {
     await runInTurn(specs, (spec) => blockWriter(dir, spec), async (round, run) => {
       const spec = specs[round]!;
       const context = `round ${round}, writer seed ${spec.seed}, ${describePlan(spec.plan)}, ${replay(SEED)}`;
@@ -265,7 +244,7 @@ test('kills during open, recovery and the first checkpoints leave the store cons
   const model = new Model();
   const totals = { killedInOpen: 0, wroteAfterDroppingTail: 0, tornWrites: 0 };
   let runs: WriterRun[] = [];
-  await withStoreDir(t, async (dir) => {
+  await withStoreDir(t, 'atomio-crash-', async (dir) => {
     await runInTurn(specs, (spec) => blockWriter(dir, spec), async (i, run) => {
       runs.push(run);
       if (i % 3 !== 2) return;
