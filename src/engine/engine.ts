@@ -266,8 +266,6 @@ export class Engine {
 
   private readonly checkpointIntervalBytes: number;
   private bytesSinceCheckpoint = 0;
-  /** Payload bytes of the last checkpoint written. */
-  private lastCheckpointBytes = 0;
   private queue: Pending[] = [];
   /** Batches being written, oldest first; they land in this order. */
   private writing: Writing[] = [];
@@ -755,7 +753,12 @@ export class Engine {
   private checkpointDue(): boolean {
     // A checkpoint copies every map whole: with many keys it is large, so the log between two
     // is kept at least twice its size, or checkpoints would double what the store writes.
-    return this.bytesSinceCheckpoint >= Math.max(this.checkpointIntervalBytes, 2 * this.lastCheckpointBytes);
+    return this.bytesSinceCheckpoint >= Math.max(this.checkpointIntervalBytes, 2 * this.checkpointCost());
+  }
+
+  /** What a checkpoint writes, judged by the last one (the one the store opened from, before any). */
+  private checkpointCost(): number {
+    return this.superblock.checkpoint.payloadBytes;
   }
 
   private cleaningLowWater(): number {
@@ -1540,7 +1543,7 @@ export class Engine {
     // overwrites since, above all), a checkpoint first pays for itself. Checkpoints then
     // follow the cleaner's needs, and checkpointIntervalBytes only bounds what an open replays.
     const emptiest = this.emptiestBeyondCheckpoint();
-    if (emptiest !== undefined && (victim === undefined || emptiest.liveBytes + this.lastCheckpointBytes < victim.liveBytes)) {
+    if (emptiest !== undefined && (victim === undefined || emptiest.liveBytes + this.checkpointCost() < victim.liveBytes)) {
       try {
         await this.checkpoint();
       } catch (error) {
@@ -1880,7 +1883,6 @@ export class Engine {
     this.checkpointChain = chain.map((s) => s.index);
     this.checkpointSeq = seq;
     this.bytesSinceCheckpoint = 0;
-    this.lastCheckpointBytes = payload.length;
     this.counters.checkpoints++;
     this.reclaimEmpty();
   }
