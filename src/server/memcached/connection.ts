@@ -32,6 +32,8 @@ export const OUTPUT_HIGH_WATER_BYTES = 4 * 1024 * 1024;
 export const MAX_IN_FLIGHT_WRITES = 256;
 /** Data bytes those writes may hold (a lone larger one still runs). */
 export const MAX_IN_FLIGHT_BYTES = 16 * 1024 * 1024;
+/** Replies gathered in one pump up to this many bytes are copied into one buffer; more go as a vectored write. */
+const GATHER_COPY_BYTES = 64 * 1024;
 /** How long an ended connection waits for the client to close before destroying the socket. */
 export const LINGER_MS = 5_000;
 
@@ -74,6 +76,7 @@ export class Connection {
   private inFlightBytes = 0;
   private busy = false;
   private pumping = false;
+  private pumpQueued = false;
   /** The server is shutting down (or the connection must close): no new request is read. */
   private stopping = false;
   /** The client ended its side: what it sent is still run, then the connection ends. */
@@ -222,10 +225,26 @@ export class Connection {
     }
   }
 
+  /**
+   * pump() once the current microtasks have run: writes whose commits landed together settle
+   * in one run of microtasks, and their replies then leave in one write.
+   */
+  private pumpSoon(): void {
+    if (this.pumpQueued) return;
+    this.pumpQueued = true;
+    queueMicrotask(this.queuedPump);
+  }
+
+  private readonly queuedPump = (): void => {
+    this.pumpQueued = false;
+    this.pump();
+  };
+
   private flushGathered(): void {
     const parts = this.gathered;
     const n = parts.length;
     if (n === 0) return;
+    const bytes = this.gatheredBytes;
     this.gatheredBytes = 0;
     const alive = !this.socket.destroyed && !this.ended;
     if (n === 1) {
@@ -237,6 +256,10 @@ export class Connection {
     // One reply (the common case) leaves the array to be reused; several take a fresh one.
     this.gathered = [];
     if (!alive) return;
+    if (bytes <= GATHER_COPY_BYTES) {
+      this.socket.write(Buffer.concat(parts, bytes));
+      return;
+    }
     this.socket.cork();
     for (const p of parts) this.socket.write(p);
     this.socket.uncork();
@@ -280,7 +303,7 @@ export class Connection {
       slot.done = true;
       this.inFlight--;
       this.inFlightBytes -= bytes;
-      this.pump();
+      this.pumpSoon();
     };
     result.then(settle, (error: unknown) => settle(line(serverErrorLine(error))));
   }

@@ -2,10 +2,14 @@
 // on a client that does not read, the connection limit, the idle timeout, endless lines and
 // huge lengths, graceful shutdown, and many clients racing on the same keys.
 
+import { EventEmitter } from 'node:events';
+import type { Socket } from 'node:net';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { makeRandom } from '../../../src/media/random.js';
+import { Connection } from '../../../src/server/memcached/connection.js';
 import { OUTPUT_HIGH_WATER_BYTES } from '../../../src/server/memcached/index.js';
+import type { ServerState } from '../../../src/server/memcached/request.js';
 import { deriveSeed, replayHint, testSeed } from '../../helpers/seed.js';
 import { KiB, MiB, McClient, withServer } from './harness.js';
 
@@ -240,5 +244,50 @@ test('many clients at once: counters and CAS loops from 20 connections lose no u
       }),
     );
     assert.equal(await c0.call('get n cas\r\n'), 'VALUE n 0 4\r\n1000\r\nVALUE cas 0 3\r\n100\r\nEND\r\n');
+  });
+});
+
+/** A socket that records what is written: each write outside cork(), or each cork()..uncork(), is one send. */
+class RecordingSocket extends EventEmitter {
+  writableLength = 0;
+  destroyed = false;
+  remoteAddress = '127.0.0.1';
+  remotePort = 1;
+  sends: string[] = [];
+  private corked: string[] | undefined;
+  setNoDelay(): void {}
+  setTimeout(): void {}
+  pause(): void {}
+  resume(): void {}
+  end(): void {}
+  destroy(): void {
+    this.destroyed = true;
+  }
+  cork(): void {
+    this.corked = [];
+  }
+  uncork(): void {
+    this.sends.push(this.corked!.join(''));
+    this.corked = undefined;
+  }
+  write(b: Buffer): boolean {
+    if (this.corked !== undefined) this.corked.push(b.toString('latin1'));
+    else this.sends.push(b.toString('latin1'));
+    return true;
+  }
+}
+
+test('pipelined writes are answered one send per batch of commits the store lands, not one per write', async () => {
+  await withServer(async (h) => {
+    const state = { cache: h.server.cache, verbosity: 0, idleTimeoutMs: 0, bytesRead: 0, bytesWritten: 0 } as unknown as ServerState;
+    const socket = new RecordingSocket();
+    new Connection(socket as unknown as Socket, state, () => undefined);
+    const sets = Array.from({ length: 10 }, (_, i) => `set k${i} ${i} 0 2\r\nv${i}\r\n`).join('');
+    socket.emit('data', Buffer.from(`${sets}delete nope\r\nincr nope 1\r\n`, 'latin1'));
+    const want = `${'STORED\r\n'.repeat(10)}NOT_FOUND\r\nNOT_FOUND\r\n`;
+    for (let i = 0; i < 1000 && socket.sends.join('').length < want.length; i++) await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(socket.sends.join(''), want);
+    // The store lands these 12 commits in one or two group commits (the first may start alone).
+    assert.ok(socket.sends.length <= 2, `sends: ${JSON.stringify(socket.sends)}`);
   });
 });
