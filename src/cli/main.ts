@@ -2,7 +2,7 @@
 // The `atomio` command.
 //
 //   atomio serve [--data DIR] [--nbd HOST:PORT|off] …   the servers (what `npm start` runs)
-//   atomio volume create|list|remove …                  the NBD volumes of a store
+//   atomio volume create|list|resize|remove …           the NBD volumes of a store
 //   atomio snapshot create|list|delete …                named snapshots, exported as VOLUME@NAME
 //   atomio check DIR [--json]    verify a store, reading only
 //   atomio stats DIR [--json]    open a store and print its statistics
@@ -28,7 +28,7 @@ const USAGE = `usage: atomio <command> [options]
 commands:
   serve [options]       serve the store in ./data (or --data DIR) over NBD on 127.0.0.1:10809
                         until SIGINT/SIGTERM; \`atomio serve --help\` lists every option
-  volume create NAME --size SIZE [--read-only] | list | remove NAME   [--data DIR]
+  volume create NAME --size SIZE [--read-only] | list | resize NAME --size SIZE | remove NAME   [--data DIR]
                         manage the store's NBD volumes (not while a server has it open)
   snapshot create NAME | list | delete NAME   [--data DIR]
                         durable read-only snapshots of the store; served over NBD

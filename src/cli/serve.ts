@@ -8,6 +8,7 @@
 //                [--max-connections N] [--idle-timeout SECONDS]
 //   atomio volume create NAME --size BYTES [--read-only] [--data DIR]
 //   atomio volume list [--data DIR] [--json]
+//   atomio volume resize NAME --size BYTES [--data DIR]
 //   atomio volume remove NAME [--data DIR]
 //
 // serve runs until SIGINT or SIGTERM, then stops accepting, answers the requests already
@@ -79,11 +80,14 @@ SIGINT or SIGTERM stops the server: requests already read are answered, then the
 closes. A second signal kills it at once (the store recovers on its next open).
 `;
 
-export const VOLUME_USAGE = `usage: atomio volume <create|list|remove> [options]
+export const VOLUME_USAGE = `usage: atomio volume <create|list|resize|remove> [options]
 
   volume create NAME --size BYTES [--read-only] [--data DIR]
                        a new volume that reads as zeros; NAME is 1-64 of A-Z a-z 0-9 . _ -
   volume list [--data DIR] [--json]
+  volume resize NAME --size BYTES [--data DIR]
+                       a new size: a larger one reads as zeros past the old end; a
+                       smaller one trims what it cuts off
   volume remove NAME [--data DIR]
                        forgets the volume and trims all of its data
 
@@ -171,7 +175,7 @@ export async function serve(argv: string[], control: ServeControl = {}): Promise
 export async function volumeCommand(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
   if (sub === undefined || sub === '--help' || sub === '-h' || sub === 'help') {
-    if (sub === undefined) throw new UsageError(`volume: which one: create, list or remove?\n${VOLUME_USAGE}`);
+    if (sub === undefined) throw new UsageError(`volume: which one: create, list, resize or remove?\n${VOLUME_USAGE}`);
     writeOut(VOLUME_USAGE);
     return EXIT.ok;
   }
@@ -199,17 +203,17 @@ export async function volumeCommand(argv: string[]): Promise<number> {
   }
   const data = checkData(v.data);
   const names = parsed.positionals;
-  const allowed: Record<string, string[]> = { create: ['size', 'read-only'], list: ['json'], remove: [] };
+  const allowed: Record<string, string[]> = { create: ['size', 'read-only'], list: ['json'], resize: ['size'], remove: [] };
   const mine = allowed[sub];
-  if (mine === undefined) throw new UsageError(`volume: unknown subcommand '${sub}' (create, list or remove)`);
+  if (mine === undefined) throw new UsageError(`volume: unknown subcommand '${sub}' (create, list, resize or remove)`);
   for (const key of ['size', 'read-only', 'json'] as const) {
     if (v[key] !== undefined && !mine.includes(key)) throw new UsageError(`volume ${sub}: --${key} does not apply`);
   }
   const wantName = sub !== 'list';
   if (wantName && names.length !== 1) throw new UsageError(`volume ${sub}: give one NAME`);
   if (!wantName && names.length > 0) throw new UsageError(`volume list: unexpected argument '${names[0]}'`);
-  if (sub === 'create' && v.size === undefined) throw new UsageError('volume create: --size BYTES is required');
-  const size = sub === 'create' ? parseSize(v.size!, '--size') : 0;
+  if ((sub === 'create' || sub === 'resize') && v.size === undefined) throw new UsageError(`volume ${sub}: --size BYTES is required`);
+  const size = v.size === undefined ? 0 : parseSize(v.size, '--size');
 
   if (sub !== 'create' && !(await fileExists(path.join(data, DATA_FILE_NAME)))) {
     throw new AtomioError('ERR_ARGUMENT', `${path.resolve(data)} holds no atomio store; \`atomio serve --data ${data}\` creates one`, { path: data });
@@ -221,6 +225,12 @@ export async function volumeCommand(argv: string[]): Promise<number> {
       case 'create': {
         const created = await volumes.create(names[0]!, { size, readOnly: v['read-only'] === true });
         writeOut(`created volume '${created.name}': ${formatBytes(created.size)}${created.readOnly ? ', read-only' : ''}, slot ${created.slot}\n`);
+        break;
+      }
+      case 'resize': {
+        const before = volumes.get(names[0]!)?.size;
+        const resized = await volumes.resize(names[0]!, size);
+        writeOut(`resized volume '${resized.name}': ${formatBytes(before ?? 0)} -> ${formatBytes(resized.size)}\n`);
         break;
       }
       case 'remove':

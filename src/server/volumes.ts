@@ -1,5 +1,5 @@
 // Volumes: named virtual disks on one store's block face, each in its own slice of the
-// sector space. The servers export them; the CLI creates, lists and removes them.
+// sector space. The servers export them; the CLI creates, lists, resizes and removes them.
 //
 // Layout: slot i covers lbas [i * SLOT_SECTORS, (i + 1) * SLOT_SECTORS). With 512-byte
 // sectors that is 32 TiB a slot and 256 slots; with 4096-byte sectors 256 TiB and 32 slots.
@@ -14,10 +14,13 @@
 //   of the directory), so after a crash it is the old table or the new one, never a mix;
 // - remove() lists the volume as gone first, then trims its slot; a crash in between leaves
 //   stale sectors only in a free slot, which create() trims before reuse;
-// - create() and remove() run one at a time, and a volume a server has open cannot be removed.
+// - resize() to a larger size trims the added part before the table names it (so it reads as
+//   zeros); to a smaller one it writes the table first, then trims what was cut off;
+// - create(), resize() and remove() run one at a time, and a volume a server has open cannot
+//   be resized or removed.
 //
 // Every named snapshot of the store is also exported, read-only, as VOLUME@SNAPSHOT for each
-// volume in the table: the volume's slot as the snapshot saw it.
+// volume in the table: the volume's slot as the snapshot saw it, at the volume's current size.
 //
 // This is the one file of the server layer that touches the filesystem (through src/media).
 
@@ -183,13 +186,7 @@ export class Volumes {
     return this.serially(async () => {
       const volume = this.byName.get(name);
       if (volume === undefined) throw new AtomioError('ERR_ARGUMENT', `no volume is called '${name}'`, { name });
-      const users = this.openCount.get(name) ?? 0;
-      if (users > 0) {
-        throw new AtomioError('ERR_ARGUMENT', `volume '${name}' is open on ${users} connection(s); disconnect them first`, {
-          name,
-          users,
-        });
-      }
+      this.checkNotOpen(volume);
       this.byName.delete(name);
       try {
         await this.save();
@@ -201,7 +198,37 @@ export class Volumes {
     });
   }
 
-  /** For servers: marks the volume open (remove() refuses it) until the returned release runs. */
+  /**
+   * Gives a volume a new size. Growing trims the new part first, so that it reads as zeros
+   * whatever an earlier, larger life of the volume left there; shrinking lists the new size
+   * first and then trims the cut-off part (its space comes back). Resolves once the table
+   * naming the new size is durable and the trim is done.
+   *
+   * Rejects with ERR_ARGUMENT when no such volume exists, the size is malformed, or a server
+   * has the volume open (its clients were told the old size).
+   * @example await volumes.resize('vm1', 128 * 2 ** 30);
+   */
+  resize(name: string, size: number): Promise<Volume> {
+    return this.serially(async () => {
+      const volume = this.byName.get(name);
+      if (volume === undefined) throw new AtomioError('ERR_ARGUMENT', `no volume is called '${name}'`, { name });
+      this.checkSize(size, name);
+      this.checkNotOpen(volume);
+      const sectors = (bytes: number): number => bytes / this.sectorSize;
+      if (size > volume.size) await this.trimRange(volume.firstLba + sectors(volume.size), sectors(size - volume.size));
+      const resized = this.add({ ...volume.toJSON(), size });
+      try {
+        await this.save();
+      } catch (error) {
+        this.byName.set(name, volume);
+        throw error;
+      }
+      if (size < volume.size) await this.trimRange(volume.firstLba + sectors(size), sectors(volume.size - size));
+      return resized;
+    });
+  }
+
+  /** For servers: marks the volume open (remove() and resize() refuse it) until the returned release runs. */
   acquire(volume: Volume): () => void {
     this.openCount.set(volume.name, (this.openCount.get(volume.name) ?? 0) + 1);
     let released = false;
@@ -235,9 +262,22 @@ export class Volumes {
     });
   }
 
+  private checkNotOpen(volume: Volume): void {
+    const users = this.openCount.get(volume.name) ?? 0;
+    if (users > 0) {
+      throw new AtomioError('ERR_ARGUMENT', `volume '${volume.name}' is open on ${users} connection(s); disconnect them first`, {
+        name: volume.name,
+        users,
+      });
+    }
+  }
+
   private async trimSlot(slot: number): Promise<void> {
-    const first = slot * SLOT_SECTORS;
-    if (this.store.block.exists(first, SLOT_SECTORS)) await this.store.block.trim(first, SLOT_SECTORS);
+    await this.trimRange(slot * SLOT_SECTORS, SLOT_SECTORS);
+  }
+
+  private async trimRange(lba: number, count: number): Promise<void> {
+    if (this.store.block.exists(lba, count)) await this.store.block.trim(lba, count);
   }
 
   private checkSize(size: number, name: string): void {

@@ -64,7 +64,7 @@ test('serve: listens where told, prints it, serves the default volume, and stops
   });
 });
 
-test('volume create/list/remove manage the exports a later serve offers', async () => {
+test('volume create/list/resize/remove manage the exports a later serve offers', async () => {
   await withTempDir(async (dir) => {
     const data = path.join(dir, 'store');
     const none = await runChild(['volume', 'list', '--data', data]);
@@ -104,6 +104,11 @@ test('volume create/list/remove manage the exports a later serve offers', async 
       child.proc.kill('SIGTERM');
       await child.exited;
     }
+    const resized = await runChild(['volume', 'resize', 'vm1', '--size', '128G', '--data', data]);
+    assert.equal(resized.code, 0, resized.err);
+    assert.match(resized.out, /resized volume 'vm1': 64 GiB -> 128 GiB/);
+    const after = JSON.parse((await runChild(['volume', 'list', '--data', data, '--json'])).out) as { name: string; size: number }[];
+    assert.equal(after.find((v) => v.name === 'vm1')?.size, 128 * 2 ** 30, 'the new size is in the table');
     const removed = await runChild(['volume', 'remove', 'vm1', '--data', data]);
     assert.equal(removed.code, 0, removed.err);
     assert.doesNotMatch((await runChild(['volume', 'list', '--data', data])).out, /vm1/);
@@ -118,7 +123,8 @@ test('usage errors exit 2 and say what is wrong; a non-loopback address needs --
       [['serve', '--durability', 'maybe'], /--durability is full or none/],
       [['serve', '--volume-size', '12X'], /--volume-size takes a positive number/],
       [['serve', '--bogus'], /Unknown option '--bogus'/],
-      [['volume'], /create, list or remove/],
+      [['volume'], /create, list, resize or remove/],
+      [['volume', 'resize', 'x', '--data', data], /--size BYTES is required/],
       [['volume', 'create', 'x', '--data', data], /--size BYTES is required/],
       [['volume', 'grow', 'x'], /unknown subcommand 'grow'/],
       [['volume', 'list', '--size', '1M'], /--size does not apply/],

@@ -179,3 +179,38 @@ test('a damaged or foreign volumes.json is refused with ERR_FORMAT', async () =>
     assert.equal((await Volumes.load(store, dir)).get('')!.size, MiB, 'the good table loads');
   });
 });
+
+test('resize: growing reads as zeros past the old end even over stale data, shrinking trims the cut-off part; open volumes and bad sizes are refused', async () => {
+  await withStore(async (store, dir) => {
+    const v = await Volumes.load(store, dir, { defaultSize: MiB });
+    const a = await v.create('a', { size: MiB });
+    const sectors = MiB / 512;
+    await store.block.write(a.firstLba, Buffer.alloc(4096, 1));
+    await store.block.write(a.firstLba + sectors - 8, Buffer.alloc(4096, 2));
+    // Stale sectors past the end (as a shrink cut short by a crash would leave):
+    await store.block.write(a.firstLba + sectors + 100, Buffer.alloc(512, 3));
+
+    const grown = await v.resize('a', 4 * MiB);
+    assert.equal(grown.size, 4 * MiB);
+    assert.equal(v.get('a')?.size, 4 * MiB);
+    assert.equal(store.block.exists(a.firstLba + sectors, 3 * sectors), false, 'the new part reads as zeros');
+    assert.deepEqual(await store.block.read(a.firstLba + sectors - 8, 8), Buffer.alloc(4096, 2), 'the old data stays');
+
+    const shrunk = await v.resize('a', 2048);
+    assert.equal(shrunk.size, 2048);
+    assert.equal(store.block.exists(a.firstLba + 4, SLOT_SECTORS - 4), false, 'the cut-off part is trimmed');
+    assert.deepEqual(await store.block.read(a.firstLba, 4), Buffer.alloc(2048, 1), 'the kept part stays');
+
+    const again = await Volumes.load(store, dir);
+    assert.equal(again.get('a')?.size, 2048, 'the new size is durable in the table');
+
+    await assert.rejects(v.resize('a', 1000), code('ERR_ARGUMENT'), 'not a multiple of the sector size');
+    await assert.rejects(v.resize('a', 0), code('ERR_ARGUMENT'));
+    await assert.rejects(v.resize('a', SLOT_SECTORS * 512 + 512), code('ERR_ARGUMENT'), 'larger than a slot');
+    await assert.rejects(v.resize('nope', MiB), code('ERR_ARGUMENT'));
+    const release = v.acquire(v.get('a')!);
+    await assert.rejects(v.resize('a', MiB), code('ERR_ARGUMENT'), 'a server has it open');
+    release();
+    assert.equal(v.get('a')?.size, 2048, 'refused resizes changed nothing');
+  });
+});
