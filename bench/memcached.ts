@@ -13,7 +13,8 @@
 // loop), C connections (default 50) each with one request outstanding, keys drawn uniformly
 // from K (default 10 000, all set before timing), 90% get / 10% set of 100-byte values, for
 // S seconds (default 10), R runs per server (default 3), servers alternating. Reported:
-// ops/s (median, min–max), p50 and p99 latency of the median run, and the ratio to memcached;
+// ops/s (median, min–max), p50 and p99 latency of the median run (and the p99 of gets and of
+// sets alone), and the ratio to memcached;
 // the generator's CPU and the server's CPU time per request (from /proc for memcached, from
 // this process for atomio), which shows the cost of a request even when other jobs on the
 // machine take the cores the servers would use.
@@ -65,6 +66,9 @@ interface LoadResult {
   opsPerSecond: number;
   p50Us: number;
   p99Us: number;
+  /** p99 of the gets alone and of the sets alone (10% of requests: the sets' p99 is the tail's tail). */
+  getP99Us: number;
+  setP99Us: number;
   errors: number;
   /** The generator's own CPU time over the run, as a share of one core (1 = saturated). */
   generatorCpu: number;
@@ -124,6 +128,8 @@ async function runLoad(c: LoadConfig): Promise<LoadResult> {
   const keyOf = (i: number): string => `key:${i}`;
   if (c.preload) await preload(c, value, keyOf);
   const latencies: number[] = [];
+  const getLatencies: number[] = [];
+  const setLatencies: number[] = [];
   let errors = 0;
   let ops = 0;
   const random = seededRandom(c.seed);
@@ -168,7 +174,9 @@ async function runLoad(c: LoadConfig): Promise<LoadResult> {
                 return;
               }
               pending = Buffer.alloc(0);
-              latencies.push(Number(process.hrtime.bigint() - sentAt) / 1000);
+              const us = Number(process.hrtime.bigint() - sentAt) / 1000;
+              latencies.push(us);
+              (expect === 'END\r\n' ? getLatencies : setLatencies).push(us);
               ops++;
               next();
             });
@@ -180,9 +188,19 @@ async function runLoad(c: LoadConfig): Promise<LoadResult> {
   );
   const seconds = Number(process.hrtime.bigint() - start) / 1e9;
   const used = process.cpuUsage(cpu);
-  latencies.sort((a, b) => a - b);
-  const at = (q: number): number => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? NaN;
-  return { ops, seconds, opsPerSecond: ops / seconds, p50Us: at(0.5), p99Us: at(0.99), errors, generatorCpu: (used.user + used.system) / 1e6 / seconds };
+  const at = (sample: number[], q: number): number => sample[Math.min(sample.length - 1, Math.floor(q * sample.length))] ?? NaN;
+  for (const sample of [latencies, getLatencies, setLatencies]) sample.sort((a, b) => a - b);
+  return {
+    ops,
+    seconds,
+    opsPerSecond: ops / seconds,
+    p50Us: at(latencies, 0.5),
+    p99Us: at(latencies, 0.99),
+    getP99Us: at(getLatencies, 0.99),
+    setP99Us: at(setLatencies, 0.99),
+    errors,
+    generatorCpu: (used.user + used.system) / 1e6 / seconds,
+  };
 }
 
 async function preload(c: LoadConfig, value: Buffer, keyOf: (i: number) => string): Promise<void> {
@@ -362,13 +380,14 @@ export async function main(args: string[]): Promise<number> {
       formatSample(ops, formatOps),
       `${(run.p50Us / 1000).toFixed(3)} ms`,
       `${(run.p99Us / 1000).toFixed(3)} ms`,
+      `${(run.getP99Us / 1000).toFixed(2)} / ${(run.setP99Us / 1000).toFixed(2)} ms`,
       hasMemcached ? formatRatio(ops.median / baseOps) : '—',
       hasMemcached && base !== undefined ? formatRatio(run.p99Us / base.p99Us) : '—',
       `${Math.round(run.generatorCpu * 100)}%`,
       formatCpu(run.serverCpuUsPerOp),
     ];
   });
-  printTable(['server', 'ops/s', 'p50', 'p99', 'ops vs memcached', 'p99 vs memcached', 'generator CPU', 'server CPU/op'], rows);
+  printTable(['server', 'ops/s', 'p50', 'p99', 'p99 get / set', 'ops vs memcached', 'p99 vs memcached', 'generator CPU', 'server CPU/op'], rows);
   if (hasMemcached && base !== undefined) {
     console.log('');
     const targets: [Mode, number][] = [
