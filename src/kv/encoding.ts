@@ -12,6 +12,8 @@ export type Value = string | Uint8Array;
 
 /** A key's bytes for a lookup: may be a view of a scratch buffer, valid until the next call. */
 const scratch = Buffer.allocUnsafe(MAX_KEY_BYTES * 3 + 4);
+/** scratchViews[n] = the first n bytes of scratch, made once: a lookup then allocates nothing. */
+const scratchViews: (Buffer | undefined)[] = [];
 const EMPTY = Buffer.alloc(0);
 
 export function lookupKey(key: Key): Buffer {
@@ -27,7 +29,7 @@ export function lookupKey(key: Key): Buffer {
     }
     const n = i === length ? length : scratch.write(key, 0, 'utf8');
     if (n === 0) return checkKeyLength(EMPTY);
-    return scratch.subarray(0, n);
+    return (scratchViews[n] ??= scratch.subarray(0, n));
   }
   if (key instanceof Uint8Array) {
     return checkKeyLength(Buffer.isBuffer(key) ? key : Buffer.from(key.buffer, key.byteOffset, key.length));
