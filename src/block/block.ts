@@ -90,11 +90,7 @@ export class BlockDevice {
   /** Reads `count` sectors; never-written, trimmed and expired sectors read as zeros. */
   read(lba: number, count: number): Promise<Buffer> {
     try {
-      this.engine.assertOpen();
-      this.checkRange(lba, count, 'read');
-      if (count * this.sectorSize > 256 * 1024 * 1024) {
-        throw new AtomioError('ERR_LIMIT', `a read returns at most 256 MiB; asked for ${count} sectors`, { count });
-      }
+      this.checkRead(lba, count);
       return this.engine.read(lba, count, this.snapshot?.map);
     } catch (error) {
       return Promise.reject(error);
@@ -109,9 +105,20 @@ export class BlockDevice {
    * @example const parts = await store.block.readParts(0, 256); socket.write(Buffer.concat(parts));
    */
   readParts(lba: number, count: number): Promise<Buffer[]> {
-    // The engine returns one buffer for now (see read()); its 1 MiB copy out of the log's
-    // checksummed 4 KiB chunks is what a parts read would save.
-    return this.read(lba, count).then(oneBuffer);
+    try {
+      this.checkRead(lba, count);
+      return this.engine.readParts(lba, count, this.snapshot?.map);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  private checkRead(lba: number, count: number): void {
+    this.engine.assertOpen();
+    this.checkRange(lba, count, 'read');
+    if (count * this.sectorSize > MAX_READ_BYTES) {
+      throw new AtomioError('ERR_LIMIT', `a read returns at most 256 MiB; asked for ${count} sectors`, { count });
+    }
   }
 
   /** True when at least one sector of the range holds data (written, not trimmed, not expired). */
@@ -238,9 +245,8 @@ export class BlockDevice {
   }
 }
 
-function oneBuffer(buffer: Buffer): Buffer[] {
-  return [buffer];
-}
+/** The most one read returns: it is one buffer in memory. */
+const MAX_READ_BYTES = 256 * 1024 * 1024;
 
 function checkTtl(ttl: number | undefined): number {
   if (ttl === undefined) return 0;

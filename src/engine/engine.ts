@@ -379,6 +379,26 @@ export class Engine {
     return out;
   }
 
+  /**
+   * Like read(), as consecutive buffers: a range that one extent covers comes back as views
+   * of the checked chunks it was read into (one per 4 KiB chunk), with no copy; any other
+   * range as read()'s one buffer.
+   */
+  async readParts(lba: number, count: number, map = this.map): Promise<Buffer[]> {
+    this.assertOpen();
+    const pieces = this.livePieces(lba, count, map);
+    if (pieces.length !== 1 || pieces[0]!.lba !== lba || pieces[0]!.count !== count) return [await this.read(lba, count, map)];
+    const piece = pieces[0]!;
+    const segment = this.segments.at(piece.segment);
+    segment.readers++;
+    try {
+      const { chunks, firstChunk } = await this.readChunks(piece, segment);
+      return chunkViews(chunks, firstChunk, piece.firstSector * this.sectorBytes, piece.count * this.sectorBytes);
+    } finally {
+      segment.readers--;
+    }
+  }
+
   /** One piece as its own buffer; a piece inside one chunk is returned without a copy. */
   private async readWhole(piece: Extent): Promise<Buffer> {
     const segment = this.segments.at(piece.segment);
@@ -1987,6 +2007,22 @@ function versionForError(v: number): number | string {
 /** A placeholder for a batch's pending op; it locates no data (a trim may span 2^44 sectors). */
 function overlayExtent(lba: number, count: number, version: number): Extent {
   return { lba, count, version, segment: 0, dataOffset: 0, opSectors: 0, firstSector: 0, expiresAt: 0 };
+}
+
+/** Views of the data bytes [from, from + length) of `chunks` (which start at chunk `firstChunk`), one per chunk. */
+export function chunkViews(chunks: Buffer, firstChunk: number, from: number, length: number): Buffer[] {
+  const chunkBytes = CHUNK_DATA_BYTES + CHUNK_CRC_BYTES;
+  const out: Buffer[] = [];
+  let done = 0;
+  while (done < length) {
+    const dataPos = from + done;
+    const inChunk = dataPos % CHUNK_DATA_BYTES;
+    const src = (Math.floor(dataPos / CHUNK_DATA_BYTES) - firstChunk) * chunkBytes + CHUNK_CRC_BYTES + inChunk;
+    const n = Math.min(CHUNK_DATA_BYTES - inChunk, length - done);
+    out.push(chunks.subarray(src, src + n));
+    done += n;
+  }
+  return out;
 }
 
 /** Copies `length` bytes starting at op-data byte `from` out of chunked bytes that begin at `firstChunk`. */

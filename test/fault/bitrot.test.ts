@@ -66,6 +66,8 @@ test('a flipped bit in an old segment: open succeeds, the damaged chunk reads ER
       await assert.rejects(store.block.read(s, 1), corruptAt(where.segment, where.offsetInSegment, `read of lba ${s}`));
     }
     await assert.rejects(store.block.read(victim * 32 - 4, 40), corruptAt(where.segment, where.offsetInSegment, 'a read spanning good and bad sectors'));
+    // readParts hands out views of the chunks it read: the same check guards them.
+    await assert.rejects(store.block.readParts(victim * 32, 32), corruptAt(where.segment, where.offsetInSegment, 'readParts of the damaged write'));
     // The same write's other chunks and every other write read back.
     for (let c = 0; c < 4; c++) {
       if (c === chunk) continue;
