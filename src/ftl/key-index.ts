@@ -291,6 +291,16 @@ function readMeta(meta: Float64Array, i: number): KeyMeta {
   };
 }
 
+/** readMeta() into an existing object: for hot paths that make none. */
+function readMetaInto(meta: Float64Array, i: number, out: KeyMeta): void {
+  const o = i * META_FIELDS;
+  out.version = meta[o + F_VERSION]!;
+  out.expiresAt = meta[o + F_EXPIRES]!;
+  out.location = meta[o + F_LOCATION]!;
+  out.valueBytes = meta[o + F_VALUE_BYTES]!;
+  out.cacheAt = meta[o + F_CACHE_AT]!;
+}
+
 function writeMeta(meta: Float64Array, i: number, m: KeyMeta): void {
   const o = i * META_FIELDS;
   meta[o + F_VERSION] = m.version;
@@ -444,13 +454,7 @@ abstract class KeyReader {
     const leaf = leaves[findLeaf(leaves, this.heads, this.headSkip, key)]!;
     const i = searchLeaf(leaf, key);
     if (i < 0) return false;
-    const m = leaf.meta;
-    const o = i * META_FIELDS;
-    out.version = m[o + F_VERSION]!;
-    out.expiresAt = m[o + F_EXPIRES]!;
-    out.location = m[o + F_LOCATION]!;
-    out.valueBytes = m[o + F_VALUE_BYTES]!;
-    out.cacheAt = m[o + F_CACHE_AT]!;
+    readMetaInto(leaf.meta, i, out);
     return true;
   }
 
@@ -656,7 +660,7 @@ export class KeyView extends KeyReader {
  * Positions are (leaf, entry) pairs; [from, to) is the range, and a position past a leaf's
  * last entry is the same as the first entry of the next leaf.
  */
-export class KeyCursor {
+export class KeyCursor implements KeyMeta {
   version = 0;
   expiresAt = 0;
   location = 0;
@@ -707,13 +711,7 @@ export class KeyCursor {
     this.li = li;
     this.leaf = leaf;
     this.at = i;
-    const m = leaf.meta;
-    const o = i * META_FIELDS;
-    this.version = m[o + F_VERSION]!;
-    this.expiresAt = m[o + F_EXPIRES]!;
-    this.location = m[o + F_LOCATION]!;
-    this.valueBytes = m[o + F_VALUE_BYTES]!;
-    this.cacheAt = m[o + F_CACHE_AT]!;
+    readMetaInto(leaf.meta, i, this);
     return true;
   }
 

@@ -158,13 +158,6 @@ export function prefixEnd(prefix: Buffer): Buffer | undefined {
   return undefined;
 }
 
-/** The smallest key after `key`. */
-export function keyAfter(key: Buffer): Buffer {
-  const next = Buffer.alloc(key.length + 1);
-  key.copy(next);
-  return next;
-}
-
 export function describe(v: unknown): string {
   if (v === null) return 'null';
   if (typeof v === 'string') return `a string of ${v.length} characters`;

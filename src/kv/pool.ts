@@ -7,7 +7,7 @@
 
 import { AtomioError } from '../base/errors.js';
 import type { Condition, Engine, KeyExpectation, PoolReader, SnapshotState } from '../engine/engine.js';
-import { KeyIndex, type KeyCursor, type KeyMeta, type KeyView } from '../ftl/key-index.js';
+import { KeyIndex, type KeyCursor, type KeyView } from '../ftl/key-index.js';
 import {
   checkTtl,
   checkVersion,
@@ -131,16 +131,7 @@ export class KvPool {
   /** get() without a promise: hot values come from memory; others are read with a blocking call. */
   getSync(key: Key): Buffer | undefined {
     this.engine.assertOpen();
-    const pool = this.pool;
-    if (pool === undefined) return undefined;
-    const k = lookupKey(key);
-    // The hot path by hand: one metadata object reused, and the value copied from the cache.
-    const meta = scratchMeta;
-    if (!pool.index.getInto(k, meta)) return undefined;
-    if (meta.expiresAt !== 0 && meta.expiresAt <= this.engine.clock.now()) return undefined;
-    const cached = this.engine.pools.cache.get(meta.cacheAt, meta.valueBytes);
-    if (cached !== undefined) return cached;
-    return this.engine.readValueSync(pool, k, { ...meta });
+    return this.engine.liveValueSync(this.pool, lookupKey(key));
   }
 
   /** The key with its value, version and expiry, or undefined. */
@@ -347,7 +338,6 @@ export class KvPool {
 }
 
 const EMPTY = Buffer.alloc(0);
-const scratchMeta: KeyMeta = { version: 0, expiresAt: 0, location: 0, valueBytes: 0, cacheAt: -1 };
 
 /** What both list iterators hold: a cursor over a frozen view, and a pin on what it points into. */
 type Frozen = { view: KeyView; pin: ReturnType<Engine['pin']> | undefined };
@@ -392,7 +382,7 @@ class SyncListIterator implements IterableIterator<Entry> {
         if (c.expiresAt !== 0 && c.expiresAt <= now) continue;
         const key = c.key();
         let value: Buffer = EMPTY;
-        if (this.values) value = this.engine.pools.cache.get(c.cacheAt, c.valueBytes) ?? this.engine.readValueSync(this.pool!, key, c.meta());
+        if (this.values) value = this.engine.cachedValue(c) ?? this.engine.readValueSync(this.pool!, key, c.meta());
         if (--this.left <= 0) this.finish();
         return { done: false, value: { key, value, version: c.version, expiresAt: c.expiresAt } };
       }
@@ -472,7 +462,6 @@ class ListIterator implements AsyncIterableIterator<Entry> {
     this.engine.assertOpen();
     const c = this.cursor!;
     const now = this.now;
-    const cache = this.engine.pools.cache;
     const max = Math.min(this.left, LIST_CHUNK);
     const chunk: Entry[] = [];
     let misses: Promise<void>[] | undefined;
@@ -482,7 +471,7 @@ class ListIterator implements AsyncIterableIterator<Entry> {
       const entry: Entry = { key, value: EMPTY, version: c.version, expiresAt: c.expiresAt };
       chunk.push(entry);
       if (!this.values) continue;
-      const cached = cache.get(c.cacheAt, c.valueBytes);
+      const cached = this.engine.cachedValue(c);
       if (cached !== undefined) entry.value = cached;
       else (misses ??= []).push(this.engine.readValue(this.pool!, key, c.meta()).then((v) => void (entry.value = v)));
     }
