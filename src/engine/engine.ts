@@ -365,9 +365,8 @@ export class Engine {
   async read(lba: number, count: number, map = this.map): Promise<Buffer> {
     this.assertOpen();
     const pieces = this.livePieces(lba, count, map);
-    if (pieces.length === 1 && pieces[0]!.lba === lba && pieces[0]!.count === count) {
-      return this.readWhole(pieces[0]!); // the common case: one extent covers the request
-    }
+    const whole = coveringPiece(pieces, lba, count);
+    if (whole !== undefined) return this.readWhole(whole); // the common case: one extent covers the request
     const out = Buffer.alloc(count * this.sectorBytes);
     if (pieces.length === 0) return out;
     for (const p of pieces) this.segments.at(p.segment).readers++;
@@ -386,9 +385,8 @@ export class Engine {
    */
   async readParts(lba: number, count: number, map = this.map): Promise<Buffer[]> {
     this.assertOpen();
-    const pieces = this.livePieces(lba, count, map);
-    if (pieces.length !== 1 || pieces[0]!.lba !== lba || pieces[0]!.count !== count) return [await this.read(lba, count, map)];
-    const piece = pieces[0]!;
+    const piece = coveringPiece(this.livePieces(lba, count, map), lba, count);
+    if (piece === undefined) return [await this.read(lba, count, map)];
     const segment = this.segments.at(piece.segment);
     segment.readers++;
     try {
@@ -2007,6 +2005,12 @@ function versionForError(v: number): number | string {
 /** A placeholder for a batch's pending op; it locates no data (a trim may span 2^44 sectors). */
 function overlayExtent(lba: number, count: number, version: number): Extent {
   return { lba, count, version, segment: 0, dataOffset: 0, opSectors: 0, firstSector: 0, expiresAt: 0 };
+}
+
+/** The one piece that covers [lba, lba + count) exactly, if the pieces are that. */
+function coveringPiece(pieces: Extent[], lba: number, count: number): Extent | undefined {
+  const p = pieces[0];
+  return pieces.length === 1 && p!.lba === lba && p!.count === count ? p : undefined;
 }
 
 /** Views of the data bytes [from, from + length) of `chunks` (which start at chunk `firstChunk`), one per chunk. */

@@ -857,27 +857,27 @@ function ascending(a: number, b: number): number {
   return a - b;
 }
 
-/** Where `version` is in `list` (ascending by version), or -1. */
-function indexOfVersion(list: readonly VersionRecord[], version: number): number {
+/** The first index of `list` (ascending by version) whose version is above `version`. */
+function firstAbove(list: readonly VersionRecord[], version: number): number {
   let lo = 0;
   let hi = list.length;
   while (lo < hi) {
     const mid = (lo + hi) >>> 1;
-    if (list[mid]!.version < version) lo = mid + 1;
+    if (list[mid]!.version <= version) lo = mid + 1;
     else hi = mid;
   }
-  return lo < list.length && list[lo]!.version === version ? lo : -1;
+  return lo;
+}
+
+/** Where `version` is in `list` (ascending by version), or -1. */
+function indexOfVersion(list: readonly VersionRecord[], version: number): number {
+  const i = firstAbove(list, version - 1); // versions are whole numbers
+  return i < list.length && list[i]!.version === version ? i : -1;
 }
 
 /** The versions of `list` (ascending) in (after, upTo]. */
 function versionsIn(list: readonly VersionRecord[], after: number, upTo: number): number[] {
-  let lo = 0;
-  let hi = list.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (list[mid]!.version <= after) lo = mid + 1;
-    else hi = mid;
-  }
+  const lo = firstAbove(list, after);
   const out: number[] = [];
   for (let i = lo; i < list.length && list[i]!.version <= upTo; i++) out.push(list[i]!.version);
   return out;

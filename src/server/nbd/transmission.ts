@@ -102,7 +102,7 @@ class NbdError extends Error {
 function whole(parts: Buffer[], length: number): Buffer[] {
   let bytes = 0;
   for (const p of parts) bytes += p.length;
-  if (bytes !== length) assert(false, `a read's parts hold ${bytes} bytes, not ${length}`);
+  assert(bytes === length, `a read's parts hold ${bytes} bytes, not ${length}`);
   return parts;
 }
 
