@@ -3,7 +3,10 @@
 //
 // A stream lives in a reserved kv pool (see keys.ts for the layout) and writes through the
 // engine's commit pipeline like every other face: concurrent appends share one write and
-// one flush (group commit), and an append of several records is one atomic commit.
+// one flush (group commit), and an append of several records is one atomic commit. The
+// appends of one turn of the event loop go to the store as one run: one put of all their
+// records under one key, so that an append costs the engine and the index a share of one
+// entry, not an entry of its own.
 //
 // Sequence numbers come from a CommitSequence (src/kv/sequence.ts): given in call order,
 // committed in call order, and gap-free among acknowledged appends, across failures (an
@@ -12,36 +15,40 @@
 //
 // Invariants:
 // - the records present are exactly first … last, no gap (trims remove a prefix);
+// - runs do not overlap and follow each other with no gap: a run's first is the previous
+//   run's first + count;
 // - `last` is the newest acknowledged record (sequence.committed); records in flight are
 //   not visible to reads until acknowledged;
-// - the metadata's firstSeq is <= every record key; when the stream is empty the next
-//   record is last + 1;
-// - trims and retention delete only acknowledged records: never the predecessor that an
-//   append in flight is chained to.
+// - records below the metadata's firstSeq are trimmed: only the oldest run may still hold
+//   some; when the stream is empty the next record is last + 1;
+// - trims and retention delete only whole runs of acknowledged records: never the
+//   predecessor run that an append in flight is chained to, and never the newest run
+//   without moving firstSeq in the same commit (so that `last` survives a reopen).
 
 import { assert } from '../base/assert.js';
 import { AtomioError } from '../base/errors.js';
 import type { Condition, Engine, OpInput } from '../engine/engine.js';
-import { MAX_ATOMIC_BYTES, MAX_ATOMIC_OPS } from '../engine/limits.js';
+import { MAX_ATOMIC_BYTES, MAX_ATOMIC_OPS, MAX_BATCHES_WRITING } from '../engine/limits.js';
 import { describe, type Value } from '../kv/encoding.js';
 import { KvPool } from '../kv/pool.js';
 import { CommitSequence, type Issue, type Sent } from '../kv/sequence.js';
-import { kvEntryBytes } from '../log/format.js';
 import {
   END_KEY,
   FIRST_KEY,
   META_KEY,
   NO_RETENTION,
   RECORD_HEADER_BYTES,
-  SEQ_KEY_BYTES,
   checkLimit,
   checkSeq,
   decodeMeta,
   encodeMeta,
-  seqKey,
-  seqOf,
+  forEachRecord,
+  runKey,
+  runOf,
+  seqBound,
   type Meta,
   type Retention,
+  type Run,
 } from './keys.js';
 
 export type { Retention as StreamRetention } from './keys.js';
@@ -99,22 +106,29 @@ interface Waiter {
 /** An append's caller waiting for its group's commit. */
 interface Caller {
   count: number;
+  /** Where its first record starts in the group's bytes. */
+  start: number;
   /** It passed an array: resolve with an array. */
   many: boolean;
   resolve: (seqs: number | number[]) => void;
   reject: (error: unknown) => void;
 }
 
-/** Appends of one turn that go to the store as one commit. */
+/** Appends of one turn that go to the store as one commit: one run. */
 interface Group {
   /** appendSync's (numbers handed out at once) or append's. */
   sync: boolean;
-  values: Buffer[];
-  bytes: number;
+  /** The records as the run stores them, in bytes [0, used): copied at the append call. */
+  bytes: Buffer;
+  used: number;
+  count: number;
   callers: Caller[];
   /** The number the group's first record gets if nothing fails before it is sent (appendSync relies on it). */
   firstSeq: number;
 }
+
+/** A group's bytes start with room for this much (and double as needed). */
+const GROUP_START_BYTES = 4096;
 
 export class Stream {
   private readonly pool: KvPool;
@@ -135,6 +149,8 @@ export class Stream {
   private readonly rateBuckets = new Float64Array(RATE_WINDOW_S);
   private rateSecond = 0;
   private readonly maxAppendBytes: number;
+  /** The run most recently sent: the predecessor a chained commit names in its condition. */
+  private sentRun: Run | undefined;
 
   /** @internal use store.stream(name) */
   constructor(
@@ -147,9 +163,10 @@ export class Stream {
     this.pool = new KvPool(engine, poolName, maxValueBytes);
     this.meta = decodeMeta(this.pool.getSync(META_KEY));
     const lastKey = this.edgeKey(true);
-    const last = lastKey === undefined ? this.meta.firstSeq - 1 : seqOf(lastKey);
+    const last = lastKey === undefined ? this.meta.firstSeq - 1 : runEnd(runOf(lastKey)) - 1;
     this.sequence = new CommitSequence(last + 1);
-    this.maxAppendBytes = Math.min(MAX_ATOMIC_BYTES, engine.maxRecordBytes - 4096);
+    // A run is one kv value.
+    this.maxAppendBytes = Math.min(MAX_ATOMIC_BYTES, engine.maxRecordBytes - 4096, maxValueBytes);
     this.armAgeTimer();
   }
 
@@ -164,14 +181,25 @@ export class Stream {
   /** The oldest record's sequence number; last + 1 when the stream is empty. */
   get first(): number {
     const key = this.edgeKey(false);
-    return key === undefined ? this.sequence.committed + 1 : seqOf(key);
+    return key === undefined ? this.sequence.committed + 1 : Math.max(runOf(key).first, this.meta.firstSeq);
   }
 
-  /** The first or last record key in the pool (undefined when there is none). */
+  /** The first or last run key in the pool (undefined when there is none). */
   private edgeKey(last: boolean): Buffer | undefined {
     const pool = this.engine.pools.named(this.poolName);
     let found: Buffer | undefined;
     pool?.index.forEachIn({ start: FIRST_KEY, end: END_KEY, reverse: last }, (key) => {
+      found = key;
+      return false;
+    });
+    return found;
+  }
+
+  /** The key of the run that holds `seq` or, when none does, of the last run before it. */
+  private runKeyAt(seq: number): Buffer | undefined {
+    const pool = this.engine.pools.named(this.poolName);
+    let found: Buffer | undefined;
+    pool?.index.forEachIn({ start: FIRST_KEY, end: seqBound(seq + 1), reverse: true }, (key) => {
       found = key;
       return false;
     });
@@ -195,12 +223,12 @@ export class Stream {
   append(input: Value | readonly Value[]): Promise<number | number[]> {
     try {
       this.checkOpen();
-      const { values, bytes } = this.prepare(input);
+      const { list, bytes } = this.prepare(input);
       const many = Array.isArray(input);
       return new Promise<number | number[]>((resolve, reject) => {
-        const group = this.join(false, values.length, bytes);
-        for (const v of values) group.values.push(v);
-        group.callers.push({ count: values.length, many, resolve, reject });
+        const group = this.join(false, list.length, bytes);
+        group.callers.push({ count: list.length, start: group.used, many, resolve, reject });
+        this.copyIn(group, list, bytes);
       });
     } catch (error) {
       return Promise.reject(error);
@@ -222,11 +250,11 @@ export class Stream {
     }
     this.throwSyncError();
     if (this.sequence.draining !== undefined) throw this.sequence.cascadeError(this.sequence.draining, this.sequence.next);
-    const { values, bytes } = this.prepare(input);
-    const group = this.join(true, values.length, bytes);
-    const first = group.firstSeq + group.values.length;
-    for (const v of values) group.values.push(v);
-    return Array.isArray(input) ? range(first, values.length) : first;
+    const { list, bytes } = this.prepare(input);
+    const group = this.join(true, list.length, bytes);
+    const first = group.firstSeq + group.count;
+    this.copyIn(group, list, bytes);
+    return Array.isArray(input) ? range(first, list.length) : first;
   }
 
   /**
@@ -247,41 +275,61 @@ export class Stream {
    */
   private join(sync: boolean, count: number, bytes: number): Group {
     let group = this.forming;
-    if (group !== undefined && (group.sync !== sync || group.values.length + count > MAX_ATOMIC_OPS || group.bytes + bytes > this.maxAppendBytes)) {
+    if (group !== undefined && (group.sync !== sync || group.count + count > MAX_ATOMIC_OPS || group.used + bytes > this.maxAppendBytes)) {
       this.sendGroup();
       group = undefined;
     }
     if (group === undefined) {
-      const made: Group = { sync, values: [], bytes: 0, callers: [], firstSeq: this.sequence.next };
+      const made: Group = { sync, bytes: Buffer.allocUnsafe(Math.max(GROUP_START_BYTES, bytes)), used: 0, count: 0, callers: [], firstSeq: this.sequence.next };
       this.forming = group = made;
       queueMicrotask(() => {
         if (this.forming === made) this.sendGroup();
       });
     }
-    group.bytes += bytes;
     return group;
   }
 
-  /** Sends the group being gathered (if any) as one commit, or two. */
+  /** Copies records (already checked by prepare, `bytes` stored bytes in all) to the end of the group's run. */
+  private copyIn(group: Group, list: readonly Value[], bytes: number): void {
+    if (group.used + bytes > group.bytes.length) {
+      const grown = Buffer.allocUnsafe(Math.max(group.used + bytes, group.bytes.length * 2));
+      group.bytes.copy(grown, 0, 0, group.used);
+      group.bytes = grown;
+    }
+    const time = Math.floor(this.engine.clock.now());
+    const out = group.bytes;
+    let at = group.used;
+    for (const value of list) {
+      const length = typeof value === 'string' ? out.write(value, at + RECORD_HEADER_BYTES, 'utf8') : (out.set(value, at + RECORD_HEADER_BYTES), value.length);
+      out.writeUIntBE(time, at, 6);
+      out.writeUInt32BE(length, at + 6);
+      at += RECORD_HEADER_BYTES + length;
+    }
+    assert(at === group.used + bytes, 'a group grows by the bytes prepare() counted');
+    group.used = at;
+    group.count += list.length;
+  }
+
+  /** Sends the group being gathered (if any) as one commit, or as several. */
   private sendGroup(): void {
     const group = this.forming;
     if (group === undefined) return;
     this.forming = undefined;
-    if (!group.sync && group.callers.length >= 2 && this.sequence.inFlight === 0) {
-      // Nothing of this stream is being written: two commits let the engine encode the
-      // second while the first is written, and the appenders the first releases gather
-      // the next group while the second is. As one commit, appenders that wait for their
-      // append before the next would leave the CPU and the medium working in turn.
-      const [first, second] = halves(group);
-      this.sendCommit(first);
-      this.sendCommit(second);
+    const parts = group.sync ? 1 : Math.min(group.callers.length, MAX_BATCHES_WRITING - this.sequence.inFlight);
+    if (parts >= 2) {
+      // Room for more batches than this stream has in flight: as many commits keep the
+      // engine encoding one while others are written, the medium writing them side by
+      // side, and the appenders each one releases gathering the next group meanwhile. As
+      // one commit, appenders that wait for their append before the next would leave the
+      // CPU and the medium working in turn.
+      for (const part of split(group, parts)) this.sendCommit(part);
       return;
     }
     this.sendCommit(group);
   }
 
   private sendCommit(group: Group): void {
-    const count = group.values.length;
+    const count = group.count;
     const done = (first: number): void => {
       this.acknowledged(first, count);
       let at = first;
@@ -290,7 +338,7 @@ export class Stream {
         at += c.count;
       }
     };
-    const submit = (issue: Issue): Sent => this.send(group.values, issue);
+    const submit = (issue: Issue): Sent => this.send(group.bytes.subarray(0, group.used), count, issue);
     if (!group.sync) {
       const promise = this.sequence.run(count, submit, done);
       promise.catch((error: unknown) => {
@@ -328,8 +376,8 @@ export class Stream {
     this.inFlight.add(settled);
   }
 
-  /** The stored values of an append (time header + bytes), checked against the limits. */
-  private prepare(input: Value | readonly Value[]): { values: Buffer[]; bytes: number } {
+  /** An append's records, checked against the limits, and the bytes they take in a run. */
+  private prepare(input: Value | readonly Value[]): { list: readonly Value[]; bytes: number } {
     const list: readonly Value[] = Array.isArray(input) ? input : [input as Value];
     if (list.length === 0) throw new AtomioError('ERR_ARGUMENT', 'append takes a record or a non-empty array of records', {});
     if (list.length > MAX_ATOMIC_OPS) {
@@ -338,31 +386,28 @@ export class Stream {
         limit: MAX_ATOMIC_OPS,
       });
     }
-    const time = Math.floor(this.engine.clock.now());
-    const values: Buffer[] = new Array(list.length);
     let bytes = 0;
-    for (let i = 0; i < list.length; i++) {
-      const value = storedValue(list[i]!, time, this.maxValueBytes);
-      bytes += kvEntryBytes(SEQ_KEY_BYTES, value.length);
-      values[i] = value;
-    }
+    for (const value of list) bytes += RECORD_HEADER_BYTES + recordLength(value, this.maxValueBytes - RECORD_HEADER_BYTES);
     if (bytes > this.maxAppendBytes) {
-      throw new AtomioError('ERR_LIMIT', `an append holds about ${bytes} bytes; at most ${this.maxAppendBytes} fit one commit on this store`, {
+      throw new AtomioError('ERR_LIMIT', `an append holds ${bytes} bytes with its records' headers; at most ${this.maxAppendBytes} fit one commit on this store`, {
         bytes,
         limit: this.maxAppendBytes,
       });
     }
-    return { values, bytes };
+    return { list, bytes };
   }
 
-  /** Sends one append's commit: puts of its records, chained to the record before them. */
-  private send(values: readonly Buffer[], issue: Issue): Sent {
+  /** Sends one group's commit: the put of its run, chained to the run before it. */
+  private send(run: Buffer, count: number, issue: Issue): Sent {
     this.checkOpen();
-    const ops: OpInput[] = new Array(values.length);
-    for (let i = 0; i < values.length; i++) {
-      ops[i] = { type: 'put', pool: this.poolName, key: seqKey(issue.first + i), value: values[i]!, ttlMs: 0 };
+    const ops: OpInput[] = [{ type: 'put', pool: this.poolName, key: runKey(issue.first, count), value: run, ttlMs: 0 }];
+    const conditions: Condition[] = [];
+    if (issue.chained) {
+      const before = this.sentRun;
+      assert(before !== undefined && runEnd(before) === issue.first, 'a chained run follows the run sent before it');
+      conditions.push({ kind: 'key', pool: this.poolName, key: runKey(before.first, before.count), expect: 'present' });
     }
-    const conditions: Condition[] = issue.chained ? [{ kind: 'key', pool: this.poolName, key: seqKey(issue.first - 1), expect: 'present' }] : [];
+    this.sentRun = { first: issue.first, count };
     return { promise: this.engine.commit(ops, conditions, 0), chainIndex: issue.chained ? 0 : undefined };
   }
 
@@ -389,40 +434,65 @@ export class Stream {
    */
   async read(fromSeq = 0, options: StreamReadOptions = {}): Promise<StreamRecord[]> {
     this.checkOpen();
-    const { start, limit } = this.readArguments(fromSeq, options);
+    const { from, limit } = this.readArguments(fromSeq, options);
     const out: StreamRecord[] = [];
     if (limit === 0) return out;
-    for await (const e of this.pool.list({ start, end: END_KEY, limit })) out.push(toRecord(e.key, e.value));
+    const { start, first } = this.readStart(from);
+    // Each run holds at least one record: `limit` runs hold every record wanted.
+    for await (const e of this.pool.list({ start, end: END_KEY, limit })) {
+      if (!collect(e.key, e.value, first, out, limit)) break;
+    }
     return out;
   }
 
   /** read() without a promise: values not in memory are read with blocking calls. */
   readSync(fromSeq = 0, options: StreamReadOptions = {}): StreamRecord[] {
     this.checkOpen();
-    const { start, limit } = this.readArguments(fromSeq, options);
+    const { from, limit } = this.readArguments(fromSeq, options);
     const out: StreamRecord[] = [];
     if (limit === 0) return out;
-    for (const e of this.pool.listSync({ start, end: END_KEY, limit })) out.push(toRecord(e.key, e.value));
+    const { start, first } = this.readStart(from);
+    for (const e of this.pool.listSync({ start, end: END_KEY, limit })) {
+      if (!collect(e.key, e.value, first, out, limit)) break;
+    }
     return out;
+  }
+
+  /** Where a read from `from` starts: the first record it may return, and the key of the run that holds it (or a bound before the runs after it). */
+  private readStart(from: number): { start: Buffer; first: number } {
+    const first = Math.max(from, this.first);
+    const key = this.runKeyAt(first);
+    return { start: key !== undefined && runEnd(runOf(key)) > first ? key : seqBound(first), first };
   }
 
   /** The record `seq`, or undefined when it was trimmed or is not there yet. */
   async get(seq: number): Promise<StreamRecord | undefined> {
     this.checkOpen();
     const s = checkSeq(seq, 'seq');
-    if (s < 1) return undefined;
-    const e = await this.pool.getEntry(seqKey(s));
-    return e === undefined ? undefined : toRecord(e.key, e.value);
+    if (s < this.first) return undefined;
+    const key = this.runKeyAt(s);
+    if (key === undefined) return undefined;
+    const run = runOf(key);
+    if (s >= runEnd(run)) return undefined;
+    const e = await this.pool.getEntry(key);
+    if (e === undefined) return undefined;
+    let found: StreamRecord | undefined;
+    forEachRecord(e.value, run.count, (i, time, value) => {
+      if (run.first + i < s) return true;
+      found = { seq: s, value, time };
+      return false;
+    });
+    return found;
   }
 
-  private readArguments(fromSeq: number, options: StreamReadOptions): { start: Buffer; limit: number } {
+  private readArguments(fromSeq: number, options: StreamReadOptions): { from: number; limit: number } {
     const from = checkSeq(fromSeq, 'fromSeq');
     if (options === null || typeof options !== 'object') throw new AtomioError('ERR_ARGUMENT', `read options are an object, not ${describe(options)}`, {});
     const limit = options.limit ?? DEFAULT_READ_LIMIT;
     if (typeof limit !== 'number' || !Number.isSafeInteger(limit) || limit < 0) {
       throw new AtomioError('ERR_ARGUMENT', `limit is a non-negative integer, not ${describe(limit)}`, {});
     }
-    return { start: seqKey(Math.max(1, from)), limit };
+    return { from: Math.max(1, from), limit };
   }
 
   /**
@@ -523,16 +593,23 @@ export class Stream {
   private async trim(seq: number): Promise<number> {
     const limit = Math.min(seq, this.sequence.committed + 1);
     if (limit <= this.first) return this.first;
-    const end = seqKey(limit);
     while (true) {
       this.checkOpen();
+      // The runs wholly before `limit`, oldest first, and whether a run follows them.
       const keys: Buffer[] = [];
-      this.engine.pools.named(this.poolName)?.index.forEachIn({ start: FIRST_KEY, end }, (key) => {
+      let following = false;
+      this.engine.pools.named(this.poolName)?.index.forEachIn({ start: FIRST_KEY, end: END_KEY }, (key) => {
+        if (keys.length === TRIM_CHUNK || runEnd(runOf(key)) > limit) {
+          following = true;
+          return false;
+        }
         keys.push(key);
-        return keys.length < TRIM_CHUNK;
+        return true;
       });
       const ops: OpInput[] = keys.map((key) => ({ type: 'delete', pool: this.poolName, key }));
-      const lastChunk = keys.length < TRIM_CHUNK;
+      // The commit that deletes the newest run moves firstSeq too, or a crash after it
+      // would reopen the stream with `last` back at the old firstSeq - 1.
+      const lastChunk = keys.length < TRIM_CHUNK || !following;
       if (lastChunk) ops.push(this.metaPut((m) => ({ ...m, firstSeq: Math.max(m.firstSeq, limit) })));
       await this.engine.commit(ops, [], 0);
       if (lastChunk) {
@@ -616,14 +693,17 @@ export class Stream {
     if (cut > first) await this.trim(cut);
   }
 
-  /** The first record to keep so that the records from it on take at most `limit` bytes. */
+  /**
+   * The first record to keep so that the runs from it on take at most `limit` bytes: whole
+   * runs go, as a trim frees nothing of a run it cuts through.
+   */
   private cutForBytes(limit: number, first: number): number {
     let total = this.recordBytes();
     let cut = first;
     if (total <= limit) return cut;
     this.engine.pools.named(this.poolName)?.index.forEachIn({ start: FIRST_KEY, end: END_KEY }, (key, meta) => {
       total -= key.length + meta.valueBytes;
-      cut = seqOf(key) + 1;
+      cut = Math.max(cut, runEnd(runOf(key)));
       return total > limit;
     });
     return cut;
@@ -718,50 +798,52 @@ function range(first: number, count: number): number[] {
   return out;
 }
 
-/** [time][bytes] in one new buffer. */
-function storedValue(value: Value, time: number, maxValueBytes: number): Buffer {
-  let out: Buffer;
-  if (typeof value === 'string') {
-    out = Buffer.allocUnsafe(RECORD_HEADER_BYTES + Buffer.byteLength(value, 'utf8'));
-    out.write(value, RECORD_HEADER_BYTES, 'utf8');
-  } else if (value instanceof Uint8Array) {
-    out = Buffer.allocUnsafe(RECORD_HEADER_BYTES + value.length);
-    out.set(value, RECORD_HEADER_BYTES);
-  } else {
-    throw new AtomioError('ERR_ARGUMENT', `a record is a string or a Uint8Array, not ${describe(value)}`, {});
+/** The stored length of a record (checked: a string or a Uint8Array of at most `max` bytes). */
+function recordLength(value: Value, max: number): number {
+  let length: number;
+  if (typeof value === 'string') length = Buffer.byteLength(value, 'utf8');
+  else if (value instanceof Uint8Array) length = value.length;
+  else throw new AtomioError('ERR_ARGUMENT', `a record is a string or a Uint8Array, not ${describe(value)}`, {});
+  if (length > max) {
+    throw new AtomioError('ERR_LIMIT', `a record holds ${length} bytes; the limit on this store is ${max}`, { recordBytes: length, limit: max });
   }
-  if (out.length > maxValueBytes) {
-    throw new AtomioError('ERR_LIMIT', `a record holds ${out.length - RECORD_HEADER_BYTES} bytes; the limit on this store is ${maxValueBytes - RECORD_HEADER_BYTES}`, {
-      recordBytes: out.length - RECORD_HEADER_BYTES,
-      limit: maxValueBytes - RECORD_HEADER_BYTES,
-    });
-  }
-  out.writeUIntBE(time, 0, RECORD_HEADER_BYTES);
-  return out;
+  return length;
 }
 
-function toRecord(key: Buffer, stored: Buffer): StreamRecord {
-  assert(stored.length >= RECORD_HEADER_BYTES, 'a stream record holds its append time');
-  return { seq: seqOf(key), value: stored.subarray(RECORD_HEADER_BYTES), time: stored.readUIntBE(0, RECORD_HEADER_BYTES) };
+/** The sequence number after a run's last record. */
+function runEnd(run: Run): number {
+  return run.first + run.count;
+}
+
+/** Adds the records of a run from `from` on to `out`, up to `limit` in all; false once it holds `limit`. */
+function collect(key: Buffer, value: Buffer, from: number, out: StreamRecord[], limit: number): boolean {
+  const run = runOf(key);
+  forEachRecord(value, run.count, (i, time, bytes) => {
+    const seq = run.first + i;
+    if (seq >= from) out.push({ seq, value: bytes, time });
+    return out.length < limit;
+  });
+  return out.length < limit;
 }
 
 export { NO_RETENTION };
 
-/** A group of appends cut in two between callers, each half with its own records. */
-function halves(group: Group): [Group, Group] {
-  const cut = Math.ceil(group.callers.length / 2);
-  let records = 0;
-  let bytes = 0;
-  for (let i = 0; i < cut; i++) records += group.callers[i]!.count;
-  const values = group.values.slice(0, records);
-  for (const v of values) bytes += kvEntryBytes(SEQ_KEY_BYTES, v.length);
-  const first: Group = { sync: false, values, bytes, callers: group.callers.slice(0, cut), firstSeq: group.firstSeq };
-  const second: Group = {
-    sync: false,
-    values: group.values.slice(records),
-    bytes: group.bytes - bytes,
-    callers: group.callers.slice(cut),
-    firstSeq: group.firstSeq + records,
-  };
-  return [first, second];
+/** A group of appends cut into `parts` groups between callers, each with its own records. */
+function split(group: Group, parts: number): Group[] {
+  const out: Group[] = [];
+  let from = 0;
+  let firstSeq = group.firstSeq;
+  for (let p = 0; p < parts; p++) {
+    const to = Math.round((group.callers.length * (p + 1)) / parts);
+    const callers = group.callers.slice(from, to);
+    const start = callers[0]!.start;
+    const end = to < group.callers.length ? group.callers[to]!.start : group.used;
+    let count = 0;
+    for (const c of callers) count += c.count;
+    out.push({ sync: false, bytes: group.bytes.subarray(start, end), used: end - start, count, callers: callers.map((c) => ({ ...c, start: c.start - start })), firstSeq });
+    firstSeq += count;
+    from = to;
+  }
+  assert(from === group.callers.length && firstSeq === group.firstSeq + group.count, 'the parts hold every append of the group');
+  return out;
 }

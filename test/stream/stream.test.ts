@@ -69,8 +69,9 @@ test('appends get sequence numbers in call order, reads return them in order, re
 test('trimBefore deletes a prefix, never records in flight; an emptied stream keeps its numbering across reopen', async () => {
   await withStore(async (store, reopen) => {
     let s = store.stream('t');
-    const n = MAX_ATOMIC_OPS * 2 + 50; // several trim commits
-    for (let i = 0; i < n; i += 500) await s.append(Array.from({ length: Math.min(500, n - i) }, (_, j) => `v${i + j + 1}`));
+    // One run per append awaited alone: more runs than one trim commit deletes.
+    const n = MAX_ATOMIC_OPS * 2 + 50;
+    for (let i = 1; i <= n; i++) await s.append(`v${i}`);
     assert.equal(s.last, n);
     assert.equal(await s.trimBefore(10), 10);
     assert.deepEqual([s.first, s.stats().records], [10, n - 9]);
@@ -86,6 +87,47 @@ test('trimBefore deletes a prefix, never records in flight; an emptied stream ke
     assert.deepEqual([s.first, s.last], [n + 2, n + 1], 'an emptied stream remembers where it was');
     assert.equal(await s.append('next'), n + 2);
     await assert.rejects(s.trimBefore(-1), code('ERR_ARGUMENT'));
+  });
+});
+
+test('a trim that cuts through a run hides its older records, across reopen; appends of one turn share a run', async () => {
+  await withStore(async (store, reopen) => {
+    let s = store.stream('cut');
+    const commits = store.stats().commits;
+    const seqsOf = await Promise.all(Array.from({ length: 10 }, (_, i) => s.append(`r${i + 1}`)));
+    assert.deepEqual(seqsOf, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    assert.ok(store.stats().commits - commits <= 2, 'appends made in one turn go to the store as one or two commits');
+    await s.append(['r11', 'r12']);
+    assert.equal(await s.trimBefore(5), 5);
+    const check = async (label: string): Promise<void> => {
+      assert.deepEqual([s.first, s.last, s.stats().records], [5, 12, 8], `${label}: first, last, records`);
+      assert.deepEqual(texts(await s.read(0, { limit: 3 })), ['r5', 'r6', 'r7'], `${label}: a read starts at the first kept record`);
+      assert.deepEqual(texts(s.readSync(11)), ['r11', 'r12'], `${label}: a read from inside the last run`);
+      assert.equal(await s.get(4), undefined, `${label}: a trimmed record of a kept run is gone`);
+      assert.equal((await s.get(9))?.value.toString(), 'r9', `${label}: get finds a record inside a run`);
+      assert.equal(await s.get(13), undefined, `${label}: nothing past the last`);
+    };
+    await check('after the trim');
+    store = await reopen();
+    s = store.stream('cut');
+    await check('after reopen');
+    assert.equal(await s.trimBefore(11), 11, 'a trim that drops the cut run');
+    assert.deepEqual(texts(await s.read(0)), ['r11', 'r12']);
+  });
+});
+
+test('the trim commit that deletes the newest run also moves firstSeq, so numbering survives a crash after it', async () => {
+  await withStore(async (store, reopen) => {
+    let s = store.stream('edge');
+    // Exactly as many runs as one trim commit deletes.
+    for (let i = 1; i < MAX_ATOMIC_OPS; i++) await s.append(`v${i}`);
+    const commits = store.stats().commits;
+    assert.equal(await s.trimBefore(MAX_ATOMIC_OPS), MAX_ATOMIC_OPS);
+    assert.equal(store.stats().commits - commits, 1, 'one commit: the deletes and firstSeq together');
+    store = await reopen();
+    s = store.stream('edge');
+    assert.deepEqual([s.first, s.last], [MAX_ATOMIC_OPS, MAX_ATOMIC_OPS - 1]);
+    assert.equal(await s.append('next'), MAX_ATOMIC_OPS, 'no number is given twice');
   });
 });
 
@@ -263,7 +305,7 @@ test('append limits, stats and dropStream', async () => {
     await s.append(['a', 'b']);
     const stats = s.stats();
     assert.deepEqual({ first: stats.first, last: stats.last, records: stats.records, inFlight: stats.inFlight }, { first: 1, last: 3, records: 3, inFlight: 0 });
-    assert.equal(stats.bytes, 3 * (8 + 6) + 4, 'bytes: keys, append times and record bytes');
+    assert.equal(stats.bytes, 2 * 12 + 3 * 10 + 4, 'bytes: a key per run (two appends), time and length per record, record bytes');
     assert.ok(stats.appendRate > 0, 'the append rate counts recent appends');
     await s.append(Array.from({ length: MAX_ATOMIC_OPS }, () => 'x'));
     assert.equal((await s.read(0)).length, DEFAULT_READ_LIMIT, 'a read without a limit returns at most DEFAULT_READ_LIMIT records');
