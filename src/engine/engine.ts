@@ -73,6 +73,7 @@ import {
   MAX_BATCH_BYTES,
   MAX_BATCHES_WRITING,
   PREFILL_AHEAD_SEGMENTS,
+  PREFILL_MAX_FLUSH_BYTES,
   USABLE_FRACTION,
   WEAR_SPREAD_LIMIT,
 } from './limits.js';
@@ -280,6 +281,8 @@ export class Engine {
   private closed = false;
   private flushTimer: NodeJS.Timeout | undefined;
   private prefilling: Promise<void> | undefined;
+  /** Bytes of the durable batches of late: a moving average, weighted 1/8 to the newest. */
+  private batchBytesAverage = 0;
   private dirtySinceFlush = false;
 
   readonly counters = {
@@ -1210,6 +1213,7 @@ export class Engine {
 
     const writes: Promise<void>[] = [];
     const durableWrites = this.durability === 'full' && this.media.writeDurable !== undefined;
+    let batchBytes = 0;
     for (const span of spans.values()) {
       // Unzeroed: every byte is written below, records by encodeRecord, the rest as zeros.
       const buf = Buffer.allocUnsafe(span.end - span.start);
@@ -1248,11 +1252,13 @@ export class Engine {
         );
       }
       buf.fill(0, cursor);
+      batchBytes += buf.length;
       this.counters.mediaBytes += buf.length;
       this.bytesSinceCheckpoint += buf.length;
       const at = this.segmentOffset(span.segment) + span.start;
       writes.push(durableWrites ? this.media.writeDurable!(buf, at) : this.media.write(buf, at));
     }
+    this.batchBytesAverage += (batchBytes - this.batchBytesAverage) / 8;
     let done = settleAll(writes);
     if (this.durability === 'full' && !durableWrites) done = done.then(() => this.media.flush());
     return done.then(
@@ -1493,10 +1499,13 @@ export class Engine {
    * Zero-fills the next never-used segment in the background, so that the flushes of the
    * commits written into it do not also commit the file system's allocation of its blocks.
    * Only never-used segments are filled (again after a reopen, as the mark is not stored);
-   * reused segments need nothing.
+   * reused segments need nothing. Only while each batch is flushed and batches are small
+   * (PREFILL_MAX_FLUSH_BYTES): for large ones, or for the rare flushes of durability
+   * 'none', the zeros would cost more than they save.
    */
   prefillAhead(): void {
     if (!this.media.allocatesOnWrite || this.prefilling || this.closed || this.failure) return;
+    if (this.durability !== 'full' || this.batchBytesAverage > PREFILL_MAX_FLUSH_BYTES) return;
     const s = this.segments.pickUnfilled(PREFILL_AHEAD_SEGMENTS);
     if (s === undefined) return;
     s.readers++; // pinned: nothing allocates it while zeros are on their way

@@ -40,3 +40,9 @@ export const WEAR_SPREAD_LIMIT = 32;
 export const DEFAULT_FLUSH_INTERVAL_MS = 1000;
 /** Never-used segments kept zero-filled ahead of the log (on sparse files). */
 export const PREFILL_AHEAD_SEGMENTS = 2;
+/**
+ * Zero-filling ahead pays while flushes are small: then the file system's allocation of new
+ * blocks is a large part of each fdatasync. Past this many bytes per flush (on average) the
+ * zeros cost the medium more than the allocation does, and filling stops.
+ */
+export const PREFILL_MAX_FLUSH_BYTES = 32 * 1024;

@@ -1,0 +1,32 @@
+// Zero-fill ahead on a regular file: segments are filled before their first use while
+// durable batches are small (the file system's block allocation would otherwise add to each
+// flush), and not while batches are large (the zeros would double the bytes written).
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { open } from '../../src/index.js';
+import { DATA_FILE_NAME } from '../../src/store/store.js';
+import { withTempDir } from '../helpers/temp.js';
+
+const MiB = 1024 * 1024;
+const OPTIONS = { capacity: 64 * MiB, segmentSize: MiB } as const;
+
+/** Writes `total` bytes in durable writes of `size` (one at a time), closes, and returns the data file's allocated bytes. */
+async function allocatedAfter(dir: string, size: number, total: number): Promise<number> {
+  const store = await open(dir, OPTIONS);
+  const data = Buffer.alloc(size, 0x5a);
+  for (let at = 0; at < total; at += size) await store.block.write(at / 512, data);
+  await store.close(); // waits for a fill in progress
+  return fs.statSync(path.join(dir, DATA_FILE_NAME)).blocks * 512;
+}
+
+test('small durable batches get segments zero-filled ahead; large ones do not', async () => {
+  await withTempDir(async (root) => {
+    const small = await allocatedAfter(path.join(root, 'small'), 4096, 3 * MiB);
+    assert.ok(small >= 3 * MiB + MiB, `after 3 MiB of 4 KiB writes at least one segment past the log is filled (${small} bytes allocated)`);
+    const large = await allocatedAfter(path.join(root, 'large'), 256 * 1024, 12 * MiB);
+    assert.ok(large < 12 * MiB + MiB, `after 12 MiB of 256 KiB writes nothing past the log is filled (${large} bytes allocated)`);
+  });
+});
