@@ -5,9 +5,13 @@
 //   in `queue`, and every reply behind it waits there until it is answered;
 // - an exclusive request (one that reads the store) starts only when no write of this
 //   connection is in flight, so it sees all of them; nothing of the connection runs beside it;
+// - an exclusive request read during an I/O callback runs in the check phase of the same turn
+//   of the event loop, after the store started the group commit of the turn's writes
+//   (turn.ts): a set never waits for the reads that arrived beside it;
 // - memory is bounded: unparsed input holds at most one line (MAX_LINE_BYTES, or
 //   MAX_RETRIEVAL_LINE_BYTES for get/gets/gat/gats) or one data block (at most the item size
-//   limit; larger ones are discarded as they arrive) plus one socket chunk; at most
+//   limit; larger ones are discarded as they arrive) plus one socket chunk (plus
+//   HOLD_INPUT_BYTES while reads wait for the check phase); at most
 //   MAX_IN_FLIGHT_WRITES writes holding MAX_IN_FLIGHT_BYTES of data are in flight; and no
 //   request starts while the socket holds more than OUTPUT_HIGH_WATER_BYTES unsent: then the
 //   socket is paused, so a client that does not read its replies stops being read;
@@ -34,6 +38,8 @@ export const MAX_IN_FLIGHT_WRITES = 256;
 export const MAX_IN_FLIGHT_BYTES = 16 * 1024 * 1024;
 /** Replies gathered in one pump up to this many bytes are copied into one buffer; more go as a vectored write. */
 const GATHER_COPY_BYTES = 64 * 1024;
+/** Unparsed input beyond this, held for the turn's reads, pauses the socket until they ran. */
+const HOLD_INPUT_BYTES = 64 * 1024;
 /** How long an ended connection waits for the client to close before destroying the socket. */
 export const LINGER_MS = 5_000;
 
@@ -75,6 +81,8 @@ export class Connection {
   private inFlight = 0;
   private inFlightBytes = 0;
   private busy = false;
+  /** A read waits for the turn's check phase (ReadTurn). */
+  private holding = false;
   private pumping = false;
   private pumpQueued = false;
   /** The server is shutting down (or the connection must close): no new request is read. */
@@ -199,11 +207,23 @@ export class Connection {
           this.waitForDrain();
           break;
         }
-        if (this.ready === undefined && this.inFlight === 0 && this.queue.length === 0 && this.getOneNow()) continue;
+        const reads = this.state.reads.open;
+        if (this.ready === undefined && this.inFlight === 0 && this.queue.length === 0) {
+          if (reads ? this.getOneNow() : this.getNext()) {
+            if (reads) continue;
+            this.holdReads();
+            break;
+          }
+        }
         const next = this.ready ?? this.parse();
         if (next === undefined) {
           if (this.stopping || this.inputEnded) this.finishWhenIdle();
           else this.resume();
+          break;
+        }
+        if (next.request.exclusive && !reads && this.inFlight === 0) {
+          this.ready = next;
+          this.holdReads();
           break;
         }
         const bytes = next.data?.length ?? 0;
@@ -237,6 +257,23 @@ export class Connection {
 
   private readonly queuedPump = (): void => {
     this.pumpQueued = false;
+    // A write landed: the store's next step (the next landing, or the next group commit) goes
+    // before the reads held this turn.
+    this.state.reads.afterStore();
+    this.pump();
+  };
+
+  /** Leaves the next request, a read, to the turn's check phase (see turn.ts). */
+  private holdReads(): void {
+    // Input held past a few lines stops being read until the reads run: memory stays bounded.
+    if (this.end - this.pos > HOLD_INPUT_BYTES) this.pause();
+    if (this.holding) return;
+    this.holding = true;
+    this.state.reads.hold(this.runHeld);
+  }
+
+  private readonly runHeld = (): void => {
+    this.holding = false;
     this.pump();
   };
 
@@ -293,6 +330,7 @@ export class Connection {
       else this.queue.push({ reply: result, done: true });
       return;
     }
+    this.state.reads.afterStore();
     const slot: Slot = { reply: null, done: false };
     const bytes = data?.length ?? 0;
     this.queue.push(slot);
@@ -367,6 +405,14 @@ export class Connection {
     }
     this.send(reply);
     return true;
+  }
+
+  /** Whether the next input starts a "get " line (held for the turn's reads, see getOneNow). */
+  private getNext(): boolean {
+    if (this.stopping || this.collecting !== undefined || this.swallowLeft > 0) return false;
+    const b = this.buf;
+    const p = this.pos;
+    return this.end - p >= 4 && b[p] === 0x67 && b[p + 1] === 0x65 && b[p + 2] === 0x74 && b[p + 3] === 0x20;
   }
 
   /** The next request whose line and data block are complete, or undefined. */

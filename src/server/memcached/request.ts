@@ -7,6 +7,7 @@
 // order; their replies are queued and sent in order).
 
 import type { Cache } from './cache.js';
+import type { ReadTurn } from './turn.js';
 
 /** Where an exclusive request may write its reply directly (nothing else is queued then). */
 export interface Output {
@@ -37,6 +38,8 @@ export interface Request {
 /** The server-wide state commands read (stats) and change (verbosity). */
 export interface ServerState {
   cache: Cache;
+  /** Reads held for the check phase of their turn of the event loop. */
+  reads: ReadTurn;
   startedAtMs: number;
   host: string;
   port: number;

@@ -19,6 +19,7 @@ import { Connection } from './connection.js';
 import { HEADER_BYTES } from './item.js';
 import { DEFAULT_MAX_ITEM_BYTES, ERR, line } from './protocol.js';
 import type { ServerState } from './request.js';
+import { ReadTurn } from './turn.js';
 
 export const MEMCACHED_DEFAULT_PORT = 11211;
 /** memcached's default -c. */
@@ -102,6 +103,7 @@ export async function startMemcachedServer(store: Store, options: MemcachedServe
 
   const state: ServerState = {
     cache,
+    reads: new ReadTurn(),
     startedAtMs: Date.now(),
     host,
     port,

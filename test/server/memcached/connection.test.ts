@@ -10,6 +10,7 @@ import { makeRandom } from '../../../src/media/random.js';
 import { Connection } from '../../../src/server/memcached/connection.js';
 import { OUTPUT_HIGH_WATER_BYTES } from '../../../src/server/memcached/index.js';
 import type { ServerState } from '../../../src/server/memcached/request.js';
+import { ReadTurn } from '../../../src/server/memcached/turn.js';
 import { deriveSeed, replayHint, testSeed } from '../../helpers/seed.js';
 import { KiB, MiB, McClient, withServer } from './harness.js';
 
@@ -254,11 +255,16 @@ class RecordingSocket extends EventEmitter {
   remoteAddress = '127.0.0.1';
   remotePort = 1;
   sends: string[] = [];
+  paused = false;
   private corked: string[] | undefined;
   setNoDelay(): void {}
   setTimeout(): void {}
-  pause(): void {}
-  resume(): void {}
+  pause(): void {
+    this.paused = true;
+  }
+  resume(): void {
+    this.paused = false;
+  }
   end(): void {}
   destroy(): void {
     this.destroyed = true;
@@ -279,7 +285,7 @@ class RecordingSocket extends EventEmitter {
 
 test('pipelined writes are answered one send per batch of commits the store lands, not one per write', async () => {
   await withServer(async (h) => {
-    const state = { cache: h.server.cache, verbosity: 0, idleTimeoutMs: 0, bytesRead: 0, bytesWritten: 0 } as unknown as ServerState;
+    const state = { cache: h.server.cache, reads: new ReadTurn(), verbosity: 0, idleTimeoutMs: 0, bytesRead: 0, bytesWritten: 0 } as unknown as ServerState;
     const socket = new RecordingSocket();
     new Connection(socket as unknown as Socket, state, () => undefined);
     const sets = Array.from({ length: 10 }, (_, i) => `set k${i} ${i} 0 2\r\nv${i}\r\n`).join('');
@@ -289,5 +295,48 @@ test('pipelined writes are answered one send per batch of commits the store land
     assert.equal(socket.sends.join(''), want);
     // The store lands these 12 commits in one or two group commits (the first may start alone).
     assert.ok(socket.sends.length <= 2, `sends: ${JSON.stringify(socket.sends)}`);
+  });
+});
+
+test('a set arriving in the same turn as a get is handed to the store before the get is answered', async () => {
+  await withServer(async (h) => {
+    const state = { cache: h.server.cache, reads: new ReadTurn(), verbosity: 0, idleTimeoutMs: 0, bytesRead: 0, bytesWritten: 0 } as unknown as ServerState;
+    const events: string[] = [];
+    const cache = h.server.cache;
+    const store = cache.store.bind(cache);
+    cache.store = (r) => {
+      events.push(`store ${r.key.toString()}`);
+      return store(r);
+    };
+    const reader = new RecordingSocket();
+    const writer = new RecordingSocket();
+    const write = reader.write.bind(reader);
+    reader.write = (b: Buffer): boolean => {
+      events.push(`reply ${b.toString('latin1').trim()}`);
+      return write(b);
+    };
+    new Connection(reader as unknown as Socket, state, () => undefined);
+    new Connection(writer as unknown as Socket, state, () => undefined);
+    reader.emit('data', Buffer.from('get a\r\n', 'latin1'));
+    writer.emit('data', Buffer.from('set b 0 0 1\r\nx\r\n', 'latin1'));
+    assert.deepEqual(events, ['store b']);
+    for (let i = 0; i < 1000 && writer.sends.length === 0; i++) await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(events, ['store b', 'reply END']);
+    assert.deepEqual(writer.sends, ['STORED\r\n']);
+  });
+});
+
+test('a client that sends many reads in one turn is paused until they run, then read again', async () => {
+  await withServer(async (h) => {
+    const state = { cache: h.server.cache, reads: new ReadTurn(), verbosity: 0, idleTimeoutMs: 0, bytesRead: 0, bytesWritten: 0 } as unknown as ServerState;
+    const socket = new RecordingSocket();
+    new Connection(socket as unknown as Socket, state, () => undefined);
+    const n = 20_000; // 140 KB of get lines
+    socket.emit('data', Buffer.from('get nope\r\n'.repeat(n), 'latin1'));
+    assert.equal(socket.paused, true);
+    assert.deepEqual(socket.sends, []);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(socket.paused, false);
+    assert.equal(socket.sends.join(''), 'END\r\n'.repeat(n));
   });
 });
