@@ -27,6 +27,16 @@ const fdatasyncFd = promisify(fs.fdatasync);
 
 /** Linux reports block device sizes in sysfs in units of 512 bytes, whatever the sector size. */
 const SYSFS_SIZE_UNIT_BYTES = 512;
+/**
+ * A durable write of more than twice this is cut into pieces of at least this size, written
+ * side by side (at most DURABLE_WRITE_PIECES at once, libuv's default thread count): an SSD
+ * takes several synchronous writes at once much faster than one large one (a 4 MiB batch
+ * as four 1 MiB writes: about 1.5 GB/s rather than 1.0 here).
+ */
+const DURABLE_PIECE_MIN_BYTES = 256 * 1024;
+const DURABLE_WRITE_PIECES = 4;
+/** Pieces start at multiples of this (the page size), so no two share a page. */
+const DURABLE_PIECE_ALIGN = 4096;
 
 export interface FileMediaOptions {
   /** Bytes addressable. For a block device, at most the device's size (which is then used). */
@@ -169,7 +179,11 @@ export class FileMedia implements Media {
     this.begin(buffer.length, offset);
     try {
       if (this.syncFd < 0) this.syncFd = await openFd(this.path, fs.constants.O_RDWR | fs.constants.O_DSYNC, 0o644);
-      await writeFully(this.syncFd, buffer, offset);
+      if (buffer.length < 2 * DURABLE_PIECE_MIN_BYTES) {
+        await writeFully(this.syncFd, buffer, offset);
+      } else {
+        await writePieces(this.syncFd, buffer, offset);
+      }
     } finally {
       this.end();
     }
@@ -323,6 +337,26 @@ export async function syncDirectory(dirPath: string): Promise<void> {
   } finally {
     await handle.close();
   }
+}
+
+/**
+ * Writes `buffer` as up to DURABLE_WRITE_PIECES pieces at once. Settles only when every piece
+ * has (so that no write is still in flight when the caller hears of a failure), and then
+ * rejects with the first failure if any.
+ */
+async function writePieces(fd: number, buffer: Uint8Array, position: number): Promise<void> {
+  const pieces = Math.min(DURABLE_WRITE_PIECES, Math.floor(buffer.length / DURABLE_PIECE_MIN_BYTES));
+  // Cut at page boundaries of the medium (not of the buffer): the first piece ends on one.
+  const step = Math.ceil(buffer.length / pieces / DURABLE_PIECE_ALIGN) * DURABLE_PIECE_ALIGN;
+  const writes: Promise<void>[] = [];
+  let from = 0;
+  while (from < buffer.length) {
+    const end = Math.min(buffer.length, from === 0 ? step - (position % DURABLE_PIECE_ALIGN) : from + step);
+    writes.push(writeFully(fd, buffer.subarray(from, end), position + from));
+    from = end;
+  }
+  const results = await Promise.allSettled(writes);
+  for (const r of results) if (r.status === 'rejected') throw r.reason;
 }
 
 function errorCode(error: unknown): string | undefined {

@@ -75,6 +75,33 @@ test('writes round-trip through read, across a close and reopen', async () => {
   });
 });
 
+test('large durable writes (cut into pieces written side by side) land whole, at any offset', async () => {
+  await withTempDir(async (dir) => {
+    const file = path.join(dir, 'log');
+    const media = await openFileMedia(file, { size: 16 << 20, create: true });
+    // Below the cut, just above it, unaligned starts and lengths, and more pieces than run at once.
+    const writes: Array<[number, Uint8Array]> = [
+      [0, pattern((512 << 10) - 1, 11)],
+      [1 << 20, pattern(512 << 10, 12)],
+      [(2 << 20) + 1000, pattern((3 << 20) + 777, 13)],
+      [(6 << 20) + 512, pattern(8 << 20, 14)],
+    ];
+    try {
+      for (const [offset, data] of writes) await media.writeDurable(data, offset);
+      for (const [offset, data] of writes) {
+        const buffer = new Uint8Array(data.length);
+        await media.read(buffer, offset);
+        assert.ok(Buffer.from(buffer).equals(data), `the ${data.length} bytes written durably at ${offset} read back`);
+      }
+      const gap = new Uint8Array(1000);
+      await media.read(gap, 2 << 20);
+      assert.ok(gap.every((b) => b === 0), 'nothing was written before the unaligned start');
+    } finally {
+      await media.close();
+    }
+  });
+});
+
 test('readSync returns written bytes and zero-fills past the end of the file', async () => {
   await withTempDir(async (dir) => {
     const media = await openFileMedia(path.join(dir, 'log'), { size: 65536, create: true });
