@@ -90,8 +90,11 @@ export type ValueSource = Uint8Array | ((current: Buffer | undefined) => Uint8Ar
 export type OpInput =
   | { type: 'write'; lba: number; count: number; data: Uint8Array }
   | { type: 'trim'; lba: number; count: number }
-  /** ttlMs 0: no expiry; keepTtl: the key keeps its current expiry (memcached incr). */
-  | { type: 'put'; pool: string; key: Buffer; value: ValueSource; ttlMs: number; keepTtl?: boolean }
+  /**
+   * ttlMs 0: no expiry; keepTtl: the key keeps its current expiry (memcached incr);
+   * uncached: the value cache keeps no copy (a face that holds the bytes itself).
+   */
+  | { type: 'put'; pool: string; key: Buffer; value: ValueSource; ttlMs: number; keepTtl?: boolean; uncached?: boolean }
   | { type: 'delete'; pool: string; key: Buffer }
   /** A new expiry for a present key (ttlMs 0: never expires). */
   | { type: 'touch'; pool: string; key: Buffer; ttlMs: number }
@@ -1110,7 +1113,7 @@ export class Engine {
           break;
         case 'put': {
           const pool = this.poolIdFor(op.pool, batchPools, ops);
-          ops.push({ type: OpType.put, pool, key: op.key, version: 0, expiresAt: p.expiries[i]!, value: p.values[i]! });
+          ops.push({ type: OpType.put, pool, key: op.key, version: 0, expiresAt: p.expiries[i]!, value: p.values[i]!, uncached: op.uncached });
           break;
         }
         case 'delete':
@@ -1314,7 +1317,7 @@ export class Engine {
       if (isKvOp(op)) {
         const dataOffset = op.type === OpType.put ? r.dataOffsets[w++]! : 0;
         if (op.type === OpType.put && op.version > seg.youngestVersion) seg.youngestVersion = op.version;
-        this.applyKv(r.kind, op.type, op.pool, op.key, op.version, op.expiresAt, r.segment, dataOffset, op.value?.length ?? 0, op.value);
+        this.applyKv(r.kind, op.type, op.pool, op.key, op.version, op.expiresAt, r.segment, dataOffset, op.value?.length ?? 0, op.uncached === true ? undefined : op.value);
       } else if (op.type === OpType.write) {
         const dataOffset = r.dataOffsets[w++]!;
         if (op.version > seg.youngestVersion) seg.youngestVersion = op.version;

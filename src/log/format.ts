@@ -260,6 +260,8 @@ export interface KvOp {
   expiresAt: number;
   /** Put ops only. */
   value?: Uint8Array;
+  /** Put ops only, in memory (never encoded): apply keeps no copy in the value cache. */
+  uncached?: boolean;
 }
 
 export type LogOp = BlockOp | KvOp;

@@ -409,7 +409,8 @@ export class Region {
     const ops: OpInput[] = [...extraOps];
     let bytes = 0;
     for (let i = 0; i < captured.pages.length; i++) {
-      ops.push({ type: 'put', pool: this.poolName, key: pageKey(captured.pages[i]!, version), value: captured.contents[i]!, ttlMs: 0 });
+      // A 'buffer' region holds its pages itself: copies in the value cache would only push hot kv values out.
+      ops.push({ type: 'put', pool: this.poolName, key: pageKey(captured.pages[i]!, version), value: captured.contents[i]!, ttlMs: 0, uncached: this.mem !== undefined });
       bytes += kvEntryBytes(PAGE_KEY_BYTES, captured.contents[i]!.length);
     }
     const record = encodeVersion(committedAt, captured.pages);

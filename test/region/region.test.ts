@@ -299,3 +299,26 @@ test('regions are reserved pools; dropRegion removes every version; bad options 
     }
   });
 });
+
+test("a 'buffer' region's commits leave the value cache to hot kv values", async () => {
+  // A 2 MiB cache; the region commits 4 MiB of pages: were the pages cached, they would push the kv values out.
+  const fault = await FaultStore.create({ capacity: 256 * MiB, segmentSize: 16 * MiB, cacheSize: 2 * MiB });
+  try {
+    const store = fault.store;
+    const kv = store.kv('hot');
+    for (let i = 0; i < 64; i++) await kv.put(`k${i}`, Buffer.alloc(1024, i));
+    const region = await store.region('r', { size: 4 * MiB });
+    region.buffer.fill(7);
+    await region.commit();
+    let reads = 0;
+    const media = fault.media;
+    const read = media.read.bind(media);
+    const readSync = media.readSync.bind(media);
+    media.read = (buffer, offset) => (reads++, read(buffer, offset));
+    media.readSync = (buffer, offset) => (reads++, readSync(buffer, offset));
+    for (let i = 0; i < 64; i++) assert.ok(kv.getSync(`k${i}`)?.equals(Buffer.alloc(1024, i)));
+    assert.equal(reads, 0, 'every hot kv value was still cached after the region commit');
+  } finally {
+    await fault.dispose();
+  }
+});
