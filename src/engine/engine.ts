@@ -623,6 +623,8 @@ export class Engine {
       for (;;) {
         if (this.writing[0]?.settled) {
           await this.landOldest();
+          // A later batch written meanwhile lands at once, not a turn of the event loop later.
+          if (this.writing[0]?.settled) continue;
           if (this.writing.length === 0 && !this.failure) await this.maintainSafely();
           // Let the callers just resolved queue their next commits before a batch is taken.
           await new Promise<void>((resolve) => setImmediate(resolve));
