@@ -77,7 +77,7 @@ export interface StreamStats {
   /** Sequence number of the newest acknowledged record (0 when none ever was). */
   last: number;
   records: number;
-  /** Bytes the records take in their pool: keys, append times and record bytes. */
+  /** Bytes the records take in their pool: a key per run, time and length per record, record bytes. */
   bytes: number;
   /** Records acknowledged per second over the last 10 s (by the store's clock). */
   appendRate: number;
