@@ -1421,10 +1421,11 @@ export class Engine {
 
   /**
    * Ensures the free segments cover the records (plus the reserve), cleaning if needed.
-   * Records that do not grow live data (trims, overwrites) may use all but one segment of
-   * the cleaner's part of the reserve: they are how a full store gets room back, so they
-   * must not be refused for want of room. The checkpoint's part and one segment for the
-   * cleaner stay free, so that the space they free can always be reclaimed.
+   * Records that do not grow live data (trims, overwrites) may use the cleaner's part of the
+   * reserve: they are how a full store gets room back, so they must not be refused for want
+   * of room, and the later the cleaner runs, the emptier its victims. The checkpoint's part
+   * stays free, so that the space they free can always be reclaimed: a cleaning opens at
+   * most one segment of it, which its victim gives back (see relocationBudget).
    */
   private async makeRoom(records: Outgoing[], shrinking = false): Promise<void> {
     const needed = this.segmentsFor(records, shrinking);
@@ -1467,7 +1468,7 @@ export class Engine {
   }
 
   private segmentsFor(records: Outgoing[], shrinking: boolean): number {
-    return this.segmentsNeeded(records) - (shrinking ? CLEANER_RESERVE_SEGMENTS - 1 : 0);
+    return this.segmentsNeeded(records) - (shrinking ? CLEANER_RESERVE_SEGMENTS : 0);
   }
 
   private segmentsNeeded(records: Outgoing[]): number {
@@ -1569,7 +1570,7 @@ export class Engine {
     this.sweepExpired(now);
     await this.flushIfBehind();
     if (this.reclaimEmpty() > 0) return true;
-    let victim = this.pickVictim();
+    let victim = this.pickVictim(this.relocationBudget());
     // The cleaner takes only segments the checkpoint covers (recovery replays the rest). When
     // a newer one would copy at least a checkpoint's worth fewer bytes (segments emptied by
     // overwrites since, above all), a checkpoint first pays for itself. Checkpoints then
@@ -1582,7 +1583,7 @@ export class Engine {
         if (!(error instanceof AtomioError && error.code === 'ERR_NO_SPACE')) throw error;
       }
       if (this.reclaimEmpty() > 0) return true;
-      victim = this.pickVictim();
+      victim = this.pickVictim(this.relocationBudget());
     }
     if (victim === undefined) return false;
     const moved = await this.relocate(victim, now);
@@ -1623,14 +1624,39 @@ export class Engine {
     return best;
   }
 
-  /** The segment to clean next, among those the checkpoint covers. */
-  private pickVictim(): SegmentInfo | undefined {
+  /**
+   * The most bytes a relocation may write now: the cold head's room, plus the fresh segments
+   * relocate() may open (no more than are free, and the checkpoint's part of the reserve
+   * once its victim is freed), less what a record may leave unused at each segment's end.
+   */
+  private relocationBudget(): number {
+    const free = this.segments.freeCount();
+    const opens = Math.max(0, Math.min(free, free + 1 - (this.reserveSegments() - CLEANER_RESERVE_SEGMENTS)));
+    const slack = RECORD_HEADER_BYTES + BLOCK_OP_BYTES + CHUNK_CRC_BYTES + this.sectorBytes + this.alignment;
+    const cold = this.heads.get(SegmentKind.cold);
+    const room = cold === undefined ? 0 : this.segmentBytes - cold.offset;
+    return Math.max(0, room - slack) + opens * (this.segmentPayloadBytes - slack);
+  }
+
+  /** The most bytes relocating `live` bytes takes: at worst every sector is an op of its own. */
+  private relocationBound(live: number): number {
+    const sectors = Math.ceil(live / this.sectorBytes);
+    return live + sectors * (BLOCK_OP_BYTES + CHUNK_CRC_BYTES) + (Math.ceil(sectors / 1024) + 1) * (RECORD_HEADER_BYTES + 8);
+  }
+
+  /**
+   * The segment to clean next, among those the checkpoint covers whose relocation fits in
+   * `budget` bytes: at the foot of the reserve, a victim too full to fit (one picked for wear,
+   * above all) would be refused by relocate() again and again.
+   */
+  private pickVictim(budget = Infinity): SegmentInfo | undefined {
     const wear = this.segments.eraseCounts();
     let best: SegmentInfo | undefined;
     let bestScore = -Infinity;
     for (const s of this.segments.segments) {
       if (s.state !== 'sealed' || s.damaged || s.maxSeq > this.checkpointSeq) continue;
       if (this.pinned(s.index)) continue; // a view reads it: moving its data would not free it
+      if (this.relocationBound(s.liveBytes) > budget) continue;
       const u = s.liveBytes / this.segmentPayloadBytes;
       let score: number;
       if (wear.max - s.eraseCount > WEAR_SPREAD_LIMIT) {
