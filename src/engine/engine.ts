@@ -1533,11 +1533,39 @@ export class Engine {
   /** Background work between batches: checkpoints when due, cleaning when space runs low. */
   private async maintain(): Promise<void> {
     assert(this.writing.length === 0, 'maintenance runs with no batch being written');
+    const sealed = this.sealedSinceMaintenance;
     this.sealedSinceMaintenance = false;
     this.prefillAhead();
     if (this.checkpointDue()) await this.checkpoint();
     this.reclaimEmpty();
     if (this.segments.freeCount() < this.cleaningLowWater() && this.queue.length === 0) await this.cleanOne();
+    // Erase counts only grow as segments fill: a look at wear after each seal is enough, and
+    // it must not wait for an empty queue, which a steady writer never leaves.
+    if (sealed && !this.failure) await this.levelWear();
+  }
+
+  /**
+   * Static wear levelling. The cleaner moves a little-worn segment's data when it needs room
+   * (pickVictim), but a store whose overwrites empty whole segments never needs a victim:
+   * its cold segments would keep their erase counts while the rest of the medium wears. So
+   * once a sealed segment trails the most-worn one by more than WEAR_SPREAD_LIMIT erases,
+   * its data moves to the cold head and the segment goes back to the free list, where
+   * allocation, which prefers the least worn, gives it the next hot data.
+   */
+  private async levelWear(): Promise<void> {
+    const max = this.segments.eraseCounts().max;
+    let victim: SegmentInfo | undefined;
+    for (const s of this.segments.segments) {
+      if (s.state !== 'sealed' || s.damaged || s.maxSeq > this.checkpointSeq || this.pinned(s.index)) continue;
+      if (max - s.eraseCount > WEAR_SPREAD_LIMIT && (victim === undefined || s.eraseCount < victim.eraseCount)) victim = s;
+    }
+    // Only with room to spare: a store short of it cleans, and pickVictim levels wear then.
+    if (victim === undefined || this.segments.freeCount() < this.cleaningLowWater()) return;
+    if (this.relocationBound(victim.liveBytes) > this.relocationBudget()) return;
+    if (!(await this.relocate(victim, this.clock.now()))) return;
+    this.counters.segmentsCleaned++;
+    await this.flushIfBehind();
+    this.reclaimEmpty();
   }
 
   /**

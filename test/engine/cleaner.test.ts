@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { isAtomioError } from '../../src/base/errors.js';
-import { CLEANER_RESERVE_SEGMENTS, USABLE_FRACTION } from '../../src/engine/limits.js';
+import { CLEANER_RESERVE_SEGMENTS, USABLE_FRACTION, WEAR_SPREAD_LIMIT } from '../../src/engine/limits.js';
 import { FaultMedia } from '../../src/media/fault.js';
 import { open, type Store } from '../../src/index.js';
 import { tagged } from '../helpers/data.js';
@@ -182,6 +182,29 @@ test("overwrites on a full store leave cleaning until only the checkpoint's part
       // more copying (cleanerAmplification 1.66 rather than 1.62).
       assert.equal(fewest, 0, 'the fewest free segments beyond the checkpoint\'s part');
       for (let b = 0; b < blocks; b += 5) assert.deepEqual(await store.block.read(b * 8, 8), tagged(SECTOR, tags[b]!, b * 8, 8), `block ${b}`);
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+test('static wear levelling: cold segments give up their data once the hot ones wear far ahead', { timeout: 60_000 }, async () => {
+  await withTempDir(async (dir) => {
+    const options = { capacity: CAPACITY, segmentSize: 64 * 1024, durability: 'none' as const };
+    const store = await open(dir, options);
+    try {
+      // Cold data written once: about half the store, in segments that no overwrite empties.
+      const cold = Math.floor((0.5 * store.stats().usableBytes) / (8 * SECTOR));
+      for (let n = 0; n < cold; n++) await store.block.write(n * 8, tagged(SECTOR, n + 1, n * 8, 8));
+      // Hot data: one small range written over and over, emptying whole segments: the store
+      // never needs the cleaner to pick a victim, so only wear levelling moves the cold data.
+      const hotLba = cold * 8;
+      for (let i = 0; i < (40 * CAPACITY) / (8 * SECTOR); i++) await store.block.write(hotLba + (i % 4) * 8, tagged(SECTOR, 9000 + i, hotLba + (i % 4) * 8, 8));
+      const wear = store.stats().eraseCounts;
+      // The hot segments went through some 40 erases each beyond the cold ones' one.
+      assert.ok(wear.max > WEAR_SPREAD_LIMIT + 4, `the hot segments wore (max erase count ${wear.max})`);
+      assert.ok(wear.max - wear.min <= WEAR_SPREAD_LIMIT + 2, `erase counts stay within the wear spread limit: ${JSON.stringify(wear)}`);
+      for (let n = 0; n < cold; n += 5) assert.deepEqual(await store.block.read(n * 8, 8), tagged(SECTOR, n + 1, n * 8, 8), `cold extent ${n} after it moved`);
     } finally {
       await store.close();
     }
