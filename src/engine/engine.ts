@@ -798,7 +798,7 @@ export class Engine {
    */
   private admit(batch: Pending[], below: Layer[]): { accepted: Pending[]; layer: Layer } {
     const layer: Layer = {
-      overlay: new ExtentMap(),
+      overlay: NO_BLOCK_OPS,
       keys: { keys: new Map(), dropped: new Set() },
       pools: new Map(below[0]?.pools),
       growth: 0,
@@ -859,6 +859,7 @@ export class Engine {
       // Infinity means "written, not yet applied" (newer than any applied version).
       for (const op of p.ops) {
         if (op.type === 'write' || op.type === 'trim') {
+          if (layer.overlay === NO_BLOCK_OPS) overlays[0] = layer.overlay = new ExtentMap();
           layer.overlay.set(overlayExtent(op.lba, op.count, op.type === 'write' ? Infinity : -1));
         }
       }
@@ -2038,6 +2039,8 @@ interface BatchKeys {
   dropped: Set<string>;
 }
 
+/** The overlay of a batch without block ops, shared: a map costs a 6 KiB leaf, and kv-only batches need none. Never written. */
+const NO_BLOCK_OPS = new ExtentMap();
 const ABSENT: KeyState = { present: false, version: 0, value: undefined, entryBytes: 0, expiresAt: 0 };
 const EMPTY_KEY = Buffer.alloc(0);
 
