@@ -1531,7 +1531,7 @@ export class Engine {
       });
   }
 
-  /** Background work between batches: checkpoints when due, cleaning when space runs low. */
+  /** Background work between batches: checkpoints when due, cleaning when space runs low, wear levelling after a seal. */
   private async maintain(): Promise<void> {
     assert(this.writing.length === 0, 'maintenance runs with no batch being written');
     const sealed = this.sealedSinceMaintenance;
