@@ -1557,16 +1557,13 @@ export class Engine {
     const max = this.segments.eraseCounts().max;
     let victim: SegmentInfo | undefined;
     for (const s of this.segments.segments) {
-      if (s.state !== 'sealed' || s.damaged || s.maxSeq > this.checkpointSeq || this.pinned(s.index)) continue;
+      if (!this.cleanable(s)) continue;
       if (max - s.eraseCount > WEAR_SPREAD_LIMIT && (victim === undefined || s.eraseCount < victim.eraseCount)) victim = s;
     }
     // Only with room to spare: a store short of it cleans, and pickVictim levels wear then.
     if (victim === undefined || this.segments.freeCount() < this.cleaningLowWater()) return;
     if (this.relocationBound(victim.liveBytes) > this.relocationBudget()) return;
-    if (!(await this.relocate(victim, this.clock.now()))) return;
-    this.counters.segmentsCleaned++;
-    await this.flushIfBehind();
-    this.reclaimEmpty();
+    await this.clean(victim, this.clock.now());
   }
 
   /**
@@ -1615,12 +1612,21 @@ export class Engine {
       victim = this.pickVictim(this.relocationBudget());
     }
     if (victim === undefined) return false;
-    const moved = await this.relocate(victim, now);
-    if (!moved) return false;
+    return this.clean(victim, now);
+  }
+
+  /** Moves the victim's live data to the cold head and frees it once that is durable; false when it cannot be cleaned. */
+  private async clean(victim: SegmentInfo, now: number): Promise<boolean> {
+    if (!(await this.relocate(victim, now))) return false;
     this.counters.segmentsCleaned++;
     await this.flushIfBehind();
     this.reclaimEmpty();
     return true;
+  }
+
+  /** A segment the cleaner may take: sealed, not damaged, covered by the checkpoint (recovery replays the rest), and read by no view. */
+  private cleanable(s: SegmentInfo): boolean {
+    return s.state === 'sealed' && !s.damaged && s.maxSeq <= this.checkpointSeq && !this.pinned(s.index);
   }
 
   /** Resolves once every commit resolved before the call is on stable storage. */
@@ -1683,9 +1689,8 @@ export class Engine {
     let best: SegmentInfo | undefined;
     let bestScore = -Infinity;
     for (const s of this.segments.segments) {
-      if (s.state !== 'sealed' || s.damaged || s.maxSeq > this.checkpointSeq) continue;
-      if (this.pinned(s.index)) continue; // a view reads it: moving its data would not free it
-      if (this.relocationBound(s.liveBytes) > budget) continue;
+      // A segment a view reads is not taken: moving its data would not free it.
+      if (!this.cleanable(s) || this.relocationBound(s.liveBytes) > budget) continue;
       const u = s.liveBytes / this.segmentPayloadBytes;
       let score: number;
       if (wear.max - s.eraseCount > WEAR_SPREAD_LIMIT) {
