@@ -58,10 +58,6 @@ export function runOf(key: Uint8Array): Run {
   return { first: view.readUInt32BE(0) * TWO_32 + view.readUInt32BE(4), count: view.readUInt32BE(8) };
 }
 
-export function isRunKey(key: Uint8Array): boolean {
-  return key.length === RUN_KEY_BYTES;
-}
-
 /**
  * Calls `each(index, time, bytes)` for the records of a run's value, in order (bytes are a
  * view into it); ERR_CORRUPT when the value does not hold `count` records exactly.

@@ -186,20 +186,18 @@ export class Stream {
 
   /** The first or last run key in the pool (undefined when there is none). */
   private edgeKey(last: boolean): Buffer | undefined {
-    const pool = this.engine.pools.named(this.poolName);
-    let found: Buffer | undefined;
-    pool?.index.forEachIn({ start: FIRST_KEY, end: END_KEY, reverse: last }, (key) => {
-      found = key;
-      return false;
-    });
-    return found;
+    return this.firstRunKey(END_KEY, last);
   }
 
   /** The key of the run that holds `seq` or, when none does, of the last run before it. */
   private runKeyAt(seq: number): Buffer | undefined {
-    const pool = this.engine.pools.named(this.poolName);
+    return this.firstRunKey(seqBound(seq + 1), true);
+  }
+
+  /** The first run key below `end` in key order (or, reversed, the last one). */
+  private firstRunKey(end: Buffer, reverse: boolean): Buffer | undefined {
     let found: Buffer | undefined;
-    pool?.index.forEachIn({ start: FIRST_KEY, end: seqBound(seq + 1), reverse: true }, (key) => {
+    this.engine.pools.named(this.poolName)?.index.forEachIn({ start: FIRST_KEY, end, reverse }, (key) => {
       found = key;
       return false;
     });
