@@ -66,6 +66,7 @@ import {
 import { checksum } from '../log/crc.js';
 import type { Media } from '../media/media.js';
 import { checkpointBytes, encodeCheckpoint, type Head } from './checkpoint.js';
+import { InlineWrites } from './inline.js';
 import { snapshotImage, snapshotImageBytes } from './snapshots.js';
 import {
   CLEANER_RESERVE_SEGMENTS,
@@ -157,6 +158,8 @@ export interface EngineSettings {
   checkpointIntervalBytes: number;
   /** Bytes of memory for copies of hot kv values. */
   cacheBytes: number;
+  /** Whether a lone commit may be written on the event loop's thread (see inline.ts). */
+  inlineWrites: boolean;
 }
 
 export interface Corruption {
@@ -287,6 +290,7 @@ export class Engine {
   /** Bytes of the durable batches of late: a moving average, weighted 1/8 to the newest. */
   private batchBytesAverage = 0;
   private dirtySinceFlush = false;
+  private readonly inline: InlineWrites;
 
   readonly counters = {
     commits: 0,
@@ -312,6 +316,7 @@ export class Engine {
     this.storeId = s.superblock.storeId;
     this.durability = s.durability;
     this.checkpointIntervalBytes = s.checkpointIntervalBytes;
+    this.inline = new InlineWrites(s.inlineWrites);
     this.segments = new SegmentTable(s.superblock.segmentCount);
     this.pools = new Pools(s.cacheBytes, (segment, delta) => {
       this.segments.at(segment).liveBytes += delta;
@@ -369,6 +374,7 @@ export class Engine {
   }
 
   async read(lba: number, count: number, map = this.map): Promise<Buffer> {
+    this.inline.arrived();
     this.assertOpen();
     const pieces = this.livePieces(lba, count, map);
     const whole = coveringPiece(pieces, lba, count);
@@ -390,6 +396,7 @@ export class Engine {
    * range as read()'s one buffer.
    */
   async readParts(lba: number, count: number, map = this.map): Promise<Buffer[]> {
+    this.inline.arrived();
     this.assertOpen();
     const piece = coveringPiece(this.livePieces(lba, count, map), lba, count);
     if (piece === undefined) return [await this.read(lba, count, map)];
@@ -477,6 +484,7 @@ export class Engine {
 
   /** A key's live (unexpired) entry as of the applied state. */
   liveEntry(pool: PoolReader | undefined, key: Uint8Array, now?: number): KeyMeta | undefined {
+    this.inline.arrived();
     if (pool === undefined) return undefined;
     const meta = pool.index.get(key);
     if (meta === undefined || (meta.expiresAt !== 0 && meta.expiresAt <= (now ?? this.clock.now()))) return undefined;
@@ -488,6 +496,7 @@ export class Engine {
    * anything but the returned copy when the value is cached: getSync's path.
    */
   liveValueSync(pool: PoolReader | undefined, key: Uint8Array): Buffer | undefined {
+    this.inline.arrived();
     if (pool === undefined) return undefined;
     const meta = this.scratchMeta;
     if (!pool.index.getInto(key, meta)) return undefined;
@@ -576,6 +585,7 @@ export class Engine {
 
   /** Queues a commit; resolves with its version once durable (see durability). */
   commit(ops: OpInput[], conditions: Condition[], ttlMs: number): Promise<number> {
+    this.inline.arrived();
     if (this.closed) return Promise.reject(closedError());
     if (this.failure) return Promise.reject(this.failure);
     let dataBytes = 0;
@@ -735,7 +745,8 @@ export class Engine {
         return;
       }
     }
-    const writing: Writing = { accepted, records, layer, written: this.writeOut(records), settled: false };
+    const alone = accepted.length === 1 && this.writing.length === 0 && this.queue.length === 0;
+    const writing: Writing = { accepted, records, layer, written: this.writeOut(records, alone), settled: false };
     writing.written = writing.written.then((error) => {
       writing.settled = true;
       return error;
@@ -1187,7 +1198,7 @@ export class Engine {
    * to the error when the medium fails, so that a batch written ahead of an older one never
    * leaves a rejection unhandled.
    */
-  private writeOut(records: Outgoing[]): Promise<unknown> {
+  private writeOut(records: Outgoing[], alone = false): Promise<unknown> {
     const batchSeq = this.nextSeq;
     const spans = new Map<number, Span>();
     for (const r of records) {
@@ -1220,6 +1231,9 @@ export class Engine {
     const writes: Promise<void>[] = [];
     const durableWrites = this.durability === 'full' && this.media.writeDurable !== undefined;
     let batchBytes = 0;
+    for (const span of spans.values()) batchBytes += span.end - span.start;
+    const writeInline = durableWrites ? this.media.writeDurableSync : this.media.writeSync;
+    const inline = writeInline !== undefined && this.inline.choose(batchBytes, alone);
     for (const span of spans.values()) {
       // Unzeroed: every byte is written below, records by encodeRecord, the rest as zeros.
       const buf = Buffer.allocUnsafe(span.end - span.start);
@@ -1258,19 +1272,36 @@ export class Engine {
         );
       }
       buf.fill(0, cursor);
-      batchBytes += buf.length;
       this.counters.mediaBytes += buf.length;
       this.bytesSinceCheckpoint += buf.length;
       const at = this.segmentOffset(span.segment) + span.start;
-      writes.push(durableWrites ? this.media.writeDurable!(buf, at) : this.media.write(buf, at));
+      if (inline) writes.push(this.writeInlineNow(writeInline, buf, at));
+      else writes.push(durableWrites ? this.media.writeDurable!(buf, at) : this.media.write(buf, at));
     }
     this.batchBytesAverage += (batchBytes - this.batchBytesAverage) / 8;
     let done = settleAll(writes);
+    if (!inline) {
+      const token = this.inline.threadWriteStarted();
+      done = done.finally(() => this.inline.threadWriteDone(token));
+    }
     if (this.durability === 'full' && !durableWrites) done = done.then(() => this.media.flush());
     return done.then(
       () => undefined,
       (error: unknown) => error ?? new Error('a write failed'),
     );
+  }
+
+  /** One write on this thread (see inline.ts), its failure as a rejection like a thread's. */
+  private writeInlineNow(write: (buffer: Uint8Array, offset: number) => void, buf: Buffer, at: number): Promise<void> {
+    const started = performance.now();
+    try {
+      write.call(this.media, buf, at);
+      return Promise.resolve();
+    } catch (error) {
+      return Promise.reject(error as Error);
+    } finally {
+      this.inline.inlineWriteDone(performance.now() - started);
+    }
   }
 
   /** Records written (and flushed, with durability 'full') after every record before them: applies them. */

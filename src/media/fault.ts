@@ -147,6 +147,18 @@ export class FaultMedia implements Media {
     this.counters.bytesWritten += data.length;
   }
 
+  /** write, at once: the engine's inline writes (src/engine/inline.ts) take this path. */
+  writeSync(buffer: Uint8Array, offset: number): void {
+    this.checkAccess(buffer.length, offset);
+    const failure = this.writeFailures.shift();
+    if (failure !== undefined) throw ioError(failure, 'write');
+    const data = new Uint8Array(buffer);
+    writePages(this.view, offset, data);
+    this.pending.push({ sequence: ++this.completedWrites, offset, data });
+    this.counters.writes++;
+    this.counters.bytesWritten += data.length;
+  }
+
   async flush(): Promise<void> {
     this.checkOpen();
     const failure = this.flushFailures.shift();

@@ -175,18 +175,42 @@ export class FileMedia implements Media {
     }
   }
 
+  writeSync(buffer: Uint8Array, offset: number): void {
+    const fd = this.begin(buffer.length, offset);
+    try {
+      writeFullySync(fd, buffer, offset);
+    } finally {
+      this.end();
+    }
+  }
+
   async writeDurable(buffer: Uint8Array, offset: number): Promise<void> {
     this.begin(buffer.length, offset);
     try {
-      if (this.syncFd < 0) this.syncFd = await openFd(this.path, fs.constants.O_RDWR | fs.constants.O_DSYNC, 0o644);
+      const fd = this.durableFd();
       if (buffer.length < 2 * DURABLE_PIECE_MIN_BYTES) {
-        await writeFully(this.syncFd, buffer, offset);
+        await writeFully(fd, buffer, offset);
       } else {
-        await writePieces(this.syncFd, buffer, offset);
+        await writePieces(fd, buffer, offset);
       }
     } finally {
       this.end();
     }
+  }
+
+  writeDurableSync(buffer: Uint8Array, offset: number): void {
+    this.begin(buffer.length, offset);
+    try {
+      writeFullySync(this.durableFd(), buffer, offset);
+    } finally {
+      this.end();
+    }
+  }
+
+  /** The O_DSYNC descriptor, opened at first use (synchronously: two callers never race to open it). */
+  private durableFd(): number {
+    if (this.syncFd < 0) this.syncFd = fs.openSync(this.path, fs.constants.O_RDWR | fs.constants.O_DSYNC, 0o644);
+    return this.syncFd;
   }
 
   async flush(): Promise<void> {
@@ -253,6 +277,12 @@ function readFully(fd: number, buffer: Uint8Array, position: number): Promise<vo
     };
     step();
   });
+}
+
+/** writeFully, blocking. */
+function writeFullySync(fd: number, buffer: Uint8Array, position: number): void {
+  let done = 0;
+  while (done < buffer.length) done += fs.writeSync(fd, buffer, done, buffer.length - done, position + done);
 }
 
 /** Writes all of `buffer`; a short write (signal, quota edge) continues where it stopped. */

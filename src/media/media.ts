@@ -20,11 +20,18 @@ export interface Media {
   read(buffer: Uint8Array, offset: number): Promise<void>;
   readSync(buffer: Uint8Array, offset: number): void;
   write(buffer: Uint8Array, offset: number): Promise<void>;
+  /** write on the calling thread: it blocks until the medium has the bytes (see writeDurableSync). */
+  writeSync?(buffer: Uint8Array, offset: number): void;
   /**
    * A write that is durable once it resolves (as if followed by a flush of it alone), in one
    * call to the medium (O_DSYNC). Writes made before it are not made durable by it.
    */
   writeDurable?(buffer: Uint8Array, offset: number): Promise<void>;
+  /**
+   * writeDurable on the calling thread: it blocks until the bytes are durable. For a caller
+   * with nothing else to do meanwhile, it saves the two hand-offs to and from an I/O thread.
+   */
+  writeDurableSync?(buffer: Uint8Array, offset: number): void;
   /** Make every completed write durable (fdatasync). */
   flush(): Promise<void>;
   close(): Promise<void>;
