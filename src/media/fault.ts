@@ -159,6 +159,11 @@ export class FaultMedia implements Media {
     this.counters.bytesWritten += data.length;
   }
 
+  /** As write() of the parts joined (joined now, like write()'s copy). */
+  writeParts(parts: readonly Uint8Array[], offset: number): Promise<void> {
+    return this.write(Buffer.concat(parts), offset);
+  }
+
   async flush(): Promise<void> {
     this.checkOpen();
     const failure = this.flushFailures.shift();

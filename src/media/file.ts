@@ -207,10 +207,34 @@ export class FileMedia implements Media {
     }
   }
 
+  async writeParts(parts: readonly Uint8Array[], offset: number): Promise<void> {
+    const fd = this.begin(partsBytes(parts), offset);
+    try {
+      await writevFully(fd, parts, offset);
+    } finally {
+      this.end();
+    }
+  }
+
   /** The O_DSYNC descriptor, opened at first use (synchronously: two callers never race to open it). */
   private durableFd(): number {
     if (this.syncFd < 0) this.syncFd = fs.openSync(this.path, fs.constants.O_RDWR | fs.constants.O_DSYNC, 0o644);
     return this.syncFd;
+  }
+
+  async writePartsDurable(parts: readonly Uint8Array[], offset: number): Promise<void> {
+    const bytes = partsBytes(parts);
+    this.begin(bytes, offset);
+    try {
+      const fd = this.durableFd();
+      if (bytes < 2 * DURABLE_PIECE_MIN_BYTES) {
+        await writevFully(fd, parts, offset);
+      } else {
+        await settleThenThrow(pieceCuts(bytes, offset).map(([from, end]) => writevFully(fd, sliceParts(parts, from, end), offset + from)));
+      }
+    } finally {
+      this.end();
+    }
   }
 
   async flush(): Promise<void> {
@@ -305,6 +329,46 @@ function writeFully(fd: number, buffer: Uint8Array, position: number): Promise<v
   });
 }
 
+function partsBytes(parts: readonly Uint8Array[]): number {
+  let bytes = 0;
+  for (const p of parts) bytes += p.length;
+  return bytes;
+}
+
+/** The bytes [from, end) of the concatenation of `parts`, as views. */
+function sliceParts(parts: readonly Uint8Array[], from: number, end: number): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  let pos = 0;
+  for (const p of parts) {
+    const next = pos + p.length;
+    if (next > from && pos < end) out.push(pos >= from && next <= end ? p : p.subarray(Math.max(0, from - pos), Math.min(p.length, end - pos)));
+    pos = next;
+    if (pos >= end) break;
+  }
+  return out;
+}
+
+/** Writes all of `parts` (libuv continues short writes; a zero-byte one is an error, as in writeFully). */
+function writevFully(fd: number, parts: readonly Uint8Array[], position: number): Promise<void> {
+  const total = partsBytes(parts);
+  return new Promise((resolve, reject) => {
+    let done = 0;
+    const step = (): void => {
+      if (done === total) return resolve();
+      const rest = done === 0 ? (parts as Uint8Array[]) : sliceParts(parts, done, total);
+      fs.writev(fd, rest, position + done, (error, bytesWritten) => {
+        if (error) return reject(error);
+        if (bytesWritten === 0) {
+          return reject(Object.assign(new Error('EIO: i/o error, write (wrote 0 bytes)'), { code: 'EIO', errno: -5 }));
+        }
+        done += bytesWritten;
+        step();
+      });
+    };
+    step();
+  });
+}
+
 /** True if something exists at `filePath`; other errors than "missing" reject. */
 export async function fileExists(filePath: string): Promise<boolean> {
   try {
@@ -369,23 +433,35 @@ export async function syncDirectory(dirPath: string): Promise<void> {
   }
 }
 
+/** Writes `buffer` as up to DURABLE_WRITE_PIECES pieces at once (see pieceCuts). */
+function writePieces(fd: number, buffer: Uint8Array, position: number): Promise<void> {
+  return settleThenThrow(pieceCuts(buffer.length, position).map(([from, end]) => writeFully(fd, buffer.subarray(from, end), position + from)));
+}
+
 /**
- * Writes `buffer` as up to DURABLE_WRITE_PIECES pieces at once. Settles only when every piece
- * has (so that no write is still in flight when the caller hears of a failure), and then
- * rejects with the first failure if any.
+ * Where a durable write of `bytes` at `position` is cut: up to DURABLE_WRITE_PIECES pieces
+ * of at least DURABLE_PIECE_MIN_BYTES, as [from, end) within the write, cut at page
+ * boundaries of the medium (not of the buffer): the first piece ends on one.
  */
-async function writePieces(fd: number, buffer: Uint8Array, position: number): Promise<void> {
-  const pieces = Math.min(DURABLE_WRITE_PIECES, Math.floor(buffer.length / DURABLE_PIECE_MIN_BYTES));
-  // Cut at page boundaries of the medium (not of the buffer): the first piece ends on one.
-  const step = Math.ceil(buffer.length / pieces / DURABLE_PIECE_ALIGN) * DURABLE_PIECE_ALIGN;
-  const writes: Promise<void>[] = [];
+function pieceCuts(bytes: number, position: number): [number, number][] {
+  const pieces = Math.min(DURABLE_WRITE_PIECES, Math.floor(bytes / DURABLE_PIECE_MIN_BYTES));
+  const step = Math.ceil(bytes / pieces / DURABLE_PIECE_ALIGN) * DURABLE_PIECE_ALIGN;
+  const cuts: [number, number][] = [];
   let from = 0;
-  while (from < buffer.length) {
-    const end = Math.min(buffer.length, from === 0 ? step - (position % DURABLE_PIECE_ALIGN) : from + step);
-    writes.push(writeFully(fd, buffer.subarray(from, end), position + from));
+  while (from < bytes) {
+    const end = Math.min(bytes, from === 0 ? step - (position % DURABLE_PIECE_ALIGN) : from + step);
+    cuts.push([from, end]);
     from = end;
   }
-  const results = await Promise.allSettled(writes);
+  return cuts;
+}
+
+/**
+ * Settles only when every one of `ios` has (so that no I/O is still in flight when the
+ * caller hears of a failure), and then rejects with the first failure if any.
+ */
+async function settleThenThrow(ios: Promise<void>[]): Promise<void> {
+  const results = await Promise.allSettled(ios);
   for (const r of results) if (r.status === 'rejected') throw r.reason;
 }
 

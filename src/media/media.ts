@@ -32,6 +32,13 @@ export interface Media {
    * with nothing else to do meanwhile, it saves the two hand-offs to and from an I/O thread.
    */
   writeDurableSync?(buffer: Uint8Array, offset: number): void;
+  /**
+   * Writes `parts` back to back from `offset`, as write() would write their concatenation,
+   * without joining them first (pwritev). The parts must not change until it settles.
+   */
+  writeParts?(parts: readonly Uint8Array[], offset: number): Promise<void>;
+  /** writeParts made durable as writeDurable is. */
+  writePartsDurable?(parts: readonly Uint8Array[], offset: number): Promise<void>;
   /** Make every completed write durable (fdatasync). */
   flush(): Promise<void>;
   close(): Promise<void>;

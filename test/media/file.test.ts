@@ -270,3 +270,33 @@ test('writeDurable writes through the O_DSYNC descriptor: read back at once and 
     }
   });
 });
+
+test('writeParts and writePartsDurable write the parts back to back, as one buffer would be written', async () => {
+  await withTempDir(async (dir) => {
+    const file = path.join(dir, 'log');
+    const media = await openFileMedia(file, { size: 8 << 20, create: true });
+    try {
+      // More parts than one pwritev takes (1024), of odd sizes, so that the durable write's
+      // pieces (cut at page boundaries of the medium) fall inside parts.
+      const whole = pattern(1500 * 1003, 7);
+      const parts: Uint8Array[] = [];
+      for (let at = 0; at < whole.length; at += 1003) parts.push(whole.subarray(at, at + 1003));
+      await media.writeParts(parts, 100);
+      const back = new Uint8Array(whole.length);
+      await media.read(back, 100);
+      assert.deepEqual(back, whole);
+      const other = pattern(whole.length, 9);
+      const otherParts: Uint8Array[] = [];
+      for (let at = 0; at < other.length; at += 1003) otherParts.push(other.subarray(at, at + 1003));
+      await media.writePartsDurable(otherParts, 4096 * 100 + 100);
+      await media.read(back, 4096 * 100 + 100);
+      assert.deepEqual(back, other);
+      const before = new Uint8Array(100);
+      await media.read(before, 4096 * 100);
+      assert.deepEqual(before, whole.subarray(4096 * 100 - 100, 4096 * 100), 'the bytes before the durable write are the first write\'s');
+    } finally {
+      await media.close();
+    }
+    await assert.rejects(media.writeParts([pattern(512, 1)], 0), (e: unknown) => isAtomioError(e, 'ERR_CLOSED'));
+  });
+});
