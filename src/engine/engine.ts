@@ -51,6 +51,7 @@ import {
   chunkedBytes,
   decodeRecordMeta,
   encodeRecord,
+  Gather,
   encodeSegmentHeader,
   encodeSuperblock,
   isKvOp,
@@ -1235,9 +1236,16 @@ export class Engine {
     const writeInline = durableWrites ? this.media.writeDurableSync : this.media.writeSync;
     const inline = writeInline !== undefined && this.inline.choose(batchBytes, alone);
     for (const span of spans.values()) {
+      const spanBytes = span.end - span.start;
+      let referred = 0;
+      for (const r of records) {
+        if (r.segment !== span.segment) continue;
+        for (const op of r.ops) if (!isKvOp(op) && op.data !== undefined && op.data.length >= REFER_DATA_BYTES) referred += op.data.length;
+      }
       // Unzeroed: every byte is written below, records by encodeRecord, the rest as zeros.
-      const buf = Buffer.allocUnsafe(span.end - span.start);
-      let cursor = 0;
+      // Large write data is not copied in: the span goes out as parts (one vectored write).
+      const out = new Gather(Buffer.allocUnsafe(spanBytes - referred));
+      const into = out.inline;
       if (span.header) {
         const h = span.header;
         encodeSegmentHeader(
@@ -1252,31 +1260,36 @@ export class Engine {
             payloadBytes: 0,
             payloadCrc: 0,
           },
-          buf,
+          into.subarray(out.reserve(SEGMENT_HEADER_USED_BYTES)),
         );
-        cursor = SEGMENT_HEADER_USED_BYTES;
       }
       const nonce = this.segments.at(span.segment).nonce;
       for (const r of records) {
         if (r.segment !== span.segment) continue;
-        buf.fill(0, cursor, r.offset - span.start);
-        cursor = r.offset - span.start + r.bytes;
+        const gap = r.offset - span.start - out.length;
+        const z = out.reserve(gap);
+        into.fill(0, z, z + gap);
         encodeRecord(
           { seq: r.seq, batchSeq, batchCount: records.length, durableSeq: this.flushedSeq, kind: r.kind, ops: r.ops },
           this.sectorBytes,
           nonce,
           r.offset,
-          buf,
-          r.offset - span.start,
+          out,
           r.dataOffsets,
+          REFER_DATA_BYTES,
         );
       }
-      buf.fill(0, cursor);
-      this.counters.mediaBytes += buf.length;
-      this.bytesSinceCheckpoint += buf.length;
+      const tail = spanBytes - out.length;
+      const z = out.reserve(tail);
+      into.fill(0, z, z + tail);
+      assert(out.length === spanBytes, 'a span is laid out whole');
+      this.counters.mediaBytes += spanBytes;
+      this.bytesSinceCheckpoint += spanBytes;
       const at = this.segmentOffset(span.segment) + span.start;
-      if (inline) writes.push(this.writeInlineNow(writeInline, buf, at));
-      else writes.push(durableWrites ? this.media.writeDurable!(buf, at) : this.media.write(buf, at));
+      const parts = out.finish();
+      // An inline batch is small (see inline.ts): its parts, if any, are joined.
+      if (inline) writes.push(this.writeInlineNow(writeInline, parts.length === 1 ? parts[0]! : Buffer.concat(parts), at));
+      else writes.push(this.writeSpan(parts, at, durableWrites));
     }
     this.batchBytesAverage += (batchBytes - this.batchBytesAverage) / 8;
     let done = settleAll(writes);
@@ -1292,7 +1305,7 @@ export class Engine {
   }
 
   /** One write on this thread (see inline.ts), its failure as a rejection like a thread's. */
-  private writeInlineNow(write: (buffer: Uint8Array, offset: number) => void, buf: Buffer, at: number): Promise<void> {
+  private writeInlineNow(write: (buffer: Uint8Array, offset: number) => void, buf: Uint8Array, at: number): Promise<void> {
     const started = performance.now();
     try {
       write.call(this.media, buf, at);
@@ -1302,6 +1315,14 @@ export class Engine {
     } finally {
       this.inline.inlineWriteDone(performance.now() - started);
     }
+  }
+
+  /** Writes a span's parts: as one vectored write where the medium has them, else joined. */
+  private writeSpan(parts: Uint8Array[], at: number, durable: boolean): Promise<void> {
+    const m = this.media;
+    if (parts.length === 1) return durable ? m.writeDurable!(parts[0]!, at) : m.write(parts[0]!, at);
+    if (durable) return m.writePartsDurable !== undefined ? m.writePartsDurable(parts, at) : m.writeDurable!(Buffer.concat(parts), at);
+    return m.writeParts !== undefined ? m.writeParts(parts, at) : m.write(Buffer.concat(parts), at);
   }
 
   /** Records written (and flushed, with durability 'full') after every record before them: applies them. */
@@ -2115,6 +2136,10 @@ function overlayExtent(lba: number, count: number, version: number): Extent {
 }
 
 /** The one piece that covers [lba, lba + count) exactly, if the pieces are that. */
+/** Write data of at least this many bytes goes to the medium from the caller's buffer, not copied into the batch's. */
+const REFER_DATA_BYTES = 32 * 1024;
+
+
 function coveringPiece(pieces: Extent[], lba: number, count: number): Extent | undefined {
   const p = pieces[0];
   return pieces.length === 1 && p!.lba === lba && p!.count === count ? p : undefined;

@@ -352,22 +352,74 @@ export interface RecordFields {
 }
 
 /**
- * Encodes one record into `into` at `at`, which lies at `offsetInSegment` of a segment with
- * `nonce`. Returns the record's unpadded length. For every write op and every put op,
- * `dataOffsets` receives the offset-in-segment where its data begins.
+ * Bytes laid out back to back as a list of parts, for one vectored write: small pieces are
+ * written into `inline` (which the caller sizes for them), large data is referred to where
+ * it lies, not copied.
+ */
+export class Gather {
+  /** Bytes laid out so far. */
+  length = 0;
+  private readonly parts: Uint8Array[] = [];
+  private used: number;
+  private partStart: number;
+
+  constructor(
+    readonly inline: Buffer,
+    at = 0,
+  ) {
+    this.used = at;
+    this.partStart = at;
+  }
+
+  /** Takes the next `n` bytes in `inline`; returns where they start there. */
+  reserve(n: number): number {
+    assert(this.used + n <= this.inline.length, 'the inline buffer holds every byte not referred to');
+    const at = this.used;
+    this.used += n;
+    this.length += n;
+    return at;
+  }
+
+  /** Appends `data` itself: it must not change until the parts are written. */
+  refer(data: Uint8Array): void {
+    this.closeInline();
+    this.parts.push(data);
+    this.length += data.length;
+  }
+
+  /** The parts, in order; together `length` bytes. */
+  finish(): Uint8Array[] {
+    this.closeInline();
+    return this.parts;
+  }
+
+  private closeInline(): void {
+    if (this.used > this.partStart) this.parts.push(this.inline.subarray(this.partStart, this.used));
+    this.partStart = this.used;
+  }
+}
+
+/**
+ * Appends one record to `out`; the record lies at `offsetInSegment` of a segment with
+ * `nonce`. The data of a write op of at least `referBytes` is referred to, not copied (see
+ * Gather); everything else is copied into `out.inline`. Returns the record's unpadded
+ * length. For every write op and every put op, `dataOffsets` receives the offset-in-segment
+ * where its data begins.
  */
 export function encodeRecord(
   r: RecordFields,
   sectorBytes: number,
   nonce: number,
   offsetInSegment: number,
-  into: Buffer,
-  at: number,
+  out: Gather,
   dataOffsets: number[],
+  referBytes = Infinity,
 ): number {
+  const into = out.inline;
   const metaBytes = metaBytesFor(r.ops);
-  let p = at + metaBytes;
-  let d = at + RECORD_HEADER_BYTES;
+  const start = out.length;
+  const h = out.reserve(metaBytes);
+  let d = h + RECORD_HEADER_BYTES;
   for (const op of r.ops) {
     if (isKvOp(op)) {
       const bytes = kvDescriptorBytes(op.key.length);
@@ -382,12 +434,12 @@ export function encodeRecord(
       if (op.type === OpType.put) {
         const value = op.value;
         assert(value !== undefined, 'a put op carries its value');
-        const dataOffset = offsetInSegment + (p - at);
+        const dataOffset = offsetInSegment + (out.length - start);
+        const p = out.reserve(kvDataBytes(value.length));
         into.writeUInt32LE(value.length, d + 32);
         into.writeUInt32LE(checksum(value, seedAt(nonce, dataOffset)), p);
         into.set(value, p + CHUNK_CRC_BYTES);
         dataOffsets.push(dataOffset);
-        p += kvDataBytes(value.length);
       }
       d += bytes;
       continue;
@@ -402,13 +454,13 @@ export function encodeRecord(
     if (op.type === OpType.write) {
       const data = op.data;
       assert(data !== undefined && data.length === op.count * sectorBytes, 'write op carries count sectors of data');
-      dataOffsets.push(offsetInSegment + (p - at));
-      p = writeChunks(data, nonce, offsetInSegment + (p - at), into, p);
+      const dataOffset = offsetInSegment + (out.length - start);
+      dataOffsets.push(dataOffset);
+      writeChunks(data, nonce, dataOffset, out, data.length >= referBytes);
     }
     d += BLOCK_OP_BYTES;
   }
-  const recordBytes = p - at;
-  const h = at;
+  const recordBytes = out.length - start;
   into.writeUInt32LE(RECORD_MAGIC, h);
   into.writeUInt32LE(recordBytes, h + 8);
   into.writeUInt32LE(metaBytes, h + 12);
@@ -424,15 +476,18 @@ export function encodeRecord(
   return recordBytes;
 }
 
-function writeChunks(data: Uint8Array, nonce: number, offsetInSegment: number, into: Buffer, at: number): number {
-  let p = at;
+/** Appends `data` as chunks [crc][≤ 4096 bytes], the first at `offsetInSegment`; the data copied or referred to. */
+function writeChunks(data: Uint8Array, nonce: number, offsetInSegment: number, out: Gather, refer: boolean): void {
+  const into = out.inline;
+  let offset = offsetInSegment;
   for (let i = 0; i < data.length; i += CHUNK_DATA_BYTES) {
     const piece = data.subarray(i, Math.min(data.length, i + CHUNK_DATA_BYTES));
-    into.set(piece, p + CHUNK_CRC_BYTES);
-    into.writeUInt32LE(checksum(piece, seedAt(nonce, offsetInSegment + (p - at))), p);
-    p += CHUNK_CRC_BYTES + piece.length;
+    const c = out.reserve(CHUNK_CRC_BYTES);
+    into.writeUInt32LE(checksum(piece, seedAt(nonce, offset)), c);
+    if (refer) out.refer(piece);
+    else into.set(piece, out.reserve(piece.length));
+    offset += CHUNK_CRC_BYTES + piece.length;
   }
-  return p;
 }
 
 export interface DecodedOp {
@@ -582,3 +637,4 @@ export function verifyChunks(bytes: Uint8Array, nonce: number, chunkOffsetInSegm
   }
   return -1;
 }
+
