@@ -56,6 +56,7 @@ export class BlockDevice {
 
   /**
    * Writes whole sectors at `lba`. Resolves with the write's version once it is durable.
+   * `data` is read until then (large writes go to the medium from it): do not change it before.
    * @example const v = await store.block.write(0, Buffer.alloc(4096, 1));
    */
   write(lba: number, data: Uint8Array, options: WriteOptions = {}): Promise<number> {
@@ -101,13 +102,15 @@ export class BlockDevice {
    * Reads `count` sectors as consecutive buffers that together hold them, for callers that
    * send them on (a vectored socket write) rather than use them in place: where the engine
    * can hand out views of what it read and checked, no copy is made. Same checks and zeros
-   * as read(); the buffers are the caller's.
+   * as read(); the buffers are the caller's. `allocate(bytes)`, if given, is called at most
+   * once for a buffer of exactly `bytes` that the views may point into: a caller that reuses
+   * large buffers saves the cost of touching fresh memory.
    * @example const parts = await store.block.readParts(0, 256); socket.write(Buffer.concat(parts));
    */
-  readParts(lba: number, count: number): Promise<Buffer[]> {
+  readParts(lba: number, count: number, allocate?: (bytes: number) => Buffer): Promise<Buffer[]> {
     try {
       this.checkRead(lba, count);
-      return this.engine.readParts(lba, count, this.snapshot?.map);
+      return this.engine.readParts(lba, count, this.snapshot?.map, allocate);
     } catch (error) {
       return Promise.reject(error);
     }

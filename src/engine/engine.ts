@@ -394,9 +394,10 @@ export class Engine {
   /**
    * Like read(), as consecutive buffers: a range that one extent covers comes back as views
    * of the checked chunks it was read into (one per 4 KiB chunk), with no copy; any other
-   * range as read()'s one buffer.
+   * range as read()'s one buffer. `allocate`, if given, makes the buffer the chunks are read
+   * into (so that a caller can reuse it once done with the views).
    */
-  async readParts(lba: number, count: number, map = this.map): Promise<Buffer[]> {
+  async readParts(lba: number, count: number, map = this.map, allocate?: (bytes: number) => Buffer): Promise<Buffer[]> {
     this.inline.arrived();
     this.assertOpen();
     const piece = coveringPiece(this.livePieces(lba, count, map), lba, count);
@@ -404,7 +405,7 @@ export class Engine {
     const segment = this.segments.at(piece.segment);
     segment.readers++;
     try {
-      const { chunks, firstChunk } = await this.readChunks(piece, segment);
+      const { chunks, firstChunk } = await this.readChunks(piece, segment, allocate);
       return chunkViews(chunks, firstChunk, piece.firstSector * this.sectorBytes, piece.count * this.sectorBytes);
     } finally {
       segment.readers--;
@@ -438,9 +439,10 @@ export class Engine {
   }
 
   /** The chunks that hold a piece, read and checked; ERR_CORRUPT if any fails its checksum. */
-  private async readChunks(piece: Extent, segment: SegmentInfo): Promise<{ chunks: Buffer; firstChunk: number }> {
+  private async readChunks(piece: Extent, segment: SegmentInfo, allocate = allocUnsafe): Promise<{ chunks: Buffer; firstChunk: number }> {
     const { start, bytes, firstChunk } = this.chunkSpan(piece);
-    const chunks = Buffer.allocUnsafe(bytes);
+    const chunks = allocate(bytes);
+    assert(chunks.length === bytes, 'a read buffer of the size asked for');
     await this.media.read(chunks, this.segmentOffset(piece.segment) + start);
     const bad = verifyChunks(chunks, segment.nonce, start);
     if (bad >= 0) {
@@ -2138,6 +2140,10 @@ function overlayExtent(lba: number, count: number, version: number): Extent {
 /** The one piece that covers [lba, lba + count) exactly, if the pieces are that. */
 /** Write data of at least this many bytes goes to the medium from the caller's buffer, not copied into the batch's. */
 const REFER_DATA_BYTES = 32 * 1024;
+
+function allocUnsafe(bytes: number): Buffer {
+  return Buffer.allocUnsafe(bytes);
+}
 
 
 function coveringPiece(pieces: Extent[], lba: number, count: number): Extent | undefined {

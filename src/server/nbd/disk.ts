@@ -78,9 +78,9 @@ export class VolumeDisk {
   /**
    * The bytes [offset, offset + length) as consecutive buffers, for a vectored reply. An
    * aligned read returns the block face's own promise (see read()); an unaligned one, one
-   * buffer.
+   * buffer. `allocate` as in BlockDevice.readParts.
    */
-  readParts(offset: number, length: number): Promise<Buffer[]> {
+  readParts(offset: number, length: number, allocate?: (bytes: number) => Buffer): Promise<Buffer[]> {
     const ss = this.sectorSize;
     if (length > 0 && offset % ss === 0 && length % ss === 0) {
       try {
@@ -88,7 +88,7 @@ export class VolumeDisk {
       } catch (error) {
         return Promise.reject(error);
       }
-      return this.block.readParts(this.firstLba + offset / ss, length / ss);
+      return this.block.readParts(this.firstLba + offset / ss, length / ss, allocate);
     }
     return this.read(offset, length).then(oneBuffer);
   }

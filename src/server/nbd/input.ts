@@ -4,8 +4,8 @@
 // - at most one take() or skip() is pending; the connection reads its socket in one loop;
 // - bytes held here (not yet taken) stay under `highWaterBytes` plus one socket chunk: the
 //   socket is paused at the mark and resumed when a reader needs more;
-// - a take() larger than SMALL_TAKE_BYTES is filled straight into its own buffer as bytes
-//   arrive, so a 32 MiB write payload is held once, not twice;
+// - a take() larger than SMALL_TAKE_BYTES, or given a buffer to fill, is filled straight into
+//   that buffer as bytes arrive, so a 32 MiB write payload is held once, not twice;
 // - skip() discards without holding what it discards;
 // - after end (the client closed, the socket failed, or close() was called) every pending
 //   and later take/skip rejects with InputEnded.
@@ -85,20 +85,29 @@ export class ByteInput {
     return this.endReason !== undefined;
   }
 
-  /** Exactly `n` bytes (n >= 0). The buffer may be a view of a received chunk: the caller owns it. */
-  take(n: number): Promise<Buffer> {
+  /**
+   * Exactly `n` bytes (n >= 0). The buffer may be a view of a received chunk: the caller owns
+   * it. With `into` (of exactly n bytes) the bytes are copied there, and `into` is returned.
+   */
+  take(n: number, into?: Buffer): Promise<Buffer> {
     assert(Number.isSafeInteger(n) && n >= 0, `take(${n})`);
     assert(this.waiter === undefined, 'one reader at a time');
+    assert(into === undefined || into.length === n, 'a target of the size taken');
     if (this.buffered >= n) {
-      const out = this.consume(n);
+      let out: Buffer;
+      if (into === undefined) out = this.consume(n);
+      else {
+        this.copyOut(into, 0, n);
+        out = into;
+      }
       this.maybeResume();
       return Promise.resolve(out);
     }
     if (this.endReason !== undefined) return Promise.reject(new InputEnded(this.endReason));
     return new Promise<Buffer>((resolve, reject) => {
       const waiter: Waiter = { need: n, target: undefined, filled: 0, discard: false, resolve, reject };
-      if (n > SMALL_TAKE_BYTES) {
-        waiter.target = Buffer.allocUnsafe(n);
+      if (into !== undefined || n > SMALL_TAKE_BYTES) {
+        waiter.target = into ?? Buffer.allocUnsafe(n);
         waiter.filled = this.buffered;
         this.copyOut(waiter.target, 0, this.buffered);
       }

@@ -7,7 +7,9 @@
 // - memory per connection is bounded: before a request is read on, its payload or reply
 //   bytes are reserved against MAX_IN_FLIGHT_BYTES and it counts against
 //   MAX_IN_FLIGHT_REQUESTS; the reservation is returned only once the reply has been handed
-//   to the socket, so a client that stops reading replies stops being read from;
+//   to the socket, so a client that stops reading replies stops being read from; large
+//   payload and read buffers are reused (BufferPool), each given back only once its reply is
+//   handed to the socket, with at most MAX_IDLE_BYTES kept idle;
 // - every request gets exactly one reply (a simple reply, or structured chunks ending with
 //   NBD_REPLY_FLAG_DONE), except NBD_CMD_DISC, which has none;
 // - a reply is sent only after what it acknowledges is done: a write's reply after the block
@@ -22,6 +24,7 @@ import { isAtomioError } from '../../base/errors.js';
 import type { VolumeDisk } from './disk.js';
 import type { Flusher } from './flush.js';
 import { InputEnded, type ByteInput } from './input.js';
+import { BufferPool, MIN_POOLED_BYTES } from './pool.js';
 import {
   BASE_ALLOCATION_ID,
   MAX_BLOCK_STATUS_DESCRIPTORS,
@@ -86,6 +89,8 @@ interface Request {
   data: Buffer | undefined;
   /** Bytes reserved for this request. */
   reserved: number;
+  /** A pooled buffer this request holds (its payload, or what its read was read into), given back when it is answered. */
+  held: Buffer | undefined;
 }
 
 /** An error answered to the client with `errno`. */
@@ -124,6 +129,8 @@ export class Transmission {
   private idleWaiters: (() => void)[] = [];
   /** The most payload and reply bytes this connection has held at once. */
   peakInFlightBytes = 0;
+  /** Large payload and read buffers, reused from request to request. */
+  private readonly pool = new BufferPool();
 
   constructor(private readonly io: TransmissionIo) {}
 
@@ -154,6 +161,7 @@ export class Transmission {
           length: header.readUInt32BE(24),
           data: undefined,
           reserved: 0,
+          held: undefined,
         };
         if (request.type === NBD_CMD_DISC) return { kind: 'disc' };
         if (request.type === NBD_CMD_WRITE) {
@@ -164,7 +172,9 @@ export class Transmission {
           } else {
             await this.reserve(request, request.length);
             try {
-              request.data = await input.take(request.length);
+              const into = request.length >= MIN_POOLED_BYTES ? this.pool.take(request.length) : undefined;
+              request.held = into;
+              request.data = await input.take(request.length, into?.subarray(0, request.length));
             } catch (error) {
               this.inFlightBytes -= request.reserved;
               throw error;
@@ -246,6 +256,8 @@ export class Transmission {
   }
 
   private finish(request: Request): void {
+    if (request.held !== undefined) this.pool.give(request.held);
+    request.held = undefined;
     this.inFlightBytes -= request.reserved;
     this.inFlightCount--;
     const wake = this.wake;
@@ -284,15 +296,16 @@ export class Transmission {
           throw new NbdError(structured ? NBD_EOVERFLOW : NBD_EINVAL, `a read is at most ${MAX_REQUEST_BYTES} bytes`);
         }
         this.checkBounds(r, NBD_EINVAL);
+        const allocate = (bytes: number): Buffer => this.hold(r, bytes);
         if (!structured) {
-          this.after(r, disk.readParts(r.offset, r.length), (parts) => [simpleReply(r.cookie, 0), ...whole(parts, r.length)]);
+          this.after(r, disk.readParts(r.offset, r.length, allocate), (parts) => [simpleReply(r.cookie, 0), ...whole(parts, r.length)]);
         } else if (r.length === 0) {
           this.answer(r, () => [noneChunk(r.cookie)]);
         } else if ((r.flags & NBD_CMD_FLAG_DF) === 0 && disk.isHole(r.offset, r.length)) {
           this.answer(r, () => [offsetHoleChunk(r.cookie, NBD_REPLY_FLAG_DONE, r.offset, r.length)]);
         } else {
           // The data is in hand when the reply is built, so no error can follow it: this chunk can be the last.
-          this.after(r, disk.readParts(r.offset, r.length), (parts) => [offsetDataHeader(r.cookie, NBD_REPLY_FLAG_DONE, r.offset, r.length), ...whole(parts, r.length)]);
+          this.after(r, disk.readParts(r.offset, r.length, allocate), (parts) => [offsetDataHeader(r.cookie, NBD_REPLY_FLAG_DONE, r.offset, r.length), ...whole(parts, r.length)]);
         }
         return;
       }
@@ -350,6 +363,13 @@ export class Transmission {
       default:
         throw new NbdError(NBD_EINVAL, `unknown command ${r.type}`);
     }
+  }
+
+  /** A buffer of `bytes` for `r` to read into; pooled (and given back when `r` is answered) when large. */
+  private hold(r: Request, bytes: number): Buffer {
+    if (bytes < MIN_POOLED_BYTES || r.held !== undefined) return Buffer.allocUnsafe(bytes);
+    r.held = this.pool.take(bytes);
+    return r.held.subarray(0, bytes);
   }
 
   private ok(r: Request): Buffer[] {
