@@ -292,6 +292,9 @@ export class Engine {
   private batchBytesAverage = 0;
   private dirtySinceFlush = false;
   private readonly inline: InlineWrites;
+  /** Durability 'none': log bytes landed since a flush last started, and whether one runs. */
+  private bytesSinceFlush = 0;
+  private flushingAhead = false;
 
   readonly counters = {
     commits: 0,
@@ -1337,6 +1340,8 @@ export class Engine {
       this.flushedSeq = this.writtenSeq;
     } else {
       this.dirtySinceFlush = true;
+      for (const r of records) this.bytesSinceFlush += r.bytes;
+      if (this.bytesSinceFlush >= FLUSH_AHEAD_BYTES && !this.flushingAhead) this.flushAhead();
     }
     this.counters.batches++;
     for (const r of records) this.apply(r);
@@ -2036,9 +2041,20 @@ export class Engine {
   // -------------------------------------------------------------------------------------
   // Flushing and closing
 
+  /**
+   * Durability 'none': starts a flush in the background once FLUSH_AHEAD_BYTES have landed
+   * since the last, so that the OS writes the log out as it comes and a checkpoint's own
+   * flush (which the pipeline waits for) finds little left to write.
+   */
+  private flushAhead(): void {
+    this.flushingAhead = true;
+    void this.backgroundFlush().finally(() => (this.flushingAhead = false));
+  }
+
   private async backgroundFlush(): Promise<void> {
     if (!this.dirtySinceFlush || this.closed || this.failure) return;
     this.dirtySinceFlush = false;
+    this.bytesSinceFlush = 0;
     const covered = this.writtenSeq;
     try {
       await this.media.flush();
@@ -2145,6 +2161,8 @@ function allocUnsafe(bytes: number): Buffer {
   return Buffer.allocUnsafe(bytes);
 }
 
+/** Durability 'none': log bytes after which a flush starts in the background (see flushAhead). */
+const FLUSH_AHEAD_BYTES = 8 * 1024 * 1024;
 
 function coveringPiece(pieces: Extent[], lba: number, count: number): Extent | undefined {
   const p = pieces[0];
