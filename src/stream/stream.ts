@@ -103,32 +103,49 @@ interface Waiter {
   reject: (error: unknown) => void;
 }
 
-/** An append's caller waiting for its group's commit. */
-interface Caller {
-  count: number;
-  /** Where its first record starts in the group's bytes. */
-  start: number;
-  /** It passed an array: resolve with an array. */
-  many: boolean;
-  resolve: (seqs: number | number[]) => void;
-  reject: (error: unknown) => void;
-}
+type Resolve = (seqs: number | number[]) => void;
+type Reject = (error: unknown) => void;
 
 /** Appends of one turn that go to the store as one commit: one run. */
 interface Group {
   /** appendSync's (numbers handed out at once) or append's. */
   sync: boolean;
-  /** The records as the run stores them, in bytes [0, used): copied at the append call. */
-  bytes: Buffer;
-  used: number;
+  /** The records as the run stores them, in slab bytes [start, end): copied at the append call. */
+  slab: Buffer;
+  start: number;
+  end: number;
   count: number;
-  callers: Caller[];
+  /** The append time of its records: the clock is read once, as the group forms. */
+  time: number;
+  /** Per caller (append's groups only), in call order: how its promise settles. */
+  resolves: Resolve[];
+  rejects: Reject[];
+  /**
+   * Per caller, when one of them passed an array: 0 for a single record, else the array's
+   * length (undefined while every caller passed a single record, the common case).
+   */
+  shapes: number[] | undefined;
   /** The number the group's first record gets if nothing fails before it is sent (appendSync relies on it). */
   firstSeq: number;
 }
 
-/** A group's bytes start with room for this much (and double as needed). */
-const GROUP_START_BYTES = 4096;
+/**
+ * Groups gather their bytes in slabs of this size: one allocation serves many commits, and
+ * nothing is reused (the engine may hold a run's bytes until the run has landed).
+ */
+const SLAB_BYTES = 64 * 1024;
+const TWO_32 = 2 ** 32;
+
+// A promise's resolving functions, taken without a closure per append (the executor runs
+// synchronously inside the Promise constructor).
+let takenResolve: Resolve | undefined;
+let takenReject: Reject | undefined;
+function take(resolve: Resolve, reject: Reject): void {
+  takenResolve = resolve;
+  takenReject = reject;
+}
+const takeOne = take as unknown as (resolve: (seq: number) => void, reject: Reject) => void;
+const takeMany = take as unknown as (resolve: (seqs: number[]) => void, reject: Reject) => void;
 
 export class Stream {
   private readonly pool: KvPool;
@@ -149,8 +166,12 @@ export class Stream {
   private readonly rateBuckets = new Float64Array(RATE_WINDOW_S);
   private rateSecond = 0;
   private readonly maxAppendBytes: number;
-  /** The run most recently sent: the predecessor a chained commit names in its condition. */
+  /** The run most recently sent, and its key: the predecessor a chained commit names in its condition. */
   private sentRun: Run | undefined;
+  private sentKey: Buffer | undefined;
+  /** Where groups gather their bytes: the forming group ends at `slabUsed` (see SLAB_BYTES). */
+  private slab = Buffer.allocUnsafe(0);
+  private slabUsed = 0;
 
   /** @internal use store.stream(name) */
   constructor(
@@ -211,9 +232,9 @@ export class Stream {
    * Appends one record, or several as one atomic commit. Resolves once durable with the
    * record's sequence number (an array for an array). Appends made in the same turn of the
    * event loop go to the store as one commit (up to MAX_ATOMIC_OPS records), and commits
-   * queued together share one flush. If an append fails, those queued behind it fail too
-   * (with the same code) and nothing of theirs is written: acknowledged sequence numbers
-   * never skip one.
+   * queued together share one flush; the records of one commit carry the same append time.
+   * If an append fails, those queued behind it fail too (with the same code) and nothing of
+   * theirs is written: acknowledged sequence numbers never skip one.
    * @example const seq = await stream.append('{"event":"login"}');
    */
   append(record: Value): Promise<number>;
@@ -221,16 +242,31 @@ export class Stream {
   append(input: Value | readonly Value[]): Promise<number | number[]> {
     try {
       this.checkOpen();
-      const { list, bytes } = this.prepare(input);
-      const many = Array.isArray(input);
-      return new Promise<number | number[]>((resolve, reject) => {
-        const group = this.join(false, list.length, bytes);
-        group.callers.push({ count: list.length, start: group.used, many, resolve, reject });
-        this.copyIn(group, list, bytes);
-      });
+      if (Array.isArray(input)) return this.appendMany(input as readonly Value[]);
+      // One record, the common case: no list, no object beyond the promise.
+      const length = recordLength(input as Value, this.maxValueBytes - RECORD_HEADER_BYTES);
+      const bytes = this.checkBytes(RECORD_HEADER_BYTES + length);
+      const group = this.join(false, 1, bytes);
+      const promise = new Promise<number>(takeOne);
+      group.resolves.push(takenResolve!);
+      group.rejects.push(takenReject!);
+      group.shapes?.push(0);
+      this.copyIn(group, input as Value);
+      return promise;
     } catch (error) {
       return Promise.reject(error);
     }
+  }
+
+  private appendMany(list: readonly Value[]): Promise<number[]> {
+    const bytes = this.prepare(list);
+    const group = this.join(false, list.length, bytes);
+    const promise = new Promise<number[]>(takeMany);
+    group.resolves.push(takenResolve!);
+    group.rejects.push(takenReject!);
+    (group.shapes ??= new Array<number>(group.resolves.length - 1).fill(0)).push(list.length);
+    for (const value of list) this.copyIn(group, value);
+    return promise;
   }
 
   /**
@@ -248,11 +284,13 @@ export class Stream {
     }
     this.throwSyncError();
     if (this.sequence.draining !== undefined) throw this.sequence.cascadeError(this.sequence.draining, this.sequence.next);
-    const { list, bytes } = this.prepare(input);
+    const many = Array.isArray(input);
+    const list: readonly Value[] = many ? (input as readonly Value[]) : [input as Value];
+    const bytes = this.prepare(list);
     const group = this.join(true, list.length, bytes);
     const first = group.firstSeq + group.count;
-    this.copyIn(group, list, bytes);
-    return Array.isArray(input) ? range(first, list.length) : first;
+    for (const value of list) this.copyIn(group, value);
+    return many ? range(first, list.length) : first;
   }
 
   /**
@@ -269,43 +307,77 @@ export class Stream {
 
   /**
    * The group of appends being gathered in this turn that `count` more records of `bytes`
-   * can join; a full one (or one of the other kind) is sent first.
+   * can join, with room for them; a full one (or one of the other kind) is sent first.
    */
   private join(sync: boolean, count: number, bytes: number): Group {
     let group = this.forming;
-    if (group !== undefined && (group.sync !== sync || group.count + count > MAX_ATOMIC_OPS || group.used + bytes > this.maxAppendBytes)) {
+    if (group !== undefined && (group.sync !== sync || group.count + count > MAX_ATOMIC_OPS || group.end - group.start + bytes > this.maxAppendBytes)) {
       this.sendGroup();
       group = undefined;
     }
     if (group === undefined) {
-      const made: Group = { sync, bytes: Buffer.allocUnsafe(Math.max(GROUP_START_BYTES, bytes)), used: 0, count: 0, callers: [], firstSeq: this.sequence.next };
+      if (this.slabUsed + bytes > this.slab.length) this.newSlab(bytes);
+      const made: Group = {
+        sync,
+        slab: this.slab,
+        start: this.slabUsed,
+        end: this.slabUsed,
+        count: 0,
+        time: Math.floor(this.engine.clock.now()),
+        resolves: [],
+        rejects: [],
+        shapes: undefined,
+        firstSeq: this.sequence.next,
+      };
       this.forming = group = made;
       queueMicrotask(() => {
         if (this.forming === made) this.sendGroup();
       });
+    } else if (group.end + bytes > group.slab.length) {
+      // The forming group moves to a new slab with room to grow.
+      this.newSlab(group.end - group.start + bytes);
+      group.slab.copy(this.slab, 0, group.start, group.end);
+      group.end -= group.start;
+      group.start = 0;
+      group.slab = this.slab;
     }
+    this.slabUsed = group.end + bytes;
     return group;
   }
 
-  /** Copies records (already checked by prepare, `bytes` stored bytes in all) to the end of the group's run. */
-  private copyIn(group: Group, list: readonly Value[], bytes: number): void {
-    if (group.used + bytes > group.bytes.length) {
-      const grown = Buffer.allocUnsafe(Math.max(group.used + bytes, group.bytes.length * 2));
-      group.bytes.copy(grown, 0, 0, group.used);
-      group.bytes = grown;
+  private newSlab(bytes: number): void {
+    this.slab = Buffer.allocUnsafe(Math.max(SLAB_BYTES, 2 * bytes));
+    this.slabUsed = 0;
+  }
+
+  /** Copies a record (checked by the caller) to the end of the group's run, in the room join() made. */
+  private copyIn(group: Group, value: Value): void {
+    const out = group.slab;
+    const at = group.end;
+    const data = at + RECORD_HEADER_BYTES;
+    let length: number;
+    if (typeof value === 'string') length = out.write(value, data, 'utf8');
+    else {
+      out.set(value, data);
+      length = value.length;
     }
-    const time = Math.floor(this.engine.clock.now());
-    const out = group.bytes;
-    let at = group.used;
-    for (const value of list) {
-      const length = typeof value === 'string' ? out.write(value, at + RECORD_HEADER_BYTES, 'utf8') : (out.set(value, at + RECORD_HEADER_BYTES), value.length);
-      out.writeUIntBE(time, at, 6);
-      out.writeUInt32BE(length, at + 6);
-      at += RECORD_HEADER_BYTES + length;
-    }
-    assert(at === group.used + bytes, 'a group grows by the bytes prepare() counted');
-    group.used = at;
-    group.count += list.length;
+    // [time: u48 BE][length: u32 BE], byte by byte (cheaper than the generic writers).
+    const time = group.time;
+    const high = Math.floor(time / TWO_32);
+    const low = time - high * TWO_32;
+    out[at] = high >>> 8;
+    out[at + 1] = high;
+    out[at + 2] = low >>> 24;
+    out[at + 3] = low >>> 16;
+    out[at + 4] = low >>> 8;
+    out[at + 5] = low;
+    out[at + 6] = length >>> 24;
+    out[at + 7] = length >>> 16;
+    out[at + 8] = length >>> 8;
+    out[at + 9] = length;
+    group.end = data + length;
+    group.count++;
+    assert(group.end <= this.slabUsed, 'a record fits the room join() made');
   }
 
   /** Sends the group being gathered (if any) as one commit, or as several. */
@@ -313,7 +385,8 @@ export class Stream {
     const group = this.forming;
     if (group === undefined) return;
     this.forming = undefined;
-    const parts = group.sync ? 1 : Math.min(group.callers.length, MAX_BATCHES_WRITING - this.sequence.inFlight);
+    assert(group.end === this.slabUsed, 'the forming group ends the slab');
+    const parts = group.sync ? 1 : Math.min(group.resolves.length, MAX_BATCHES_WRITING - this.sequence.inFlight);
     if (parts >= 2) {
       // Room for more batches than this stream has in flight: as many commits keep the
       // engine encoding one while others are written, the medium writing them side by
@@ -330,17 +403,24 @@ export class Stream {
     const count = group.count;
     const done = (first: number): void => {
       this.acknowledged(first, count);
+      const resolves = group.resolves;
+      const shapes = group.shapes;
+      if (shapes === undefined) {
+        for (let i = 0; i < resolves.length; i++) resolves[i]!(first + i);
+        return;
+      }
       let at = first;
-      for (const c of group.callers) {
-        c.resolve(c.many ? range(at, c.count) : at);
-        at += c.count;
+      for (let i = 0; i < resolves.length; i++) {
+        const n = shapes[i]!;
+        resolves[i]!(n === 0 ? at : range(at, n));
+        at += n === 0 ? 1 : n;
       }
     };
-    const submit = (issue: Issue): Sent => this.send(group.bytes.subarray(0, group.used), count, issue);
+    const submit = (issue: Issue): Sent => this.send(group.slab.subarray(group.start, group.end), count, issue);
     if (!group.sync) {
       const promise = this.sequence.run(count, submit, done);
       promise.catch((error: unknown) => {
-        for (const c of group.callers) c.reject(error);
+        for (const reject of group.rejects) reject(error);
       });
       this.track(promise);
       return;
@@ -374,9 +454,8 @@ export class Stream {
     this.inFlight.add(settled);
   }
 
-  /** An append's records, checked against the limits, and the bytes they take in a run. */
-  private prepare(input: Value | readonly Value[]): { list: readonly Value[]; bytes: number } {
-    const list: readonly Value[] = Array.isArray(input) ? input : [input as Value];
+  /** The bytes an array of records takes in a run, its records checked against the limits. */
+  private prepare(list: readonly Value[]): number {
     if (list.length === 0) throw new AtomioError('ERR_ARGUMENT', 'append takes a record or a non-empty array of records', {});
     if (list.length > MAX_ATOMIC_OPS) {
       throw new AtomioError('ERR_LIMIT', `an append holds at most ${MAX_ATOMIC_OPS} records (MAX_ATOMIC_OPS), got ${list.length}`, {
@@ -386,26 +465,33 @@ export class Stream {
     }
     let bytes = 0;
     for (const value of list) bytes += RECORD_HEADER_BYTES + recordLength(value, this.maxValueBytes - RECORD_HEADER_BYTES);
+    return this.checkBytes(bytes);
+  }
+
+  /** `bytes`, when an append of that many bytes (headers included) fits one commit. */
+  private checkBytes(bytes: number): number {
     if (bytes > this.maxAppendBytes) {
       throw new AtomioError('ERR_LIMIT', `an append holds ${bytes} bytes with its records' headers; at most ${this.maxAppendBytes} fit one commit on this store`, {
         bytes,
         limit: this.maxAppendBytes,
       });
     }
-    return { list, bytes };
+    return bytes;
   }
 
   /** Sends one group's commit: the put of its run, chained to the run before it. */
   private send(run: Buffer, count: number, issue: Issue): Sent {
     this.checkOpen();
-    const ops: OpInput[] = [{ type: 'put', pool: this.poolName, key: runKey(issue.first, count), value: run, ttlMs: 0 }];
+    const key = runKey(issue.first, count);
+    const ops: OpInput[] = [{ type: 'put', pool: this.poolName, key, value: run, ttlMs: 0 }];
     const conditions: Condition[] = [];
     if (issue.chained) {
       const before = this.sentRun;
-      assert(before !== undefined && runEnd(before) === issue.first, 'a chained run follows the run sent before it');
-      conditions.push({ kind: 'key', pool: this.poolName, key: runKey(before.first, before.count), expect: 'present' });
+      assert(before !== undefined && this.sentKey !== undefined && runEnd(before) === issue.first, 'a chained run follows the run sent before it');
+      conditions.push({ kind: 'key', pool: this.poolName, key: this.sentKey, expect: 'present' });
     }
     this.sentRun = { first: issue.first, count };
+    this.sentKey = key;
     return { promise: this.engine.commit(ops, conditions, 0), chainIndex: issue.chained ? 0 : undefined };
   }
 
@@ -419,7 +505,18 @@ export class Stream {
     }
     this.rateBuckets[second % RATE_WINDOW_S]! += count;
     this.wake();
-    if (hasRetention(this.meta.retention)) this.scheduleRetention();
+    if (this.retentionDue()) this.scheduleRetention();
+  }
+
+  /**
+   * Whether the records may exceed a count or bytes limit (cheap: checked after every
+   * commit). Age limits are applied on their timer, as records age with time.
+   */
+  private retentionDue(): boolean {
+    const { count, bytes } = this.meta.retention;
+    // meta.firstSeq <= first: last - meta.firstSeq + 1 bounds the records kept from above.
+    if (count > 0 && this.sequence.committed - this.meta.firstSeq + 1 > count) return true;
+    return bytes > 0 && this.recordBytes() > bytes;
   }
 
   // -------------------------------------------------------------------------------------
@@ -627,8 +724,8 @@ export class Stream {
   /**
    * Sets what the stream keeps (durable when this resolves) and applies it: the newest
    * `count` records, the newest `bytes` of records, the records younger than `age` ms; 0
-   * lifts a limit, an absent one stays as it was. Retention then runs after appends (and
-   * for an age limit, on a timer); without arguments this applies the limits now.
+   * lifts a limit, an absent one stays as it was. Count and bytes limits then apply after
+   * appends, an age limit on a timer; without arguments this applies the limits now.
    * @example await stream.retain({ count: 1_000_000, age: 7 * 24 * 3600_000 });
    */
   async retain(limits?: Partial<Retention>): Promise<void> {
@@ -786,10 +883,6 @@ export class Stream {
   }
 }
 
-function hasRetention(r: Retention): boolean {
-  return r.count > 0 || r.bytes > 0 || r.age > 0;
-}
-
 function range(first: number, count: number): number[] {
   const out: number[] = new Array(count);
   for (let i = 0; i < count; i++) out[i] = first + i;
@@ -829,19 +922,33 @@ export { NO_RETENTION };
 /** A group of appends cut into `parts` groups between callers, each with its own records. */
 function split(group: Group, parts: number): Group[] {
   const out: Group[] = [];
+  const callers = group.resolves.length;
   let from = 0;
   let firstSeq = group.firstSeq;
+  let start = group.start;
   for (let p = 0; p < parts; p++) {
-    const to = Math.round((group.callers.length * (p + 1)) / parts);
-    const callers = group.callers.slice(from, to);
-    const start = callers[0]!.start;
-    const end = to < group.callers.length ? group.callers[to]!.start : group.used;
+    const to = Math.round((callers * (p + 1)) / parts);
+    // The part's records: one per caller, or an array's length; their bytes follow each other.
     let count = 0;
-    for (const c of callers) count += c.count;
-    out.push({ sync: false, bytes: group.bytes.subarray(start, end), used: end - start, count, callers: callers.map((c) => ({ ...c, start: c.start - start })), firstSeq });
+    for (let c = from; c < to; c++) count += group.shapes === undefined || group.shapes[c] === 0 ? 1 : group.shapes[c]!;
+    let end = start;
+    for (let r = 0; r < count; r++) end += RECORD_HEADER_BYTES + group.slab.readUInt32BE(end + 6);
+    out.push({
+      sync: false,
+      slab: group.slab,
+      start,
+      end,
+      count,
+      time: group.time,
+      resolves: group.resolves.slice(from, to),
+      rejects: group.rejects.slice(from, to),
+      shapes: group.shapes?.slice(from, to),
+      firstSeq,
+    });
     firstSeq += count;
+    start = end;
     from = to;
   }
-  assert(from === group.callers.length && firstSeq === group.firstSeq + group.count, 'the parts hold every append of the group');
+  assert(from === callers && firstSeq === group.firstSeq + group.count && start === group.end, 'the parts hold every append of the group');
   return out;
 }

@@ -66,6 +66,56 @@ test('appends get sequence numbers in call order, reads return them in order, re
   });
 });
 
+test('appends of one turn, single and arrays, of many sizes, are stored byte for byte in call order', async () => {
+  await withStore(
+    async (store, reopen) => {
+      let s = store.stream('sizes');
+      // Over 64 KiB in one turn (the bytes of a group outgrow their first buffer), mixing single
+      // records, arrays, strings and bytes, in two turns: one with nothing in flight (the group
+      // is split in two commits) and one behind it.
+      const expected: Buffer[] = [];
+      const calls: { first: number; count: number; many: boolean }[] = [];
+      const pending: Promise<number | number[]>[] = [];
+      for (let turn = 0; turn < 2; turn++) {
+        for (let i = 0; i < 90; i++) {
+          const size = (i * 977 + turn * 31) % 1500;
+          const bytes = Buffer.alloc(size, (i + turn) % 251);
+          if (i % 7 === 3) {
+            const list = [bytes, `text ${i}`, Buffer.alloc(0)];
+            calls.push({ first: expected.length + 1, count: 3, many: true });
+            expected.push(bytes, Buffer.from(`text ${i}`), Buffer.alloc(0));
+            pending.push(s.append(list));
+          } else if (i % 5 === 0) {
+            calls.push({ first: expected.length + 1, count: 1, many: false });
+            expected.push(Buffer.from(`é${'x'.repeat(size)}`));
+            pending.push(s.append(`é${'x'.repeat(size)}`));
+          } else {
+            calls.push({ first: expected.length + 1, count: 1, many: false });
+            expected.push(bytes);
+            pending.push(s.append(bytes));
+          }
+        }
+        if (turn === 0) await nextTurn();
+      }
+      const got = await Promise.all(pending);
+      got.forEach((g, i) => {
+        const c = calls[i]!;
+        assert.deepEqual(g, c.many ? Array.from({ length: c.count }, (_, j) => c.first + j) : c.first, `append ${i}'s numbers`);
+      });
+      const check = async (label: string): Promise<void> => {
+        const all = await s.read(0, { limit: 10_000 });
+        assert.equal(all.length, expected.length, `${label}: every record`);
+        all.forEach((r, i) => assert.ok(r.value.equals(expected[i]!), `${label}: record ${i + 1}'s bytes`));
+      };
+      await check('read back');
+      store = await reopen();
+      s = store.stream('sizes');
+      await check('after reopen');
+    },
+    { capacity: 64 * MiB, segmentSize: 4 * MiB },
+  );
+});
+
 test('trimBefore deletes a prefix, never records in flight; an emptied stream keeps its numbering across reopen', async () => {
   await withStore(async (store, reopen) => {
     let s = store.stream('t');
@@ -153,6 +203,22 @@ test('retention by count and by bytes runs after appends and on retain(); settin
     assert.equal(s.stats().records, 10);
     assert.equal(s.last, 125);
     await assert.rejects(s.retain({ count: -1 }), code('ERR_ARGUMENT'));
+  });
+});
+
+test('count and bytes limits apply after appends, without a call to retain()', async () => {
+  await withStore(async (store) => {
+    const s = store.stream('background');
+    await s.retain({ count: 10 });
+    for (let i = 1; i <= 40; i++) await s.append(`record ${i}`);
+    // Background retention runs a turn after the commit that went past the limit, then commits.
+    for (let turn = 0; turn < 1000 && s.first !== 31; turn++) await nextTurn();
+    assert.deepEqual([s.first, s.last], [31, 40], 'the newest 10 records are kept');
+    const per = s.stats().bytes / s.stats().records;
+    await s.retain({ count: 0, bytes: Math.floor(per * 5) });
+    for (let i = 41; i <= 60; i++) await s.append(`record ${i}`);
+    for (let turn = 0; turn < 1000 && s.first !== 56; turn++) await nextTurn();
+    assert.deepEqual([s.first, s.last], [56, 60], 'the newest records that fit the byte limit are kept');
   });
 });
 
