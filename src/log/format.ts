@@ -637,4 +637,3 @@ export function verifyChunks(bytes: Uint8Array, nonce: number, chunkOffsetInSegm
   }
   return -1;
 }
-
