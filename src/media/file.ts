@@ -306,27 +306,44 @@ function readFully(fd: number, buffer: Uint8Array, position: number): Promise<vo
 /** writeFully, blocking. */
 function writeFullySync(fd: number, buffer: Uint8Array, position: number): void {
   let done = 0;
-  while (done < buffer.length) done += fs.writeSync(fd, buffer, done, buffer.length - done, position + done);
+  while (done < buffer.length) {
+    const n = fs.writeSync(fd, buffer, done, buffer.length - done, position + done);
+    if (n === 0) throw stuckWriteError();
+    done += n;
+  }
 }
 
 /** Writes all of `buffer`; a short write (signal, quota edge) continues where it stopped. */
 function writeFully(fd: number, buffer: Uint8Array, position: number): Promise<void> {
+  return writeAll(buffer.length, (done, callback) => fs.write(fd, buffer, done, buffer.length - done, position + done, callback));
+}
+
+/** Writes all of `parts` back to back, as writeFully does one buffer. */
+function writevFully(fd: number, parts: readonly Uint8Array[], position: number): Promise<void> {
+  const total = partsBytes(parts);
+  return writeAll(total, (done, callback) => fs.writev(fd, done === 0 ? (parts as Uint8Array[]) : sliceParts(parts, done, total), position + done, callback));
+}
+
+/** Issues writes until `total` bytes are written, each continuing where the last stopped. */
+function writeAll(total: number, issue: (done: number, callback: (error: Error | null, bytesWritten: number) => void) => void): Promise<void> {
   return new Promise((resolve, reject) => {
     let done = 0;
     const step = (): void => {
-      if (done === buffer.length) return resolve();
-      fs.write(fd, buffer, done, buffer.length - done, position + done, (error, bytesWritten) => {
+      if (done === total) return resolve();
+      issue(done, (error, bytesWritten) => {
         if (error) return reject(error);
-        // A zero-byte write would loop forever; the kernel only does it when the device is stuck.
-        if (bytesWritten === 0) {
-          return reject(Object.assign(new Error('EIO: i/o error, write (wrote 0 bytes)'), { code: 'EIO', errno: -5 }));
-        }
+        if (bytesWritten === 0) return reject(stuckWriteError());
         done += bytesWritten;
         step();
       });
     };
     step();
   });
+}
+
+/** A zero-byte write would loop forever; the kernel only does it when the device is stuck. */
+function stuckWriteError(): Error {
+  return Object.assign(new Error('EIO: i/o error, write (wrote 0 bytes)'), { code: 'EIO', errno: -5 });
 }
 
 function partsBytes(parts: readonly Uint8Array[]): number {
@@ -346,27 +363,6 @@ function sliceParts(parts: readonly Uint8Array[], from: number, end: number): Ui
     if (pos >= end) break;
   }
   return out;
-}
-
-/** Writes all of `parts` (libuv continues short writes; a zero-byte one is an error, as in writeFully). */
-function writevFully(fd: number, parts: readonly Uint8Array[], position: number): Promise<void> {
-  const total = partsBytes(parts);
-  return new Promise((resolve, reject) => {
-    let done = 0;
-    const step = (): void => {
-      if (done === total) return resolve();
-      const rest = done === 0 ? (parts as Uint8Array[]) : sliceParts(parts, done, total);
-      fs.writev(fd, rest, position + done, (error, bytesWritten) => {
-        if (error) return reject(error);
-        if (bytesWritten === 0) {
-          return reject(Object.assign(new Error('EIO: i/o error, write (wrote 0 bytes)'), { code: 'EIO', errno: -5 }));
-        }
-        done += bytesWritten;
-        step();
-      });
-    };
-    step();
-  });
 }
 
 /** True if something exists at `filePath`; other errors than "missing" reject. */
