@@ -236,6 +236,8 @@ interface Span {
   segment: number;
   start: number;
   end: number;
+  /** Bytes of write data in it that go out from the writers' buffers (REFER_DATA_BYTES). */
+  referred: number;
   header?: SegmentInfo;
 }
 
@@ -442,7 +444,7 @@ export class Engine {
   }
 
   /** The chunks that hold a piece, read and checked; ERR_CORRUPT if any fails its checksum. */
-  private async readChunks(piece: Extent, segment: SegmentInfo, allocate = allocUnsafe): Promise<{ chunks: Buffer; firstChunk: number }> {
+  private async readChunks(piece: Extent, segment: SegmentInfo, allocate: (bytes: number) => Buffer = Buffer.allocUnsafe): Promise<{ chunks: Buffer; firstChunk: number }> {
     const { start, bytes, firstChunk } = this.chunkSpan(piece);
     const chunks = allocate(bytes);
     assert(chunks.length === bytes, 'a read buffer of the size asked for');
@@ -1217,13 +1219,14 @@ export class Engine {
         const opened = this.openSegment(r.head, r.seq);
         head = { segment: opened.index, offset: this.alignment };
         this.heads.set(r.head, head);
-        spans.set(opened.index, { segment: opened.index, start: 0, end: this.alignment, header: opened });
+        spans.set(opened.index, { segment: opened.index, start: 0, end: this.alignment, referred: 0, header: opened });
       }
       r.segment = head.segment;
       r.offset = head.offset;
       head.offset += size;
-      const span = spans.get(head.segment) ?? { segment: head.segment, start: r.offset, end: r.offset };
+      const span = spans.get(head.segment) ?? { segment: head.segment, start: r.offset, end: r.offset, referred: 0 };
       span.end = head.offset;
+      for (const op of r.ops) if (!isKvOp(op) && op.data !== undefined && op.data.length >= REFER_DATA_BYTES) span.referred += op.data.length;
       spans.set(head.segment, span);
     }
     // Each span ends padded to the alignment, so the next group commit starts in a sector
@@ -1242,14 +1245,9 @@ export class Engine {
     const inline = writeInline !== undefined && this.inline.choose(batchBytes, alone);
     for (const span of spans.values()) {
       const spanBytes = span.end - span.start;
-      let referred = 0;
-      for (const r of records) {
-        if (r.segment !== span.segment) continue;
-        for (const op of r.ops) if (!isKvOp(op) && op.data !== undefined && op.data.length >= REFER_DATA_BYTES) referred += op.data.length;
-      }
       // Unzeroed: every byte is written below, records by encodeRecord, the rest as zeros.
       // Large write data is not copied in: the span goes out as parts (one vectored write).
-      const out = new Gather(Buffer.allocUnsafe(spanBytes - referred));
+      const out = new Gather(Buffer.allocUnsafe(spanBytes - span.referred));
       const into = out.inline;
       if (span.header) {
         const h = span.header;
@@ -2153,17 +2151,13 @@ function overlayExtent(lba: number, count: number, version: number): Extent {
   return { lba, count, version, segment: 0, dataOffset: 0, opSectors: 0, firstSector: 0, expiresAt: 0 };
 }
 
-/** The one piece that covers [lba, lba + count) exactly, if the pieces are that. */
 /** Write data of at least this many bytes goes to the medium from the caller's buffer, not copied into the batch's. */
 const REFER_DATA_BYTES = 32 * 1024;
-
-function allocUnsafe(bytes: number): Buffer {
-  return Buffer.allocUnsafe(bytes);
-}
 
 /** Durability 'none': log bytes after which a flush starts in the background (see flushAhead). */
 const FLUSH_AHEAD_BYTES = 8 * 1024 * 1024;
 
+/** The one piece that covers [lba, lba + count) exactly, if the pieces are that. */
 function coveringPiece(pieces: Extent[], lba: number, count: number): Extent | undefined {
   const p = pieces[0];
   return pieces.length === 1 && p!.lba === lba && p!.count === count ? p : undefined;
