@@ -2,7 +2,7 @@
 // and region SIGKILL tests; each writer (writer.ts, kv-writer.ts, face-writer.ts) speaks
 // the same line protocol around its own op lines:
 //   SEED <seed>         OPENING          OPENED <json>        STATS <json>
-//   TEAR <offset> <length> <kept>        FAIL <message>
+//   TEAR <offset> <length> <kept> <how>  FAIL <message>
 // The writer is spawned with --wait-go: it loads, then waits for a line on stdin, so that
 // its start-up overlaps the round before. start() lets it go and kills it as planned.
 

@@ -15,8 +15,9 @@
 //   ISSUE <id> <ops json>           before the batch is handed to store.block.atomic()
 //   ACK <id> <version> <ops json>   after its promise resolved (it is durable)
 //   STATS <json>                    now and then: checkpoints, segments cleaned, …
-//   TEAR <offset> <length> <kept>   the writer kills itself inside a write of `length` bytes
-//                                   at `offset` of which the first `kept` reached the file
+//   TEAR <offset> <length> <kept> <how>   the writer kills itself inside a write of `length` bytes
+//                                   at `offset` of which the first `kept` reached the file;
+//                                   `how` names the medium's call (write, durable, parts, sync, …)
 //   FAIL <id> <message>             a batch or checkpoint failed; the writer exits 1
 // ops json: [[lba, count, "w" | "t"], …] in op order (later ops win where they overlap).
 

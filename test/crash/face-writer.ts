@@ -18,7 +18,7 @@
 //   I <id> <count>            stream: an append of `count` records, before append()
 //   C <id> <page> <page> …    region: the pages round `id` wrote, before commit()
 //   A <id> <number>           acknowledged (durable): the first sequence number / the version
-//   TEAR <offset> <length> <kept> | FAIL <what> <message>
+//   TEAR <offset> <length> <kept> <how> | FAIL <what> <message>
 // Without --dir it does nothing (node --test runs every file under dist/test).
 
 import { parseArgs } from 'node:util';

@@ -29,7 +29,7 @@
 //   A <id> <version>                            acknowledged (durable)
 //   F <id>                                      a slot batch whose check failed (nothing written)
 //   TI <tx> <a> <b> | TA <tx> | TF <tx>          transfer issued / acknowledged / ERR_CONFLICT
-//   TEAR <offset> <length> <kept>               the writer kills itself inside a write
+//   TEAR <offset> <length> <kept> <how>         the writer kills itself inside a write
 //   FAIL <what> <message>                       anything else went wrong; the writer exits 1
 //
 // --checkpoint-bytes, --checkpoint-at-open, --checkpoint-every and --tear-* work as in

@@ -142,16 +142,19 @@ test(`acknowledged batches survive SIGKILL and no batch is half there (${ROUNDS}
       seed: deriveSeed(seed, round),
       firstId: (round + 1) * 1_000_000,
       // Every fourth round writes to 1024 lbas only and checkpoints rarely (when space runs
-      // out), so segments die and are reused between checkpoints; every third (of the others)
-      // checkpoints often, so kills land in checkpoint writes; every fifth also asks for
-      // checkpoints (store.checkpoint()) while batches are queued.
+      // out), so segments die and are reused between checkpoints, with writes of up to
+      // 64 KiB (written as parts); every third (of the others) checkpoints often, so kills
+      // land in checkpoint writes; every fifth also asks for checkpoints (store.checkpoint())
+      // while batches are queued. Rounds 1, 5, 9, … keep one batch in flight, so that most
+      // commits are written on the event loop's thread.
       args: [
         ...(round % 4 === 3
-          ? ['--lbas', '1024', '--checkpoint-bytes', String(8 * 1024 * 1024)]
+          ? ['--lbas', '1024', '--checkpoint-bytes', String(8 * 1024 * 1024), '--max-sectors', '128']
           : round % 3 === 2
             ? ['--checkpoint-bytes', String(256 * 1024)]
             : []),
         ...(round % 5 === 4 ? ['--checkpoint-every', '100'] : []),
+        ...(round % 4 === 1 ? ['--in-flight', '1'] : []),
       ],
       // Even rounds: the test kills the writer at a random moment (mostly in fdatasync).
       // Odd rounds: the writer kills itself inside a write (a torn group commit, checkpoint
@@ -163,7 +166,8 @@ test(`acknowledged batches survive SIGKILL and no batch is half there (${ROUNDS}
     });
   }
   const model = new Model();
-  const totals = { acked: 0, unackedPresent: 0, dropped: 0, replayed: 0, checkpoints: 0, cleaned: 0, openedWithCheckpoint: 0 };
+  // tornBy: how the torn writes were made (see TearingMedia).
+  const totals = { acked: 0, unackedPresent: 0, dropped: 0, replayed: 0, checkpoints: 0, cleaned: 0, openedWithCheckpoint: 0, tornBy: {} as Record<string, number> };
   await withStoreDir(t, 'atomio-crash-', async (dir) => {
     await runInTurn(specs, (spec) => blockWriter(dir, spec), async (round, run) => {
       const spec = specs[round]!;
@@ -179,6 +183,10 @@ test(`acknowledged batches survive SIGKILL and no batch is half there (${ROUNDS}
       totals.checkpoints += s.checkpoints ?? 0;
       totals.cleaned += s.segmentsCleaned ?? 0;
       if ((run.opened?.recovery?.checkpointSeq ?? 0) > 0) totals.openedWithCheckpoint++;
+      if (run.tear !== undefined) {
+        const how = run.tear.split(' ')[3] ?? '?';
+        totals.tornBy[how] = (totals.tornBy[how] ?? 0) + 1;
+      }
       t.diagnostic(
         `round ${round} seed ${spec.seed}: ${run.issued.length} issued, ${run.acked.size} acked, ` +
           `${unackedPresent[0]} unacked present; ${run.tear ? `tore write ${run.tear}` : `killed ${run.killedAfterMs?.toFixed(0)} ms after ACK 1`}; ` +
@@ -195,6 +203,12 @@ test(`acknowledged batches survive SIGKILL and no batch is half there (${ROUNDS}
     assert.ok(totals.cleaned > 0, `the cleaner never ran during the rounds: ${JSON.stringify(totals)}`);
     assert.ok(totals.replayed > 0, `recovery never replayed a record: ${JSON.stringify(totals)}`);
     assert.ok(totals.dropped > 0, `no kill ever tore the log: ${JSON.stringify(totals)}`);
+  }
+  if (ROUNDS >= 40) {
+    // About half the one-in-flight rounds tear a write made on the loop's thread, most of
+    // the large-write rounds a pwritev of parts: with a dozen of each, both paths are met.
+    assert.ok((totals.tornBy['durable-sync'] ?? 0) > 0, `no kill tore a write made on the event loop's thread: ${JSON.stringify(totals)}`);
+    assert.ok((totals.tornBy['durable-parts'] ?? 0) > 0, `no kill tore a write of parts: ${JSON.stringify(totals)}`);
   }
 });
 
@@ -242,7 +256,8 @@ test('kills during open, recovery and the first checkpoints leave the store cons
     specs.push({ label: `round ${Math.floor(i / 3)} writer ${k}`, seed: deriveSeed(seed, i), firstId: (i + 1) * 1_000_000, args, plan });
   }
   const model = new Model();
-  const totals = { killedInOpen: 0, wroteAfterDroppingTail: 0, tornWrites: 0 };
+  // tornBy: how the torn writes were made (see TearingMedia), so a run shows which paths it tore.
+  const totals = { killedInOpen: 0, wroteAfterDroppingTail: 0, tornWrites: 0, tornBy: {} as Record<string, number> };
   let runs: WriterRun[] = [];
   await withStoreDir(t, 'atomio-crash-', async (dir) => {
     await runInTurn(specs, (spec) => blockWriter(dir, spec), async (i, run) => {
@@ -262,7 +277,11 @@ test('kills during open, recovery and the first checkpoints leave the store cons
       for (const r of runs) {
         if (r.opened === undefined) totals.killedInOpen++;
         else if ((r.opened.recovery?.recordsDropped ?? 0) > 0 && r.issued.length > 0) totals.wroteAfterDroppingTail++;
-        if (r.tear !== undefined) totals.tornWrites++;
+        if (r.tear !== undefined) {
+          totals.tornWrites++;
+          const how = r.tear.split(' ')[3] ?? '?';
+          totals.tornBy[how] = (totals.tornBy[how] ?? 0) + 1;
+        }
       }
       runs = [];
     });

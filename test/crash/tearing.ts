@@ -12,10 +12,14 @@ import { PAGE, Rng, writeLine } from './common.js';
 /**
  * The data file, with a kill that lands inside the n-th write once armed: some page-aligned
  * prefix of that write reaches the file (maybe none of it), a TEAR line says how much, and
- * the process SIGKILLs itself. Durable (O_DSYNC) writes tear the same way.
+ * the process SIGKILLs itself. Durable (O_DSYNC) writes, the writes of several parts
+ * (pwritev) and the writes made on the calling thread tear the same way, so the crash tests
+ * cover every path the engine writes by.
  */
 export class TearingMedia implements Media {
   readonly size: number;
+  readonly writeSync?: (buffer: Uint8Array, offset: number) => void;
+  readonly writeDurableSync?: (buffer: Uint8Array, offset: number) => void;
   private countdown = 0;
 
   constructor(
@@ -23,6 +27,11 @@ export class TearingMedia implements Media {
     private readonly rng: Rng,
   ) {
     this.size = inner.size;
+    // The engine writes a lone commit on its own thread only through a medium that can.
+    const sync = inner.writeSync;
+    const durableSync = inner.writeDurableSync;
+    if (sync !== undefined) this.writeSync = (b, o) => this.tearSync('sync', b, o, (p, at) => sync.call(inner, p, at));
+    if (durableSync !== undefined) this.writeDurableSync = (b, o) => this.tearSync('durable-sync', b, o, (p, at) => durableSync.call(inner, p, at));
   }
 
   get allocatesOnWrite(): boolean | undefined {
@@ -43,13 +52,26 @@ export class TearingMedia implements Media {
   }
 
   write(buffer: Uint8Array, offset: number): Promise<void> {
-    return this.tear(buffer, offset, (b, o) => this.inner.write(b, o));
+    return this.tear('write', buffer, offset, () => this.inner.write(buffer, offset), (b, o) => this.inner.write(b, o));
   }
 
   writeDurable(buffer: Uint8Array, offset: number): Promise<void> {
     const durable = this.inner.writeDurable;
     if (durable === undefined) return this.write(buffer, offset).then(() => this.inner.flush());
-    return this.tear(buffer, offset, (b, o) => durable.call(this.inner, b, o));
+    return this.tear('durable', buffer, offset, () => durable.call(this.inner, buffer, offset), (b, o) => durable.call(this.inner, b, o));
+  }
+
+  writeParts(parts: readonly Uint8Array[], offset: number): Promise<void> {
+    const inner = this.inner.writeParts;
+    if (inner === undefined) return this.write(Buffer.concat(parts), offset);
+    return this.tear('parts', parts, offset, () => inner.call(this.inner, parts, offset), (b, o) => this.inner.write(b, o));
+  }
+
+  writePartsDurable(parts: readonly Uint8Array[], offset: number): Promise<void> {
+    const inner = this.inner.writePartsDurable;
+    const durable = this.inner.writeDurable;
+    if (inner === undefined || durable === undefined) return this.writeDurable(Buffer.concat(parts), offset);
+    return this.tear('durable-parts', parts, offset, () => inner.call(this.inner, parts, offset), (b, o) => durable.call(this.inner, b, o));
   }
 
   flush(): Promise<void> {
@@ -60,16 +82,39 @@ export class TearingMedia implements Media {
     return this.inner.close();
   }
 
-  private async tear(buffer: Uint8Array, offset: number, write: (b: Uint8Array, o: number) => Promise<void>): Promise<void> {
-    if (this.countdown === 0 || --this.countdown > 0) return write(buffer, offset);
-    // Page boundaries strictly inside the write, plus "none of it": where the kill can stop it.
+  /** Counts a write: true for the one the kill interrupts. */
+  private tearsThis(): boolean {
+    return this.countdown > 0 && --this.countdown === 0;
+  }
+
+  /** `write` whole, or, if the kill interrupts it, a page-aligned prefix of its bytes (joined) and the kill. */
+  private async tear(how: string, whole: Uint8Array | readonly Uint8Array[], offset: number, write: () => Promise<void>, writePrefix: (b: Uint8Array, o: number) => Promise<void>): Promise<void> {
+    if (!this.tearsThis()) return write();
+    const buffer = whole instanceof Uint8Array ? whole : Buffer.concat(whole);
+    const kept = this.keptOf(buffer, offset);
+    if (kept > 0) await writePrefix(buffer.subarray(0, kept), offset);
+    this.die(how, buffer, offset, kept);
+  }
+
+  private tearSync(how: string, buffer: Uint8Array, offset: number, write: (b: Uint8Array, o: number) => void): void {
+    if (!this.tearsThis()) return write(buffer, offset);
+    const kept = this.keptOf(buffer, offset);
+    if (kept > 0) write(buffer.subarray(0, kept), offset);
+    this.die(how, buffer, offset, kept);
+  }
+
+  /** Page boundaries strictly inside the write, plus "none of it": where the kill can stop it. */
+  private keptOf(buffer: Uint8Array, offset: number): number {
     const cuts = [offset];
     for (let b = (Math.floor(offset / PAGE) + 1) * PAGE; b < offset + buffer.length; b += PAGE) cuts.push(b);
-    const kept = cuts[this.rng.int(0, cuts.length - 1)]! - offset;
-    if (kept > 0) await write(buffer.subarray(0, kept), offset);
-    writeLine(`TEAR ${offset} ${buffer.length} ${kept}`);
+    return cuts[this.rng.int(0, cuts.length - 1)]! - offset;
+  }
+
+  private die(how: string, buffer: Uint8Array, offset: number, kept: number): void {
+    writeLine(`TEAR ${offset} ${buffer.length} ${kept} ${how}`);
     process.kill(process.pid, 'SIGKILL');
-    return new Promise<void>(() => undefined);
+    // A SIGKILL sent to itself ends the process before kill() returns to it.
+    throw new Error('TearingMedia: still running after SIGKILL');
   }
 }
 
