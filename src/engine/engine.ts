@@ -72,6 +72,7 @@ import { snapshotImage, snapshotImageBytes } from './snapshots.js';
 import {
   CLEANER_RESERVE_SEGMENTS,
   CLEAN_BELOW_FREE_FRACTION,
+  EXTENT_OVERHEAD_BYTES,
   MAX_BATCH_BYTES,
   MAX_BATCHES_WRITING,
   PREFILL_AHEAD_SEGMENTS,
@@ -356,10 +357,18 @@ export class Engine {
     return CLEANER_RESERVE_SEGMENTS + Math.ceil(ckpt / this.segmentPayloadBytes);
   }
 
-  /** The most live data the store accepts; past it writes fail with ERR_NO_SPACE. */
+  /**
+   * The most live data the store accepts; past it writes fail with ERR_NO_SPACE. Live kv
+   * entries count their log overhead in their live bytes; a block extent's (its descriptor
+   * and a chunk checksum) is taken off here, so that a store of many small extents refuses
+   * growth while the cleaner still has room, and the figure it reports is data that fits.
+   */
   usableBytes(): number {
     const segments = Math.max(0, this.segments.count - this.reserveSegments());
-    return Math.floor(segments * this.segmentPayloadBytes * USABLE_FRACTION);
+    // Each segment also holds at least one record header and ends in up to an alignment unit of padding.
+    const perSegment = this.segmentPayloadBytes - RECORD_HEADER_BYTES - this.alignment;
+    const overhead = this.map.size * EXTENT_OVERHEAD_BYTES;
+    return Math.max(0, Math.floor(segments * perSegment * USABLE_FRACTION) - overhead);
   }
 
   // -------------------------------------------------------------------------------------

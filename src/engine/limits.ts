@@ -1,5 +1,7 @@
 // Every limit has a name. These are part of the public contract (README, "Limits").
 
+import { BLOCK_OP_BYTES, CHUNK_CRC_BYTES } from '../log/format.js';
+
 /** Most ops (writes + trims) in one atomic commit. */
 export const MAX_ATOMIC_OPS = 1024;
 /** Most data bytes in one atomic commit (the store's segment size may lower it; see Store.limits). */
@@ -31,6 +33,11 @@ export const MAX_BATCH_BYTES = 32 * 1024 * 1024;
 export const MAX_BATCHES_WRITING = 2;
 /** Segments kept free for the cleaner's own writes, beyond what a checkpoint needs. */
 export const CLEANER_RESERVE_SEGMENTS = 2;
+/**
+ * Log bytes a mapped block extent takes beside its data, at least: its op descriptor and one
+ * chunk's checksum (docs/format.md). usableBytes takes them off, since live bytes count data.
+ */
+export const EXTENT_OVERHEAD_BYTES = BLOCK_OP_BYTES + CHUNK_CRC_BYTES;
 /** Share of the non-reserved space that live data may fill; the rest lets the cleaner work. */
 export const USABLE_FRACTION = 0.9;
 /** Background cleaning starts below this share of free segments. */
