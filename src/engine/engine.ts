@@ -323,7 +323,7 @@ export class Engine {
     this.storeId = s.superblock.storeId;
     this.durability = s.durability;
     this.checkpointIntervalBytes = s.checkpointIntervalBytes;
-    this.inline = new InlineWrites(s.inlineWrites);
+    this.inline = new InlineWrites(s.inlineWrites, s.durability === 'none');
     this.segments = new SegmentTable(s.superblock.segmentCount);
     this.pools = new Pools(s.cacheBytes, (segment, delta) => {
       this.segments.at(segment).liveBytes += delta;
@@ -730,7 +730,9 @@ export class Engine {
     // The queue is shared among the batches that may still start writing, so that while one
     // is written the next is admitted and encoded (with one batch, the CPU would wait for
     // the I/O and the I/O for the CPU).
-    const most = Math.ceil(this.queue.length / (MAX_BATCHES_WRITING - this.writing.length));
+    let most = Math.ceil(this.queue.length / (MAX_BATCHES_WRITING - this.writing.length));
+    // Unless the whole queue makes one batch small enough to be written inline at once.
+    if (this.writing.length === 0 && this.queueFitsInline()) most = this.queue.length;
     let bytes = 0;
     let n = 0;
     while (n < this.queue.length && n < most) {
@@ -739,6 +741,16 @@ export class Engine {
       n++;
     }
     return this.queue.splice(0, n);
+  }
+
+  /** Whether the queued commits, as one batch, are about small enough to go inline (a put's record, roughly). */
+  private queueFitsInline(): boolean {
+    let bytes = 0;
+    for (const p of this.queue) {
+      bytes += RECORD_HEADER_BYTES + 2 * BLOCK_OP_BYTES + p.dataBytes;
+      if (!this.inline.small(bytes)) return false;
+    }
+    return true;
   }
 
   /** Admits a batch and starts writing it; waits only when the batch needs room made. */
@@ -762,8 +774,9 @@ export class Engine {
         return;
       }
     }
-    const alone = accepted.length === 1 && this.writing.length === 0 && this.queue.length === 0;
-    const writing: Writing = { accepted, records, layer, written: this.writeOut(records, alone), settled: false };
+    const free = this.writing.length === 0;
+    const alone = free && accepted.length === 1 && this.queue.length === 0;
+    const writing: Writing = { accepted, records, layer, written: this.writeOut(records, free, alone), settled: false };
     writing.written = writing.written.then((error) => {
       writing.settled = true;
       return error;
@@ -1215,7 +1228,7 @@ export class Engine {
    * to the error when the medium fails, so that a batch written ahead of an older one never
    * leaves a rejection unhandled.
    */
-  private writeOut(records: Outgoing[], alone = false): Promise<unknown> {
+  private writeOut(records: Outgoing[], free = false, alone = false): Promise<unknown> {
     const batchSeq = this.nextSeq;
     const spans = new Map<number, Span>();
     for (const r of records) {
@@ -1251,7 +1264,7 @@ export class Engine {
     let batchBytes = 0;
     for (const span of spans.values()) batchBytes += span.end - span.start;
     const writeInline = durableWrites ? this.media.writeDurableSync : this.media.writeSync;
-    const inline = writeInline !== undefined && this.inline.choose(batchBytes, alone);
+    const inline = writeInline !== undefined && this.inline.choose(batchBytes, free, alone);
     for (const span of spans.values()) {
       const spanBytes = span.end - span.start;
       // Unzeroed: every byte is written below, records by encodeRecord, the rest as zeros.
@@ -1325,7 +1338,7 @@ export class Engine {
     } catch (error) {
       return Promise.reject(error as Error);
     } finally {
-      this.inline.inlineWriteDone(performance.now() - started);
+      this.inline.inlineWriteDone(performance.now() - started, buf.length);
     }
   }
 

@@ -12,6 +12,17 @@
 // every so often one goes to a thread again to look. A slow inline write (a busy disk)
 // doubles the quiet writes needed before the next one, so a slow medium rarely blocks the
 // event loop.
+//
+// A busy store (a server answering reads between small writes) has other work, but with
+// durability 'none' a batch of one sector with no other batch being written also goes
+// inline: a write on a thread is seen done only when the loop next polls, after the turn's
+// other work, so its callers wait that turn plus the hand-offs, where inline they wait a copy
+// into the page cache (microseconds). A durable write stays on a thread: it stalls the loop
+// for the disk's latency (0.1 ms here, and milliseconds at its tail when other jobs use the
+// disk), which under a memcached load raised every read's tail more than it cut the writes'.
+// A small inline write slower than INLINE_BUSY_SLOW_MS (the OS throttling dirty pages) sends
+// the next ones to a thread, twice as many after each slow one, half as many again after each
+// INLINE_BUSY_FORGIVE fast ones, so a medium often slow keeps them on threads.
 
 import { assert } from '../base/assert.js';
 
@@ -25,6 +36,13 @@ export const INLINE_MAX_BYTES = 256 * 1024;
 export const INLINE_SLOW_MS = 2;
 /** The most quiet writes ever asked for (after many slow inline writes). */
 const INLINE_MAX_QUIET_WRITES = 1024;
+/** With durability 'none', a batch this small goes inline when no other is being written, however busy the store. */
+export const INLINE_BUSY_MAX_BYTES = 4096;
+/** A small inline write slower than this sends the next small ones to a thread. */
+export const INLINE_BUSY_SLOW_MS = 1;
+/** Fast small inline writes that undo one doubling after a slow one. */
+const INLINE_BUSY_FORGIVE = 8;
+const FORGIVE_FACTOR = 2 ** (-1 / INLINE_BUSY_FORGIVE);
 
 export class InlineWrites {
   /** Commits and reads the engine has been asked for. */
@@ -32,20 +50,38 @@ export class InlineWrites {
   private quietWrites = 0;
   private quietNeeded = INLINE_QUIET_WRITES;
   private streak = 0;
+  /** Small batches to send to a thread before the next goes inline (after slow inline writes). */
+  private busySkip = 0;
+  private busySkipNext = INLINE_QUIET_WRITES;
 
-  constructor(private readonly enabled: boolean) {}
+  /** `busy`: small batches go inline however busy the store is (durability 'none'). */
+  constructor(
+    private readonly enabled: boolean,
+    private readonly busy = false,
+  ) {}
 
   /** A commit or a read arrived. */
   arrived(): void {
     this.arrivals++;
   }
 
+  /** Whether a batch of `bytes`, with no other batch being written, would go inline as a small one. */
+  small(bytes: number): boolean {
+    return this.enabled && this.busy && bytes <= INLINE_BUSY_MAX_BYTES && this.busySkip === 0;
+  }
+
   /**
-   * Whether a batch of `bytes` goes inline. `alone`: it is one commit, with no other batch
-   * being written and none queued behind it.
+   * Whether a batch of `bytes` goes inline. `free`: no other batch is being written. `alone`:
+   * besides, it is one commit and none is queued behind it.
    */
-  choose(bytes: number, alone: boolean): boolean {
-    if (!this.enabled || !alone || bytes > INLINE_MAX_BYTES || this.quietWrites < this.quietNeeded) return false;
+  choose(bytes: number, free: boolean, alone: boolean): boolean {
+    assert(free || !alone, 'a lone batch has none beside it');
+    if (!this.enabled || !free) return false;
+    if (this.busy && bytes <= INLINE_BUSY_MAX_BYTES) {
+      if (this.busySkip === 0) return true;
+      this.busySkip--;
+    }
+    if (!alone || bytes > INLINE_MAX_BYTES || this.quietWrites < this.quietNeeded) return false;
     if (this.streak >= INLINE_LOOK_EVERY) {
       this.streak = 0;
       return false;
@@ -66,8 +102,16 @@ export class InlineWrites {
     else this.quietWrites = 0;
   }
 
-  /** An inline write completed after `ms`. */
-  inlineWriteDone(ms: number): void {
+  /** An inline write of `bytes` completed after `ms`. */
+  inlineWriteDone(ms: number, bytes: number): void {
+    if (this.busy && bytes <= INLINE_BUSY_MAX_BYTES) {
+      if (ms <= INLINE_BUSY_SLOW_MS) {
+        this.busySkipNext = Math.max(INLINE_QUIET_WRITES, this.busySkipNext * FORGIVE_FACTOR);
+      } else {
+        this.busySkip = Math.round(this.busySkipNext);
+        this.busySkipNext = Math.min(INLINE_MAX_QUIET_WRITES, this.busySkipNext * 2);
+      }
+    }
     if (ms <= INLINE_SLOW_MS) {
       this.quietNeeded = INLINE_QUIET_WRITES;
       return;

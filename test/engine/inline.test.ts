@@ -1,11 +1,13 @@
 // Inline writes: a lone commit, made while nothing else reaches the store, is written on the
-// event loop's thread; concurrent commits, reads during writes, slow writes and the option
-// `inlineWrites: false` keep writes on I/O threads; a failed inline write fails its commit.
+// event loop's thread, and with durability 'none' so is a small batch while no other is being
+// written; larger concurrent commits, durable small ones, reads during writes, slow writes and
+// the option `inlineWrites: false` keep writes on I/O threads; a failed inline write fails
+// its commit.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { AtomioError } from '../../src/index.js';
-import { INLINE_LOOK_EVERY, INLINE_MAX_BYTES, INLINE_QUIET_WRITES, INLINE_SLOW_MS, InlineWrites } from '../../src/engine/inline.js';
+import { INLINE_BUSY_MAX_BYTES, INLINE_BUSY_SLOW_MS, INLINE_LOOK_EVERY, INLINE_MAX_BYTES, INLINE_QUIET_WRITES, INLINE_SLOW_MS, InlineWrites } from '../../src/engine/inline.js';
 import { FaultMedia } from '../../src/media/fault.js';
 import { FaultStore } from '../helpers/store.js';
 
@@ -21,7 +23,7 @@ class CountingMedia extends FaultMedia {
 }
 
 /** Runs `body` on a store over a CountingMedia. */
-async function withStore(options: { inlineWrites?: boolean }, body: (fault: FaultStore, media: CountingMedia) => Promise<void>): Promise<void> {
+async function withStore(options: { inlineWrites?: boolean; durability?: 'full' | 'none' }, body: (fault: FaultStore, media: CountingMedia) => Promise<void>): Promise<void> {
   const media = new CountingMedia(OPTIONS.capacity, { seed: 7 });
   const fault = await FaultStore.create({ ...OPTIONS, ...options, media });
   try {
@@ -31,36 +33,74 @@ async function withStore(options: { inlineWrites?: boolean }, body: (fault: Faul
   }
 }
 
+/** Larger than a small batch, which goes inline however busy the store is. */
+const LONE = 2 * INLINE_BUSY_MAX_BYTES;
+
 test('the policy: quiet writes on a thread first, then inline ones, with a look on a thread every so often', () => {
   const policy = new InlineWrites(true);
-  assert.equal(policy.choose(4096, true), false, 'no quiet writes seen yet');
+  assert.equal(policy.choose(LONE, true, true), false, 'no quiet writes seen yet');
   for (let i = 0; i < INLINE_QUIET_WRITES; i++) policy.threadWriteDone(policy.threadWriteStarted());
-  assert.equal(policy.choose(4096, false), false, 'a batch that is not alone stays on a thread');
-  assert.equal(policy.choose(INLINE_MAX_BYTES + 1, true), false, 'a large batch stays on a thread');
+  assert.equal(policy.choose(LONE, true, false), false, 'a batch that is not alone stays on a thread');
+  assert.equal(policy.choose(INLINE_MAX_BYTES + 1, true, true), false, 'a large batch stays on a thread');
   let inline = 0;
-  for (let i = 0; i < INLINE_LOOK_EVERY; i++) if (policy.choose(4096, true)) inline++;
-  assert.equal(inline, INLINE_LOOK_EVERY, 'lone small batches go inline');
-  assert.equal(policy.choose(4096, true), false, `after ${INLINE_LOOK_EVERY} in a row one goes to a thread to look`);
-  assert.equal(policy.choose(4096, true), true, 'then inline again');
+  for (let i = 0; i < INLINE_LOOK_EVERY; i++) if (policy.choose(LONE, true, true)) inline++;
+  assert.equal(inline, INLINE_LOOK_EVERY, 'lone batches go inline');
+  assert.equal(policy.choose(LONE, true, true), false, `after ${INLINE_LOOK_EVERY} in a row one goes to a thread to look`);
+  assert.equal(policy.choose(LONE, true, true), true, 'then inline again');
+});
+
+test('the policy, durability none: a small batch goes inline when no other is being written, busy or not, unless small ones were slow', () => {
+  const policy = new InlineWrites(true, true);
+  const SLOW = INLINE_BUSY_SLOW_MS + 0.5;
+  assert.ok(SLOW <= INLINE_SLOW_MS, 'slow for a small write, not for a lone one');
+  assert.equal(policy.small(INLINE_BUSY_MAX_BYTES), true);
+  assert.equal(policy.small(INLINE_BUSY_MAX_BYTES + 1), false);
+  assert.equal(policy.choose(INLINE_BUSY_MAX_BYTES, true, false), true, 'no quiet writes needed');
+  const token = policy.threadWriteStarted();
+  policy.arrived();
+  policy.threadWriteDone(token);
+  assert.equal(policy.choose(512, true, false), true, 'arrivals meanwhile do not matter');
+  assert.equal(policy.choose(512, false, false), false, 'another batch is being written');
+  assert.equal(policy.choose(INLINE_BUSY_MAX_BYTES + 1, true, false), false, 'a larger batch that is not alone');
+  policy.inlineWriteDone(SLOW, LONE);
+  assert.equal(policy.small(512), true, 'a slow large write does not count');
+  /** How many small batches go to a thread, after a slow small write, before one goes inline again. */
+  const skipped = (): number => {
+    policy.inlineWriteDone(SLOW, 512);
+    let n = 0;
+    while (!policy.choose(512, true, false)) n++;
+    return n;
+  };
+  assert.equal(skipped(), INLINE_QUIET_WRITES);
+  assert.equal(skipped(), 2 * INLINE_QUIET_WRITES, 'a second slow one: twice as many');
+  assert.equal(skipped(), 4 * INLINE_QUIET_WRITES);
+  for (let i = 0; i < 8; i++) policy.inlineWriteDone(INLINE_BUSY_SLOW_MS, 512);
+  assert.equal(skipped(), 4 * INLINE_QUIET_WRITES, 'eight fast ones undo a doubling');
+  for (let i = 0; i < 1000; i++) policy.inlineWriteDone(0.1, 512);
+  assert.equal(skipped(), INLINE_QUIET_WRITES, 'many fast ones undo them all');
+  assert.equal(new InlineWrites(false, true).choose(512, true, true), false, 'disabled: never inline');
+  const durable = new InlineWrites(true, false);
+  assert.equal(durable.small(512), false, 'durable small batches are not inline by size');
+  assert.equal(durable.choose(512, true, false), false);
 });
 
 test('the policy: an arrival during a write on a thread, or a slow inline write, stops inline writes', () => {
   const policy = new InlineWrites(true);
   for (let i = 0; i < INLINE_QUIET_WRITES; i++) policy.threadWriteDone(policy.threadWriteStarted());
-  assert.equal(policy.choose(4096, true), true);
+  assert.equal(policy.choose(LONE, true, true), true);
   const token = policy.threadWriteStarted();
   policy.arrived();
   policy.threadWriteDone(token);
-  assert.equal(policy.choose(4096, true), false, 'a read or commit arrived while a write was on a thread');
+  assert.equal(policy.choose(LONE, true, true), false, 'a read or commit arrived while a write was on a thread');
 
   for (let i = 0; i < INLINE_QUIET_WRITES; i++) policy.threadWriteDone(policy.threadWriteStarted());
-  assert.equal(policy.choose(4096, true), true);
-  policy.inlineWriteDone(INLINE_SLOW_MS + 1);
+  assert.equal(policy.choose(LONE, true, true), true);
+  policy.inlineWriteDone(INLINE_SLOW_MS + 1, LONE);
   for (let i = 0; i < INLINE_QUIET_WRITES; i++) policy.threadWriteDone(policy.threadWriteStarted());
-  assert.equal(policy.choose(4096, true), false, 'after a slow inline write, twice the quiet writes are needed');
+  assert.equal(policy.choose(LONE, true, true), false, 'after a slow inline write, twice the quiet writes are needed');
   for (let i = 0; i < INLINE_QUIET_WRITES; i++) policy.threadWriteDone(policy.threadWriteStarted());
-  assert.equal(policy.choose(4096, true), true);
-  assert.equal(new InlineWrites(false).choose(4096, true), false, 'disabled: never inline');
+  assert.equal(policy.choose(LONE, true, true), true);
+  assert.equal(new InlineWrites(false).choose(LONE, true, true), false, 'disabled: never inline');
 });
 
 test('commits made one after another are written inline, and read back after reopen', async () => {
@@ -70,6 +110,33 @@ test('commits made one after another are written inline, and read back after reo
     assert.ok(media.inlineWrites >= 80, `at least 80 of 100 lone commits went inline (${media.inlineWrites})`);
     const store = await fault.closeAndReopen();
     for (let i = 0; i < 100; i++) assert.equal((await store.kv('p').get(`k${i}`))?.toString(), `v${i}`);
+  });
+});
+
+test('durability none: small commits made together, among reads, go inline as one batch, and read back after reopen', async () => {
+  await withStore({ durability: 'none' }, async (fault, media) => {
+    const pool = fault.store.kv('p');
+    const value = Buffer.alloc(100, 7);
+    for (let round = 0; round < 20; round++) {
+      const before = media.inlineWrites;
+      const writes = media.writes;
+      await Promise.all(Array.from({ length: 8 }, async (_, i) => {
+        await pool.get(`k${round - 1}.${i}`);
+        await pool.put(`k${round}.${i}`, value);
+      }));
+      assert.equal(media.writes - writes, 1, `round ${round}: the 8 puts went in one write`);
+      assert.equal(media.inlineWrites - before, 1, `round ${round}: inline`);
+    }
+    const store = await fault.closeAndReopen();
+    for (let round = 0; round < 20; round++) for (let i = 0; i < 8; i++) assert.deepEqual(await store.kv('p').get(`k${round}.${i}`), value);
+  });
+});
+
+test('durability full: small commits made together go to a thread', async () => {
+  await withStore({}, async (fault, media) => {
+    const pool = fault.store.kv('p');
+    for (let round = 0; round < 5; round++) await Promise.all(Array.from({ length: 8 }, (_, i) => pool.put(`k${round}.${i}`, 'v')));
+    assert.equal(media.inlineWrites, 0);
   });
 });
 
