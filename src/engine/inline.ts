@@ -14,10 +14,10 @@
 // event loop.
 //
 // A busy store (a server answering reads between small writes) has other work, but with
-// durability 'none' a batch of one sector with no other batch being written also goes
-// inline: a write on a thread is seen done only when the loop next polls, after the turn's
-// other work, so its callers wait that turn plus the hand-offs, where inline they wait a copy
-// into the page cache (microseconds). A durable write stays on a thread: it stalls the loop
+// durability 'none' a small batch (INLINE_BUSY_MAX_BYTES) with no other batch being written
+// also goes inline: a write on a thread is seen done only when the loop next polls, after
+// the turn's other work, so its callers wait that turn plus the hand-offs, where inline they
+// wait a copy into the page cache (microseconds). A durable write stays on a thread: it stalls the loop
 // for the disk's latency (0.1 ms here, and milliseconds at its tail when other jobs use the
 // disk), which under a memcached load raised every read's tail more than it cut the writes'.
 // A small inline write slower than INLINE_BUSY_SLOW_MS (the OS throttling dirty pages) sends

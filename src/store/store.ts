@@ -72,8 +72,9 @@ export interface OpenOptions {
   /**
    * true (default): while commits come one at a time (each waiting for the one before) and
    * nothing else reaches the store meanwhile, a commit's write is made on the event loop's
-   * thread, blocking it for that write, which saves two hand-offs to an I/O thread. false:
-   * every write goes to an I/O thread.
+   * thread, blocking it for that write, which saves two hand-offs to an I/O thread. With
+   * durability 'none', so is any batch of at most 4 KiB while no other is being written.
+   * false: every write goes to an I/O thread.
    */
   inlineWrites?: boolean;
   /** Time source for TTLs; tests pass a ManualClock. */
