@@ -127,9 +127,14 @@ interface KeyState {
   expiresAt: number;
 }
 
-/** What a segment holds that a live view (an iterator or a snapshot) may still read. */
+/**
+ * What a live view (an iterator or a snapshot) may still read: the segments named, or, with
+ * `inUseAt`, every segment in use since that epoch of the segment table (everything in use
+ * when the pin was taken; a segment that was empty and not yet reclaimed then counts too).
+ */
 export interface Pin {
-  readonly segments: Set<number>;
+  readonly segments?: Set<number>;
+  readonly inUseAt?: number;
 }
 
 /** A pool to read values of: the live one, or a snapshot's frozen copy. */
@@ -582,11 +587,9 @@ export class Engine {
 
   /** Keeps the segments that hold live data from reuse until unpin(): what a view reads. */
   pin(segments?: Set<number>): Pin {
-    if (segments === undefined) {
-      segments = new Set<number>();
-      for (const s of this.segments.segments) if (s.liveBytes > 0 || s.state === 'open') segments.add(s.index);
-    }
-    const pin: Pin = { segments };
+    // Without a list, every segment in use now: an epoch rather than a scan, which a store of
+    // many segments would pay on every read of several values.
+    const pin: Pin = segments === undefined ? { inUseAt: this.segments.epoch } : { segments };
     this.pins.add(pin);
     return pin;
   }
@@ -596,7 +599,10 @@ export class Engine {
   }
 
   private pinned(index: number): boolean {
-    for (const pin of this.pins) if (pin.segments.has(index)) return true;
+    const s = this.segments.at(index);
+    for (const pin of this.pins) {
+      if (pin.segments !== undefined ? pin.segments.has(index) : s.state !== 'free' && s.allocatedAt <= pin.inUseAt!) return true;
+    }
     return false;
   }
 
@@ -1674,8 +1680,8 @@ export class Engine {
     // A batch being written may lie in a just-sealed segment whose live bytes it has not yet added.
     if (this.flushedSeq < this.appliedSeq || this.writing.length > 0) return 0;
     let n = 0;
-    for (const s of this.segments.segments) {
-      if (s.state === 'sealed' && s.liveBytes === 0 && s.maxSeq <= this.checkpointSeq && !this.isHead(s.index) && !this.pinned(s.index)) {
+    for (const s of this.segments.emptySealedSegments()) {
+      if (s.maxSeq <= this.checkpointSeq && !this.isHead(s.index) && !this.pinned(s.index)) {
         s.state = 'free';
         s.kind = 0;
         n++;

@@ -29,6 +29,7 @@ function segmentsOf(count: number, random: () => number): SegmentInfo[] {
     youngestVersion: 0,
     damaged: index === 3,
     prefilled: false,
+    allocatedAt: 0,
   }));
 }
 
