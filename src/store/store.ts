@@ -381,6 +381,7 @@ export class Store implements AsyncDisposable {
         inlineWrites: checkFlag(options.inlineWrites, 'inlineWrites') ?? true,
       });
       await recover(engine);
+      await engine.fillFirstHead();
       return new Store(dir, engine, lock);
     } catch (error) {
       await media?.close().catch(() => undefined);

@@ -30,3 +30,23 @@ test('small durable batches get segments zero-filled ahead; large ones do not', 
     assert.ok(large < 12 * MiB + MiB, `after 12 MiB of 256 KiB writes nothing past the log is filled (${large} bytes allocated)`);
   });
 });
+
+test('a new store zero-fills the segment its first commits take before open returns, and a reopened one does not wait for a fill', async () => {
+  await withTempDir(async (root) => {
+    const dir = path.join(root, 'fresh');
+    const dataFile = path.join(dir, DATA_FILE_NAME);
+    let store = await open(dir, OPTIONS);
+    const atOpen = fs.statSync(dataFile).blocks * 512;
+    assert.ok(atOpen >= MiB, `a whole segment is allocated when open returns (${atOpen} bytes)`);
+    await store.block.write(0, Buffer.alloc(4096, 1));
+    const afterWrite = fs.statSync(dataFile).blocks * 512;
+    assert.ok(afterWrite - atOpen < 64 * 1024, `the first commit went into the filled segment: it allocated ${afterWrite - atOpen} bytes`);
+    await store.close();
+    store = await open(dir, OPTIONS);
+    try {
+      assert.deepEqual(await store.block.read(0, 8), Buffer.alloc(4096, 1));
+    } finally {
+      await store.close();
+    }
+  });
+});
