@@ -1,6 +1,7 @@
 // Benchmark of the block face against plain fs doing the same work on the same filesystem.
 //
 //   node dist/bench/main.js block [--quick] [--repeats N] [--dir PATH | --tmp] [--keep] [--only CASES]
+//                                 [--no-preallocate]
 //
 // Data lives in <project>/.bench/block-XXXXXX (git-ignored), or under os.tmpdir() with --tmp,
 // or under --dir; atomio's store and the fs peer's file always share that directory, so both
@@ -9,7 +10,10 @@
 // Cases (each timed case runs R times, atomio and fs alternating, median and min–max shown):
 //   1. 4 KiB random durable writes, 1 and 64 in flight. Peer: pwrite + fdatasync per write on
 //      a preallocated file (64 in flight through the async fs API: the libuv threadpool runs
-//      them 4 at a time — the honest per-write-fsync baseline).
+//      them 4 at a time — the honest per-write-fsync baseline). atomio's store is opened with
+//      `preallocate` likewise, so that neither side's flushes commit block allocations
+//      (--no-preallocate: a store whose file grows as it is written, each new segment
+//      zero-filled just ahead of use only while batches are small).
 //   2. 4 KiB random reads of the populated store vs the same file, 1 and 64 in flight.
 //   3. 1 MiB sequential durable writes (write of 1 MiB vs pwrite 1 MiB + fdatasync), MB/s.
 //   4. open() of a store holding 1,000,000 separate extents (after close, which checkpoints).
@@ -270,19 +274,21 @@ interface Args {
   tmp: boolean;
   keep: boolean;
   only: Set<CaseName>;
+  preallocate: boolean;
 }
 
 const CASES = ['random', 'sequential', 'open', 'wa'] as const;
 type CaseName = (typeof CASES)[number];
-const USAGE = `usage: node dist/bench/main.js block [--quick] [--repeats N] [--dir PATH | --tmp] [--keep] [--only ${CASES.join('|')}[,…]]`;
+const USAGE = `usage: node dist/bench/main.js block [--quick] [--repeats N] [--dir PATH | --tmp] [--keep] [--only ${CASES.join('|')}[,…]] [--no-preallocate]`;
 
 function parseArgs(argv: string[]): Args | string {
-  const args: Args = { quick: false, repeats: undefined, dir: undefined, tmp: false, keep: false, only: new Set(CASES) };
+  const args: Args = { quick: false, repeats: undefined, dir: undefined, tmp: false, keep: false, only: new Set(CASES), preallocate: true };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--quick') args.quick = true;
     else if (a === '--tmp') args.tmp = true;
     else if (a === '--keep') args.keep = true;
+    else if (a === '--no-preallocate') args.preallocate = false;
     else if (a === '--repeats') {
       const n = Number(argv[++i]);
       if (!Number.isInteger(n) || n < 1) return '--repeats needs an integer >= 1';
@@ -340,7 +346,7 @@ export async function main(argv: string[]): Promise<number> {
   process.once('SIGINT', interrupted);
   process.once('SIGTERM', interrupted);
   try {
-    if (args.only.has('random')) await randomCases(cfg, dir, results);
+    if (args.only.has('random')) await randomCases(cfg, dir, results, args.preallocate);
     if (args.only.has('sequential')) await sequentialCase(cfg, dir, results);
     if (results.rows.length > 0) {
       printTitle('Throughput (case | atomio | fs baseline | ratio)');
@@ -406,7 +412,7 @@ async function alternate(
   return out;
 }
 
-async function randomCases(cfg: Config, dir: string, results: Results): Promise<void> {
+async function randomCases(cfg: Config, dir: string, results: Results, preallocateStore: boolean): Promise<void> {
   const blocks = cfg.rangeBytes / BLOCK;
   const fill = randomBytes(MiB);
   const pool = randomBytes(MAX_IN_FLIGHT * BLOCK);
@@ -415,7 +421,13 @@ async function randomCases(cfg: Config, dir: string, results: Results): Promise<
   progress(`random: filling ${formatBytes(cfg.rangeBytes)} in the fs file and in the store`);
   const filePath = path.join(dir, 'random.fs');
   const fd = preallocate(filePath, cfg.rangeBytes, fill);
-  const store = await open(path.join(dir, 'random.atomio'), { capacity: cfg.randomCapacity });
+  const opening = performance.now();
+  const store = await open(path.join(dir, 'random.atomio'), { capacity: cfg.randomCapacity, preallocate: preallocateStore });
+  results.notes.push(
+    preallocateStore
+      ? `random cases: atomio's store opened with preallocate, as the fs file is preallocated (zeros over ${formatBytes(cfg.randomCapacity)}: open took ${formatMs(performance.now() - opening)})`
+      : `random cases: atomio's store opened without preallocate (--no-preallocate): its file grows as segments are first used`,
+  );
   try {
     const perBlock = BLOCK / store.block.sectorSize;
     const perMiB = MiB / store.block.sectorSize;

@@ -1608,6 +1608,30 @@ export class Engine {
   }
 
   /**
+   * Zero-fills every never-used segment now (open's `preallocate`), so that no flush after it
+   * commits a file system allocation. Returns how many it filled. Runs before any commit.
+   */
+  async preallocate(): Promise<number> {
+    if (!this.media.allocatesOnWrite) return 0;
+    const fill = this.segments.segments.filter((s) => s.state === 'free' && s.eraseCount === 0 && !s.prefilled);
+    if (fill.length === 0) return 0;
+    const zeros = Buffer.alloc(Math.min(this.segmentBytes, 8 * 1024 * 1024));
+    for (const s of fill) s.readers++; // pinned, as prefillAhead's
+    try {
+      for (const s of fill) {
+        for (let at = 0; at < this.segmentBytes; at += zeros.length) {
+          await this.media.write(zeros.subarray(0, Math.min(zeros.length, this.segmentBytes - at)), this.segmentOffset(s.index) + at);
+        }
+      }
+      await this.media.flush();
+      for (const s of fill) s.prefilled = true;
+    } finally {
+      for (const s of fill) s.readers--;
+    }
+    return fill.length;
+  }
+
+  /**
    * Before the first commits of a store with no segment open for them (a new one), zero-fills
    * the segment they will take: otherwise each of their flushes would also commit the file
    * system's allocation (about five times the cost of a small durable write) until that

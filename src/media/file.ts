@@ -82,7 +82,7 @@ export async function openFileMedia(filePath: string, options: FileMediaOptions)
         path: filePath,
       });
     }
-    return new FileMedia(fd, filePath, options.size, false);
+    return new FileMedia(fd, filePath, options.size, false, stat.blocks * 512 >= options.size && options.size > 0);
   } catch (error) {
     await closeFd(fd).catch(() => undefined);
     throw error;
@@ -129,15 +129,18 @@ export class FileMedia implements Media {
   private inFlight = 0;
   private onDrained: (() => void) | undefined;
 
-  /** Use openFileMedia(); the fd becomes owned by this object. */
-  constructor(fd: number, filePath: string, size: number, isBlockDevice: boolean) {
+  /**
+   * Use openFileMedia(); the fd becomes owned by this object. `allocated`: a regular file
+   * whose blocks already cover `size` (preallocated), where writes allocate nothing.
+   */
+  constructor(fd: number, filePath: string, size: number, isBlockDevice: boolean, allocated = false) {
     assert(Number.isSafeInteger(fd) && fd >= 0, `bad fd ${fd}`);
     assert(Number.isSafeInteger(size) && size >= 0, `bad media size ${size}`);
     this.fd = fd;
     this.path = filePath;
     this.size = size;
     this.isBlockDevice = isBlockDevice;
-    this.allocatesOnWrite = !isBlockDevice;
+    this.allocatesOnWrite = !isBlockDevice && !allocated;
   }
 
   async read(buffer: Uint8Array, offset: number): Promise<void> {

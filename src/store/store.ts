@@ -77,6 +77,15 @@ export interface OpenOptions {
    * false: every write goes to an I/O thread.
    */
   inlineWrites?: boolean;
+  /**
+   * true: before open returns, write zeros over every part of the data file no segment has
+   * used yet (once: a file whose blocks all exist is left alone), so that no later flush also
+   * commits the file system's allocation of new blocks. Small durable writes get faster
+   * (about a third more 4 KiB writes at 64 in flight here); open takes about a second per GiB
+   * the first time. Default false: the file grows as segments are first used, each zero-filled
+   * just ahead of its use while commits are small.
+   */
+  preallocate?: boolean;
   /** Time source for TTLs; tests pass a ManualClock. */
   clock?: Clock;
   /** A medium to use instead of a file (tests pass a FaultMedia). */
@@ -381,6 +390,7 @@ export class Store implements AsyncDisposable {
         inlineWrites: checkFlag(options.inlineWrites, 'inlineWrites') ?? true,
       });
       await recover(engine);
+      if (checkFlag(options.preallocate, 'preallocate') === true) await engine.preallocate();
       await engine.fillFirstHead();
       return new Store(dir, engine, lock);
     } catch (error) {

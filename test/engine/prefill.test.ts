@@ -50,3 +50,34 @@ test('a new store zero-fills the segment its first commits take before open retu
     }
   });
 });
+
+test('preallocate: open zero-fills every segment not yet used, keeps what the store holds, and refuses a value that is not a boolean', async () => {
+  await withTempDir(async (root) => {
+    const dir = path.join(root, 'pre');
+    const dataFile = path.join(dir, DATA_FILE_NAME);
+    let store = await open(dir, OPTIONS);
+    const data = Buffer.alloc(3 * MiB, 0x33);
+    for (let at = 0; at < data.length; at += 512 * 1024) await store.block.write(100 + at / 512, data.subarray(at, at + 512 * 1024));
+    await store.close();
+    const before = fs.statSync(dataFile).blocks * 512;
+    assert.ok(before < 16 * MiB, `a store that wrote 3 MiB holds few of its 64 MiB (${before} bytes allocated)`);
+    store = await open(dir, { ...OPTIONS, preallocate: true });
+    try {
+      const after = fs.statSync(dataFile).blocks * 512;
+      // Segments already used keep what they hold (the open ones' unwritten tails included).
+      assert.ok(after >= 56 * MiB, `preallocate left ${after} bytes allocated of a 64 MiB store`);
+      assert.deepEqual(await store.block.read(100, data.length / 512), data, 'the data written before is intact');
+      await store.block.write(50_000, Buffer.alloc(4096, 0x44));
+    } finally {
+      await store.close();
+    }
+    // Reopened (preallocated or not), it reads back and needs no fill: nothing more is allocated.
+    store = await open(dir, { ...OPTIONS, preallocate: true });
+    try {
+      assert.deepEqual(await store.block.read(50_000, 8), Buffer.alloc(4096, 0x44));
+    } finally {
+      await store.close();
+    }
+    await assert.rejects(open(dir, { ...OPTIONS, preallocate: 'yes' as unknown as boolean }), (e: unknown) => (e as { code?: string }).code === 'ERR_ARGUMENT');
+  });
+});
