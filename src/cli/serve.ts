@@ -2,7 +2,7 @@
 // 'memcached' as a persistent memcached, and the commands that manage the volumes.
 //
 //   atomio serve [--data DIR] [--nbd HOST:PORT|off] [--volume-size BYTES] [--capacity BYTES]
-//                [--durability full|none] [--nbd-allow-remote]
+//                [--durability full|none] [--preallocate] [--nbd-allow-remote]
 //                [--tls off|on|require] [--tls-psk FILE] [--tls-cert FILE --tls-key FILE] [--tls-ca FILE]
 //                [--memcached HOST:PORT|off] [--memcached-allow-remote] [--max-item-size BYTES]
 //                [--max-connections N] [--idle-timeout SECONDS]
@@ -69,6 +69,9 @@ options:
                            env ATOMIO_IDLE_TIMEOUT)
   --volume-size BYTES      size of the default volume when it is first created (default 1T)
   --capacity BYTES         most bytes the store's data file may take (only when creating it)
+  --preallocate            before serving, write zeros over the part of the data file no
+                           segment has used yet (about a second per GiB, once), so durable
+                           writes never also pay the file system's block allocation
   --durability full|none   full (default): a write is acknowledged (NBD reply, memcached
                            STORED/DELETED/new value) once on stable storage; none: once the
                            OS has it (NBD FLUSH and FUA still make it durable; memcached
@@ -115,6 +118,7 @@ export async function serve(argv: string[], control: ServeControl = {}): Promise
     store = await open(options.data, {
       durability: options.durability,
       ...(options.capacity === undefined ? {} : { capacity: options.capacity }),
+      preallocate: options.preallocate,
     });
   } catch (error) {
     stop.cancel();
@@ -279,6 +283,7 @@ interface ServeOptions {
   volumeSize: number | undefined;
   capacity: number | undefined;
   durability: Durability;
+  preallocate: boolean;
   memcached: { host: string; port: number; explicit: boolean } | undefined;
   memcachedAllowRemote: boolean;
   /** undefined: the server's default (1 MiB, or less on a store whose values are smaller). */
@@ -326,6 +331,7 @@ function parseServeArgs(argv: string[]): ServeOptions | undefined {
         'volume-size': { type: 'string' },
         capacity: { type: 'string' },
         durability: { type: 'string' },
+        preallocate: { type: 'boolean' },
         memcached: { type: 'string' },
         'memcached-allow-remote': { type: 'boolean' },
         'max-item-size': { type: 'string' },
@@ -354,6 +360,7 @@ function parseServeArgs(argv: string[]): ServeOptions | undefined {
     volumeSize: v['volume-size'] === undefined ? undefined : parseSize(v['volume-size'], '--volume-size'),
     capacity: v.capacity === undefined ? undefined : parseSize(v.capacity, '--capacity'),
     durability,
+    preallocate: v.preallocate === true,
     ...parseMemcachedArgs(v),
   };
 }

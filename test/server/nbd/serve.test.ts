@@ -5,10 +5,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
+import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { parseListen, parseSize } from '../../../src/cli/serve.js';
 import { UsageError } from '../../../src/cli/output.js';
+import { DATA_FILE_NAME } from '../../../src/store/store.js';
 import { runChild, startServe } from '../../interop/nbd/child.js';
 import { withTempDir } from '../../helpers/temp.js';
 import { NbdClient, handshake, infoData, option, OPT, REP } from './client.js';
@@ -50,9 +52,11 @@ test('serve: listens where told, prints it, serves the default volume, and stops
     assert.match(child.out(), /SIGTERM: finishing the requests in flight/);
     assert.match(child.out(), /stopped; the store is closed/);
 
-    const again = await startServe(['--data', data, '--nbd', '127.0.0.1:0', '--volume-size', '32M']);
+    const again = await startServe(['--data', data, '--nbd', '127.0.0.1:0', '--volume-size', '32M', '--preallocate']);
     try {
       assert.match(again.err(), /--volume-size sizes the default volume only when it is created/);
+      const allocated = fs.statSync(path.join(data, DATA_FILE_NAME)).blocks * 512;
+      assert.ok(allocated >= 96 * MiB, `--preallocate filled the 128 MiB store's unused segments (${allocated} bytes allocated)`);
       const c = await NbdClient.open(again.port);
       assert.equal(c.size, 16 * MiB, 'the size from the first start stays');
       assert.ok((await c.read(100, 5000)).data!.equals(pattern(1, 5000)), 'data kept across restarts');
