@@ -187,18 +187,8 @@ export class FileMedia implements Media {
     }
   }
 
-  async writeDurable(buffer: Uint8Array, offset: number): Promise<void> {
-    this.begin(buffer.length, offset);
-    try {
-      const fd = this.durableFd();
-      if (buffer.length < 2 * DURABLE_PIECE_MIN_BYTES) {
-        await writeFully(fd, buffer, offset);
-      } else {
-        await writePieces(fd, buffer, offset);
-      }
-    } finally {
-      this.end();
-    }
+  writeDurable(buffer: Uint8Array, offset: number): Promise<void> {
+    return this.writePartsDurable([buffer], offset);
   }
 
   writeDurableSync(buffer: Uint8Array, offset: number): void {
@@ -430,11 +420,6 @@ export async function syncDirectory(dirPath: string): Promise<void> {
   } finally {
     await handle.close();
   }
-}
-
-/** Writes `buffer` as up to DURABLE_WRITE_PIECES pieces at once (see pieceCuts). */
-function writePieces(fd: number, buffer: Uint8Array, position: number): Promise<void> {
-  return settleThenThrow(pieceCuts(buffer.length, position).map(([from, end]) => writeFully(fd, buffer.subarray(from, end), position + from)));
 }
 
 /**
