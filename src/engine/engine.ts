@@ -1618,11 +1618,7 @@ export class Engine {
     const zeros = Buffer.alloc(Math.min(this.segmentBytes, 8 * 1024 * 1024));
     for (const s of fill) s.readers++; // pinned, as prefillAhead's
     try {
-      for (const s of fill) {
-        for (let at = 0; at < this.segmentBytes; at += zeros.length) {
-          await this.media.write(zeros.subarray(0, Math.min(zeros.length, this.segmentBytes - at)), this.segmentOffset(s.index) + at);
-        }
-      }
+      for (const s of fill) await this.writeZeros(s, zeros);
       await this.media.flush();
       for (const s of fill) s.prefilled = true;
     } finally {
@@ -1658,10 +1654,7 @@ export class Engine {
     if (s === undefined) return;
     s.readers++; // pinned: nothing allocates it while zeros are on their way
     this.prefilling = (async () => {
-      const zeros = Buffer.alloc(Math.min(this.segmentBytes, 1024 * 1024));
-      for (let at = 0; at < this.segmentBytes; at += zeros.length) {
-        await this.media.write(zeros.subarray(0, Math.min(zeros.length, this.segmentBytes - at)), this.segmentOffset(s.index) + at);
-      }
+      await this.writeZeros(s, Buffer.alloc(Math.min(this.segmentBytes, 1024 * 1024)));
       await this.media.flush();
       s.prefilled = true;
     })()
@@ -1670,6 +1663,13 @@ export class Engine {
         s.readers--;
         this.prefilling = undefined;
       });
+  }
+
+  /** Writes zeros over segment `s`, `zeros.length` bytes at a time (not flushed). */
+  private async writeZeros(s: SegmentInfo, zeros: Buffer): Promise<void> {
+    for (let at = 0; at < this.segmentBytes; at += zeros.length) {
+      await this.media.write(zeros.subarray(0, Math.min(zeros.length, this.segmentBytes - at)), this.segmentOffset(s.index) + at);
+    }
   }
 
   /** Background work between batches: checkpoints when due, cleaning when space runs low, wear levelling after a seal. */
