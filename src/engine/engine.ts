@@ -258,6 +258,8 @@ export class Engine {
   readonly durability: Durability;
   readonly segments: SegmentTable;
   readonly map = new ExtentMap();
+  /** Emptied overlays of landed batches: a fresh map costs a 6 KiB leaf, more than a small commit's other work. */
+  private readonly spareOverlays: ExtentMap[] = [];
   readonly expiry = new ExpiryQueue();
   readonly pools: Pools;
   /** Segments that live views may still read: not reused while pinned. */
@@ -799,6 +801,9 @@ export class Engine {
     const error = await oldest.written;
     assert(this.writing[0] === oldest, 'batches land in order');
     this.writing.shift();
+    // No layer refers to the batch's overlay any more: the next batch may reuse it.
+    const overlay = oldest.layer.overlay;
+    if (overlay !== NO_BLOCK_OPS && this.spareOverlays.length < MAX_BATCHES_WRITING && overlay.reset()) this.spareOverlays.push(overlay);
     if (error !== undefined || this.failure) {
       const failure = error !== undefined ? this.fail(error) : this.failure!;
       for (const p of oldest.accepted) p.reject(failure);
@@ -909,7 +914,7 @@ export class Engine {
       // Infinity means "written, not yet applied" (newer than any applied version).
       for (const op of p.ops) {
         if (op.type === 'write' || op.type === 'trim') {
-          if (layer.overlay === NO_BLOCK_OPS) overlays[0] = layer.overlay = new ExtentMap();
+          if (layer.overlay === NO_BLOCK_OPS) overlays[0] = layer.overlay = this.spareOverlays.pop() ?? new ExtentMap();
           layer.overlay.set(overlayExtent(op.lba, op.count, op.type === 'write' ? Infinity : -1));
         }
       }

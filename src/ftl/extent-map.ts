@@ -120,6 +120,17 @@ export class ExtentMap {
     return this.count;
   }
 
+  /**
+   * Empties the map for reuse, keeping its root leaf's storage when the map is a single
+   * leaf; returns false (the map left as it was) when it has grown inner nodes.
+   */
+  reset(): boolean {
+    if (!(this.root instanceof Leaf)) return false;
+    this.root.n = 0;
+    this.count = 0;
+    return true;
+  }
+
   /** Calls `visit` with each extent overlapping [lba, lba + count), clipped to the range, in lba order. */
   forEachIn(lba: number, count: number, visit: (piece: Extent) => void): void {
     const end = lba + count;

@@ -111,3 +111,18 @@ test('rewriting exactly the same range replaces the extent in place and reports 
     [408, 4, 52],
   ]);
 });
+
+test('reset empties a one-leaf map for reuse, and leaves a map with inner nodes untouched', () => {
+  const small = new ExtentMap();
+  for (let i = 0; i < 20; i++) small.set(extent(i * 8, 8, i + 1));
+  assert.equal(small.reset(), true, 'a single leaf resets');
+  assert.equal(small.size, 0, 'nothing left after reset');
+  assert.deepEqual(small.piecesIn(0, 1000), [], 'no extent reads back after reset');
+  small.set(extent(16, 8, 99));
+  assert.deepEqual(small.piecesIn(0, 1000).map((p) => [p.lba, p.count, p.version]), [[16, 8, 99]], 'the reset map works again');
+
+  const large = new ExtentMap();
+  for (let i = 0; i < 1000; i++) large.set(extent(i * 8, 8, i + 1));
+  assert.equal(large.reset(), false, 'a map with inner nodes does not reset');
+  assert.equal(large.size, 1000, 'and keeps every extent');
+});
