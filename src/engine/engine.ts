@@ -305,9 +305,8 @@ export class Engine {
   /** Durability 'none': log bytes landed since a flush last started, and whether one runs. */
   private bytesSinceFlush = 0;
   private flushingAhead = false;
-  /** Where small spans are laid out (see spanGather). */
-  private spanSlab = Buffer.allocUnsafe(0);
-  private spanSlabUsed = 0;
+  /** Buffers of spans whose writes have settled, by size class, for later spans (see spanGather). */
+  private readonly spareSpans = new Map<number, Buffer[]>();
 
   readonly counters = {
     commits: 0,
@@ -1328,8 +1327,10 @@ export class Engine {
       const at = this.segmentOffset(span.segment) + span.start;
       const parts = out.finish();
       // An inline batch is small (see inline.ts): its parts, if any, are joined.
-      if (inline) writes.push(this.writeInlineNow(writeInline, parts.length === 1 ? parts[0]! : Buffer.concat(parts), at));
-      else writes.push(this.writeSpan(parts, at, durableWrites));
+      const written = inline ? this.writeInlineNow(writeInline, parts.length === 1 ? parts[0]! : Buffer.concat(parts), at) : this.writeSpan(parts, at, durableWrites);
+      const release = (): void => this.spanWritten(into);
+      written.then(release, release);
+      writes.push(written);
     }
     this.batchBytesAverage += (batchBytes - this.batchBytesAverage) / 8;
     let done = settleAll(writes);
@@ -1345,19 +1346,24 @@ export class Engine {
   }
 
   /**
-   * Where a span's `bytes` inline bytes are laid out. Small spans are carved from a shared
-   * slab: an allocation per commit costs the hot path more than the copy into it. Nothing is
-   * reused, so a span stays intact while it is written.
+   * Where a span's `bytes` inline bytes are laid out: a buffer of a power-of-two size class,
+   * reused once the write of the span that had it has settled (spanWritten). Fresh memory
+   * costs a page fault per 4 KiB on its first touch, more than laying the records out in it;
+   * a span past SPAN_POOL_MAX_BYTES gets a buffer of its own.
    */
   private spanGather(bytes: number): Gather {
-    if (bytes > SPAN_SLAB_BYTES / 4) return new Gather(Buffer.allocUnsafe(bytes));
-    if (this.spanSlabUsed + bytes > this.spanSlab.length) {
-      this.spanSlab = Buffer.allocUnsafeSlow(SPAN_SLAB_BYTES);
-      this.spanSlabUsed = 0;
-    }
-    const at = this.spanSlabUsed;
-    this.spanSlabUsed += bytes;
-    return new Gather(this.spanSlab, at);
+    if (bytes > SPAN_POOL_MAX_BYTES) return new Gather(Buffer.allocUnsafeSlow(bytes));
+    const size = spanClass(bytes);
+    return new Gather(this.spareSpans.get(size)?.pop() ?? Buffer.allocUnsafeSlow(size));
+  }
+
+  /** The write of the span laid out in `buffer` has settled: a later span may have it. */
+  private spanWritten(buffer: Buffer): void {
+    const size = buffer.length;
+    if (size > SPAN_POOL_MAX_BYTES || size !== spanClass(size)) return;
+    let spare = this.spareSpans.get(size);
+    if (spare === undefined) this.spareSpans.set(size, (spare = []));
+    if (spare.length < SPARE_SPANS_PER_CLASS) spare.push(buffer);
   }
 
   /** One write on this thread (see inline.ts), its failure as a rejection like a thread's. */
@@ -2245,8 +2251,15 @@ const REFER_DATA_BYTES = 32 * 1024;
 
 /** Durability 'none': log bytes after which a flush starts in the background (see flushAhead). */
 const FLUSH_AHEAD_BYTES = 8 * 1024 * 1024;
-/** Small spans share slabs of this size (see spanGather); larger ones get a buffer each. */
-const SPAN_SLAB_BYTES = 64 * 1024;
+/** Spans up to this size take their buffers from size classes of reused ones (see spanGather). */
+const SPAN_POOL_MAX_BYTES = 1024 * 1024;
+/** Spare buffers kept per size class: enough for the spans of the batches being written. */
+const SPARE_SPANS_PER_CLASS = 4;
+
+/** The size class of a span of `bytes`: the power of two at or above it, at least 4 KiB. */
+function spanClass(bytes: number): number {
+  return Math.max(4096, 2 ** Math.ceil(Math.log2(Math.max(1, bytes))));
+}
 
 /** The one piece that covers [lba, lba + count) exactly, if the pieces are that. */
 function coveringPiece(pieces: Extent[], lba: number, count: number): Extent | undefined {
