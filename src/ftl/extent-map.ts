@@ -77,12 +77,10 @@ class Inner {
 
 type Node = Leaf | Inner;
 
-interface Position {
-  leaf: Leaf;
-  /** Index in the leaf of the last extent with lba <= the probe, or -1. */
-  index: number;
-  /** Inner nodes on the way down with the child index taken in each. */
-  path: { node: Inner; child: number }[];
+/** An inner node on the way down, with the child index taken in it. */
+interface PathStep {
+  node: Inner;
+  child: number;
 }
 
 function unpack(d: Float64Array, i: number): Extent {
@@ -115,6 +113,9 @@ function pack(e: Extent, d: Float64Array, i: number): void {
 export class ExtentMap {
   private root: Node = new Leaf();
   private count = 0;
+  /** What seek() found: the leaf, and the index there of the last extent with lba <= the probe (-1: none). */
+  private foundLeaf: Leaf = this.root as Leaf;
+  private foundIndex = -1;
 
   get size(): number {
     return this.count;
@@ -134,9 +135,9 @@ export class ExtentMap {
   /** Calls `visit` with each extent overlapping [lba, lba + count), clipped to the range, in lba order. */
   forEachIn(lba: number, count: number, visit: (piece: Extent) => void): void {
     const end = lba + count;
-    const pos = this.locate(lba);
-    let leaf: Leaf | undefined = pos.leaf;
-    let i = Math.max(0, pos.index);
+    this.seek(lba);
+    let leaf: Leaf | undefined = this.foundLeaf;
+    let i = Math.max(0, this.foundIndex);
     while (leaf !== undefined) {
       const d = leaf.data;
       for (; i < leaf.n; i++) {
@@ -166,13 +167,15 @@ export class ExtentMap {
     const displaced: Extent[] = [];
     // An extent starting before the range: keep its left part, and its right part if it
     // reaches past the range.
-    let pos = this.locate(lba);
-    if (pos.index >= 0) {
-      const e = unpack(pos.leaf.data, pos.index);
+    this.seek(lba);
+    const first = this.foundLeaf;
+    const firstIndex = this.foundIndex;
+    if (firstIndex >= 0) {
+      const e = unpack(first.data, firstIndex);
       const eEnd = e.lba + e.count;
       if (e.lba < lba && eEnd > lba) {
         displaced.push(slice(e, lba, Math.min(end, eEnd) - lba));
-        pack(slice(e, e.lba, lba - e.lba), pos.leaf.data, pos.index);
+        pack(slice(e, e.lba, lba - e.lba), first.data, firstIndex);
         if (eEnd > end) {
           this.insert(slice(e, end, eEnd - end));
           return displaced;
@@ -181,10 +184,11 @@ export class ExtentMap {
     }
     // Extents starting inside the range: drop them, or keep the part past its end.
     for (;;) {
-      pos = this.locate(lba);
-      let leaf: Leaf | undefined = pos.leaf;
-      let i = pos.index + 1;
-      if (pos.index >= 0 && pos.leaf.data[pos.index * EXTENT_FIELDS + F_LBA]! >= lba) i = pos.index;
+      this.seek(lba);
+      const index = this.foundIndex;
+      let leaf: Leaf | undefined = this.foundLeaf;
+      let i = index + 1;
+      if (index >= 0 && leaf.data[index * EXTENT_FIELDS + F_LBA]! >= lba) i = index;
       while (leaf !== undefined && i >= leaf.n) {
         leaf = leaf.next;
         i = 0;
@@ -211,13 +215,14 @@ export class ExtentMap {
   set(extent: Extent): Extent[] {
     assert(extent.count > 0, 'extent maps at least one sector');
     // The common overwrite replaces an extent of exactly the same range: in place.
-    const pos = this.locate(extent.lba);
-    if (pos.index >= 0) {
-      const o = pos.index * EXTENT_FIELDS;
-      const d = pos.leaf.data;
+    this.seek(extent.lba);
+    const index = this.foundIndex;
+    if (index >= 0) {
+      const o = index * EXTENT_FIELDS;
+      const d = this.foundLeaf.data;
       if (d[o + F_LBA] === extent.lba && d[o + F_COUNT] === extent.count) {
-        const old = unpack(d, pos.index);
-        pack(extent, d, pos.index);
+        const old = unpack(d, index);
+        pack(extent, d, index);
         return [old];
       }
     }
@@ -341,9 +346,12 @@ export class ExtentMap {
     return node;
   }
 
-  /** The leaf where `lba` belongs and the last extent there with lba <= it. */
-  private locate(lba: number): Position {
-    const path: { node: Inner; child: number }[] = [];
+  /**
+   * Finds the leaf where `lba` belongs and the last extent there with lba <= it (foundLeaf,
+   * foundIndex). With `path`, records the inner nodes on the way down; the path is left
+   * empty when the floor lies at the end of the previous leaf (this one starts after lba).
+   */
+  private seek(lba: number, path?: PathStep[]): void {
     let node = this.root;
     while (node instanceof Inner) {
       let lo = 1;
@@ -358,7 +366,7 @@ export class ExtentMap {
           hi = mid - 1;
         }
       }
-      path.push({ node, child });
+      path?.push({ node, child });
       node = node.children[child]!;
     }
     const d = node.data;
@@ -374,17 +382,22 @@ export class ExtentMap {
         hi = mid - 1;
       }
     }
-    // The floor may sit at the end of the previous leaf when this one starts after lba.
     if (index === -1 && node.prev !== undefined && node.prev.n > 0) {
-      return { leaf: node.prev, index: node.prev.n - 1, path: [] };
+      this.foundLeaf = node.prev;
+      this.foundIndex = node.prev.n - 1;
+      if (path !== undefined) path.length = 0;
+      return;
     }
-    return { leaf: node, index, path };
+    this.foundLeaf = node;
+    this.foundIndex = index;
   }
 
   private insert(e: Extent): void {
-    const pos = this.locate(e.lba);
-    // locate() may answer with the previous leaf (floor there); insert where routing says.
-    let { leaf, index, path } = pos;
+    let path: PathStep[] = [];
+    this.seek(e.lba, path);
+    // seek() may answer with the previous leaf (floor there); insert where routing says.
+    let leaf = this.foundLeaf;
+    let index = this.foundIndex;
     if (path.length === 0 && this.root instanceof Inner) {
       const routed = this.route(e.lba);
       leaf = routed.leaf;
@@ -402,8 +415,8 @@ export class ExtentMap {
   }
 
   /** Descends by routing only (never steps to a neighbour leaf). */
-  private route(lba: number): { leaf: Leaf; path: { node: Inner; child: number }[] } {
-    const path: { node: Inner; child: number }[] = [];
+  private route(lba: number): { leaf: Leaf; path: PathStep[] } {
+    const path: PathStep[] = [];
     let node = this.root;
     while (node instanceof Inner) {
       let child = 0;
@@ -414,7 +427,7 @@ export class ExtentMap {
     return { leaf: node, path };
   }
 
-  private splitLeaf(leaf: Leaf, path: { node: Inner; child: number }[]): void {
+  private splitLeaf(leaf: Leaf, path: PathStep[]): void {
     const right = new Leaf();
     const half = leaf.n >> 1;
     right.n = leaf.n - half;
@@ -428,7 +441,7 @@ export class ExtentMap {
   }
 
   /** Puts `child` (holding lbas from `key` up) right of path[level]'s child, splitting upward. */
-  private insertChild(path: { node: Inner; child: number }[], level: number, child: Node, key: number): void {
+  private insertChild(path: PathStep[], level: number, child: Node, key: number): void {
     if (level < 0) {
       const root = new Inner();
       root.children.push(this.root, child);
@@ -471,7 +484,7 @@ export class ExtentMap {
   }
 
   /** Removes path[level]'s child from it; an inner node left empty goes the same way. */
-  private removeChild(path: { node: Inner; child: number }[], level: number): void {
+  private removeChild(path: PathStep[], level: number): void {
     const { node, child } = path[level]!;
     node.children.splice(child, 1);
     node.keys.copyWithin(child, child + 1, node.n);
