@@ -2,6 +2,7 @@
 // same pages into a plain file with pwrite + fdatasync, in one run, on the same filesystem.
 //
 //   node dist/bench/main.js region [--quick] [--repeats N] [--seconds S] [--dir PATH] [--keep]
+//                                  [--no-preallocate]
 //
 // A region of REGION_BYTES (16 MiB, 4096 pages of 4 KiB) keeps its two newest versions. Each
 // commit first changes N random distinct pages (a copy of 4 KiB each, on both sides), then:
@@ -16,6 +17,9 @@
 // in turn with the commits of 16 pages: the verdict is the median of each run's ratio). Also
 // measured: a 'compare' commit with nothing dirty (the scan alone) and one Buffer#equals of
 // two copies of the region (the memory-bandwidth floor of any scan).
+// The fs file is written whole before timing, so its blocks exist; atomio's store is opened
+// with `preallocate` likewise, so that neither side's fdatasync commits block allocations
+// (--no-preallocate: a store whose file grows as segments are first used).
 
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
@@ -33,7 +37,7 @@ const TARGET_PAGES = 16;
 const TARGET_RATIO = 1.5;
 const GiB = 1024 ** 3;
 
-const USAGE = 'usage: node dist/bench/main.js region [--quick] [--repeats N] [--seconds S] [--dir PATH] [--keep]';
+const USAGE = 'usage: node dist/bench/main.js region [--quick] [--repeats N] [--seconds S] [--dir PATH] [--keep] [--no-preallocate]';
 
 function pwrite(fd: number, buffer: Buffer, position: number): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -57,7 +61,14 @@ function pickPages(rnd: () => number, n: number): number[] {
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const args = parseTimedArgs(argv);
+  let preallocate = true;
+  const args = parseTimedArgs(argv, {
+    more: (a) => {
+      if (a !== '--no-preallocate') return false;
+      preallocate = false;
+      return true;
+    },
+  });
   if (typeof args === 'string') {
     process.stderr.write(`region: ${args}\n${USAGE}\n`);
     return 2;
@@ -78,7 +89,13 @@ export async function main(argv: string[]): Promise<number> {
     const from = Math.floor(rnd() * (source.length / PAGE)) * PAGE;
     source.copy(target, at, from, from + PAGE);
   };
-  const store = await open(path.join(dir, 'atomio'), { capacity: 4 * GiB });
+  const opening = performance.now();
+  const store = await open(path.join(dir, 'atomio'), { capacity: 4 * GiB, preallocate });
+  console.log(
+    preallocate
+      ? `atomio's store opened with preallocate, as the fs file is written whole first (zeros over ${formatBytes(4 * GiB)}: open took ${formatMs(performance.now() - opening)})`
+      : "atomio's store opened without preallocate (--no-preallocate): its file grows as segments are first used",
+  );
   const marked = await store.region('mark', { size: REGION_BYTES, pageSize: PAGE, track: 'mark' });
   const compared = await store.region('compare', { size: REGION_BYTES, pageSize: PAGE });
   const file = path.join(dir, 'region.fs');
