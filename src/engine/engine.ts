@@ -1360,7 +1360,8 @@ export class Engine {
   /** The write of the span laid out in `buffer` has settled: a later span may have it. */
   private spanWritten(buffer: Buffer): void {
     const size = buffer.length;
-    if (size > SPAN_POOL_MAX_BYTES || size !== spanClass(size)) return;
+    // Buffers past the pooled sizes were made for one span; every other is of a class.
+    if (size > SPAN_POOL_MAX_BYTES) return;
     let spare = this.spareSpans.get(size);
     if (spare === undefined) this.spareSpans.set(size, (spare = []));
     if (spare.length < SPARE_SPANS_PER_CLASS) spare.push(buffer);
