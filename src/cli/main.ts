@@ -26,8 +26,9 @@ import { tourCommand } from './tour.js';
 const USAGE = `usage: atomio <command> [options]
 
 commands:
-  serve [options]       serve the store in ./data (or --data DIR) over NBD on 127.0.0.1:10809
-                        until SIGINT/SIGTERM; \`atomio serve --help\` lists every option
+  serve [options]       serve the store in ./data (or --data DIR) as memcached on 127.0.0.1:11211
+                        and NBD on 127.0.0.1:10809 until SIGINT/SIGTERM; \`atomio serve --help\`
+                        lists every option
   volume create NAME --size SIZE [--read-only] | list | resize NAME --size SIZE | remove NAME   [--data DIR]
                         manage the store's NBD volumes (not while a server has it open)
   snapshot create NAME | list | delete NAME   [--data DIR]
