@@ -16,6 +16,7 @@
 // - TLS follows io.tlsMode: 'off' (NOTLS) answers NBD_OPT_STARTTLS NBD_REP_ERR_UNSUP;
 //   'optional' (SELECTIVETLS, no TLS-only exports) and 'required' (FORCEDTLS) answer it
 //   NBD_REP_ACK and upgrade; a second STARTTLS, or one with data, gets NBD_REP_ERR_INVALID;
+//   an upgrade forgets structured replies and the metadata context chosen before it;
 // - in 'required' mode before TLS, every option but STARTTLS and ABORT (unknown and oversized
 //   ones included) gets NBD_REP_ERR_TLS_REQD, and NBD_OPT_EXPORT_NAME, which cannot be
 //   errored, ends the session; after TLS, NBD_REP_ERR_TLS_REQD is never sent.
@@ -194,6 +195,9 @@ export class Handshake {
           return { kind: 'disconnect', reason: `TLS handshake failed: ${error instanceof Error ? error.message : String(error)}` };
         }
         this.secure = true;
+        // The spec: nothing negotiated in the clear survives the upgrade.
+        this.structured = false;
+        this.metaVolume = undefined;
         continue;
       }
       const result = this.option(option, data, noZeroes);

@@ -336,6 +336,11 @@ export class NbdClient {
     return new NbdClient(s, Number(exp.data.readBigUInt64BE(2)), exp.data.readUInt16BE(10), structured);
   }
 
+  /** A client over `s`, which the test has already taken into transmission itself. */
+  static attach(s: RawSocket, size: number, flags: number, structured: boolean): NbdClient {
+    return new NbdClient(s, size, flags, structured);
+  }
+
   /** Sends a request (with `payload` after the header for writes) and resolves with its reply. */
   request(type: number, flags: number, offset: number | bigint, length: number, payload?: Buffer): Promise<Reply> {
     if (this.readerError !== undefined) return Promise.reject(this.readerError);

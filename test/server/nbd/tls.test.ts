@@ -16,7 +16,7 @@ import { FaultMedia } from '../../../src/media/fault.js';
 import { parsePskFile, startNbdServer } from '../../../src/server/nbd/index.js';
 import { Volumes } from '../../../src/server/volumes.js';
 import { withTempDir } from '../../helpers/temp.js';
-import { NbdClient, OPT, REP, handshake, infoData, metaData, option, optionBytes, type RawSocket } from './client.js';
+import { CMD, ERR, NbdClient, OPT, REP, TFLAG, handshake, infoData, metaData, option, optionBytes, type RawSocket } from './client.js';
 import { MiB, pattern, withServer } from './harness.js';
 
 const KEY = crypto.randomBytes(32);
@@ -119,6 +119,30 @@ test('optional TLS: options work in the clear and a client may upgrade, then GO 
       const c = await NbdClient.negotiate(s);
       const r = await c.read(0, 4096);
       assert.ok(r.data!.equals(pattern(3, 4096)), 'TLS client reads what the plain one wrote');
+      await c.disconnect();
+    },
+    { tls: { mode: 'optional', psk: PSK } },
+  );
+});
+
+test('optional TLS: STARTTLS forgets structured replies and the metadata context negotiated in the clear', async () => {
+  await withServer(
+    async ({ port }) => {
+      const plain = await handshake(port);
+      assert.deepEqual((await option(plain, OPT.STRUCTURED_REPLY)).map((x) => x.type), [REP.ACK]);
+      assert.deepEqual((await option(plain, OPT.SET_META, metaData('', ['base:allocation']))).map((x) => x.type), [REP.META_CONTEXT, REP.ACK]);
+      const s = await upgrade(plain, pskClient());
+      // The spec: after STARTTLS succeeds the server MUST NOT keep such negotiation state.
+      const go = await option(s, OPT.GO, infoData(''));
+      assert.equal(go.at(-1)!.type, REP.ACK);
+      const flags = go.find((r) => r.type === REP.INFO)!.data.readUInt16BE(10);
+      assert.equal(flags & TFLAG.SEND_DF, 0, 'no SEND_DF: structured replies were not negotiated over TLS');
+      const c = NbdClient.attach(s, 16 * MiB, flags, false);
+      const r = await c.read(0, 4096);
+      assert.equal(r.simple, true, 'a read is answered with a simple reply');
+      assert.equal(r.error, 0);
+      const status = await c.request(CMD.BLOCK_STATUS, 0, 0, 4096);
+      assert.deepEqual([status.simple, status.error], [true, ERR.EINVAL], 'no metadata context is selected');
       await c.disconnect();
     },
     { tls: { mode: 'optional', psk: PSK } },
