@@ -130,8 +130,11 @@ class OptionError {
 
 export class Handshake {
   private structured = false;
-  /** The export the last NBD_OPT_SET_META_CONTEXT named, if it selected base:allocation. */
-  private metaVolume: Volume | undefined;
+  /**
+   * The canonical name of the export the last NBD_OPT_SET_META_CONTEXT named, if it selected
+   * base:allocation. A name, not a Volume: VOLUME@SNAPSHOT gets a new Volume on every lookup.
+   */
+  private metaExport: string | undefined;
   /** TLS has been initiated. */
   private secure = false;
 
@@ -197,7 +200,7 @@ export class Handshake {
         this.secure = true;
         // The spec: nothing negotiated in the clear survives the upgrade.
         this.structured = false;
-        this.metaVolume = undefined;
+        this.metaExport = undefined;
         continue;
       }
       const result = this.option(option, data, noZeroes);
@@ -309,7 +312,7 @@ export class Handshake {
     const setting = option === NBD_OPT_SET_META_CONTEXT;
     const what = setting ? 'NBD_OPT_SET_META_CONTEXT' : 'NBD_OPT_LIST_META_CONTEXT';
     // A SET replaces the selection even when it fails.
-    if (setting) this.metaVolume = undefined;
+    if (setting) this.metaExport = undefined;
     if (setting && !this.structured) throw new OptionError(NBD_REP_ERR_INVALID, `${what} needs NBD_OPT_STRUCTURED_REPLY first`);
     const invalid = (why: string): OptionError => new OptionError(NBD_REP_ERR_INVALID, `${what}: ${why}`);
     if (data.length < 4) throw invalid('no export name length');
@@ -345,7 +348,7 @@ export class Handshake {
       b.writeUInt32BE(setting ? BASE_ALLOCATION_ID : 0, 0);
       name.copy(b, 4);
       this.io.send(optionReply(option, NBD_REP_META_CONTEXT, b));
-      if (setting) this.metaVolume = volume;
+      if (setting) this.metaExport = volume.name;
     }
     this.ack(option);
   }
@@ -360,7 +363,7 @@ export class Handshake {
   }
 
   private enter(volume: Volume): HandshakeResult {
-    return { kind: 'transmission', volume, structured: this.structured, baseAllocation: this.metaVolume === volume };
+    return { kind: 'transmission', volume, structured: this.structured, baseAllocation: this.metaExport === volume.name };
   }
 
   private ack(option: number): void {

@@ -3,7 +3,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ERR, NbdClient, OPT, REP, handshake, option } from './client.js';
+import { ERR, NbdClient, OPT, REP, STATE, handshake, option } from './client.js';
 import { MiB, pattern, withServer } from './harness.js';
 
 test('VOLUME@SNAPSHOT reads the volume as the snapshot saw it, refuses writes, and is listed', async () => {
@@ -35,4 +35,23 @@ test('VOLUME@SNAPSHOT reads the volume as the snapshot saw it, refuses writes, a
     },
     { volumes: [{ name: 'vm', size: MiB }] },
   );
+});
+
+test('block status works on a VOLUME@SNAPSHOT export: base:allocation shows the holes and data the snapshot saw', async () => {
+  await withServer(async ({ port, store }) => {
+    const c = await NbdClient.open(port);
+    assert.equal(await c.write(64 * 1024, pattern(4, 64 * 1024)), 0);
+    await store.snapshot({ name: 'then' });
+    assert.equal(await c.trim(0, 16 * MiB), 0);
+    // NbdClient.open selects base:allocation for the export it then enters with NBD_OPT_GO.
+    const snap = await NbdClient.open(port, { name: 'default@then' });
+    const status = await snap.blockStatus(0, 256 * 1024);
+    assert.equal(status.error, 0, 'block status on a snapshot export succeeds');
+    assert.deepEqual(status.extents, [
+      [64 * 1024, STATE.HOLE | STATE.ZERO],
+      [64 * 1024, 0],
+      [128 * 1024, STATE.HOLE | STATE.ZERO],
+    ]);
+    for (const x of [c, snap]) await x.disconnect();
+  });
 });
