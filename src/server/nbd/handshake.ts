@@ -167,6 +167,8 @@ export class Handshake {
       if (length > MAX_OPTION_BYTES) {
         await input.skip(length);
         if (option === NBD_OPT_EXPORT_NAME) return { kind: 'disconnect', reason: `NBD_OPT_EXPORT_NAME with ${length} bytes of name` };
+        // ABORT's data is ignored however long it is; the spec wants it acknowledged.
+        if (option === NBD_OPT_ABORT) return this.option(option, EMPTY, noZeroes)!;
         if (tlsRequired) {
           this.reply(option, NBD_REP_ERR_TLS_REQD, 'this server requires TLS: send NBD_OPT_STARTTLS first');
           await this.io.drained();
@@ -402,3 +404,5 @@ function infoString(type: number, text: string): Buffer {
   s.copy(b, 2);
   return b;
 }
+
+const EMPTY = Buffer.alloc(0);

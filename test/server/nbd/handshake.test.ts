@@ -210,6 +210,16 @@ test('NBD_OPT_ABORT is acknowledged (its data ignored) and the server closes', a
   });
 });
 
+test('NBD_OPT_ABORT with more data than the server reads is still acknowledged, and the server closes', async () => {
+  await withServer(async ({ port }) => {
+    const s = await handshake(port);
+    // The spec: the server MUST reply NBD_REP_ACK and SHOULD ignore any data, however long.
+    const r = await option(s, OPT.ABORT, Buffer.alloc(100 * 1024, 1));
+    assert.deepEqual(r.map((x) => x.type), [REP.ACK]);
+    assert.ok(await s.hungUp());
+  });
+});
+
 test('NBD_OPT_STRUCTURED_REPLY: ACK (again on repeat), NBD_REP_ERR_INVALID with data', async () => {
   await withServer(async ({ port }) => {
     const s = await handshake(port);
