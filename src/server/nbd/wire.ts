@@ -42,7 +42,11 @@ export function optionReply(option: number, type: number, data: Buffer = EMPTY):
 /** A string as the spec allows it on the wire: UTF-8, no NUL, at most 4096 bytes. */
 export function wireString(text: string): Buffer {
   const b = Buffer.from(text.replace(/\0/g, ''), 'utf8');
-  return b.length <= MAX_STRING_BYTES ? b : b.subarray(0, MAX_STRING_BYTES);
+  if (b.length <= MAX_STRING_BYTES) return b;
+  // Cut before a character, never inside one: a continuation byte is 0b10xxxxxx.
+  let end = MAX_STRING_BYTES;
+  while (end > 0 && (b[end]! & 0xc0) === 0x80) end--;
+  return b.subarray(0, end);
 }
 
 /** Simple reply header (data, if any, follows separately). */

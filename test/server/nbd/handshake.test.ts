@@ -3,6 +3,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { isUtf8 } from 'node:buffer';
 import {
   CMD,
   INFO,
@@ -175,6 +176,29 @@ test('malformed NBD_OPT_INFO/GO data gets NBD_REP_ERR_INVALID, an unknown export
       }
     }
     assert.equal((await option(s, OPT.INFO, good)).at(-1)!.type, REP.ACK, 'still negotiating');
+    s.destroy();
+  });
+});
+
+test('error messages stay valid UTF-8 of at most 4096 bytes when they quote a long non-ASCII name or query', async () => {
+  await withServer(async ({ port }) => {
+    const s = await handshake(port);
+    assert.equal((await option(s, OPT.STRUCTURED_REPLY)).at(-1)!.type, REP.ACK);
+    // 2048 two-byte characters: a legal 4096-byte name that no export has.
+    const name = 'é'.repeat(2048);
+    const cases: [string, number, Buffer][] = [
+      ['INFO of an unknown export', OPT.INFO, infoData(name)],
+      ['GO of an unknown export', OPT.GO, infoData(name)],
+      ['LIST_META_CONTEXT of an unknown export', OPT.LIST_META, metaData(name, ['base:'])],
+      ['a query without a namespace', OPT.LIST_META, metaData('', ['é'.repeat(2047) + 'x'])],
+    ];
+    for (const [what, opt, data] of cases) {
+      const r = await option(s, opt, data);
+      const last = r.at(-1)!;
+      assert.ok(last.type >= 0x80000000, `${what}: an error`);
+      assert.ok(last.data.length > 0 && last.data.length <= 4096, `${what}: a message of at most 4096 bytes`);
+      assert.ok(isUtf8(last.data), `${what}: the message is valid UTF-8`);
+    }
     s.destroy();
   });
 });
