@@ -5,7 +5,7 @@
 //
 // Invariants:
 // - memory per connection is bounded: before a request is read on, its payload or reply
-//   bytes are reserved against MAX_IN_FLIGHT_BYTES and it counts against
+//   bytes (a read's data, a block status reply's descriptors) are reserved against MAX_IN_FLIGHT_BYTES and it counts against
 //   MAX_IN_FLIGHT_REQUESTS; the reservation is returned only once the reply has been handed
 //   to the socket, so a client that stops reading replies stops being read from; large
 //   payload and read buffers are reused (BufferPool), each given back only once its reply is
@@ -54,6 +54,7 @@ import {
   NBD_STATE_HOLE,
   NBD_STATE_ZERO,
   REQUEST_HEADER_BYTES,
+  STRUCTURED_REPLY_HEADER_BYTES,
 } from './protocol.js';
 import { blockStatusChunk, errorChunk, noneChunk, offsetDataHeader, offsetHoleChunk, simpleReply } from './wire.js';
 
@@ -109,6 +110,13 @@ function whole(parts: Buffer[], length: number): Buffer[] {
   for (const p of parts) bytes += p.length;
   assert(bytes === length, `a read's parts hold ${bytes} bytes, not ${length}`);
   return parts;
+}
+
+/** The most bytes a block status reply to `r` can take: a descriptor per sector it touches, within the cap. */
+function statusReplyBytes(r: Request, sectorSize: number): number {
+  const sectors = Math.ceil((r.offset + r.length) / sectorSize) - Math.floor(r.offset / sectorSize);
+  const descriptors = (r.flags & NBD_CMD_FLAG_REQ_ONE) !== 0 ? 1 : Math.min(MAX_BLOCK_STATUS_DESCRIPTORS, Math.max(1, sectors));
+  return STRUCTURED_REPLY_HEADER_BYTES + 4 + 8 * descriptors;
 }
 
 const COMMAND_NAMES: Record<number, string> = {
@@ -182,6 +190,8 @@ export class Transmission {
           }
         } else if (request.type === NBD_CMD_READ) {
           await this.reserve(request, Math.min(request.length, MAX_REQUEST_BYTES));
+        } else if (request.type === NBD_CMD_BLOCK_STATUS) {
+          await this.reserve(request, statusReplyBytes(request, this.io.disk.sectorSize));
         } else {
           await this.reserve(request, 0);
         }

@@ -91,3 +91,39 @@ test('a client that stops reading replies stops being read from; when it reads a
     { defaultSize: 16 * MiB, capacity: 128 * MiB },
   );
 });
+
+test('block status replies count against the in-flight bound: a client that does not read them stops being read from', async () => {
+  await withServer(
+    async ({ port, server, store }) => {
+      // Every other sector written over 32 MiB: a status reply of 64 Ki descriptors (512 KiB).
+      const sector = Buffer.alloc(512, 1);
+      for (let batch = 0; batch < 32; batch++) {
+        const ops = Array.from({ length: 1024 }, (_, i) => ({ write: 2 * (batch * 1024 + i), data: sector }));
+        await store.block.atomic(ops);
+      }
+      const c = await NbdClient.open(port);
+      const first = await c.blockStatus(0, 32 * MiB);
+      assert.equal(first.extents.length, 64 * 1024, 'the map is as fragmented as meant');
+      c.raw.socket.pause();
+      // 120 such replies are 60 MiB, more than MAX_IN_FLIGHT_BYTES.
+      const n = 120;
+      const replies = Array.from({ length: n }, () => c.request(CMD.BLOCK_STATUS, 0, 0, 32 * MiB));
+      let last = -1;
+      for (let i = 0; i < 100; i++) {
+        await new Promise((r) => setTimeout(r, 20));
+        const s = server.stats();
+        if (s.requests === last && s.requests > 0) break;
+        last = s.requests;
+      }
+      const s = server.stats();
+      const replyBytes = 64 * 1024 * 8;
+      assert.ok(s.bytes >= s.requests * replyBytes, `the ${s.requests} replies held are counted (${s.bytes} bytes reserved)`);
+      assert.ok(s.bytes <= MAX_IN_FLIGHT_BYTES, `${s.bytes} bytes held, bound ${MAX_IN_FLIGHT_BYTES}`);
+      assert.ok(s.requests < n, `the server stopped taking requests (${s.requests} in flight)`);
+      c.raw.socket.resume();
+      assert.ok((await Promise.all(replies)).every((r) => r.error === 0), 'every reply arrives once the client reads');
+      await c.disconnect();
+    },
+    { defaultSize: 32 * MiB, capacity: 128 * MiB, durability: 'none' },
+  );
+});
