@@ -20,7 +20,8 @@ export class Flusher {
   private readonly flushStore: () => Promise<void>;
 
   constructor(store: Store, durability: Durability | undefined) {
-    this.needed = (durability ?? store.durability) !== 'full';
+    // Skipped only when the store itself is 'full': a caller's 'full' cannot make it so.
+    this.needed = store.durability !== 'full' || (durability ?? 'full') !== 'full';
     this.flushStore = () => store.flush();
   }
 

@@ -36,9 +36,9 @@ export interface NbdServerOptions {
   /** TLS (NBD_OPT_STARTTLS): off (default), optional, or required, with PSK keys and/or a certificate. */
   tls?: NbdTlsOptions;
   /**
-   * The durability the store was opened with. With 'full' a FLUSH has nothing to wait for;
-   * otherwise it flushes the store. Default: the store's own, or 'none' (the safe side) if it
-   * does not say.
+   * The durability the store was opened with. A FLUSH has nothing to wait for only when the
+   * store itself was opened 'full' (and this does not say 'none'); otherwise it flushes the
+   * store. Default: the store's own.
    */
   durability?: Durability;
   /** Milliseconds a client may take from connecting to choosing an export. Default HANDSHAKE_TIMEOUT_MS. */

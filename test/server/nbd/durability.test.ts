@@ -33,7 +33,8 @@ async function crashAfter(
   };
 }
 
-for (const serverDurability of ['none', undefined] as const) {
+// 'full' too: a server told the wrong durability must not skip the flushes the store needs.
+for (const serverDurability of ['none', undefined, 'full'] as const) {
   test(`durability 'none' (server told: ${serverDurability ?? 'nothing'}): FUA and FLUSH make writes survive a crash; a write after the last flush is lost`, async () => {
     const read = await crashAfter('none', serverDurability, async (c) => {
       assert.equal(await c.write(0, pattern(1, 4096)), 0, 'A: plain');
