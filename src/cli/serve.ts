@@ -144,7 +144,9 @@ export async function serve(argv: string[], control: ServeControl = {}): Promise
       const a = server.address;
       const host = a.family === 'IPv6' ? `[${a.address}]` : a.address;
       const tlsNote = options.tls === undefined ? '' : options.tls.mode === 'required' ? ', TLS required' : ', TLS offered';
-      writeOut(`atomio: serving NBD on nbd://${host}:${a.port}/${tlsNote} (exports: ${volumes.list().map((v) => v.name).join(', ') || 'none'})\n`);
+      // nbd-uri.md: nbds:// is the scheme of TLS; clients take nbd:// as a request for plain text.
+      const scheme = options.tls?.mode === 'required' ? 'nbds' : 'nbd';
+      writeOut(`atomio: serving NBD on ${scheme}://${host}:${a.port}/${tlsNote} (exports: ${volumes.list().map((v) => v.name).join(', ') || 'none'})\n`);
     } else {
       writeOut('atomio: NBD is off\n');
     }

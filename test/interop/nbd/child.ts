@@ -38,7 +38,7 @@ export async function startServe(args: string[]): Promise<ServeChild> {
   const started = Date.now();
   for (;;) {
     // The last line serve prints once it is up; the port comes from the line before it.
-    const m = /serving NBD on nbd:\/\/(?:\[[^\]]+\]|[^:/]+):(\d+)\//.exec(c.out());
+    const m = /serving NBD on nbds?:\/\/(?:\[[^\]]+\]|[^:/]+):(\d+)\//.exec(c.out());
     if (m !== null && /stops the server\n/.test(c.out())) return { ...c, port: Number(m[1]) };
     const done = await Promise.race([c.exited, new Promise<undefined>((r) => setTimeout(() => r(undefined), 20))]);
     if (done !== undefined) throw new Error(`serve exited (${JSON.stringify(done)}) before listening:\n${c.out()}\n${c.err()}`);

@@ -174,6 +174,8 @@ test('serve --tls: usage errors, --help documents it, and --tls require --tls-ps
     const child = await startServe(['--data', data, '--nbd', '0.0.0.0:0', '--tls', 'require', '--tls-psk', pskFile, '--volume-size', '1M']);
     try {
       assert.match(child.out(), /TLS required/);
+      // nbd-uri.md: a server that insists on TLS is reached by an nbds:// URI; nbd:// ones go in the clear.
+      assert.match(child.out(), /serving NBD on nbds:\/\/0\.0\.0\.0:\d+\//, 'the printed URI is one a client can use');
       const plain = await handshake(child.port);
       assert.deepEqual((await option(plain, OPT.GO, infoData(''))).map((x) => x.type), [REP.ERR_TLS_REQD], 'GO before TLS');
       assert.deepEqual((await option(plain, OPT.STARTTLS)).map((x) => x.type), [REP.ACK]);
