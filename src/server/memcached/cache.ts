@@ -632,8 +632,10 @@ export class Cache {
     if (this.flushTimer !== undefined) clearTimeout(this.flushTimer);
     this.flushTimer = undefined;
     this.flushAt = 0;
-    if (this.kvStore.pools().includes(this.options.pool)) await this.kvStore.dropPool(this.options.pool);
-    if (this.kvStore.pools().includes(META_POOL)) await this.kvStore.dropPool(META_POOL);
+    // Dropped whether or not the pools exist now: a write queued before the flush may create
+    // the pool, and the engine resolves the drop behind it, in commit order.
+    await this.kvStore.dropPool(this.options.pool);
+    await this.kvStore.dropPool(META_POOL);
   }
 
   private arm(deadline: number): void {

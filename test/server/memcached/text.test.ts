@@ -337,3 +337,12 @@ test('a full store: deletes always succeed, and deleting enough items makes room
     { capacity: 40 * 1024 * 1024 },
   );
 });
+
+test('flush_all pipelined behind a write that creates the pool still drops that write', async () => {
+  await withServer(async (h) => {
+    const c = await h.connect();
+    // A fresh store has no items pool yet: the set creates it, and the flush queued behind it must see it.
+    assert.equal(await c.call('set a 0 0 1 noreply\r\nx\r\nflush_all\r\nget a\r\n'), 'OK\r\nEND\r\n');
+    assert.equal(await c.call('flush_all\r\nset b 0 0 1 noreply\r\ny\r\nflush_all\r\nget b\r\n'), 'OK\r\nOK\r\nEND\r\n', 'again after a flush dropped the pool');
+  });
+});
