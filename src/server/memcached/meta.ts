@@ -304,7 +304,10 @@ function metaSet(tokens: string[], cache: Cache): Request {
   if (mode === undefined) return refuse(ERR.msBadMode);
   if (bytes > cache.maxItemBytes) {
     cache.counters.store_too_large!++;
-    return refuse(ERR.tooLarge);
+    // As memcached (in every ms mode): a refused store leaves no stale value behind.
+    const key = f.key;
+    const tooLarge = line(ERR.tooLarge);
+    return { ...refuse(ERR.tooLarge), run: () => guarded(async () => (await cache.pool.delete(key), tooLarge)) };
   }
   const concat = mode === 'append' || mode === 'prepend';
   const ttl = f.T ?? 0;

@@ -184,3 +184,19 @@ test('meta flag errors: invalid, duplicate, too many, opaque too long, bad token
     assert.equal(await c.call(`mg a O${'x'.repeat(31)} v\r\n`), `EN O${'x'.repeat(31)}\r\n`, 'a 32-byte opaque token is fine');
   });
 });
+
+test('ms over the size limit: SERVER_ERROR, its data skipped, and the old value gone as with set', async () => {
+  await withServer(
+    async (h) => {
+      const c = await h.connect();
+      const big = 'z'.repeat(1001);
+      assert.equal(await c.call('ms a 1\r\nx\r\nms b 1\r\ny\r\nms Zm9v 1 b\r\nf\r\n'), 'HD\r\nHD\r\nHD\r\n');
+      assert.equal(await c.call(`ms a 1001\r\n${big}\r\n`), 'SERVER_ERROR object too large for cache\r\n');
+      assert.equal(await c.call(`ms b 1001 MA q\r\n${big}\r\n`), 'SERVER_ERROR object too large for cache\r\n', 'in every mode, as memcached');
+      assert.equal(await c.call(`ms Zm9v 1001 b\r\n${big}\r\n`), 'SERVER_ERROR object too large for cache\r\n');
+      assert.equal(await c.call('mg a v\r\nmg b v\r\nmg Zm9v b v\r\nget foo\r\n'), 'EN\r\nEN\r\nEN\r\nEND\r\n', 'no stale value is left to read');
+      assert.equal(await c.call(`ms c 1001 Mx\r\n${big}\r\nms c 1\r\nx\r\n`), 'CLIENT_ERROR invalid mode for ms M token\r\nHD\r\n', 'a bad line is answered before the size');
+    },
+    { maxItemBytes: 1000 },
+  );
+});
