@@ -16,6 +16,7 @@ import {
   MAX_KEY_BYTES,
   MAX_META_TOKENS,
   MAX_OPAQUE_BYTES,
+  REALTIME_MAXDELTA_S,
   checkKey,
   decodeBase64Key,
   line,
@@ -37,6 +38,8 @@ interface MetaFlags {
   /** TTLs in ms as ttlFromExptime gives them (0 never, -1 already expired). */
   N?: number;
   T?: number;
+  /** The exptimes N and T were given as (seconds), for a TTL taken again when the data is in. */
+  exptimes: { N?: number; T?: number };
   R?: number;
   C?: bigint;
   F?: number;
@@ -72,12 +75,8 @@ function parseFlags(tokens: string[], start: number, cache: Cache): MetaFlags | 
   const keyText = tokens[1]!;
   if (keyText.length > MAX_KEY_BYTES) return ERR.badFormat;
   if (tokens.length > MAX_META_TOKENS) return ERR.tooManyFlags;
-  const f: MetaFlags = { tokens: tokens.slice(start), seen: new Set(), key: Buffer.from(keyText, 'latin1'), keyText, binary: false };
+  const f: MetaFlags = { tokens: tokens.slice(start), seen: new Set(), key: Buffer.from(keyText, 'latin1'), keyText, binary: false, exptimes: {} };
   const now = cache.now();
-  const ttlArg = (t: string): number | undefined => {
-    const v = parseI32(t.slice(1));
-    return v === undefined ? undefined : ttlFromExptime(v, now);
-  };
   for (const t of f.tokens) {
     const c = t[0]!;
     if (t.charCodeAt(0) >= 127 || f.seen.has(c)) return ERR.duplicateFlag;
@@ -93,9 +92,10 @@ function parseFlags(tokens: string[], start: number, cache: Cache): MetaFlags | 
       case 'N':
       case 'T':
       case 'R': {
-        const ttl = ttlArg(t);
-        if (ttl === undefined) return ERR.badToken;
-        f[c] = ttl;
+        const exptime = parseI32(t.slice(1));
+        if (exptime === undefined) return ERR.badToken;
+        f[c] = ttlFromExptime(exptime, now);
+        if (c !== 'R') f.exptimes[c] = exptime;
         break;
       }
       case 'C':
@@ -317,17 +317,22 @@ function metaSet(tokens: string[], cache: Cache): Request {
       mode,
       key: f.key,
       flags: f.F ?? 0,
-      ttl,
+      ttl: laterTtl(f.exptimes.T, ttl, cache),
       data: data!,
       cas: f.C,
       allowStale: f.seen.has('I'),
-      vivifyTtl: concat ? f.N : undefined,
+      vivifyTtl: concat ? laterTtl(f.exptimes.N, f.N, cache) : undefined,
     });
     if (outcome.status === 'STORED' && f.seen.has('q')) return null;
     const flags = returnFlags(f, (flag) => (flag === 'c' ? ` c${outcome.version}` : flag === 's' ? ` s${outcome.status === 'STORED' ? outcome.size : bytes}` : ''));
     return line(`${MS_CODES[outcome.status]}${flags}`);
   };
   return { dataBytes: bytes, swallow: false, exclusive: reads, close: false, badChunk: line(ERR.badDataChunk), run: (data) => guarded(() => run(data)) };
+}
+
+/** The TTL of `exptime` once a data block is in: taken again when it is absolute (a moment), else `ttl` as parsed. */
+function laterTtl<T extends number | undefined>(exptime: number | undefined, ttl: T, cache: Cache): T | number {
+  return exptime !== undefined && exptime > REALTIME_MAXDELTA_S ? ttlFromExptime(exptime, cache.now()) : ttl;
 }
 
 // ---------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import {
   END,
   ERR,
   MAX_KEY_BYTES,
+  REALTIME_MAXDELTA_S,
   SERVER_VERSION,
   checkKey,
   decimalDigits,
@@ -279,6 +280,8 @@ function storageRequest(mode: StoreMode, key: Buffer | undefined, flags: number,
     return swallowed(bytes, noreply ? null : TOO_LARGE, mode === 'set' ? () => cache.pool.delete(key) : undefined);
   }
   const ttl = ttlFromExptime(exptime, cache.now());
+  // An absolute exptime is a moment: its TTL is taken again once the data is in.
+  const absolute = exptime > REALTIME_MAXDELTA_S;
   return {
     dataBytes: bytes,
     swallow: false,
@@ -286,7 +289,7 @@ function storageRequest(mode: StoreMode, key: Buffer | undefined, flags: number,
     exclusive: mode === 'cas' || (mode === 'add' && ttl < 0),
     close: false,
     badChunk: noreply ? null : BAD_DATA_CHUNK,
-    run: (data) => storeReply(cache.store({ mode, key, flags, ttl, data: data!, cas }), noreply),
+    run: (data) => storeReply(cache.store({ mode, key, flags, ttl: absolute ? ttlFromExptime(exptime, cache.now()) : ttl, data: data!, cas }), noreply),
   };
 }
 

@@ -346,3 +346,24 @@ test('flush_all pipelined behind a write that creates the pool still drops that 
     assert.equal(await c.call('flush_all\r\nset b 0 0 1 noreply\r\ny\r\nflush_all\r\nget b\r\n'), 'OK\r\nOK\r\nEND\r\n', 'again after a flush dropped the pool');
   });
 });
+
+test('an absolute exptime is a moment: a value whose data arrives late still expires at it', async () => {
+  await withServer(async (h) => {
+    const c = await h.connect();
+    const at = Math.floor(h.clock.now() / 1000) + 100;
+    /** Sends a storage line and the first byte of its data; resolves once the server holds that byte. */
+    const started = async (text: string): Promise<void> => {
+      c.write(text);
+      while (h.server.stats().inputBytes !== 1) await new Promise((r) => setTimeout(r, 5));
+    };
+    await started(`set a 0 ${at} 1\r\nx`);
+    h.clock.advance(50_000);
+    assert.equal(await c.call('\r\n'), 'STORED\r\n');
+    await started(`ms b 1 T${at}\r\ny`);
+    h.clock.advance(40_000);
+    assert.equal(await c.call('\r\n'), 'HD\r\n');
+    assert.equal(await c.call('mg a t\r\nmg b t\r\n'), 'HD t10\r\nHD t10\r\n', 'the TTL left counts to the exptime');
+    h.clock.advance(10_000);
+    assert.equal(await c.call('get a b\r\n'), 'END\r\n', 'both gone at the exptime');
+  });
+});
