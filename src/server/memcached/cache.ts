@@ -31,6 +31,8 @@ export const MAX_TRACKED_ITEMS = 128 * 1024;
 /** The pool that holds a pending flush_all deadline. */
 export const META_POOL = 'memcached.meta';
 const FLUSH_KEY = 'flush_at';
+/** Never written: deleting it is a commit that waits for the ones before it (Cache.landed). */
+const BARRIER_KEY = 'barrier';
 /** setTimeout's longest delay; longer flush delays re-arm. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -384,6 +386,7 @@ export class Cache {
         return { status: 'STORED', version, size };
       } catch (error) {
         if (!isCondition(error)) throw error;
+        await this.landed();
       }
     }
     throw lostRace();
@@ -456,6 +459,7 @@ export class Cache {
         return { status: 'STORED', version, size };
       } catch (error) {
         if (!isCondition(error)) throw error;
+        await this.landed();
       }
     }
     throw lostRace();
@@ -520,6 +524,7 @@ export class Cache {
         return { status: 'OK', value: next, version, created: false };
       } catch (error) {
         if (!isCondition(error)) throw error;
+        await this.landed();
       }
     }
     throw lostRace();
@@ -566,6 +571,7 @@ export class Cache {
           this.counters.delete_misses!++;
           return 'NOT_FOUND';
         }
+        await this.landed();
       }
     }
     throw lostRace();
@@ -596,9 +602,20 @@ export class Cache {
         return 'DELETED';
       } catch (error) {
         if (!isCondition(error)) throw error;
+        await this.landed();
       }
     }
     throw lostRace();
+  }
+
+  /**
+   * Resolves once every commit submitted before it has landed. A condition can fail on a
+   * write another connection has in flight, which reads do not see until it lands: a retry
+   * that read again at once would see the same state and fail the same way.
+   */
+  private landed(): Promise<unknown> {
+    // Deleting a key that is never written: a commit that changes nothing, queued behind the others.
+    return this.kvStore.kv(META_POOL).delete(BARRIER_KEY);
   }
 
   /** Creates an empty item when the key is absent (meta get N); its version, or undefined when present. */
@@ -606,10 +623,14 @@ export class Cache {
     try {
       const version = await this.pool.put(key, encodeItem(0, EMPTY, this.now()), { ttl, ifAbsent: true });
       this.counters.total_items!++;
+      // The win is marked at once: a client that lost the race reads the item next, and sees Z.
+      this.tracker.tokenSent(key, version, this.now());
       return version;
     } catch (error) {
-      if (isCondition(error)) return undefined;
-      throw error;
+      if (!isCondition(error)) throw error;
+      // Another client's write of the key is in flight: once it landed, the caller can read it.
+      await this.landed();
+      return undefined;
     }
   }
 

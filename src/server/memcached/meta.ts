@@ -242,7 +242,8 @@ function metaGet(tokens: string[], cache: Cache): Request {
     }
     const now = cache.now();
     const tracked = cache.tracker.get(f.key, version);
-    const tokenSent = tracked?.tokenSent === true;
+    // The item this request created is marked won already (Cache.vivify): that win is ours.
+    const tokenSent = !created && tracked?.tokenSent === true;
     const sendValue = wantsValue && !(f.C !== undefined && f.C === BigInt(version));
     let won = created && f.N !== undefined;
     let shownExpiry = found.expiresAt;

@@ -200,3 +200,27 @@ test('ms over the size limit: SERVER_ERROR, its data skipped, and the old value 
     { maxItemBytes: 1000 },
   );
 });
+
+test('two clients vivify one missing key at once: one wins, the other sees the item (Z), never EN or an error', async () => {
+  await withServer(
+    async (h) => {
+      const a = await h.connect();
+      const b = await h.connect();
+      const n = 60;
+      const both = async (each: (i: number) => string): Promise<[string[], string[]]> => {
+        const batch = Array.from({ length: n }, (_, i) => each(i)).join('');
+        const [ra, rb] = await Promise.all([a.call(batch), b.call(batch)]);
+        return [ra.split('\r\n').slice(0, -1), rb.split('\r\n').slice(0, -1)];
+      };
+      const [ga, gb] = await both((i) => `mg g${i} N30\r\n`);
+      for (let i = 0; i < n; i++) assert.deepEqual([ga[i], gb[i]].sort(), ['HD W', 'HD Z'], `mg g${i}: ${ga[i]!} / ${gb[i]!}`);
+      const [ma, mb] = await both((i) => `ma m${i} N0 J5 D1\r\n`);
+      for (let i = 0; i < n; i++) assert.deepEqual([ma[i], mb[i]], ['HD', 'HD'], `ma m${i}`);
+      const [sa, sb] = await both((i) => `ms s${i} 1 MA N30\r\nx\r\n`);
+      for (let i = 0; i < n; i++) assert.deepEqual([sa[i], sb[i]], ['HD', 'HD'], `ms s${i}`);
+      const values = await a.call(Array.from({ length: n }, (_, i) => `mg m${i} v\r\nmg s${i} v\r\n`).join(''));
+      assert.equal(values, Array.from({ length: n }, () => 'VA 1\r\n6\r\nVA 2\r\nxx\r\n').join(''), 'each write applied once, on top of the other');
+    },
+    { media: 'file' },
+  );
+});

@@ -367,3 +367,25 @@ test('an absolute exptime is a moment: a value whose data arrives late still exp
     assert.equal(await c.call('get a b\r\n'), 'END\r\n', 'both gone at the exptime');
   });
 });
+
+test('two clients cas one item with the same unique: one STORED, the other EXISTS, never an error', async () => {
+  await withServer(
+    async (h) => {
+      const a = await h.connect();
+      const b = await h.connect();
+      const keys = Array.from({ length: 100 }, (_, i) => `c${i}`);
+      await a.call(keys.map((k) => `set ${k} 0 0 1\r\nx\r\n`).join(''));
+      const uniques = [...(await a.call(`gets ${keys.join(' ')}\r\n`)).matchAll(/VALUE \S+ 0 1 (\d+)/g)].map((m) => m[1]!);
+      assert.equal(uniques.length, keys.length);
+      // Both batches in flight together: each loser's write fails on the winner's, not yet landed.
+      const batch = keys.map((k, i) => `cas ${k} 0 0 1 ${uniques[i]!}\r\ny\r\n`).join('');
+      const [ra, rb] = await Promise.all([a.call(batch), b.call(batch)]);
+      const la = ra.split('\r\n').slice(0, -1);
+      const lb = rb.split('\r\n').slice(0, -1);
+      for (let i = 0; i < keys.length; i++) {
+        assert.deepEqual([la[i], lb[i]].sort(), ['EXISTS', 'STORED'], `${keys[i]!}: ${la[i]!} / ${lb[i]!}`);
+      }
+    },
+    { media: 'file' },
+  );
+});
