@@ -679,19 +679,27 @@ export class Cache {
 
 const EMPTY = Buffer.alloc(0);
 
-/** A counter's data: decimal digits (spaces around them allowed), below 2^64; undefined otherwise. */
+/**
+ * A counter's data as memcached's strtoull reads it: leading white space, an optional '+',
+ * digits (leading zeros any number), ended by the data's end, white space or a NUL; below
+ * 2^64. Undefined otherwise.
+ */
 export function parseCounterData(data: Buffer): bigint | undefined {
   let start = 0;
-  let end = data.length;
-  while (start < end && data[start] === 0x20) start++;
-  while (end > start && data[end - 1] === 0x20) end--;
-  if (end === start || end - start > 20) return undefined;
-  for (let i = start; i < end; i++) {
-    const c = data[i]!;
-    if (c < 0x30 || c > 0x39) return undefined;
-  }
+  while (start < data.length && isSpace(data[start]!)) start++;
+  if (data[start] === 0x2b) start++;
+  let end = start;
+  while (end < data.length && data[end]! >= 0x30 && data[end]! <= 0x39) end++;
+  if (end === start || (end < data.length && data[end] !== 0 && !isSpace(data[end]!))) return undefined;
+  while (start < end - 1 && data[start] === 0x30) start++;
+  if (end - start > 20) return undefined;
   const v = BigInt(data.toString('latin1', start, end));
   return v < TWO_64 ? v : undefined;
+}
+
+/** C's isspace: space, \t, \n, \v, \f, \r. */
+function isSpace(c: number): boolean {
+  return c === 0x20 || (c >= 0x09 && c <= 0x0d);
 }
 
 /** The one-line SERVER_ERROR for a failure of the store (never a stack, never a newline). */

@@ -3,8 +3,9 @@
 // the spec is silent, as memcached 1.6 itself answers).
 //
 // Invariants:
-// - every number parser accepts plain decimal digits only (a sign where the type is signed)
-//   and answers undefined for anything else or for a value out of its type's range;
+// - every number parser accepts what memcached's strtoul/strtol accept in a token (a sign,
+//   leading zeros; '-' only where the type is signed, or for a zero) and answers undefined
+//   for anything else or for a value out of its type's range;
 // - a key that passes checkKey is 1..MAX_KEY_BYTES bytes with no control character and no space.
 
 /** The spec's key limit. */
@@ -60,36 +61,48 @@ export const ERR = {
   tooManyConnections: 'ERROR Too many open connections',
 } as const;
 
-/** Decimal digits only, at most `maxDigits` of them. */
-function digits(text: string, from: number, maxDigits: number): boolean {
-  const n = text.length - from;
-  if (n < 1 || n > maxDigits) return false;
-  for (let i = from; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (c < 48 || c > 57) return false;
+/**
+ * The magnitude of a decimal token as memcached's strtoul/strtol read it: an optional sign
+ * ('-' only when `signed`, or for a zero), then digits, any number of them leading zeros; at
+ * most `maxDigits` significant ones. Undefined for anything else.
+ */
+function magnitude(text: string, signed: boolean, maxDigits: number): { negative: boolean; digits: string } | undefined {
+  let i = 0;
+  const sign = text.charCodeAt(0);
+  const negative = sign === 45;
+  if (negative || sign === 43) i = 1;
+  if (i === text.length) return undefined;
+  for (let j = i; j < text.length; j++) {
+    const c = text.charCodeAt(j);
+    if (c < 48 || c > 57) return undefined;
   }
-  return true;
+  while (i < text.length - 1 && text.charCodeAt(i) === 48) i++;
+  const digits = text.slice(i);
+  if (digits.length > maxDigits || (negative && !signed && digits !== '0')) return undefined;
+  return { negative: negative && signed, digits };
 }
 
 /** An unsigned 32-bit decimal (client flags), or undefined. */
 export function parseU32(text: string): number | undefined {
-  if (!digits(text, 0, 10)) return undefined;
-  const v = Number(text);
+  const m = magnitude(text, false, 10);
+  if (m === undefined) return undefined;
+  const v = Number(m.digits);
   return v < TWO_32 ? v : undefined;
 }
 
 /** A signed 32-bit decimal (exptimes, lengths), or undefined. */
 export function parseI32(text: string): number | undefined {
-  const neg = text.charCodeAt(0) === 45;
-  if (!digits(text, neg ? 1 : 0, 10)) return undefined;
-  const v = Number(text);
+  const m = magnitude(text, true, 10);
+  if (m === undefined) return undefined;
+  const v = m.negative ? -Number(m.digits) : Number(m.digits);
   return v >= INT32_MIN && v <= INT32_MAX ? v : undefined;
 }
 
 /** An unsigned 64-bit decimal (deltas, CAS values), or undefined. */
 export function parseU64(text: string): bigint | undefined {
-  if (!digits(text, 0, 20)) return undefined;
-  const v = BigInt(text);
+  const m = magnitude(text, false, 20);
+  if (m === undefined) return undefined;
+  const v = BigInt(m.digits);
   return v < TWO_64 ? v : undefined;
 }
 

@@ -121,9 +121,9 @@ test(`model: ${OPS} pipelined commands against a model of memcached, then a rest
           const delta = random() < 0.1 ? 18446744073709551615n : BigInt(Math.floor(random() * 100));
           request += `${incr ? 'incr' : 'decr'} ${key} ${delta}\r\n`;
           if (item === undefined) expected += 'NOT_FOUND\r\n';
-          else if (!/^\d{1,20}$/.test(item.data) || BigInt(item.data) >= 2n ** 64n) expected += 'CLIENT_ERROR cannot increment or decrement non-numeric value\r\n';
+          else if (counterOf(item.data) === undefined) expected += 'CLIENT_ERROR cannot increment or decrement non-numeric value\r\n';
           else {
-            const v = BigInt(item.data);
+            const v = counterOf(item.data)!;
             const next = incr ? (v + delta) % 2n ** 64n : v > delta ? v - delta : 0n;
             expected += `${next}\r\n`;
             item.data = next.toString();
@@ -194,3 +194,11 @@ test(`model: ${OPS} pipelined commands against a model of memcached, then a rest
     }
   });
 });
+
+/** A counter as memcached's strtoull reads the data: white space, an optional +, digits, then the end, white space or a NUL. */
+function counterOf(data: string): bigint | undefined {
+  const m = /^[ \t\n\v\f\r]*\+?(\d+)(?:$|[ \t\n\v\f\r\0])/.exec(data);
+  if (m === null) return undefined;
+  const v = BigInt(m[1]!);
+  return v < 2n ** 64n ? v : undefined;
+}

@@ -389,3 +389,27 @@ test('two clients cas one item with the same unique: one STORED, the other EXIST
     { media: 'file' },
   );
 });
+
+test('numbers are read as memcached reads them: a + sign and any number of leading zeros', async () => {
+  await withServer(async (h) => {
+    const c = await h.connect();
+    const zeros = '0'.repeat(30);
+    assert.equal(await c.call(`set a +7 +0 ${zeros}1\r\n5\r\nget a\r\n`), 'STORED\r\nVALUE a 7 1\r\n5\r\nEND\r\n', 'flags, exptime and bytes');
+    assert.equal(await c.call(`incr a +1\r\nincr a ${zeros}2\r\ndecr a ${zeros}\r\n`), '6\r\n8\r\n8\r\n', 'deltas');
+    assert.equal(await c.call(`touch a +100\r\ngat ${zeros}100 a\r\nmg a t\r\n`), 'TOUCHED\r\nVALUE a 7 1\r\n8\r\nEND\r\nHD t100\r\n', 'exptimes');
+    const cas = String(h.server.cache.pool.versionOf('a'));
+    assert.equal(await c.call(`cas a 0 0 1 ${zeros}${cas}\r\n9\r\n`), 'STORED\r\n', 'a CAS unique');
+    assert.equal(await c.call(`ms b 1 F+3 T${zeros}50\r\n5\r\nmg b f t\r\nma b D+2 v\r\nma n N+0 J${zeros}4 v\r\n`), 'HD\r\nHD f3 t50\r\nVA 1\r\n7\r\nVA 1\r\n4\r\n', 'meta tokens');
+    assert.equal(await c.call('verbosity +1\r\nflush_all +0\r\n'), 'OK\r\nOK\r\n');
+    for (const value of [' 12', '12 ', '+12', '\t12\t', '\n12\r', `${zeros}12`, '12 34', '12\x0034']) {
+      assert.equal(await c.call(`set v 0 0 ${value.length}\r\n${value}\r\nincr v 1\r\n`), 'STORED\r\n13\r\n', `the counter ${JSON.stringify(value)}`);
+    }
+    for (const value of ['12x', '-12', '+', ' ', '++1', '18446744073709551616']) {
+      assert.equal(await c.call(`set v 0 0 ${value.length}\r\n${value}\r\nincr v 1\r\n`), 'STORED\r\nCLIENT_ERROR cannot increment or decrement non-numeric value\r\n', `not a counter: ${JSON.stringify(value)}`);
+    }
+    for (const bad of ['set x ++1 0 1\r\nx', 'set x 0 -+1 1\r\nx', 'set x -1 0 1\r\nx', 'set x 4294967296 0 1\r\nx', 'set x 0 0 +-1', `set x 0 0 ${zeros}2147483648`]) {
+      assert.equal(await c.call(`${bad}\r\n`), 'CLIENT_ERROR bad command line format\r\n', bad);
+    }
+    assert.equal(await c.call('set x -0 0 1\r\nx\r\nincr x -0\r\nget x\r\n'), 'STORED\r\nCLIENT_ERROR cannot increment or decrement non-numeric value\r\nVALUE x 0 1\r\nx\r\nEND\r\n', 'an unsigned -0 is 0');
+  });
+});
