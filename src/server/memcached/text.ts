@@ -404,7 +404,13 @@ function touch(tokens: string[], noreply: boolean, cache: Cache): Request {
   if (key === undefined) return reply(line(ERR.badFormat), noreply);
   const exptime = parseI32(tokens[2]!);
   if (exptime === undefined) return reply(line(ERR.badExptime), noreply);
-  return write(noreply, async () => ((await cache.touch(key, ttlFromExptime(exptime, cache.now()))) ? TOUCHED : NOT_FOUND));
+  return write(noreply, async () => {
+    if (!(await cache.touch(key, ttlFromExptime(exptime, cache.now())))) return NOT_FOUND;
+    // As memcached: a touch is an access (mg h and l, me fetch and la show it).
+    const found = cache.find(key);
+    if (found !== undefined) cache.tracker.fetched(key, found.version, cache.now());
+    return TOUCHED;
+  });
 }
 
 /** flush_all [delay] [noreply] */

@@ -224,3 +224,14 @@ test('two clients vivify one missing key at once: one wins, the other sees the i
     { media: 'file' },
   );
 });
+
+test('touch counts as an access, as in memcached: mg h and l, and me fetch, see it', async () => {
+  await withServer(async (h) => {
+    const c = await h.connect();
+    await c.call('set a 0 0 1\r\nx\r\n');
+    h.clock.advance(20_000);
+    assert.equal(await c.call('mg a h l u\r\n'), 'HD h0 l20\r\n');
+    assert.equal(await c.call('touch a 100\r\nmg a h l u\r\nme a\r\n'), `TOUCHED\r\nHD h1 l0\r\nME a exp=100 la=0 cas=${h.server.cache.pool.versionOf('a')!} fetch=yes cls=1 size=2\r\n`);
+    assert.equal(await c.call('touch nope 100\r\n'), 'NOT_FOUND\r\n');
+  });
+});
