@@ -12,6 +12,7 @@
 import assert from 'node:assert/strict';
 import type { TestContext } from 'node:test';
 import type { AtomicOp } from '../../src/index.js';
+import { ManualClock } from '../../src/base/clock.js';
 import type { CrashMode } from '../../src/media/fault.js';
 import { makeRandom } from '../../src/media/random.js';
 import { tagOf, tagged } from './data.js';
@@ -19,7 +20,6 @@ import { describe } from './errors.js';
 import { deriveSeed } from './seed.js';
 import { FaultStore, turns } from './store.js';
 
-const SECTOR = 512;
 /** A round's commits must all settle within this when nothing crashes (a stuck store fails here). */
 const SETTLE_MS = 10_000;
 
@@ -35,6 +35,17 @@ export interface CrashRoundsOptions {
   /** Sectors of the area the batches write in (from lba 0). */
   area?: number;
   checkpointIntervalBytes?: number;
+  /** 512 (default) or 4096: with 4096 a group commit spans eight media sectors that tear apart. */
+  sectorSize?: 512 | 4096;
+  /**
+   * 'none': commits resolve before any flush, so only those resolved before a store.flush()
+   * that resolved must survive; the rest must still be all or nothing. Default 'full'.
+   */
+  durability?: 'full' | 'none';
+  /** The longest range a batch writes or trims, in sectors (default 24). */
+  rangeSectors?: number;
+  /** Give some batches a TTL and move a manual clock, so that data expires between crashes. */
+  ttl?: boolean;
 }
 
 export interface CrashRoundsSummary {
@@ -64,7 +75,13 @@ interface Range {
 interface Batch {
   tag: number;
   ranges: Range[];
+  /** Resolved before the crash (and, with durability 'none', before a flush that resolved). */
   acked: boolean;
+  resolved: boolean;
+  /** The TTL in ms (0 = none) and the bounds of its deadline: the engine fixes it when the batch is written, between the call and the crash. */
+  ttl: number;
+  expiresFrom: number;
+  expiresBy: number;
   failed: unknown;
   promise: Promise<number>;
 }
@@ -73,13 +90,30 @@ export async function crashRounds(t: TestContext, o: CrashRoundsOptions): Promis
   const random = makeRandom(deriveSeed(o.seed, o.salt));
   const int = (n: number): number => Math.floor(random() * n);
   const area = o.area ?? 1536;
+  const SECTOR = o.sectorSize ?? 512;
+  const none = o.durability === 'none';
+  const clock = o.ttl ? new ManualClock() : undefined;
   const fault = await FaultStore.create({
     capacity: o.capacity ?? 2 * 1024 * 1024,
     segmentSize: o.segmentSize ?? 64 * 1024,
     checkpointIntervalBytes: o.checkpointIntervalBytes ?? 256 * 1024,
     mediaSeed: deriveSeed(o.seed, o.salt + 1),
+    ...(o.sectorSize === undefined ? {} : { sectorSize: o.sectorSize }),
+    ...(none ? { durability: 'none' as const, flushIntervalMs: 3_600_000 } : {}),
+    ...(clock === undefined ? {} : { clock }),
   });
   const known = new Int32Array(area); // tag per sector after the last recovery (0 = zeros)
+  // Bounds of each sector's deadline (0 = never).
+  const knownFrom = new Float64Array(area);
+  const knownBy = new Float64Array(area);
+  /** Whether a sector that holds `tag` with a deadline in [from, by] may read as `observed` now. */
+  const shows = (observed: number, tag: number, from: number, by: number): boolean => {
+    if (from === 0 || clock === undefined) return observed === tag;
+    const now = clock.now();
+    if (now < from) return observed === tag;
+    if (now >= by) return observed === 0;
+    return observed === tag || observed === 0;
+  };
   const summary: CrashRoundsSummary = {
     rounds: 0,
     batches: 0,
@@ -103,7 +137,7 @@ export async function crashRounds(t: TestContext, o: CrashRoundsOptions): Promis
       const batches: Batch[] = [];
       const pickRange = (): Range | undefined => {
         for (let attempt = 0; attempt < 30; attempt++) {
-          const count = 1 + int(24);
+          const count = 1 + int(o.rangeSectors ?? 24);
           const lba = int(area - count + 1);
           let free = true;
           for (let i = lba; i < lba + count && free; i++) if (claimed[i] !== 0) free = false;
@@ -126,14 +160,18 @@ export async function crashRounds(t: TestContext, o: CrashRoundsOptions): Promis
             if (r !== undefined) ranges.push(r);
           }
           if (ranges.length === 0) break;
-          const batch: Batch = { tag: nextTag++, ranges, acked: false, failed: undefined, promise: Promise.resolve(0) };
+          const ttl = clock !== undefined && random() < 0.4 ? 1 + int(60) : 0;
+          const expiresFrom = ttl === 0 ? 0 : clock!.now() + ttl;
+          const batch: Batch = { tag: nextTag++, ranges, acked: false, resolved: false, ttl, expiresFrom, expiresBy: expiresFrom, failed: undefined, promise: Promise.resolve(0) };
           const ops: AtomicOp[] = ranges.map((r) =>
             r.trim ? { trim: r.lba, count: r.count } : { write: r.lba, data: tagged(SECTOR, batch.tag, r.lba, r.count) },
           );
-          batch.promise = store.block.atomic(ops);
+          batch.promise = ttl === 0 ? store.block.atomic(ops) : store.block.atomic(ops, { ttl });
           batch.promise.then(
             () => {
-              if (!crashed) batch.acked = true;
+              if (crashed) return;
+              batch.resolved = true;
+              if (!none) batch.acked = true;
             },
             (error: unknown) => {
               if (!crashed) batch.failed = error;
@@ -142,6 +180,16 @@ export async function crashRounds(t: TestContext, o: CrashRoundsOptions): Promis
           batches.push(batch);
         }
         await turns(int(10));
+        clock?.advance(int(25));
+        if (none && random() < 0.3) {
+          const resolved = batches.filter((b) => b.resolved);
+          void store.flush().then(
+            () => {
+              if (!crashed) for (const b of resolved) b.acked = true;
+            },
+            () => undefined,
+          );
+        }
       }
       // When to pull the plug: after everything settled (all must be acknowledged, and in
       // bounded time), at a random moment, or while writes sit unflushed in the cache.
@@ -150,7 +198,11 @@ export async function crashRounds(t: TestContext, o: CrashRoundsOptions): Promis
       if (when < 0.2) {
         const settled = await settleWithin(promises, SETTLE_MS);
         assert.ok(settled, msg(`${batches.length} batches did not settle within ${SETTLE_MS} ms: the store is stuck`));
-        for (const b of batches) assert.ok(b.acked, msg(`batch ${b.tag} was not acknowledged: ${describe(b.failed)}`));
+        for (const b of batches) assert.ok(b.resolved, msg(`batch ${b.tag} was not acknowledged: ${describe(b.failed)}`));
+        if (none && random() < 0.5) {
+          await store.flush();
+          for (const b of batches) b.acked = true;
+        }
       } else if (when < 0.5) {
         await turns(int(40));
       } else {
@@ -164,6 +216,7 @@ export async function crashRounds(t: TestContext, o: CrashRoundsOptions): Promis
       summary.checkpoints += stats.checkpoints;
       summary.segmentsCleaned += stats.segmentsCleaned;
       crashed = true;
+      if (clock !== undefined) for (const b of batches) if (b.ttl > 0) b.expiresBy = clock.now() + b.ttl;
       const report = await fault.crashAndReopen(o.mode, deriveSeed(o.seed, o.salt * 1000 + round));
       for (const w of report.writes) {
         if (w.outcome === 'torn') summary.tornWrites++;
@@ -192,8 +245,8 @@ export async function crashRounds(t: TestContext, o: CrashRoundsOptions): Promis
         let allOld = true;
         for (const r of b.ranges) {
           for (let lba = r.lba; lba < r.lba + r.count; lba++) {
-            if (observed[lba] !== (r.trim ? 0 : b.tag)) allNew = false;
-            if (observed[lba] !== known[lba]) allOld = false;
+            if (r.trim ? observed[lba] !== 0 : !shows(observed[lba]!, b.tag, b.expiresFrom, b.expiresBy)) allNew = false;
+            if (!shows(observed[lba]!, known[lba]!, knownFrom[lba]!, knownBy[lba]!)) allOld = false;
           }
         }
         const shape = JSON.stringify(b.ranges);
@@ -207,7 +260,21 @@ export async function crashRounds(t: TestContext, o: CrashRoundsOptions): Promis
         }
       }
       for (let lba = 0; lba < area; lba++) {
-        if (claimed[lba] === 0) assert.equal(observed[lba], known[lba], msg(`sector ${lba}, untouched this round, changed`));
+        if (claimed[lba] === 0) {
+          assert.ok(shows(observed[lba]!, known[lba]!, knownFrom[lba]!, knownBy[lba]!), msg(`sector ${lba}, untouched this round, changed: ${known[lba]} -> ${observed[lba]}`));
+        }
+      }
+      for (const b of batches) {
+        for (const r of b.ranges) {
+          for (let lba = r.lba; lba < r.lba + r.count; lba++) {
+            if (observed[lba] !== b.tag) continue;
+            knownFrom[lba] = b.expiresFrom;
+            knownBy[lba] = b.expiresBy;
+          }
+        }
+      }
+      for (let lba = 0; lba < area; lba++) {
+        if (observed[lba] === 0) knownFrom[lba] = knownBy[lba] = 0;
       }
       known.set(observed);
       summary.batches += batches.length;
