@@ -8,6 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { open, type AtomicOp } from '../../src/index.js';
+import { ManualClock } from '../../src/base/clock.js';
 import { FaultMedia, type CrashMode } from '../../src/media/fault.js';
 import { makeRandom } from '../../src/media/random.js';
 import { tagged, tagOf } from '../helpers/data.js';
@@ -45,27 +46,43 @@ class SteppedMedia extends FaultMedia {
   }
 }
 
-for (const mode of ['torn', 'lose-all', 'keep-all'] as CrashMode[]) {
-  test(`a ${mode} crash before any write or flush of commits, checkpoints and cleaning leaves a prefix of the commits that holds every acknowledged one`, async (t) => {
+const RUNS: { mode: CrashMode; ttl: boolean }[] = [
+  { mode: 'torn', ttl: false },
+  { mode: 'lose-all', ttl: false },
+  { mode: 'keep-all', ttl: false },
+  { mode: 'torn', ttl: true },
+];
+
+for (const { mode, ttl } of RUNS) {
+  const what = ttl ? 'commits (some with a TTL that passes meanwhile, so that expired data is dropped)' : 'commits';
+  test(`a ${mode} crash before any write or flush of ${what}, checkpoints and cleaning leaves a prefix of the commits that holds every acknowledged one`, async (t) => {
     t.diagnostic(`seed ${SEED} (replay: ATOMIO_SEED=${SEED})`);
-    const salt = ['torn', 'lose-all', 'keep-all'].indexOf(mode);
+    const salt = RUNS.findIndex((r) => r.mode === mode && r.ttl === ttl);
+    // Moved only while no commit is in flight, so each deadline is the call's time + its TTL.
+    const clock = ttl ? new ManualClock() : undefined;
+    const options = clock === undefined ? GEOMETRY : { ...GEOMETRY, clock };
     const random = makeRandom(deriveSeed(SEED, 20 + salt));
     const int = (n: number): number => Math.floor(random() * n);
     const dirs = new TempDirs('atomio-steps-');
     const media = new SteppedMedia(CAPACITY, { seed: deriveSeed(SEED, 30 + salt) });
-    // states[k]: the tag of each sector after the first k batches.
+    // states[k]: the tag of each sector after the first k batches, and its deadline (0 = never).
     const states: Int32Array[] = [new Int32Array(AREA)];
+    const deadlines: Float64Array[] = [new Float64Array(AREA)];
+    const visible = (k: number, lba: number): number => {
+      const at = deadlines[k]![lba]!;
+      return at !== 0 && clock !== undefined && at <= clock.now() ? 0 : states[k]![lba]!;
+    };
     let acked = 0;
     let images = 0;
     let step = 0;
     const counts = { dropped: 0 };
-    const store = await open(await dirs.make(), { ...GEOMETRY, media, inlineWrites: false });
+    const store = await open(await dirs.make(), { ...options, media, inlineWrites: false });
     const verify = async (): Promise<void> => {
       step++;
       const image = media.crash(mode, deriveSeed(SEED, 1000 + step));
       const ackedNow = acked;
       images++;
-      const reopened = await open(await dirs.make(), { ...GEOMETRY, media: image });
+      const reopened = await open(await dirs.make(), { ...options, media: image });
       try {
         let bytes: Buffer;
         try {
@@ -81,7 +98,9 @@ for (const mode of ['torn', 'lose-all', 'keep-all'] as CrashMode[]) {
         }
         let match = -1;
         for (let k = states.length - 1; k >= ackedNow && match < 0; k--) {
-          if (states[k]!.every((tag, lba) => tag === seen[lba])) match = k;
+          let same = true;
+          for (let lba = 0; lba < AREA && same; lba++) same = visible(k, lba) === seen[lba];
+          if (same) match = k;
         }
         assert.ok(
           match >= 0,
@@ -114,13 +133,19 @@ for (const mode of ['torn', 'lose-all', 'keep-all'] as CrashMode[]) {
           ranges.push({ lba: int(AREA - count + 1), count, trim: random() < 0.15 });
         }
         const my = tag++;
+        const ttlMs = clock !== undefined && random() < 0.4 ? 1 + int(40) : 0;
         const next = new Int32Array(states[states.length - 1]!);
-        for (const r of ranges) next.fill(r.trim ? 0 : my, r.lba, r.lba + r.count);
+        const nextDeadlines = new Float64Array(deadlines[deadlines.length - 1]!);
+        for (const r of ranges) {
+          next.fill(r.trim ? 0 : my, r.lba, r.lba + r.count);
+          nextDeadlines.fill(r.trim || ttlMs === 0 ? 0 : clock!.now() + ttlMs, r.lba, r.lba + r.count);
+        }
         states.push(next);
+        deadlines.push(nextDeadlines);
         const ops: AtomicOp[] = ranges.map((r) => (r.trim ? { trim: r.lba, count: r.count } : { write: r.lba, data: tagged(SECTOR, my, r.lba, r.count) }));
         const index = states.length - 1;
         inFlight.push(
-          store.block.atomic(ops).then(
+          store.block.atomic(ops, ttlMs === 0 ? {} : { ttl: ttlMs }).then(
             () => {
               assert.equal(acked, index - 1, 'batches resolve in order');
               acked = index;
@@ -130,13 +155,17 @@ for (const mode of ['torn', 'lose-all', 'keep-all'] as CrashMode[]) {
             },
           ),
         );
-        if (int(4) === 0) await Promise.all(inFlight.splice(0));
+        if (int(4) === 0) {
+          await Promise.all(inFlight.splice(0));
+          clock?.advance(int(20));
+        }
         if (failure !== undefined) break;
       }
       await Promise.all(inFlight);
       if (failure !== undefined) throw failure;
       const s = store.stats();
-      t.diagnostic(`${images} crash images; ${JSON.stringify({ checkpoints: s.checkpoints, cleaned: s.segmentsCleaned, dropped: counts.dropped })}`);
+      t.diagnostic(`${images} crash images; ${JSON.stringify({ checkpoints: s.checkpoints, cleaned: s.segmentsCleaned, dropped: counts.dropped, expired: s.expiredBytesReclaimed })}`);
+      if (ttl) assert.ok(s.expiredBytesReclaimed > 0, `expired data was dropped [seed ${SEED}]`);
       assert.ok(s.checkpoints > 2 && s.segmentsCleaned > 0, `checkpoints (${s.checkpoints}) and cleaning (${s.segmentsCleaned}) happened [seed ${SEED}]`);
     } finally {
       media.before = undefined;
