@@ -209,3 +209,38 @@ test('a group of concurrent overwrites larger than the free space commits: the g
     }
   });
 });
+
+// Known defect, kept as a todo until fixed: the checkpoint's share of the reserve is sized by
+// a fixed-width bound per extent (about 4x the compact checkpoint), and small overwrites of a
+// full store split extents until that bound exceeds the free segments. The cleaner then may
+// open no segment, and every commit, trims included, fails with ERR_NO_SPACE.
+test(
+  'a full store keeps taking small overwrites and trims (sequential 1-8 sector overwrites after filling with 16-sector writes)',
+  { timeout: 60_000, todo: 'the checkpoint reserve outgrows the free segments as overwrites split extents' },
+  async () => {
+    await withTempDir(async (dir) => {
+      const store = await open(dir, { capacity: MiB, segmentSize: 64 * 1024, durability: 'none' });
+      try {
+        let end = 0;
+        for (;;) {
+          try {
+            await store.block.write(end, tagged(SECTOR, 1, end, 16));
+          } catch (error) {
+            assert.ok(isAtomioError(error) && error.code === 'ERR_NO_SPACE', `filling stops with ERR_NO_SPACE, not ${describe(error)}`);
+            break;
+          }
+          end += 16;
+        }
+        const random = makeRandom(deriveSeed(SEED, 7));
+        for (let i = 0; i < 2000; i++) {
+          const count = 1 + Math.floor(random() * 8);
+          const lba = Math.floor(random() * (end - count));
+          await store.block.write(lba, tagged(SECTOR, 2, lba, count));
+        }
+        await store.block.trim(0, 64);
+      } finally {
+        await store.close();
+      }
+    });
+  },
+);
