@@ -777,6 +777,11 @@ export class Region {
     await Promise.allSettled([this.lastCommit, this.sweeping]);
   }
 
+  /** @internal whether the region lives in the store of `engine`. */
+  belongsTo(engine: Engine): boolean {
+    return this.engine === engine;
+  }
+
   /** @internal whether `options` fit this open region (store.region() hands out one object per name). */
   matches(options: RegionOptions): boolean {
     const o = checkOptions(options);

@@ -7,9 +7,9 @@ import type { BlockDevice } from '../block/block.js';
 import type { Condition, Engine, OpInput } from '../engine/engine.js';
 import { MAX_ATOMIC_OPS, MAX_CONDITIONS } from '../engine/limits.js';
 import { RECORD_HEADER_BYTES, chunkedBytes, kvEntryBytes } from '../log/format.js';
-import { checkPoolName, checkTtl, checkVersion, ownedKey, ownedValue, type Key, type Value } from '../kv/encoding.js';
+import { checkPoolName, checkTtl, checkVersion, describe, ownedKey, ownedValue, type Key, type Value } from '../kv/encoding.js';
 import { counterUpdate } from '../kv/pool.js';
-import type { Region } from '../region/region.js';
+import { Region } from '../region/region.js';
 
 /** A check of a key's version (null: the key must be absent). */
 export interface Check {
@@ -100,6 +100,10 @@ export class AtomicBatch {
    */
   region(region: Region): this {
     this.open();
+    // A region of another store would land its pages there, and its own store would never see the version.
+    if (!(region instanceof Region) || !region.belongsTo(this.engine)) {
+      throw new AtomioError('ERR_ARGUMENT', `atomic().region() takes a region of this store (from its store.region()), not ${region instanceof Region ? `region '${region.name}' of another store` : describe(region)}`, {});
+    }
     if (this.regions.includes(region)) throw new AtomioError('ERR_ARGUMENT', `region '${region.name}' is in this batch already`, {});
     this.regions.push(region);
     return this;

@@ -197,6 +197,27 @@ test('store.atomic().region() commits dirty pages with kv ops in one record; a f
   });
 });
 
+test("store.atomic().region() refuses a region of another store and what is not a region; the region's own store keeps its versions", async () => {
+  const other = await FaultStore.create({ ...SMALL });
+  try {
+    await withStore(async (store, reopen) => {
+      let r = await store.region('mine', { size: 4096 });
+      r.buffer[0] = 7;
+      assert.throws(() => other.store.atomic().put('p', 'k', 'v').region(r), code('ERR_ARGUMENT'), "another store's batch");
+      for (const bad of [undefined, {}, await r.open()]) {
+        assert.throws(() => store.atomic().region(bad as never), code('ERR_ARGUMENT'), `${String(bad)} is not a region`);
+      }
+      assert.deepEqual(other.store.regions(), [], 'nothing of the region went to the other store');
+      assert.equal(await r.commit(), 1, 'the page is still dirty and commits to its own store');
+      store = await reopen();
+      r = await store.region('mine');
+      assert.deepEqual([r.version, r.buffer[0]], [1, 7]);
+    });
+  } finally {
+    await other.dispose();
+  }
+});
+
 test('a paged region of 64 GiB costs only the pages written', async () => {
   await withStore(async (store, reopen) => {
     await assert.rejects(store.region('huge', { size: MAX_REGION_BUFFER_BYTES + 1 }), code('ERR_LIMIT'), 'too large for a buffer');
