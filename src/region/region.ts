@@ -302,7 +302,9 @@ export class Region {
       let promise: Promise<number>;
       if (this.sequence.draining === undefined) {
         const captured = this.capture(scan);
-        if (captured.pages.length === 0) return this.lastCommit ?? Promise.resolve(this.version);
+        // Nothing dirty: the outcome of a commit still in flight, else the version now (a
+        // commit that failed earlier is over: its error is not this call's).
+        if (captured.pages.length === 0) return this.sequence.inFlight > 0 && this.lastCommit !== undefined ? this.lastCommit : Promise.resolve(this.version);
         promise = this.sequence.run(1, (issue) => this.send(issue, captured, [], [], this.engineCommit), done);
       } else {
         // An earlier commit failed and others are settling: this one waits, and captures then.

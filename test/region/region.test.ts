@@ -267,6 +267,26 @@ test('zero pages are stored empty; a commit over the size limit fails and leaves
   );
 });
 
+test('after a commit that failed, a commit with nothing dirty resolves with the version instead of repeating the old error', async () => {
+  await withStore(
+    async (store) => {
+      const r = await store.region('undo', { size: 64 * 4096 });
+      r.buffer.fill(1, 0, 4096);
+      assert.equal(await r.commit(), 1);
+      const committed = Buffer.from(r.buffer);
+      r.buffer.fill(7);
+      const big = await outcome(r.commit());
+      assert.equal(big.ok ? 'ok' : big.code, 'ERR_LIMIT', 'too many pages for one commit');
+      committed.copy(r.buffer); // the application undoes its change
+      assert.equal(await r.commit(), 1, 'nothing differs from version 1: nothing to write, no error');
+      assert.equal(await r.commit(), 1);
+      r.buffer[5] = 2;
+      assert.equal(await r.commit(), 2);
+    },
+    { capacity: 8 * MiB, segmentSize: 64 * 1024 },
+  );
+});
+
 test('commits in flight each capture the buffer when called; a failure makes the later ones fail too and their pages dirty again', async () => {
   await withStore(
     async (store) => {
