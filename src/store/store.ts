@@ -133,6 +133,8 @@ export class Store implements AsyncDisposable {
   private readonly kvPools = new Map<string, KvPool>();
   private readonly streamFaces = new Map<string, Stream>();
   private readonly regionFaces = new Map<string, Promise<Region>>();
+  /** Drops of regions under way, by name: a region loaded meanwhile would read what is being dropped. */
+  private readonly regionDrops = new Map<string, Promise<void>>();
 
   private constructor(
     readonly directory: string,
@@ -210,6 +212,11 @@ export class Store implements AsyncDisposable {
     try {
       this.engine.assertOpen();
       const pool = facePoolName('region', name);
+      const dropping = this.regionDrops.get(name);
+      if (dropping !== undefined) {
+        const again = (): Promise<Region> => this.region(name, options);
+        return dropping.then(again, again);
+      }
       let loading = this.regionFaces.get(name);
       if (loading === undefined) {
         loading = Region.load(this.engine, name, pool, options, { maxValueBytes: this.limits.maxValueBytes, maxAtomicBytes: this.limits.maxAtomicBytes });
@@ -235,10 +242,23 @@ export class Store implements AsyncDisposable {
     return this.faceNames('region');
   }
 
-  /** Removes a region, every version of it, once its commits in flight have settled; handles on it end. */
+  /**
+   * Removes a region, every version of it, once its commits in flight have settled; handles on
+   * it end. store.region(name) called meanwhile waits for the drop and makes a new region.
+   */
   async dropRegion(name: string): Promise<void> {
     this.engine.assertOpen();
     const pool = facePoolName('region', name);
+    const drop = this.dropRegionNow(name, pool);
+    this.regionDrops.set(name, drop);
+    try {
+      await drop;
+    } finally {
+      if (this.regionDrops.get(name) === drop) this.regionDrops.delete(name);
+    }
+  }
+
+  private async dropRegionNow(name: string, pool: string): Promise<void> {
     const loading = this.regionFaces.get(name);
     if (loading !== undefined) {
       this.regionFaces.delete(name);

@@ -341,6 +341,25 @@ test('regions are reserved pools; dropRegion removes every version; bad options 
   });
 });
 
+test('store.region() called while dropRegion() of that name is under way gets a new region, never the dropped one', async () => {
+  await withStore(async (store, reopen) => {
+    const old = await store.region('q', { size: 2 * 4096 });
+    old.buffer.fill(5);
+    assert.equal(await old.commit(), 1);
+    const drop = store.dropRegion('q');
+    const again = store.region('q', { size: 2 * 4096 });
+    await drop;
+    const r = await again;
+    assert.notStrictEqual(r, old);
+    assert.deepEqual([r.version, r.buffer[0], r.buffer[4096]], [0, 0, 0], 'the new region starts from zeros');
+    r.buffer[0] = 6;
+    assert.equal(await r.commit(), 1);
+    store = await reopen();
+    const back = await store.region('q', { size: 2 * 4096 });
+    assert.deepEqual([back.version, back.buffer[0], back.buffer[4096]], [1, 6, 0], 'reopened: exactly the version committed after the drop');
+  });
+});
+
 test("a 'buffer' region's commits leave the value cache to hot kv values", async () => {
   // A 2 MiB cache; the region commits 4 MiB of pages: were the pages cached, they would push the kv values out.
   const fault = await FaultStore.create({ capacity: 256 * MiB, segmentSize: 16 * MiB, cacheSize: 2 * MiB });
