@@ -132,6 +132,8 @@ export class Store implements AsyncDisposable {
   readonly limits: StoreLimits;
   private readonly kvPools = new Map<string, KvPool>();
   private readonly streamFaces = new Map<string, Stream>();
+  /** Drops of streams under way, by name: a stream made meanwhile would continue the dropped one. */
+  private readonly streamDrops = new Map<string, Promise<void>>();
   private readonly regionFaces = new Map<string, Promise<Region>>();
   /** Drops of regions under way, by name: a region loaded meanwhile would read what is being dropped. */
   private readonly regionDrops = new Map<string, Promise<void>>();
@@ -172,6 +174,9 @@ export class Store implements AsyncDisposable {
    */
   stream(name: string): Stream {
     this.engine.assertOpen();
+    if (this.streamDrops.has(name)) {
+      throw new AtomioError('ERR_CLOSED', `stream '${name}' is being dropped; once store.dropStream('${name}') has resolved, store.stream('${name}') makes a new one`, { name });
+    }
     let stream = this.streamFaces.get(name);
     if (stream === undefined) {
       stream = new Stream(this.engine, name, facePoolName('stream', name), this.limits.maxValueBytes);
@@ -187,17 +192,30 @@ export class Store implements AsyncDisposable {
 
   /**
    * Removes a stream and every record in it, once the appends in flight have settled; their
-   * space returns. Handles on it end (followers get ERR_CLOSED); store.stream(name) starts
-   * a new one from sequence number 1.
+   * space returns. Handles on it end at once (appends made after the call and followers get
+   * ERR_CLOSED), and so does store.stream(name) until the drop resolves; then it starts a
+   * new stream from sequence number 1.
    */
   async dropStream(name: string): Promise<void> {
     this.engine.assertOpen();
     const pool = facePoolName('stream', name);
+    const drop = this.dropStreamNow(name, pool);
+    this.streamDrops.set(name, drop);
+    try {
+      await drop;
+    } finally {
+      if (this.streamDrops.get(name) === drop) this.streamDrops.delete(name);
+    }
+  }
+
+  private async dropStreamNow(name: string, pool: string): Promise<void> {
     const stream = this.streamFaces.get(name);
     if (stream !== undefined) {
-      await stream.settled();
       this.streamFaces.delete(name);
+      // Appends made before the call go on to settle; later ones would only land to be dropped.
+      const settling = stream.settled();
       stream.close(new AtomioError('ERR_CLOSED', `stream '${name}' was dropped; store.stream('${name}') makes a new one`, { name }));
+      await settling;
     }
     await this.engine.commit([{ type: 'dropPool', pool }], [], 0);
   }

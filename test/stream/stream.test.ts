@@ -389,3 +389,22 @@ test('append limits, stats and dropStream', async () => {
     assert.equal(await again.append('new'), 1, 'a dropped stream starts again from 1');
   });
 });
+
+test('an append made after dropStream() was called is never acknowledged and then dropped; the name is new once the drop resolves', async () => {
+  await withStore(async (store, reopen) => {
+    const s = store.stream('d');
+    const before = s.append(['a', 'b', 'c']);
+    const drop = store.dropStream('d');
+    const viaHandle = outcome(s.append('on the old handle'));
+    const viaName = outcome(Promise.resolve().then(() => store.stream('d').append('by name, during the drop')));
+    await drop;
+    assert.deepEqual(await before, [1, 2, 3], 'appends made before the call settle as usual');
+    for (const [what, result] of [['the old handle', await viaHandle], ['store.stream()', await viaName]] as const) {
+      assert.ok(!result.ok && result.code === 'ERR_CLOSED', `an append through ${what} during the drop is refused, not acknowledged as ${result.ok ? String(result.value) : result.code}`);
+    }
+    const again = store.stream('d');
+    assert.equal(await again.append('new'), 1, 'the stream starts again from 1');
+    store = await reopen();
+    assert.deepEqual(texts(await store.stream('d').read(0)), ['new']);
+  });
+});
