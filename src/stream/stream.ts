@@ -614,7 +614,11 @@ export class Stream {
       signal?.throwIfAborted();
       const records = await this.read(position, { limit: TAIL_CHUNK });
       if (records.length > 0) {
-        for (const r of records) yield r;
+        for (const r of records) {
+          // An abort ends the iteration at once, not after the rest of what was read.
+          signal?.throwIfAborted();
+          yield r;
+        }
         position = records[records.length - 1]!.seq + 1;
         continue;
       }

@@ -408,3 +408,22 @@ test('an append made after dropStream() was called is never acknowledged and the
     assert.deepEqual(texts(await store.stream('d').read(0)), ['new']);
   });
 });
+
+test('a follower aborted from inside its loop gets no more records, even of those already read', async () => {
+  await withStore(async (store) => {
+    const s = store.stream('a');
+    await s.append(Array.from({ length: 10 }, (_, i) => String(i + 1)));
+    const controller = new AbortController();
+    const seen: number[] = [];
+    const ended = await settledLater(
+      (async () => {
+        for await (const r of s.tail(1, { signal: controller.signal })) {
+          seen.push(r.seq);
+          if (r.seq === 3) controller.abort();
+        }
+      })(),
+    );
+    assert.equal((ended as Error | undefined)?.name, 'AbortError');
+    assert.deepEqual(seen, [1, 2, 3], 'nothing after the abort');
+  });
+});
