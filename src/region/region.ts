@@ -510,7 +510,11 @@ export class Region {
    */
   async open(options: { version?: number } = {}): Promise<RegionView> {
     this.checkOpen();
+    if (options === null || typeof options !== 'object') throw new AtomioError('ERR_ARGUMENT', `open takes { version? }, not ${describe(options)}`, {});
     const version = options.version ?? this.version;
+    if (typeof version !== 'number' || !Number.isSafeInteger(version) || version < 0) {
+      throw new AtomioError('ERR_ARGUMENT', `a version of region '${this.name}' is an integer >= 0 as versions() lists them, not ${describe(version)}`, {});
+    }
     const record = this.versionList.find((v) => v.version === version);
     if (record === undefined && version !== 0) {
       throw new AtomioError('ERR_ARGUMENT', `region '${this.name}' keeps no version ${String(version)}; versions() lists those kept`, { version });

@@ -218,6 +218,22 @@ test("store.atomic().region() refuses a region of another store and what is not 
   }
 });
 
+test('open() refuses a version that is not a whole number, saying so, rather than calling it not kept', async () => {
+  await withStore(async (store) => {
+    const r = await store.region('v', { size: 4096 });
+    r.buffer[0] = 1;
+    assert.equal(await r.commit(), 1);
+    for (const bad of ['1', 1.5, -1, Number.NaN]) {
+      const result = await outcome(r.open({ version: bad as never }));
+      assert.ok(!result.ok && result.code === 'ERR_ARGUMENT', `version ${String(bad)} is refused with ERR_ARGUMENT`);
+      assert.match((result.error as Error).message, /is an integer >= 0/, `the message says what a version is (${String(bad)})`);
+    }
+    await assert.rejects(r.open(null as never), code('ERR_ARGUMENT'), 'options that are not an object');
+    await assert.rejects(r.open({ version: 2 }), code('ERR_ARGUMENT'), 'a version never committed');
+    assert.equal((await r.open({ version: 1 })).buffer[0], 1);
+  });
+});
+
 test('a paged region of 64 GiB costs only the pages written', async () => {
   await withStore(async (store, reopen) => {
     await assert.rejects(store.region('huge', { size: MAX_REGION_BUFFER_BYTES + 1 }), code('ERR_LIMIT'), 'too large for a buffer');
