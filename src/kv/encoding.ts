@@ -139,6 +139,13 @@ export function checkTtl(ttl: unknown): number {
   return Math.max(1, Math.ceil(ttl));
 }
 
+/** Refuses options that are not an object (a default parameter lets only undefined through). */
+export function checkOptionsObject(options: unknown, what: string): void {
+  if (options === null || typeof options !== 'object') {
+    throw new AtomioError('ERR_ARGUMENT', `${what} takes its options as an object, not ${describe(options)}`, {});
+  }
+}
+
 export function checkVersion(version: unknown, what: string): number {
   if (typeof version !== 'number' || !Number.isSafeInteger(version) || version < 1) {
     throw new AtomioError('ERR_ARGUMENT', `${what} is a version (a positive integer that a write returned), not ${describe(version)}`, {});

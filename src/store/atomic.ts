@@ -7,7 +7,7 @@ import type { BlockDevice } from '../block/block.js';
 import type { Condition, Engine, OpInput } from '../engine/engine.js';
 import { MAX_ATOMIC_OPS, MAX_CONDITIONS } from '../engine/limits.js';
 import { RECORD_HEADER_BYTES, chunkedBytes, kvEntryBytes } from '../log/format.js';
-import { checkPoolName, checkTtl, checkVersion, describe, ownedKey, ownedValue, type Key, type Value } from '../kv/encoding.js';
+import { checkOptionsObject, checkPoolName, checkTtl, checkVersion, describe, ownedKey, ownedValue, type Key, type Value } from '../kv/encoding.js';
 import { counterUpdate } from '../kv/pool.js';
 import { Region } from '../region/region.js';
 
@@ -52,6 +52,7 @@ export class AtomicBatch {
 
   put(pool: string, key: Key, value: Value, options: { ttl?: number } = {}): this {
     this.open();
+    checkOptionsObject(options, 'put');
     const k = ownedKey(key);
     const v = ownedValue(value, this.maxValueBytes);
     return this.add({ type: 'put', pool: checkPoolName(pool), key: k, value: v, ttlMs: checkTtl(options.ttl) }, kvEntryBytes(k.length, v.length));
@@ -66,6 +67,7 @@ export class AtomicBatch {
   /** A counter update (see KvPool.incr); an absent counter without `initial` makes commit() reject with ERR_CONDITION. */
   incr(pool: string, key: Key, delta: number | bigint, options: { initial?: number | bigint; ttl?: number } = {}): this {
     this.open();
+    checkOptionsObject(options, 'incr');
     const k = ownedKey(key);
     const counter = counterUpdate(delta, options.initial);
     return this.add(

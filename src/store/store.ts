@@ -15,7 +15,7 @@ import { AtomioError } from '../base/errors.js';
 import { BlockDevice } from '../block/block.js';
 import { Engine, type Durability, type RecoveryReport } from '../engine/engine.js';
 import { KvPool } from '../kv/pool.js';
-import { checkPoolName, faceNameOf, facePoolName, isReservedPoolName } from '../kv/encoding.js';
+import { checkOptionsObject, checkPoolName, faceNameOf, facePoolName, isReservedPoolName } from '../kv/encoding.js';
 import { Region, type RegionOptions } from '../region/region.js';
 import { Stream } from '../stream/stream.js';
 import {
@@ -317,6 +317,7 @@ export class Store implements AsyncDisposable {
    */
   async snapshot(options: { name?: string } = {}): Promise<Snapshot> {
     this.engine.assertOpen();
+    checkOptionsObject(options, 'snapshot');
     const name = options.name === undefined ? undefined : checkPoolName(options.name);
     if (name === undefined) return new Snapshot(this.engine, takeSnapshot(this.engine, undefined), this.limits.maxValueBytes);
     if (this.engine.snapshots.has(name)) {
@@ -402,6 +403,7 @@ export class Store implements AsyncDisposable {
 
   /** @internal use open() */
   static async open(directory: string, options: OpenOptions = {}): Promise<Store> {
+    checkOptionsObject(options, 'open');
     const dir = path.resolve(directory);
     const entries = await directoryEntries(dir);
     if (entries !== undefined && entries.length > 0 && !entries.includes(DATA_FILE_NAME) && !options.device && !options.media) {

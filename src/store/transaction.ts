@@ -14,7 +14,7 @@ import { AtomioError, isAtomioError } from '../base/errors.js';
 import type { BlockDevice } from '../block/block.js';
 import type { Condition, Engine, OpInput } from '../engine/engine.js';
 import { MAX_ATOMIC_OPS, MAX_TRANSACTION_READS } from '../engine/limits.js';
-import { checkPoolName, checkTtl, lookupKey, ownedKey, ownedValue, type Key, type Value } from '../kv/encoding.js';
+import { checkOptionsObject, checkPoolName, checkTtl, lookupKey, ownedKey, ownedValue, type Key, type Value } from '../kv/encoding.js';
 import { counterUpdate, listArguments, type Entry, type ListOptions } from '../kv/pool.js';
 
 export interface TransactionOptions {
@@ -134,6 +134,7 @@ export class Transaction {
 
   put(pool: string, key: Key, value: Value, options: { ttl?: number } = {}): void {
     this.open();
+    checkOptionsObject(options, 'put');
     const name = checkPoolName(pool);
     const k = ownedKey(key);
     this.addWrite(name, k, { value: ownedValue(value, this.maxValueBytes), ttlMs: checkTtl(options.ttl) });
@@ -147,6 +148,7 @@ export class Transaction {
 
   /** A counter update through the transaction's reads (see KvPool.incr); resolves with the new value. */
   async incr(pool: string, key: Key, delta: number | bigint, options: { initial?: number | bigint; ttl?: number } = {}): Promise<bigint> {
+    checkOptionsObject(options, 'incr');
     const current = await this.getEntry(pool, key);
     const counter = counterUpdate(delta, options.initial);
     const next = counter.apply(current?.value);
@@ -259,6 +261,7 @@ export async function runTransaction<T>(
   options: TransactionOptions = {},
 ): Promise<T> {
   if (typeof fn !== 'function') throw new AtomioError('ERR_ARGUMENT', 'transaction takes a function (tx) => …', {});
+  checkOptionsObject(options, 'transaction');
   const retries = options.retries ?? DEFAULT_RETRIES;
   if (!Number.isInteger(retries) || retries < 0) throw new AtomioError('ERR_ARGUMENT', 'retries is an integer >= 0', {});
   for (let attempt = 0; ; attempt++) {

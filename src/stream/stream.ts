@@ -29,7 +29,7 @@ import { assert } from '../base/assert.js';
 import { AtomioError } from '../base/errors.js';
 import type { Condition, Engine, OpInput } from '../engine/engine.js';
 import { MAX_ATOMIC_BYTES, MAX_ATOMIC_OPS, MAX_BATCHES_WRITING } from '../engine/limits.js';
-import { describe, type Value } from '../kv/encoding.js';
+import { checkOptionsObject, describe, type Value } from '../kv/encoding.js';
 import { KvPool } from '../kv/pool.js';
 import { CommitSequence, type Issue, type Sent } from '../kv/sequence.js';
 import {
@@ -601,6 +601,7 @@ export class Stream {
   tail(fromSeq?: number, options: TailOptions = {}): AsyncIterableIterator<StreamRecord> {
     this.checkOpen();
     const from = fromSeq === undefined ? undefined : checkSeq(fromSeq, 'fromSeq');
+    checkOptionsObject(options, 'tail');
     const signal = options.signal;
     if (signal !== undefined && !(signal instanceof AbortSignal)) {
       throw new AtomioError('ERR_ARGUMENT', `signal is an AbortSignal, not ${describe(signal)}`, {});

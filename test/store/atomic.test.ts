@@ -116,3 +116,27 @@ test('a batch refuses bad ops at once and is used once', async () => {
     assert.throws(() => once.put('p', 'k2', 'v'), code('ERR_ARGUMENT'));
   });
 });
+
+test('options that are not an object get ERR_ARGUMENT, not a TypeError: atomic, transaction, snapshot, open, tail', async () => {
+  await withStore(async (store) => {
+    const bad = null as never;
+    assert.throws(() => store.atomic().put('p', 'k', 'v', bad), code('ERR_ARGUMENT'), 'atomic put');
+    assert.throws(() => store.atomic().incr('p', 'n', 1, bad), code('ERR_ARGUMENT'), 'atomic incr');
+    await assert.rejects(store.transaction(() => undefined, bad), code('ERR_ARGUMENT'), 'transaction');
+    await assert.rejects(
+      store.transaction((tx) => tx.put('p', 'k', 'v', bad)),
+      code('ERR_ARGUMENT'),
+      'tx.put',
+    );
+    await assert.rejects(
+      store.transaction((tx) => tx.incr('p', 'n', 1, bad)),
+      code('ERR_ARGUMENT'),
+      'tx.incr',
+    );
+    await assert.rejects(store.snapshot(bad), code('ERR_ARGUMENT'), 'snapshot');
+    assert.throws(() => store.stream('s').tail(1, bad), code('ERR_ARGUMENT'), 'tail');
+  });
+  await withTempDir(async (dir) => {
+    await assert.rejects(open(dir, null as never), code('ERR_ARGUMENT'), 'open');
+  });
+});
