@@ -244,7 +244,7 @@ export class Stream {
       this.checkOpen();
       if (Array.isArray(input)) return this.appendMany(input as readonly Value[]);
       // One record, the common case: no list, no object beyond the promise.
-      const length = recordLength(input as Value, this.maxValueBytes - RECORD_HEADER_BYTES);
+      const length = recordLength(input as Value, this.maxAppendBytes - RECORD_HEADER_BYTES);
       const bytes = this.checkBytes(RECORD_HEADER_BYTES + length);
       const group = this.join(false, 1, bytes);
       const promise = new Promise<number>(takeOne);
@@ -464,7 +464,7 @@ export class Stream {
       });
     }
     let bytes = 0;
-    for (const value of list) bytes += RECORD_HEADER_BYTES + recordLength(value, this.maxValueBytes - RECORD_HEADER_BYTES);
+    for (const value of list) bytes += RECORD_HEADER_BYTES + recordLength(value, this.maxAppendBytes - RECORD_HEADER_BYTES);
     return this.checkBytes(bytes);
   }
 

@@ -427,3 +427,23 @@ test('a follower aborted from inside its loop gets no more records, even of thos
     assert.deepEqual(seen, [1, 2, 3], 'nothing after the abort');
   });
 });
+
+test('the record size limit an append states is the one it applies (stores whose atomic limit is below the value limit too)', async () => {
+  // 16 MiB segments: maxValueBytes is about 16 MiB, one commit (and so one run) holds 8 MiB.
+  await withStore(
+    async (store) => {
+      const s = store.stream('big');
+      const { maxValueBytes, maxAtomicBytes } = store.limits;
+      assert.ok(maxAtomicBytes < maxValueBytes, 'a store where the two limits differ');
+      const over = await outcome(s.append(Buffer.alloc(maxValueBytes - 6)));
+      assert.ok(!over.ok && over.code === 'ERR_LIMIT');
+      const limit = (over.error as { details: { limit: number } }).details.limit;
+      assert.equal(limit, Math.min(maxAtomicBytes, maxValueBytes) - 10, 'the limit is the smaller one less a record header');
+      const refused = await outcome(s.append(Buffer.alloc(limit + 1)));
+      assert.ok(!refused.ok && refused.code === 'ERR_LIMIT' && (refused.error as { details: { limit: number } }).details.limit === limit, 'one byte more: the same limit stated');
+      assert.equal(await s.append(Buffer.alloc(limit, 1)), 1, 'a record of exactly the stated limit is taken');
+      assert.equal((await s.get(1))?.value.length, limit);
+    },
+    { capacity: 256 * MiB, segmentSize: 16 * MiB },
+  );
+});
