@@ -816,8 +816,8 @@ export class Stream {
     while (lo < hi) {
       const mid = lo + Math.floor((hi - lo) / 2);
       const r = await this.get(mid);
-      // A record trimmed meanwhile counts as old.
-      if (r === undefined || r.time <= cutoff) lo = mid + 1;
+      // A record trimmed meanwhile counts as old; one exactly `age` old is kept (at most `age` ms ago).
+      if (r === undefined || r.time < cutoff) lo = mid + 1;
       else hi = mid;
     }
     return lo;

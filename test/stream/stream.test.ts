@@ -233,11 +233,37 @@ test('retention by age follows the store clock', async () => {
       }
       // Records appended at 0, 1000, …, 9000 ms; now is 10000.
       await s.retain({ age: 4500 });
-      assert.deepEqual(seqs(await s.read(0)), [7, 8, 9, 10], 'records older than the age limit (appended at or before 5500 ms) are gone');
+      assert.deepEqual(seqs(await s.read(0)), [7, 8, 9, 10], 'records older than the age limit (appended before 5500 ms) are gone');
       clock.advance(100_000);
       await s.retain();
       assert.deepEqual([s.first, s.last, s.stats().records], [11, 10, 0], 'all records aged out');
       assert.equal(await s.append('fresh'), 11);
+    },
+    { clock },
+  );
+});
+
+test('retention by age keeps a record appended exactly age ms ago, as a region keeps such a version', async () => {
+  const clock = new ManualClock();
+  await withStore(
+    async (store) => {
+      const s = store.stream('edge');
+      await s.append('old');
+      clock.advance(1000);
+      await s.append('new');
+      await s.retain({ age: 1000 });
+      assert.deepEqual(seqs(await s.read(0)), [1, 2], 'appended 1000 ms ago: at most age ago, kept');
+      clock.advance(1);
+      await s.retain();
+      assert.deepEqual(seqs(await s.read(0)), [2], 'one ms later it goes');
+      const r = await store.region('edge', { size: 4096 });
+      r.buffer[0] = 1;
+      await r.commit();
+      clock.advance(1000);
+      r.buffer[0] = 2;
+      await r.commit();
+      await r.retain({ age: 1000 });
+      assert.deepEqual(r.versions().map((v) => v.version), [1, 2], 'the region keeps its version of that age too');
     },
     { clock },
   );
