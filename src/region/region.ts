@@ -438,7 +438,10 @@ export class Region {
     const promise = commit(ops, conditions);
     // Runs before the sequence hears of the outcome (attached first).
     promise.then(
-      () => this.committed(version, committedAt, captured, drop?.versions),
+      () => {
+        this.committed(version, committedAt, captured, drop?.versions);
+        if (drop?.sweep === true) this.scheduleSweep();
+      },
       () => this.giveBack(captured),
     );
     return { promise, chainIndex: issue.chained ? extraConditions.length : undefined };
@@ -632,7 +635,7 @@ export class Region {
    * Works from the version list (binary searches, no maps); the index is searched only for
    * page versions the list cannot account for (see olderPage).
    */
-  private retentionDeletes(version: number, pages: number[], committedAt: number, room: number): { keys: Buffer[]; versions: Set<number> } | undefined {
+  private retentionDeletes(version: number, pages: number[], committedAt: number, room: number): { keys: Buffer[]; versions: Set<number>; sweep: boolean } | undefined {
     const r = this.meta.retention;
     if (r.count === 0 && r.age === 0) return undefined;
     const all = this.versionList.concat([{ version, committedAt, pages: Uint32Array.from(pages) }]);
@@ -659,17 +662,16 @@ export class Region {
     );
     // A version missing from the list between a dropped one and the next kept (a clock that
     // stepped back lets age drop versions out of order) may have left page versions that only
-    // the dropped one needed, which this pass cannot see: a background sweep finds them.
-    if (unlisted) this.scheduleSweep();
+    // the dropped one needed, which this pass cannot see: a background sweep finds them, once
+    // the commit has landed (a sweep before it would still count the dropped version as kept).
     if (dropped.length + unneeded.length > room) {
-      // Too many for one commit: a background pass does it in chunks.
-      this.scheduleSweep();
-      return undefined;
+      // Too many for one commit: a background pass does it in chunks, after the commit too.
+      return { keys: [], versions: new Set(), sweep: true };
     }
     const keys: Buffer[] = [];
     for (const v of dropped) keys.push(versionKey(v));
     for (const [page, v] of unneeded) keys.push(pageKey(page, v));
-    return { keys, versions: new Set(dropped) };
+    return { keys, versions: new Set(dropped), sweep: unlisted };
   }
 
   /**
