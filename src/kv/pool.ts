@@ -9,6 +9,7 @@ import { AtomioError } from '../base/errors.js';
 import type { Condition, Engine, KeyExpectation, PoolReader, SnapshotState } from '../engine/engine.js';
 import { KeyIndex, type KeyCursor, type KeyView } from '../ftl/key-index.js';
 import {
+  checkOptionsObject,
   checkTtl,
   checkVersion,
   describe,
@@ -191,6 +192,7 @@ export class KvPool {
   put(key: Key, value: Value, options: PutOptions = {}): Promise<number> {
     try {
       this.writable();
+      checkOptionsObject(options, 'put');
       const k = ownedKey(key);
       const v = ownedValue(value, this.maxValueBytes);
       const ttlMs = checkTtl(options.ttl);
@@ -205,6 +207,7 @@ export class KvPool {
   delete(key: Key, options: DeleteOptions = {}): Promise<number> {
     try {
       this.writable();
+      checkOptionsObject(options, 'delete');
       const k = ownedKey(key);
       const conditions = this.conditionsOf(k, options);
       return this.engine.commit([{ type: 'delete', pool: this.name, key: k }], conditions, 0);
@@ -219,6 +222,7 @@ export class KvPool {
    */
   async incr(key: Key, delta: number | bigint, options: IncrOptions = {}): Promise<{ value: bigint; version: number }> {
     this.writable();
+    checkOptionsObject(options, 'incr');
     const k = ownedKey(key);
     const counter = counterUpdate(delta, options.initial);
     const ttlMs = checkTtl(options.ttl);
@@ -239,6 +243,7 @@ export class KvPool {
       this.writable();
       const k = ownedKey(key);
       if (typeof fn !== 'function') throw new AtomioError('ERR_ARGUMENT', `update takes a function (current) => value, not ${describe(fn)}`, {});
+      checkOptionsObject(options, 'update');
       const ttlMs = checkTtl(options.ttl);
       const limit = this.maxValueBytes;
       const value = (current: Buffer | undefined): Buffer => ownedValue(fn(current), limit);

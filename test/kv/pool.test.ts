@@ -209,6 +209,15 @@ test('bad keys, values and options are refused with ERR_ARGUMENT or ERR_LIMIT an
     assert.throws(() => store.kv('p'.repeat(300)), code('ERR_LIMIT'));
     assert.equal(kv.has('k'), false);
     assert.throws(() => kv.listSync({ limit: -1 }).next(), code('ERR_ARGUMENT'));
+    // Options given as null (or not an object) are refused with a code, not a TypeError.
+    const none = null as unknown as Record<string, never>;
+    await assert.rejects(kv.put('k', 'v', none), code('ERR_ARGUMENT'));
+    await assert.rejects(kv.delete('k', none), code('ERR_ARGUMENT'));
+    await assert.rejects(kv.incr('n', 1, none), code('ERR_ARGUMENT'));
+    await assert.rejects(kv.update('k', () => 'v', none), code('ERR_ARGUMENT'));
+    await assert.rejects(kv.put('k', 'v', 5 as unknown as Record<string, never>), code('ERR_ARGUMENT'));
+    assert.equal(kv.has('k'), false);
+    assert.equal(kv.has('n'), false);
   });
 });
 
