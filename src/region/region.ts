@@ -440,7 +440,9 @@ export class Region {
     promise.then(
       () => {
         this.committed(version, committedAt, captured, drop?.versions);
-        if (drop?.sweep === true) this.scheduleSweep();
+        // A commit chained to one in flight carries no retention: a sweep does it, or
+        // a region whose commits always overlap would keep every version.
+        if (drop?.sweep === true || (issue.chained && this.retentionDue())) this.scheduleSweep();
       },
       () => this.giveBack(captured),
     );
@@ -708,6 +710,11 @@ export class Region {
       return false;
     });
     return found;
+  }
+
+  /** Whether retention lets go a version that is still listed. */
+  private retentionDue(): boolean {
+    return keptVersions(this.versionList, this.meta.retention, this.engine.clock.now()).length < this.versionList.length;
   }
 
   private scheduleSweep(): void {
