@@ -440,9 +440,7 @@ export class Region {
     promise.then(
       () => {
         this.committed(version, committedAt, captured, drop?.versions);
-        // A commit chained to one in flight carries no retention: a sweep does it, or
-        // a region whose commits always overlap would keep every version.
-        if (drop?.sweep === true || (issue.chained && this.retentionDue())) this.scheduleSweep();
+        if (drop?.sweep === true) this.scheduleSweep();
       },
       () => this.giveBack(captured),
     );
@@ -710,11 +708,6 @@ export class Region {
       return false;
     });
     return found;
-  }
-
-  /** Whether retention lets go a version that is still listed. */
-  private retentionDue(): boolean {
-    return keptVersions(this.versionList, this.meta.retention, this.engine.clock.now()).length < this.versionList.length;
   }
 
   private scheduleSweep(): void {

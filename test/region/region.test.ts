@@ -291,29 +291,6 @@ test('a paged region of 64 GiB costs only the pages written', async () => {
   });
 });
 
-test('retention applies to commits made while another is in flight: a region that always pipelines its commits keeps only what retain() asks', async () => {
-  await withStore(async (store) => {
-    const r = await store.region('piped', { size: 16 * 4096, pageSize: 4096, track: 'mark' });
-    await r.retain({ count: 2 });
-    const commits: Promise<number>[] = [];
-    for (let i = 0; i < 30; i++) {
-      r.buffer.fill(i + 1, (i % 16) * 4096, (i % 16 + 1) * 4096);
-      r.markDirty((i % 16) * 4096, 4096);
-      commits.push(r.commit());
-    }
-    const versions = await Promise.all(commits);
-    assert.deepEqual(versions, Array.from({ length: 30 }, (_, i) => i + 1));
-    // No commit follows: the versions let go must go without one.
-    for (let wait = 0; wait < 200 && r.versions().length > 2; wait++) await new Promise((resolve) => setTimeout(resolve, 10));
-    assert.deepEqual(r.versions().map((v) => v.version), [29, 30], 'only the two newest versions are kept');
-    // The 16 newest page versions, and page 13 as version 29 saw it (version 30 rewrote it).
-    for (let wait = 0; wait < 200 && r.stats().storedPages > 17; wait++) await new Promise((resolve) => setTimeout(resolve, 10));
-    assert.equal(r.stats().storedPages, 17, 'page versions no kept version needs are deleted');
-    const view = await r.open({ version: 29 });
-    assert.equal(view.buffer[12 * 4096], 29, 'version 29 still reads as written');
-  });
-});
-
 test('zero pages are stored empty; a commit over the size limit fails and leaves the pages dirty', async () => {
   await withStore(
     async (store) => {
