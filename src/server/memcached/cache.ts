@@ -5,9 +5,11 @@
 // Invariants:
 // - an outcome that says an item changed (STORED, DELETED, TOUCHED, a counter's new value)
 //   is returned only after the kv write resolved: durable under the store's durability;
-// - a CAS unique is the kv version of the item's entry; writes that check one use ifVersion
-//   (or read the entry and write with ifVersion = what they read), so no check and write
-//   can be split by another writer;
+// - a CAS unique is the item's explicit CAS value (meta E) when it has one, else the kv
+//   version of its entry; writes that check one read the entry, compare, and write with
+//   ifVersion = the version read, so no check and write can be split by another writer;
+// - a write with E stores its token as the item's explicit CAS; any other write drops it
+//   (the item's CAS becomes its new version);
 // - a read-modify-write that lost a race to another writer (ERR_CONDITION on the version it
 //   read) starts again from a fresh read, at most MAX_RETRIES times;
 // - flush_all drops the whole pool in one commit, at once or at its deadline; a pending
@@ -52,6 +54,8 @@ export interface StoreRequest {
   allowStale?: boolean;
   /** append/prepend on a miss create the item with this TTL (meta N). */
   vivifyTtl?: number | undefined;
+  /** The item's new CAS value (meta E); undefined: its new version. */
+  newCas?: bigint | undefined;
 }
 
 export interface StoreOutcome {
@@ -78,6 +82,8 @@ export interface ArithRequest {
   vivify?: { ttl: number; initial: bigint } | undefined;
   /** A new TTL on success (meta T); -1 expires the item once changed. */
   ttl?: number | undefined;
+  /** The item's new CAS value (meta E); undefined: its new version. */
+  newCas?: bigint | undefined;
 }
 
 export type ArithOutcome =
@@ -222,9 +228,26 @@ function refusal(error: unknown): string | undefined {
 
 const isCondition = (error: unknown): boolean => isAtomioError(error, 'ERR_CONDITION') && refusal(error) === undefined;
 
-/** A CAS unique as a version to compare with, or undefined when no version can equal it. */
-function casVersion(cas: bigint): number | undefined {
-  return cas >= 1n && cas <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(cas) : undefined;
+/** The CAS unique a client sees: the item's explicit CAS value when it has one, else its version. */
+export function visibleCas(found: Found): bigint | number {
+  return found.item.cas ?? found.version;
+}
+
+/** Whether a client's CAS token equals the item's CAS as found. */
+export function casMatches(token: bigint, found: Found): boolean {
+  const explicit = found.item.cas;
+  if (explicit !== undefined) return token === explicit;
+  return token <= BigInt(Number.MAX_SAFE_INTEGER) && Number(token) === found.version;
+}
+
+/**
+ * The check of a store (cas, ms C): as memcached's, a token of 0 matches nothing (not even
+ * an explicit CAS of 0); with `allowStale` (ms I) a lower token is a stale store.
+ */
+function storeCheck(token: bigint, found: Found, allowStale: boolean): 'match' | 'stale' | 'bad' {
+  if (token === 0n) return 'bad';
+  if (casMatches(token, found)) return 'match';
+  return allowStale && token < BigInt(visibleCas(found)) ? 'stale' : 'bad';
 }
 
 function lostRace(): AtomioError {
@@ -334,7 +357,7 @@ export class Cache {
   private plainStore(r: StoreRequest): Promise<StoreOutcome> {
     if (r.ttl < 0) return this.storeExpired(r);
     const size = r.data.length;
-    const value = encodeItem(r.flags, r.data, this.now());
+    const value = encodeItem(r.flags, r.data, this.now(), false, undefined, false, r.newCas);
     const options = r.mode === 'add' ? { ttl: r.ttl, ifAbsent: true } : r.mode === 'replace' ? { ttl: r.ttl, ifPresent: true } : { ttl: r.ttl };
     return this.pool.put(r.key, value, options).then(
       (version): StoreOutcome => {
@@ -373,15 +396,16 @@ export class Cache {
    */
   private async casStore(r: StoreRequest): Promise<StoreOutcome> {
     const size = r.data.length;
-    const wanted = casVersion(r.cas ?? 0n);
     for (let i = 0; i < MAX_RETRIES; i++) {
       const found = this.find(r.key);
       if (found === undefined) return this.casMiss(size);
-      const staleStore = r.allowStale === true && wanted !== undefined && wanted < found.version;
-      if (wanted !== found.version && !staleStore) return this.casBad(size);
+      const check = storeCheck(r.cas ?? 0n, found, r.allowStale === true);
+      if (check === 'bad') return this.casBad(size);
+      const staleStore = check === 'stale';
       const ttl = staleStore ? this.keptTtl(found.expiresAt) : r.ttl;
       try {
-        const version = await this.writeOrExpire(r.key, encodeItem(r.flags, r.data, this.now(), staleStore), ttl, found.version);
+        const value = encodeItem(r.flags, r.data, this.now(), staleStore, undefined, false, r.newCas);
+        const version = await this.writeOrExpire(r.key, value, ttl, found.version);
         this.counters.cas_hits!++;
         return { status: 'STORED', version, size };
       } catch (error) {
@@ -430,7 +454,7 @@ export class Cache {
           const item = decodeItem(current);
           size = item.data.length + r.data.length;
           if (size > limit) throw refuse('NOT_STORED');
-          return encodeItem(item.flags, item.data, this.now(), false, r.data, prepend);
+          return encodeItem(item.flags, item.data, this.now(), false, r.data, prepend, r.newCas);
         });
         this.counters.total_items!++;
         return { status: 'STORED', version, size };
@@ -439,21 +463,21 @@ export class Cache {
         throw error;
       }
     }
-    const wanted = r.cas === undefined ? undefined : casVersion(r.cas) ?? -1;
     for (let i = 0; i < MAX_RETRIES; i++) {
       const found = this.find(r.key);
       try {
         if (found === undefined) {
           if (r.vivifyTtl === undefined) return { status: 'NOT_STORED', version: 0, size: 0 };
           if (r.vivifyTtl < 0) return { status: 'STORED', version: 0, size: r.data.length };
-          const version = await this.pool.put(r.key, encodeItem(r.flags, r.data, this.now()), { ttl: r.vivifyTtl, ifAbsent: true });
+          const value = encodeItem(r.flags, r.data, this.now(), false, undefined, false, r.newCas);
+          const version = await this.pool.put(r.key, value, { ttl: r.vivifyTtl, ifAbsent: true });
           this.counters.total_items!++;
           return { status: 'STORED', version, size: r.data.length };
         }
-        if (wanted !== undefined && wanted !== found.version) return { status: 'EXISTS', version: 0, size: 0 };
+        if (r.cas !== undefined && storeCheck(r.cas, found, false) !== 'match') return { status: 'EXISTS', version: 0, size: 0 };
         const size = found.item.data.length + r.data.length;
         if (size > limit) return { status: 'NOT_STORED', version: 0, size: 0 };
-        const value = encodeItem(found.item.flags, found.item.data, this.now(), false, r.data, prepend);
+        const value = encodeItem(found.item.flags, found.item.data, this.now(), false, r.data, prepend, r.newCas);
         const version = await this.pool.put(r.key, value, { ttl: this.keptTtl(found.expiresAt), ifVersion: found.version });
         this.counters.total_items!++;
         return { status: 'STORED', version, size };
@@ -492,7 +516,7 @@ export class Cache {
             const next = apply(item.data);
             if (next === undefined) throw refuse('NON_NUMERIC');
             result = next;
-            return encodeItem(item.flags, Buffer.from(next.toString(), 'latin1'), this.now());
+            return encodeItem(item.flags, Buffer.from(next.toString(), 'latin1'), this.now(), false, undefined, false, r.newCas);
           },
           ttl,
         );
@@ -504,21 +528,20 @@ export class Cache {
         throw error;
       }
     }
-    const wanted = r.cas === undefined ? undefined : casVersion(r.cas) ?? -1;
     for (let i = 0; i < MAX_RETRIES; i++) {
       const found = this.find(r.key);
       try {
         if (found === undefined) {
           if (r.vivify === undefined) return { status: 'NOT_FOUND' };
           if (r.vivify.ttl < 0) return { status: 'NOT_STORED' };
-          const value = encodeItem(0, Buffer.from(r.vivify.initial.toString(), 'latin1'), this.now());
+          const value = encodeItem(0, Buffer.from(r.vivify.initial.toString(), 'latin1'), this.now(), false, undefined, false, r.newCas);
           const version = await this.pool.put(r.key, value, { ttl: r.vivify.ttl, ifAbsent: true });
           return { status: 'OK', value: r.vivify.initial, version, created: true };
         }
-        if (wanted !== undefined && wanted !== found.version) return { status: 'EXISTS' };
+        if (r.cas !== undefined && !casMatches(r.cas, found)) return { status: 'EXISTS' };
         const next = apply(found.item.data);
         if (next === undefined) return { status: 'NON_NUMERIC' };
-        const value = encodeItem(found.item.flags, Buffer.from(next.toString(), 'latin1'), this.now());
+        const value = encodeItem(found.item.flags, Buffer.from(next.toString(), 'latin1'), this.now(), false, undefined, false, r.newCas);
         const ttl = r.ttl === undefined ? this.keptTtl(found.expiresAt) : r.ttl;
         const version = await this.writeOrExpire(r.key, value, ttl, found.version);
         return { status: 'OK', value: next, version, created: false };
@@ -550,12 +573,11 @@ export class Cache {
    * does: the caller runs it once the connection's earlier writes are applied).
    */
   async delete(key: Buffer, cas?: bigint): Promise<'DELETED' | 'NOT_FOUND' | 'EXISTS'> {
-    const wanted = cas === undefined ? undefined : casVersion(cas) ?? -1;
     for (let i = 0; i < MAX_RETRIES; i++) {
       let options: { ifPresent: true } | { ifVersion: number } = { ifPresent: true };
-      if (wanted !== undefined) {
+      if (cas !== undefined) {
         const found = this.find(key);
-        if (found === undefined || wanted !== found.version) {
+        if (found === undefined || !casMatches(cas, found)) {
           this.counters.delete_misses!++;
           return found === undefined ? 'NOT_FOUND' : 'EXISTS';
         }
@@ -567,7 +589,7 @@ export class Cache {
         return 'DELETED';
       } catch (error) {
         if (!isCondition(error)) throw error;
-        if (wanted === undefined) {
+        if (cas === undefined) {
           this.counters.delete_misses!++;
           return 'NOT_FOUND';
         }
@@ -581,20 +603,24 @@ export class Cache {
    * Meta delete with I (mark stale: a new CAS, the value kept) and/or x (keep the item with
    * empty data and the given flags). `ttl`: the T flag's, or undefined.
    */
-  async invalidate(key: Buffer, o: { cas?: bigint | undefined; stale: boolean; removeValue: boolean; flags: number; ttl: number | undefined }): Promise<'DELETED' | 'NOT_FOUND' | 'EXISTS'> {
-    const wanted = o.cas === undefined ? undefined : casVersion(o.cas) ?? -1;
+  async invalidate(
+    key: Buffer,
+    o: { cas?: bigint | undefined; stale: boolean; removeValue: boolean; flags: number; ttl: number | undefined; newCas?: bigint | undefined },
+  ): Promise<'DELETED' | 'NOT_FOUND' | 'EXISTS'> {
     for (let i = 0; i < MAX_RETRIES; i++) {
       const found = this.find(key);
       if (found === undefined) {
         this.counters.delete_misses!++;
         return 'NOT_FOUND';
       }
-      if (wanted !== undefined && wanted !== found.version) {
+      if (o.cas !== undefined && !casMatches(o.cas, found)) {
         this.counters.delete_misses!++;
         return 'EXISTS';
       }
       const item = found.item;
-      const value = o.removeValue ? encodeItem(o.flags, EMPTY, this.now(), o.stale) : encodeItem(item.flags, item.data, this.now(), true);
+      const value = o.removeValue
+        ? encodeItem(o.flags, EMPTY, this.now(), o.stale, undefined, false, o.newCas)
+        : encodeItem(item.flags, item.data, this.now(), true, undefined, false, o.newCas);
       const ttl = o.ttl ?? (o.removeValue ? 0 : this.keptTtl(found.expiresAt));
       try {
         await this.writeOrExpire(key, value, ttl, found.version);
@@ -618,10 +644,13 @@ export class Cache {
     return this.kvStore.kv(META_POOL).delete(BARRIER_KEY);
   }
 
-  /** Creates an empty item when the key is absent (meta get N); its version, or undefined when present. */
-  async vivify(key: Buffer, ttl: number): Promise<number | undefined> {
+  /**
+   * Creates an empty item when the key is absent (meta get N; `cas`: its explicit CAS, meta E);
+   * its version, or undefined when present.
+   */
+  async vivify(key: Buffer, ttl: number, cas?: bigint): Promise<number | undefined> {
     try {
-      const version = await this.pool.put(key, encodeItem(0, EMPTY, this.now()), { ttl, ifAbsent: true });
+      const version = await this.pool.put(key, encodeItem(0, EMPTY, this.now(), false, undefined, false, cas), { ttl, ifAbsent: true });
       this.counters.total_items!++;
       // The win is marked at once: a client that lost the race reads the item next, and sees Z.
       this.tracker.tokenSent(key, version, this.now());

@@ -6,4 +6,4 @@ export { startMemcachedServer, MEMCACHED_DEFAULT_PORT, DEFAULT_MAX_CONNECTIONS, 
 export type { MemcachedServer, MemcachedServerOptions } from './server.js';
 export { DEFAULT_MAX_ITEM_BYTES, MAX_KEY_BYTES, MAX_LINE_BYTES, MAX_RETRIEVAL_LINE_BYTES, SERVER_VERSION } from './protocol.js';
 export { MAX_IN_FLIGHT_BYTES, MAX_IN_FLIGHT_WRITES, OUTPUT_HIGH_WATER_BYTES } from './connection.js';
-export { HEADER_BYTES, decodeItem, encodeItem } from './item.js';
+export { HEADER_BYTES, MAX_HEADER_BYTES, decodeItem, encodeItem } from './item.js';

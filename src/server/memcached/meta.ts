@@ -6,10 +6,12 @@
 // Return flags come in the order the request gave them. Quiet mode (q) drops the reply that
 // means "as expected" (EN for mg, HD for ms/md/ma); errors are always sent.
 //
-// Not supported: E (set the CAS value): a CAS unique here is the store's version of the
-// item, which only the store hands out; E is answered with a CLIENT_ERROR.
+// E(token) makes token the CAS value of the item a command creates or changes (mg only
+// when N creates it, md only with I or x); it is kept in the item's value (see item.ts), so
+// it outlives a restart as a version does. A change without E gives the item a new version
+// as its CAS again.
 
-import { serverErrorLine, type Cache, type StoreMode } from './cache.js';
+import { casMatches, serverErrorLine, visibleCas, type Cache, type StoreMode } from './cache.js';
 import {
   CRLF,
   ERR,
@@ -42,6 +44,8 @@ interface MetaFlags {
   exptimes: { N?: number; T?: number };
   R?: number;
   C?: bigint;
+  /** The CAS value to give the item if it is changed. */
+  E?: bigint;
   F?: number;
   J?: bigint;
   D?: bigint;
@@ -102,8 +106,7 @@ function parseFlags(tokens: string[], start: number, cache: Cache): MetaFlags | 
       case 'E': {
         const v = parseU64(t.slice(1));
         if (v === undefined) return ERR.badToken;
-        if (c === 'E') return ERR.casOverride;
-        f.C = v;
+        f[c] = v;
         break;
       }
       case 'F': {
@@ -199,7 +202,7 @@ function metaDebug(tokens: string[], cache: Cache): Request {
     const la = Math.max(0, Math.floor((now - (tracked?.lastAccessMs ?? found.item.writtenAt * 1000)) / 1000));
     const exp = found.expiresAt === 0 ? -1 : Math.max(0, Math.ceil((found.expiresAt - now) / 1000));
     const size = k.length + found.item.data.length;
-    return line(`ME ${tokens[1]!} exp=${exp} la=${la} cas=${found.version} fetch=${tracked?.fetched === true ? 'yes' : 'no'} cls=1 size=${size}`);
+    return line(`ME ${tokens[1]!} exp=${exp} la=${la} cas=${visibleCas(found)} fetch=${tracked?.fetched === true ? 'yes' : 'no'} cls=1 size=${size}`);
   });
 }
 
@@ -217,10 +220,11 @@ function metaGet(tokens: string[], cache: Cache): Request {
     let found = cache.find(f.key);
     let created = false;
     if (found === undefined && f.N !== undefined && f.N >= 0) {
-      const version = await cache.vivify(f.key, f.N);
+      const version = await cache.vivify(f.key, f.N, f.E);
       if (version !== undefined) {
         const now = cache.now();
-        found = { item: { flags: 0, stale: false, writtenAt: Math.floor(now / 1000), data: Buffer.alloc(0) }, version, expiresAt: f.N > 0 ? now + f.N : 0 };
+        const item = { flags: 0, stale: false, writtenAt: Math.floor(now / 1000), cas: f.E, data: Buffer.alloc(0) };
+        found = { item, version, expiresAt: f.N > 0 ? now + f.N : 0 };
         created = true;
       } else {
         found = cache.find(f.key);
@@ -244,7 +248,7 @@ function metaGet(tokens: string[], cache: Cache): Request {
     const tracked = cache.tracker.get(f.key, version);
     // The item this request created is marked won already (Cache.vivify): that win is ours.
     const tokenSent = !created && tracked?.tokenSent === true;
-    const sendValue = wantsValue && !(f.C !== undefined && f.C === BigInt(version));
+    const sendValue = wantsValue && !(f.C !== undefined && casMatches(f.C, found));
     let won = created && f.N !== undefined;
     let shownExpiry = found.expiresAt;
     const flags = returnFlags(f, (flag) => {
@@ -260,7 +264,7 @@ function metaGet(tokens: string[], cache: Cache): Request {
         case 't':
           return ` t${cache.ttlSeconds(shownExpiry)}`;
         case 'c':
-          return ` c${version}`;
+          return ` c${visibleCas(found)}`;
         case 'f':
           return ` f${item.flags}`;
         case 'l':
@@ -313,6 +317,8 @@ function metaSet(tokens: string[], cache: Cache): Request {
   const concat = mode === 'append' || mode === 'prepend';
   const ttl = f.T ?? 0;
   const reads = (f.C !== undefined && mode !== 'add') || (concat && f.N !== undefined) || (mode === 'add' && ttl < 0);
+  // As memcached: ms takes E0 as no E (a fresh CAS); mg, md and ma store a CAS of 0.
+  const newCas = f.E === 0n ? undefined : f.E;
   const run = async (data: Buffer | undefined): Promise<Reply> => {
     const outcome = await cache.store({
       mode,
@@ -323,9 +329,11 @@ function metaSet(tokens: string[], cache: Cache): Request {
       cas: f.C,
       allowStale: f.seen.has('I'),
       vivifyTtl: concat ? laterTtl(f.exptimes.N, f.N, cache) : undefined,
+      newCas,
     });
     if (outcome.status === 'STORED' && f.seen.has('q')) return null;
-    const flags = returnFlags(f, (flag) => (flag === 'c' ? ` c${outcome.version}` : flag === 's' ? ` s${outcome.status === 'STORED' ? outcome.size : bytes}` : ''));
+    const cas = outcome.status === 'STORED' ? (newCas ?? outcome.version) : 0;
+    const flags = returnFlags(f, (flag) => (flag === 'c' ? ` c${cas}` : flag === 's' ? ` s${outcome.status === 'STORED' ? outcome.size : bytes}` : ''));
     return line(`${MS_CODES[outcome.status]}${flags}`);
   };
   return { dataBytes: bytes, swallow: false, exclusive: reads, close: false, badChunk: line(ERR.badDataChunk), run: (data) => guarded(() => run(data)) };
@@ -347,7 +355,7 @@ function metaDelete(tokens: string[], cache: Cache): Request {
   const removeValue = f.seen.has('x');
   const run = async (): Promise<Reply> => {
     const outcome = stale || removeValue
-      ? await cache.invalidate(f.key, { cas: f.C, stale, removeValue, flags: f.F ?? 0, ttl: f.T })
+      ? await cache.invalidate(f.key, { cas: f.C, stale, removeValue, flags: f.F ?? 0, ttl: f.T, newCas: f.E })
       : await cache.delete(f.key, f.C);
     if (outcome === 'DELETED' && f.seen.has('q')) return null;
     return line(`${outcome === 'DELETED' ? HD : outcome === 'EXISTS' ? 'EX' : 'NF'}${returnFlags(f)}`);
@@ -361,7 +369,7 @@ function metaDelete(tokens: string[], cache: Cache): Request {
 function metaArithmetic(tokens: string[], cache: Cache): Request {
   if (tokens.length < 2) return reply(line(ERR.badFormat));
   const f = parseFlags(tokens, 2, cache);
-  if (f === ERR.casOverride || f === ERR.badFormat) return reply(line(f));
+  if (f === ERR.badFormat) return reply(line(f));
   if (typeof f === 'string') return reply(line(ERR.maInvalidFlag));
   let incr = true;
   if (f.M !== undefined) {
@@ -377,12 +385,14 @@ function metaArithmetic(tokens: string[], cache: Cache): Request {
       cas: f.C,
       vivify: f.N === undefined ? undefined : { ttl: f.N, initial: f.J ?? 0n },
       ttl: f.T,
+      newCas: f.E,
     });
     if (outcome.status === 'NON_NUMERIC') return line(ERR.nonNumeric);
     if (outcome.status !== 'OK') return line(`${outcome.status === 'NOT_FOUND' ? 'NF' : outcome.status === 'EXISTS' ? 'EX' : 'NS'}${returnFlags(f)}`);
     if (f.seen.has('q')) return null;
     const expiresAt = f.seen.has('t') ? (cache.find(f.key)?.expiresAt ?? 0) : 0;
-    const flags = returnFlags(f, (flag) => (flag === 'c' ? ` c${outcome.version}` : flag === 't' ? ` t${cache.ttlSeconds(expiresAt)}` : ''));
+    const cas = f.E ?? outcome.version;
+    const flags = returnFlags(f, (flag) => (flag === 'c' ? ` c${cas}` : flag === 't' ? ` t${cache.ttlSeconds(expiresAt)}` : ''));
     const value = outcome.value.toString();
     if (!f.seen.has('v')) return line(`${HD}${flags}`);
     return line(`VA ${value.length}${flags}\r\n${value}`);

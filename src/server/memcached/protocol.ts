@@ -56,7 +56,6 @@ export const ERR = {
   maInvalidFlag: 'CLIENT_ERROR invalid or duplicate flag',
   msBadMode: 'CLIENT_ERROR invalid mode for ms M token',
   maBadMode: 'CLIENT_ERROR invalid mode for ma M token',
-  casOverride: 'CLIENT_ERROR flag E is not supported: CAS values are the store\'s versions',
   lineTooLong: 'SERVER_ERROR line too long; closing the connection',
   tooManyConnections: 'ERROR Too many open connections',
 } as const;

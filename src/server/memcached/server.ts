@@ -16,7 +16,7 @@ import type { Store } from '../../store/store.js';
 import { isLoopback } from '../nbd/server.js';
 import { Cache } from './cache.js';
 import { Connection } from './connection.js';
-import { HEADER_BYTES } from './item.js';
+import { MAX_HEADER_BYTES } from './item.js';
 import { DEFAULT_MAX_ITEM_BYTES, ERR, line } from './protocol.js';
 import type { ServerState } from './request.js';
 import { ReadTurn } from './turn.js';
@@ -84,7 +84,7 @@ export async function startMemcachedServer(store: Store, options: MemcachedServe
       { host },
     );
   }
-  const maxItemLimit = store.limits.maxValueBytes - HEADER_BYTES;
+  const maxItemLimit = store.limits.maxValueBytes - MAX_HEADER_BYTES;
   const maxItemBytes = options.maxItemBytes ?? Math.min(DEFAULT_MAX_ITEM_BYTES, maxItemLimit);
   if (!Number.isSafeInteger(maxItemBytes) || maxItemBytes < 1 || maxItemBytes > maxItemLimit) {
     throw new AtomioError('ERR_ARGUMENT', `the item size limit is 1 … ${maxItemLimit} bytes on this store, not ${String(maxItemBytes)}`, { maxItemBytes });

@@ -7,8 +7,8 @@
 // suppressed (errors too, as memcached does).
 
 import type { Cache, StoreMode, StoreOutcome } from './cache.js';
-import { serverErrorLine } from './cache.js';
-import { dataStart, flagsOf } from './item.js';
+import { serverErrorLine, visibleCas } from './cache.js';
+import { dataStart, explicitCasOf, flagsOf } from './item.js';
 import { metaCommand } from './meta.js';
 import {
   CRLF,
@@ -132,7 +132,7 @@ function retrieval(tokens: string[], first: number, withCas: boolean, exptime: n
       }
       c.get_hits!++;
       cache.tracker.fetched(key, found.version, now);
-      const head = valueHead(key, found.item.flags, found.item.data.length, withCas ? found.version : undefined);
+      const head = valueHead(key, found.item.flags, found.item.data.length, withCas ? visibleCas(found) : undefined);
       parts.push(head, found.item.data, CRLF);
       bytes += head.length + found.item.data.length + 2;
       if (bytes >= RETRIEVAL_CHUNK_BYTES && i < keys.length - 1) return streamRest(parts, keys, i + 1, withCas, cache, out);
@@ -162,13 +162,18 @@ export function getOne(key: Buffer, withCas: boolean, cache: Cache): Buffer {
   const from = dataStart(value);
   const flags = flagsOf(value);
   const bytes = value.length - from;
+  // An explicit CAS (meta E) is rare: written as text, not by writeDecimal (it may pass 2^53).
+  const explicit = withCas ? explicitCasOf(value) : undefined;
+  const casText = explicit === undefined ? '' : explicit.toString();
   // VALUE <key> <flags> <bytes>[ <cas>]\r\n<data>\r\nEND\r\n
-  const casBytes = withCas ? 1 + decimalDigits(entry.version) : 0;
+  const casBytes = withCas ? 1 + (explicit === undefined ? decimalDigits(entry.version) : casText.length) : 0;
   const head = 6 + key.length + 1 + decimalDigits(flags) + 1 + decimalDigits(bytes) + casBytes + 2;
   const out = Buffer.allocUnsafe(head + bytes + 7);
-  // The whole stored value first, its item header (from <= 10 < head) under the reply's head
-  // line, which then overwrites it: a copy of a whole buffer makes no view.
-  value.copy(out, head - from);
+  // The whole stored value first, its item header under the reply's head line, which then
+  // overwrites it: a copy of a whole buffer makes no view. A header longer than the head
+  // line (an explicit CAS and a short line) is skipped by a copy of the data alone.
+  if (from <= head) value.copy(out, head - from);
+  else value.copy(out, head, from);
   out[0] = 0x56; // VALUE
   out[1] = 0x41;
   out[2] = 0x4c;
@@ -182,7 +187,7 @@ export function getOne(key: Buffer, withCas: boolean, cache: Cache): Buffer {
   at = writeDecimal(out, at, bytes);
   if (withCas) {
     out[at++] = 0x20;
-    at = writeDecimal(out, at, entry.version);
+    at = explicit === undefined ? writeDecimal(out, at, entry.version) : at + out.write(casText, at, 'latin1');
   }
   out[at++] = 0x0d;
   out[at++] = 0x0a;
@@ -219,7 +224,7 @@ async function streamRest(parts: Buffer[], keys: Buffer[], from: number, withCas
     }
     c.get_hits!++;
     cache.tracker.fetched(key, found.version, cache.now());
-    out.write(Buffer.concat([valueHead(key, found.item.flags, found.item.data.length, withCas ? found.version : undefined), found.item.data, CRLF]));
+    out.write(Buffer.concat([valueHead(key, found.item.flags, found.item.data.length, withCas ? visibleCas(found) : undefined), found.item.data, CRLF]));
   }
   return END;
 }
@@ -237,13 +242,13 @@ async function getAndTouch(keys: Buffer[], withCas: boolean, exptime: number, ca
       continue;
     }
     cache.tracker.fetched(key, found.version, cache.now());
-    parts.push(valueHead(key, found.item.flags, found.item.data.length, withCas ? found.version : undefined), found.item.data, CRLF);
+    parts.push(valueHead(key, found.item.flags, found.item.data.length, withCas ? visibleCas(found) : undefined), found.item.data, CRLF);
   }
   parts.push(END);
   return Buffer.concat(parts);
 }
 
-function valueHead(key: Buffer, flags: number, bytes: number, cas: number | undefined): Buffer {
+function valueHead(key: Buffer, flags: number, bytes: number, cas: bigint | number | undefined): Buffer {
   const tail = cas === undefined ? ` ${flags} ${bytes}\r\n` : ` ${flags} ${bytes} ${cas}\r\n`;
   const out = Buffer.allocUnsafe(6 + key.length + tail.length);
   out.write('VALUE ', 0, 'latin1');

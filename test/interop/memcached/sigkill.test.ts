@@ -23,6 +23,9 @@ test('SIGKILL right after STORED: items, flags, TTLs and CAS uniques are there a
       assert.equal(await c.call('set doomed 0 0 1\r\nx\r\ndelete doomed\r\n'), 'STORED\r\nDELETED\r\n');
       assert.equal(await c.call('set log 0 0 1\r\na\r\nappend log 0 0 1\r\nb\r\n'), 'STORED\r\nSTORED\r\n');
       assert.equal(await c.call('ms meta 4 F9 T7200 I\r\nmeta\r\nmd meta I\r\n'), 'HD\r\nHD\r\n');
+      // CAS values chosen by clients (meta E) are kept with the item, not handed out again.
+      assert.equal(await c.call('ms chosen 6 F5 E18446744073709551615 c\r\nchosen\r\n'), 'HD c18446744073709551615\r\n');
+      assert.equal(await c.call('ma hits N0 J7 E42 c\r\n'), 'HD c42\r\n');
       for (const key of ['flagged', 'ttl', 'counter', 'log']) {
         const m = /^VALUE \S+ \d+ \d+ (\d+)\r\n/.exec(await c.call(`gets ${key}\r\n`));
         cas.set(key, m![1]!);
@@ -51,6 +54,8 @@ test('SIGKILL right after STORED: items, flags, TTLs and CAS uniques are there a
       assert.ok(ttl > 3500 && ttl <= 3600, `the TTL survived (${ttl} s left)`);
       assert.equal(await c.call('get counter doomed log\r\n'), 'VALUE counter 0 2\r\n42\r\nVALUE log 0 2\r\nab\r\nEND\r\n');
       assert.match(await c.call('mg meta v f t\r\n'), /^VA 4 f9 t\d+ X W\r\nmeta\r\n$/, 'flags, TTL and the stale mark survived');
+      assert.equal(await c.call('gets chosen hits\r\n'), 'VALUE chosen 5 6 18446744073709551615\r\nchosen\r\nVALUE hits 0 1 42\r\n7\r\nEND\r\n', 'explicit CAS values survived');
+      assert.equal(await c.call('cas chosen 5 0 3 18446744073709551615\r\nnew\r\nma hits C42 v\r\n'), 'STORED\r\nVA 1\r\n8\r\n', 'and are compared after it');
       assert.equal(await c.call(`cas flagged 1 0 3 ${cas.get('flagged')!}\r\nnew\r\n`), 'STORED\r\n', 'gets before the crash, cas after it');
       for (let i = 0; i < acknowledged; i++) {
         assert.equal(await c.call(`get bulk${i}\r\n`), `VALUE bulk${i} ${i} ${String(i).length}\r\n${i}\r\nEND\r\n`, `acknowledged set ${i} survived`);

@@ -161,7 +161,7 @@ test('me: item metadata or EN', async () => {
   });
 });
 
-test('meta flag errors: invalid, duplicate, too many, opaque too long, bad tokens, E unsupported', async () => {
+test('meta flag errors: invalid, duplicate, too many, opaque too long, bad tokens', async () => {
   await withServer(async (h) => {
     const c = await h.connect();
     const cases: [string, string][] = [
@@ -172,12 +172,15 @@ test('meta flag errors: invalid, duplicate, too many, opaque too long, bad token
       ['mg a Tx\r\n', 'CLIENT_ERROR bad token in command line format'],
       ['mg a N\r\n', 'CLIENT_ERROR bad token in command line format'],
       ['md a C-1\r\n', 'CLIENT_ERROR bad token in command line format'],
-      ['md a E5\r\n', "CLIENT_ERROR flag E is not supported: CAS values are the store's versions"],
+      ['md a Ex\r\n', 'CLIENT_ERROR bad token in command line format'],
+      ['mg a E\r\n', 'CLIENT_ERROR bad token in command line format'],
+      ['ma a Ex\r\n', 'CLIENT_ERROR invalid or duplicate flag'],
       ['ma a J-1\r\n', 'CLIENT_ERROR invalid or duplicate flag'],
       ['mg\r\n', 'CLIENT_ERROR bad command line format'],
       [`mg ${'k'.repeat(251)} v\r\n`, 'CLIENT_ERROR bad command line format'],
       ['ms a 1 Fx\r\nz\r\n', 'CLIENT_ERROR bad command line format'],
-      ['ms a 1 E9\r\nz\r\n', "CLIENT_ERROR flag E is not supported: CAS values are the store's versions"],
+      ['ms a 1 E18446744073709551616\r\nz\r\n', 'CLIENT_ERROR bad token in command line format'],
+      ['ms a 1 E1 E2\r\nz\r\n', 'CLIENT_ERROR duplicate flag'],
       ['mz a\r\n', 'ERROR'],
     ];
     for (const [request, expected] of cases) assert.equal(await c.call(request), `${expected}\r\n`, JSON.stringify(request));
@@ -233,5 +236,80 @@ test('touch counts as an access, as in memcached: mg h and l, and me fetch, see 
     assert.equal(await c.call('mg a h l u\r\n'), 'HD h0 l20\r\n');
     assert.equal(await c.call('touch a 100\r\nmg a h l u\r\nme a\r\n'), `TOUCHED\r\nHD h1 l0\r\nME a exp=100 la=0 cas=${h.server.cache.pool.versionOf('a')!} fetch=yes cls=1 size=2\r\n`);
     assert.equal(await c.call('touch nope 100\r\n'), 'NOT_FOUND\r\n');
+  });
+});
+
+// The E flag. Every expected reply below is what memcached 1.6.45 answers to the same bytes.
+
+test('E: mg N E creates the item with that CAS; gets, mg c and me show it; mg E on a hit changes nothing', async () => {
+  await withServer(async (h) => {
+    const c = await h.connect();
+    assert.equal(await c.call('mg k1 N30 E777 c v t\r\n'), 'VA 0 c777 t30 W\r\n\r\n');
+    assert.equal(await c.call('mg k1 N30 E778 c v\r\n'), 'VA 0 c777 Z\r\n\r\n', 'present: not created again');
+    assert.equal(await c.call('gets k1\r\n'), 'VALUE k1 0 0 777\r\n\r\nEND\r\n');
+    assert.equal(await c.call('mg k1 c E5 T100\r\n'), 'HD c777 Z\r\n', 'a touch is no change of the CAS');
+    assert.equal(await c.call('mg k1 v C777\r\n'), 'HD Z\r\n', 'C compares with the explicit CAS');
+    assert.match(await c.call('me k1\r\n'), /^ME k1 exp=100 la=0 cas=777 /);
+    assert.equal(await c.call('mg k2 N0 E0 c\r\nmg k2 C0 v\r\n'), 'HD c0 W\r\nHD Z\r\n', 'mg E0 gives CAS 0');
+  });
+});
+
+test('E: ms stores the token as the CAS, C and E together, cas and gets with it; a change without E gives a fresh version', async () => {
+  await withServer(async (h) => {
+    const c = await h.connect();
+    assert.equal(await c.call('ms k2 2 E12345 c\r\nhi\r\n'), 'HD c12345\r\n');
+    assert.equal(await c.call('mg k2 c v\r\ngets k2\r\n'), 'VA 2 c12345\r\nhi\r\nVALUE k2 0 2 12345\r\nhi\r\nEND\r\n');
+    assert.equal(await c.call('get k2\r\n'), 'VALUE k2 0 2\r\nhi\r\nEND\r\n', 'a short reply line: the header and CAS are not data');
+    assert.equal(await c.call('ms k2 2 C12345 E999 c\r\nho\r\n'), 'HD c999\r\n');
+    assert.equal(await c.call('ms k2 2 C12345 E1000 c\r\nhx\r\n'), 'EX c0\r\n', 'the old token no longer matches');
+    const version = h.server.cache.pool.versionOf('k2')!;
+    assert.equal(await c.call(`cas k2 0 0 1 ${version}\r\nz\r\n`), 'EXISTS\r\n', 'the version is not the CAS of an item with an explicit one');
+    assert.equal(await c.call('cas k2 0 0 1 999\r\nz\r\n'), 'STORED\r\n');
+    assert.equal(await c.call('cas k2 0 0 1 999\r\nz\r\n'), 'EXISTS\r\n', 'cas without E gave the item a fresh CAS');
+    assert.equal(await c.call('gets k2\r\n'), `VALUE k2 0 1 ${h.server.cache.pool.versionOf('k2')!}\r\nz\r\nEND\r\n`);
+    const max = '18446744073709551615';
+    assert.equal(await c.call(`ms k3 1 E${max} c\r\nx\r\ngets k3\r\nmg k3 c C${max} v\r\n`), `HD c${max}\r\nVALUE k3 0 1 ${max}\r\nx\r\nEND\r\nHD c${max}\r\n`, 'all 64 bits');
+    assert.equal(await c.call('ms k4 1 E0 c\r\nx\r\n'), `HD c${h.server.cache.pool.versionOf('k4')!}\r\n`, 'ms E0: a fresh CAS, as memcached');
+    assert.equal(await c.call('ms k5 1 E50\r\nq\r\nms k5 1 ME E60 c\r\nr\r\nmg k5 c v\r\n'), 'HD\r\nNS c0\r\nVA 1 c50\r\nq\r\n', 'nothing stored: the CAS stays');
+    assert.equal(await c.call('ms k5 1 MR E61 c\r\ns\r\nset k5 0 0 1\r\nt\r\ngets k5\r\n'), `HD c61\r\nSTORED\r\nVALUE k5 0 1 ${h.server.cache.pool.versionOf('k5')!}\r\nt\r\nEND\r\n`);
+  });
+});
+
+test('E: append/prepend, ms I with a lower CAS, vivifying append, touch keeps an explicit CAS', async () => {
+  await withServer(async (h) => {
+    const c = await h.connect();
+    assert.equal(
+      await c.call('ms y9 1 E7\r\na\r\nms y9 1 MA E8 c\r\nb\r\nms y9 1 MP C8 E9 c\r\nc\r\nmg y9 v c\r\nms y9 1 MA C8\r\nz\r\n'),
+      'HD\r\nHD c8\r\nHD c9\r\nVA 3 c9\r\ncab\r\nEX\r\n',
+    );
+    assert.equal(await c.call('ms y10 1 MA N0 E44 c\r\nq\r\nmg y10 v c\r\n'), 'HD c44\r\nVA 1 c44\r\nq\r\n');
+    assert.equal(await c.call('ms y11 1 E50\r\nq\r\nms y11 1 C40 I E45 c\r\nr\r\nmg y11 c v\r\n'), 'HD\r\nHD c45\r\nVA 1 c45 X W\r\nr\r\n');
+    assert.equal(await c.call('touch y10 100\r\ngets y10\r\n'), 'TOUCHED\r\nVALUE y10 0 1 44\r\nq\r\nEND\r\n');
+    assert.equal(await c.call('append y10 0 0 1\r\n!\r\ngets y10\r\n'), `STORED\r\nVALUE y10 0 2 ${h.server.cache.pool.versionOf('y10')!}\r\nq!\r\nEND\r\n`);
+  });
+});
+
+test('E: md with I or x sets the CAS, compared by a later C; md E0 gives CAS 0', async () => {
+  await withServer(async (h) => {
+    const c = await h.connect();
+    assert.equal(await c.call('ms k5 1 E50\r\n5\r\nmd k5 E60 I c\r\nmg k5 c v\r\n'), 'HD\r\nHD\r\nVA 1 c60 X W\r\n5\r\n');
+    assert.equal(await c.call('md k5 C60 E70 x\r\nmg k5 c v f\r\n'), 'HD\r\nVA 0 c70 f0\r\n\r\n');
+    assert.equal(await c.call('md k5 C70 E80 x I F3\r\nmg k5 c v f\r\n'), 'HD\r\nVA 0 c80 f3 X W\r\n\r\n');
+    assert.equal(await c.call('md k5 C79\r\n'), 'EX\r\n');
+    assert.equal(await c.call('md k5 C80 E90 q\r\nmg k5 c\r\n'), 'EN\r\n', 'a real delete: E has nothing to set');
+    assert.equal(await c.call('ms y5 1 E7\r\nx\r\nmd y5 E0 I\r\nmg y5 c\r\nmd y5 C0 q\r\nmg y5\r\n'), 'HD\r\nHD\r\nHD c0 X W\r\nEN\r\n');
+  });
+});
+
+test('E: ma sets the CAS on a change and on a vivify, C compares with it', async () => {
+  await withServer(async (h) => {
+    const c = await h.connect();
+    assert.equal(
+      await c.call('ms k6 1 E10\r\n5\r\nma k6 E20 c v\r\nmg k6 c v\r\nma k6 C20 E30 v c\r\nma k6 C20 E40\r\n'),
+      'HD\r\nVA 1 c20\r\n6\r\nVA 1 c20\r\n6\r\nVA 1 c30\r\n7\r\nEX\r\n',
+    );
+    assert.equal(await c.call('ma k7 N0 J9 E33 c v\r\ngets k7\r\n'), 'VA 1 c33\r\n9\r\nVALUE k7 0 1 33\r\n9\r\nEND\r\n');
+    assert.equal(await c.call('incr k7 1\r\nmg k7 c\r\n'), `10\r\nHD c${h.server.cache.pool.versionOf('k7')!}\r\n`, 'incr gives a fresh CAS');
+    assert.equal(await c.call('ms y6 1 E7\r\n1\r\nma y6 E0 c\r\ngets y6\r\ncas y6 0 0 1 0\r\n1\r\n'), 'HD\r\nHD c0\r\nVALUE y6 0 1 0\r\n2\r\nEND\r\nEXISTS\r\n', 'cas 0 matches nothing, even CAS 0');
   });
 });
