@@ -146,7 +146,7 @@ test(`acknowledged batches survive SIGKILL and no batch is half there (${ROUNDS}
       // 64 KiB (written as parts); every third (of the others) checkpoints often, so kills
       // land in checkpoint writes; every fifth also asks for checkpoints (store.checkpoint())
       // while batches are queued. Rounds 1, 5, 9, … keep one batch in flight, so that most
-      // commits are written on the event loop's thread.
+      // commits are written on the event loop's thread, and their tears wait for such a write.
       args: [
         ...(round % 4 === 3
           ? ['--lbas', '1024', '--checkpoint-bytes', String(8 * 1024 * 1024), '--max-sectors', '128']
@@ -154,7 +154,7 @@ test(`acknowledged batches survive SIGKILL and no batch is half there (${ROUNDS}
             ? ['--checkpoint-bytes', String(256 * 1024)]
             : []),
         ...(round % 5 === 4 ? ['--checkpoint-every', '100'] : []),
-        ...(round % 4 === 1 ? ['--in-flight', '1'] : []),
+        ...(round % 4 === 1 ? ['--in-flight', '1', '--tear-prefer', 'durable-sync'] : []),
       ],
       // Even rounds: the test kills the writer at a random moment (mostly in fdatasync).
       // Odd rounds: the writer kills itself inside a write (a torn group commit, checkpoint
@@ -205,8 +205,9 @@ test(`acknowledged batches survive SIGKILL and no batch is half there (${ROUNDS}
     assert.ok(totals.dropped > 0, `no kill ever tore the log: ${JSON.stringify(totals)}`);
   }
   if (ROUNDS >= 40) {
-    // About half the one-in-flight rounds tear a write made on the loop's thread, most of
-    // the large-write rounds a pwritev of parts: with a dozen of each, both paths are met.
+    // The one-in-flight rounds' tears wait for a write made on the loop's thread (for a
+    // while), most large-write rounds tear a pwritev of parts: with a dozen of each, both
+    // paths are met.
     assert.ok((totals.tornBy['durable-sync'] ?? 0) > 0, `no kill tore a write made on the event loop's thread: ${JSON.stringify(totals)}`);
     assert.ok((totals.tornBy['durable-parts'] ?? 0) > 0, `no kill tore a write of parts: ${JSON.stringify(totals)}`);
   }

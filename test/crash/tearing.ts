@@ -21,10 +21,14 @@ export class TearingMedia implements Media {
   readonly writeSync?: (buffer: Uint8Array, offset: number) => void;
   readonly writeDurableSync?: (buffer: Uint8Array, offset: number) => void;
   private countdown = 0;
+  /** Writes of other kinds passed over while waiting for one of the preferred kind. */
+  private passedOver = 0;
 
   constructor(
     private readonly inner: Media,
     private readonly rng: Rng,
+    /** Once armed, count only writes of this kind, unless PREFER_GRACE_WRITES others come first. */
+    private readonly preferred?: string,
   ) {
     this.size = inner.size;
     // The engine writes a lone commit on its own thread only through a medium that can.
@@ -82,14 +86,16 @@ export class TearingMedia implements Media {
     return this.inner.close();
   }
 
-  /** Counts a write: true for the one the kill interrupts. */
-  private tearsThis(): boolean {
-    return this.countdown > 0 && --this.countdown === 0;
+  /** Counts a write of kind `how`: true for the one the kill interrupts. */
+  private tearsThis(how: string): boolean {
+    if (this.countdown === 0) return false;
+    if (this.preferred !== undefined && how !== this.preferred && this.passedOver++ < PREFER_GRACE_WRITES) return false;
+    return --this.countdown === 0;
   }
 
   /** `write` whole, or, if the kill interrupts it, a page-aligned prefix of its bytes (joined) and the kill. */
   private async tear(how: string, whole: Uint8Array | readonly Uint8Array[], offset: number, write: () => Promise<void>, writePrefix: (b: Uint8Array, o: number) => Promise<void>): Promise<void> {
-    if (!this.tearsThis()) return write();
+    if (!this.tearsThis(how)) return write();
     const buffer = whole instanceof Uint8Array ? whole : Buffer.concat(whole);
     const kept = this.keptOf(buffer, offset);
     if (kept > 0) await writePrefix(buffer.subarray(0, kept), offset);
@@ -97,7 +103,7 @@ export class TearingMedia implements Media {
   }
 
   private tearSync(how: string, buffer: Uint8Array, offset: number, write: (b: Uint8Array, o: number) => void): void {
-    if (!this.tearsThis()) return write(buffer, offset);
+    if (!this.tearsThis(how)) return write(buffer, offset);
     const kept = this.keptOf(buffer, offset);
     if (kept > 0) write(buffer.subarray(0, kept), offset);
     this.die(how, buffer, offset, kept);
@@ -118,6 +124,13 @@ export class TearingMedia implements Media {
   }
 }
 
+/**
+ * With --tear-prefer, how many writes of other kinds an armed medium lets by before it
+ * counts them too: whether the engine writes on the loop's thread depends on the disk's
+ * latency, and a busy machine may make such writes rare, not absent.
+ */
+const PREFER_GRACE_WRITES = 500;
+
 /** Reports a failure to the parent (a FAIL line) and exits. */
 export function fail(what: string, error: unknown): never {
   writeLine(`FAIL ${what} ${String((error as Error)?.stack ?? error).replace(/\n/g, ' | ')}`);
@@ -137,11 +150,13 @@ export const CHILD_OPTIONS = {
   'tear-from': { type: 'string' },
   'tear-after-ms': { type: 'string' },
   'tear-write': { type: 'string' },
+  'tear-prefer': { type: 'string' },
   'wait-go': { type: 'boolean' },
 } as const;
 
 /**
- * The writer's side of a planned tear (--tear-from ack|open, --tear-after-ms, --tear-write):
+ * The writer's side of a planned tear (--tear-from ack|open, --tear-after-ms, --tear-write,
+ * and --tear-prefer KIND to make the kill land in a write of that kind where one comes):
  * the data file wrapped in a TearingMedia, armed `afterMs` after the store starts to open or
  * after the first acknowledgement. Without --tear-from, nothing is wrapped.
  */
@@ -161,10 +176,12 @@ export class Tear {
     if (from !== undefined && from !== 'ack' && from !== 'open') throw new Error(`--tear-from must be ack or open, got ${String(from)}`);
     const afterMs = countFlag('tear-after-ms', values['tear-after-ms'], 0);
     const write = countFlag('tear-write', values['tear-write'], 1);
+    const prefer = values['tear-prefer'];
+    if (prefer !== undefined && typeof prefer !== 'string') throw new Error('--tear-prefer takes a kind of write (durable-sync, durable-parts, ...)');
     let media: TearingMedia | undefined;
     if (from !== undefined) {
       await fsp.mkdir(dir, { recursive: true });
-      media = new TearingMedia(await openFileMedia(path.join(dir, DATA_FILE_NAME), { size, create }), new Rng(seed ^ 0x5bd1e995));
+      media = new TearingMedia(await openFileMedia(path.join(dir, DATA_FILE_NAME), { size, create }), new Rng(seed ^ 0x5bd1e995), prefer);
     }
     return new Tear(from, afterMs, write, media);
   }
