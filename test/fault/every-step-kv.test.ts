@@ -8,11 +8,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { open } from '../../src/index.js';
 import { ManualClock } from '../../src/base/clock.js';
-import { FaultMedia } from '../../src/media/fault.js';
 import { makeRandom } from '../../src/media/random.js';
 import { tagged, tagOf } from '../helpers/data.js';
 import { describe } from '../helpers/errors.js';
 import { deriveSeed, testSeed } from '../helpers/seed.js';
+import { SteppedMedia } from '../helpers/stepped-media.js';
 import { TempDirs } from '../helpers/temp.js';
 
 const SEED = testSeed();
@@ -28,18 +28,6 @@ interface State {
   tags: Int32Array;
   deadlines: Float64Array;
   sectors: Int32Array;
-}
-
-class SteppedMedia extends FaultMedia {
-  before: (() => Promise<void>) | undefined;
-  override async write(buffer: Uint8Array, offset: number): Promise<void> {
-    await this.before?.();
-    return super.write(buffer, offset);
-  }
-  override async flush(): Promise<void> {
-    await this.before?.();
-    return super.flush();
-  }
 }
 
 const slot = (pool: number, key: number): number => pool * KEYS + key;

@@ -9,11 +9,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { open, type AtomicOp } from '../../src/index.js';
 import { ManualClock } from '../../src/base/clock.js';
-import { FaultMedia, type CrashMode } from '../../src/media/fault.js';
+import { type CrashMode } from '../../src/media/fault.js';
 import { makeRandom } from '../../src/media/random.js';
 import { tagged, tagOf } from '../helpers/data.js';
 import { describe } from '../helpers/errors.js';
 import { deriveSeed, testSeed } from '../helpers/seed.js';
+import { SteppedMedia } from '../helpers/stepped-media.js';
 import { TempDirs } from '../helpers/temp.js';
 
 const SEED = testSeed();
@@ -27,23 +28,6 @@ interface Range {
   lba: number;
   count: number;
   trim: boolean;
-}
-
-/** Calls `before` ahead of every write and flush, so a crash image can be taken at each step. */
-class SteppedMedia extends FaultMedia {
-  before: (() => Promise<void>) | undefined;
-  override async write(buffer: Uint8Array, offset: number): Promise<void> {
-    await this.before?.();
-    return super.write(buffer, offset);
-  }
-  override writeSync(buffer: Uint8Array, offset: number): void {
-    // Inline writes cannot wait: the image is taken by the next async step instead.
-    super.writeSync(buffer, offset);
-  }
-  override async flush(): Promise<void> {
-    await this.before?.();
-    return super.flush();
-  }
 }
 
 const RUNS: { mode: CrashMode; ttl: boolean }[] = [

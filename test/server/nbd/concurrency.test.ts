@@ -9,6 +9,17 @@ import { INPUT_HIGH_WATER_BYTES } from '../../../src/server/nbd/connection.js';
 import { CMD, NbdClient } from './client.js';
 import { KiB, MiB, pattern, withServer } from './harness.js';
 
+/** Waits until the server's count of requests in hand stops moving (it has stalled on a full socket). */
+async function untilStalled(server: { stats(): { requests: number } }): Promise<void> {
+  let last = -1;
+  for (let i = 0; i < 100; i++) {
+    await new Promise((r) => setTimeout(r, 20));
+    const requests = server.stats().requests;
+    if (requests === last && requests > 0) return;
+    last = requests;
+  }
+}
+
 test('4 connections write neighbouring ranges (edges inside shared sectors) concurrently; a 5th reads every byte back', async () => {
   await withServer(
     async ({ port }) => {
@@ -71,13 +82,7 @@ test('a client that stops reading replies stops being read from; when it reads a
       const n = 40;
       const reads = Array.from({ length: n }, () => c.request(CMD.READ, 0, 0, 8 * MiB));
       // Let the server fill the socket and stall.
-      let last = -1;
-      for (let i = 0; i < 100; i++) {
-        await new Promise((r) => setTimeout(r, 20));
-        const s = server.stats();
-        if (s.requests === last && s.requests > 0) break;
-        last = s.requests;
-      }
+      await untilStalled(server);
       const s = server.stats();
       assert.ok(s.bytes <= MAX_IN_FLIGHT_BYTES, `${s.bytes} bytes held, bound ${MAX_IN_FLIGHT_BYTES}`);
       assert.ok(s.inputBytes <= INPUT_HIGH_WATER_BYTES + 64 * KiB, `${s.inputBytes} bytes of unparsed input held`);
@@ -108,13 +113,7 @@ test('block status replies count against the in-flight bound: a client that does
       // 120 such replies are 60 MiB, more than MAX_IN_FLIGHT_BYTES.
       const n = 120;
       const replies = Array.from({ length: n }, () => c.request(CMD.BLOCK_STATUS, 0, 0, 32 * MiB));
-      let last = -1;
-      for (let i = 0; i < 100; i++) {
-        await new Promise((r) => setTimeout(r, 20));
-        const s = server.stats();
-        if (s.requests === last && s.requests > 0) break;
-        last = s.requests;
-      }
+      await untilStalled(server);
       const s = server.stats();
       const replyBytes = 64 * 1024 * 8;
       assert.ok(s.bytes >= s.requests * replyBytes, `the ${s.requests} replies held are counted (${s.bytes} bytes reserved)`);
