@@ -198,14 +198,7 @@ export class Store implements AsyncDisposable {
    */
   async dropStream(name: string): Promise<void> {
     this.engine.assertOpen();
-    const pool = facePoolName('stream', name);
-    const drop = this.dropStreamNow(name, pool);
-    this.streamDrops.set(name, drop);
-    try {
-      await drop;
-    } finally {
-      if (this.streamDrops.get(name) === drop) this.streamDrops.delete(name);
-    }
+    await listedUntilSettled(this.streamDrops, name, this.dropStreamNow(name, facePoolName('stream', name)));
   }
 
   private async dropStreamNow(name: string, pool: string): Promise<void> {
@@ -266,14 +259,7 @@ export class Store implements AsyncDisposable {
    */
   async dropRegion(name: string): Promise<void> {
     this.engine.assertOpen();
-    const pool = facePoolName('region', name);
-    const drop = this.dropRegionNow(name, pool);
-    this.regionDrops.set(name, drop);
-    try {
-      await drop;
-    } finally {
-      if (this.regionDrops.get(name) === drop) this.regionDrops.delete(name);
-    }
+    await listedUntilSettled(this.regionDrops, name, this.dropRegionNow(name, facePoolName('region', name)));
   }
 
   private async dropRegionNow(name: string, pool: string): Promise<void> {
@@ -628,4 +614,14 @@ function defaultSegmentFor(capacity: number): number {
   let bytes = DEFAULT_SEGMENT_BYTES;
   while (bytes > MIN_SEGMENT_BYTES && capacity / bytes < 64) bytes /= 2;
   return bytes;
+}
+
+/** Waits for `work`, kept in `list` under `name` until it settles. */
+async function listedUntilSettled(list: Map<string, Promise<void>>, name: string, work: Promise<void>): Promise<void> {
+  list.set(name, work);
+  try {
+    await work;
+  } finally {
+    if (list.get(name) === work) list.delete(name);
+  }
 }
