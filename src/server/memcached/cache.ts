@@ -357,7 +357,7 @@ export class Cache {
   private plainStore(r: StoreRequest): Promise<StoreOutcome> {
     if (r.ttl < 0) return this.storeExpired(r);
     const size = r.data.length;
-    const value = encodeItem(r.flags, r.data, this.now(), false, undefined, false, r.newCas);
+    const value = encodeItem(r.flags, r.data, this.now(), r.newCas);
     const options = r.mode === 'add' ? { ttl: r.ttl, ifAbsent: true } : r.mode === 'replace' ? { ttl: r.ttl, ifPresent: true } : { ttl: r.ttl };
     return this.pool.put(r.key, value, options).then(
       (version): StoreOutcome => {
@@ -404,7 +404,7 @@ export class Cache {
       const staleStore = check === 'stale';
       const ttl = staleStore ? this.keptTtl(found.expiresAt) : r.ttl;
       try {
-        const value = encodeItem(r.flags, r.data, this.now(), staleStore, undefined, false, r.newCas);
+        const value = encodeItem(r.flags, r.data, this.now(), r.newCas, staleStore);
         const version = await this.writeOrExpire(r.key, value, ttl, found.version);
         this.counters.cas_hits!++;
         return { status: 'STORED', version, size };
@@ -454,7 +454,7 @@ export class Cache {
           const item = decodeItem(current);
           size = item.data.length + r.data.length;
           if (size > limit) throw refuse('NOT_STORED');
-          return encodeItem(item.flags, item.data, this.now(), false, r.data, prepend, r.newCas);
+          return encodeItem(item.flags, item.data, this.now(), r.newCas, false, r.data, prepend);
         });
         this.counters.total_items!++;
         return { status: 'STORED', version, size };
@@ -469,7 +469,7 @@ export class Cache {
         if (found === undefined) {
           if (r.vivifyTtl === undefined) return { status: 'NOT_STORED', version: 0, size: 0 };
           if (r.vivifyTtl < 0) return { status: 'STORED', version: 0, size: r.data.length };
-          const value = encodeItem(r.flags, r.data, this.now(), false, undefined, false, r.newCas);
+          const value = encodeItem(r.flags, r.data, this.now(), r.newCas);
           const version = await this.pool.put(r.key, value, { ttl: r.vivifyTtl, ifAbsent: true });
           this.counters.total_items!++;
           return { status: 'STORED', version, size: r.data.length };
@@ -477,7 +477,7 @@ export class Cache {
         if (r.cas !== undefined && storeCheck(r.cas, found, false) !== 'match') return { status: 'EXISTS', version: 0, size: 0 };
         const size = found.item.data.length + r.data.length;
         if (size > limit) return { status: 'NOT_STORED', version: 0, size: 0 };
-        const value = encodeItem(found.item.flags, found.item.data, this.now(), false, r.data, prepend, r.newCas);
+        const value = encodeItem(found.item.flags, found.item.data, this.now(), r.newCas, false, r.data, prepend);
         const version = await this.pool.put(r.key, value, { ttl: this.keptTtl(found.expiresAt), ifVersion: found.version });
         this.counters.total_items!++;
         return { status: 'STORED', version, size };
@@ -516,7 +516,7 @@ export class Cache {
             const next = apply(item.data);
             if (next === undefined) throw refuse('NON_NUMERIC');
             result = next;
-            return encodeItem(item.flags, Buffer.from(next.toString(), 'latin1'), this.now(), false, undefined, false, r.newCas);
+            return encodeItem(item.flags, Buffer.from(next.toString(), 'latin1'), this.now(), r.newCas);
           },
           ttl,
         );
@@ -534,14 +534,14 @@ export class Cache {
         if (found === undefined) {
           if (r.vivify === undefined) return { status: 'NOT_FOUND' };
           if (r.vivify.ttl < 0) return { status: 'NOT_STORED' };
-          const value = encodeItem(0, Buffer.from(r.vivify.initial.toString(), 'latin1'), this.now(), false, undefined, false, r.newCas);
+          const value = encodeItem(0, Buffer.from(r.vivify.initial.toString(), 'latin1'), this.now(), r.newCas);
           const version = await this.pool.put(r.key, value, { ttl: r.vivify.ttl, ifAbsent: true });
           return { status: 'OK', value: r.vivify.initial, version, created: true };
         }
         if (r.cas !== undefined && !casMatches(r.cas, found)) return { status: 'EXISTS' };
         const next = apply(found.item.data);
         if (next === undefined) return { status: 'NON_NUMERIC' };
-        const value = encodeItem(found.item.flags, Buffer.from(next.toString(), 'latin1'), this.now(), false, undefined, false, r.newCas);
+        const value = encodeItem(found.item.flags, Buffer.from(next.toString(), 'latin1'), this.now(), r.newCas);
         const ttl = r.ttl === undefined ? this.keptTtl(found.expiresAt) : r.ttl;
         const version = await this.writeOrExpire(r.key, value, ttl, found.version);
         return { status: 'OK', value: next, version, created: false };
@@ -619,8 +619,8 @@ export class Cache {
       }
       const item = found.item;
       const value = o.removeValue
-        ? encodeItem(o.flags, EMPTY, this.now(), o.stale, undefined, false, o.newCas)
-        : encodeItem(item.flags, item.data, this.now(), true, undefined, false, o.newCas);
+        ? encodeItem(o.flags, EMPTY, this.now(), o.newCas, o.stale)
+        : encodeItem(item.flags, item.data, this.now(), o.newCas, true);
       const ttl = o.ttl ?? (o.removeValue ? 0 : this.keptTtl(found.expiresAt));
       try {
         await this.writeOrExpire(key, value, ttl, found.version);
@@ -650,7 +650,7 @@ export class Cache {
    */
   async vivify(key: Buffer, ttl: number, cas?: bigint): Promise<number | undefined> {
     try {
-      const version = await this.pool.put(key, encodeItem(0, EMPTY, this.now(), false, undefined, false, cas), { ttl, ifAbsent: true });
+      const version = await this.pool.put(key, encodeItem(0, EMPTY, this.now(), cas), { ttl, ifAbsent: true });
       this.counters.total_items!++;
       // The win is marked at once: a client that lost the race reads the item next, and sees Z.
       this.tracker.tokenSent(key, version, this.now());

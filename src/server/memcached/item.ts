@@ -34,8 +34,11 @@ export interface Item {
   data: Buffer;
 }
 
-/** Header + data as one new buffer; `cas`: an explicit CAS value to keep with it (meta E). */
-export function encodeItem(flags: number, data: Uint8Array, nowMs: number, stale = false, extra?: Uint8Array, extraFirst = false, cas?: bigint): Buffer {
+/**
+ * Header + data as one new buffer. `cas`: an explicit CAS value to keep with it (meta E);
+ * `extra`: more data after it, or before it with `extraFirst` (append, prepend).
+ */
+export function encodeItem(flags: number, data: Uint8Array, nowMs: number, cas?: bigint, stale = false, extra?: Uint8Array, extraFirst = false): Buffer {
   const extraBytes = extra?.length ?? 0;
   const head = cas === undefined ? HEADER_BYTES : MAX_HEADER_BYTES;
   const out = Buffer.allocUnsafe(head + data.length + extraBytes);

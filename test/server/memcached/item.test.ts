@@ -11,11 +11,11 @@ test('a value in the old layout (no CAS bit) decodes to its flags and data, with
   assert.deepEqual(decodeItem(old), { flags: 7, stale: true, writtenAt: 1000, cas: undefined, data: Buffer.from('hi') });
   assert.equal(explicitCasOf(old), undefined);
   assert.equal(dataStart(old), 10);
-  assert.ok(encodeItem(7, Buffer.from('hi'), 1_000_000, true).equals(old), 'without E an item is written as before');
+  assert.ok(encodeItem(7, Buffer.from('hi'), 1_000_000, undefined, true).equals(old), 'without E an item is written as before');
 });
 
 test('an explicit CAS sits between header and data; appended data and flags are unaffected', () => {
-  const v = encodeItem(0xffffffff, Buffer.from('ab'), 5000, false, Buffer.from('cd'), true, 2n ** 64n - 1n);
+  const v = encodeItem(0xffffffff, Buffer.from('ab'), 5000, 2n ** 64n - 1n, false, Buffer.from('cd'), true);
   const item = decodeItem(v);
   assert.equal(item.cas, 2n ** 64n - 1n);
   assert.equal(item.data.toString(), 'cdab');
@@ -24,6 +24,6 @@ test('an explicit CAS sits between header and data; appended data and flags are 
   assert.equal(flagsOf(v), 0xffffffff);
   assert.equal(dataOf(v).toString(), 'cdab');
   assert.equal(explicitCasOf(v), 2n ** 64n - 1n);
-  assert.equal(decodeItem(encodeItem(0, Buffer.alloc(0), 0, true, undefined, false, 0n)).cas, 0n, 'a CAS of 0 is a CAS');
+  assert.equal(decodeItem(encodeItem(0, Buffer.alloc(0), 0, 0n, true)).cas, 0n, 'a CAS of 0 is a CAS');
   assert.deepEqual(decodeItem(Buffer.from('raw')), { flags: 0, stale: false, writtenAt: 0, cas: undefined, data: Buffer.from('raw') }, 'a value without a header');
 });
