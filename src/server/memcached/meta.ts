@@ -18,7 +18,6 @@ import {
   MAX_KEY_BYTES,
   MAX_META_TOKENS,
   MAX_OPAQUE_BYTES,
-  REALTIME_MAXDELTA_S,
   checkKey,
   decodeBase64Key,
   line,
@@ -324,11 +323,11 @@ function metaSet(tokens: string[], cache: Cache): Request {
       mode,
       key: f.key,
       flags: f.F ?? 0,
-      ttl: laterTtl(f.exptimes.T, ttl, cache),
+      ttl: ttlWhenIn(f.exptimes.T, cache) ?? 0,
       data: data!,
       cas: f.C,
       allowStale: f.seen.has('I'),
-      vivifyTtl: concat ? laterTtl(f.exptimes.N, f.N, cache) : undefined,
+      vivifyTtl: concat ? ttlWhenIn(f.exptimes.N, cache) : undefined,
       newCas,
     });
     if (outcome.status === 'STORED' && f.seen.has('q')) return null;
@@ -339,9 +338,9 @@ function metaSet(tokens: string[], cache: Cache): Request {
   return { dataBytes: bytes, swallow: false, exclusive: reads, close: false, badChunk: line(ERR.badDataChunk), run: (data) => guarded(() => run(data)) };
 }
 
-/** The TTL of `exptime` once a data block is in: taken again when it is absolute (a moment), else `ttl` as parsed. */
-function laterTtl<T extends number | undefined>(exptime: number | undefined, ttl: T, cache: Cache): T | number {
-  return exptime !== undefined && exptime > REALTIME_MAXDELTA_S ? ttlFromExptime(exptime, cache.now()) : ttl;
+/** The TTL of a flag's exptime taken again once the data block is in (an absolute exptime is a moment). */
+function ttlWhenIn(exptime: number | undefined, cache: Cache): number | undefined {
+  return exptime === undefined ? undefined : ttlFromExptime(exptime, cache.now());
 }
 
 // ---------------------------------------------------------------------------------------

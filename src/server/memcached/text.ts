@@ -15,7 +15,6 @@ import {
   END,
   ERR,
   MAX_KEY_BYTES,
-  REALTIME_MAXDELTA_S,
   SERVER_VERSION,
   checkKey,
   decimalDigits,
@@ -285,8 +284,6 @@ function storageRequest(mode: StoreMode, key: Buffer | undefined, flags: number,
     return swallowed(bytes, noreply ? null : TOO_LARGE, mode === 'set' ? () => cache.pool.delete(key) : undefined);
   }
   const ttl = ttlFromExptime(exptime, cache.now());
-  // An absolute exptime is a moment: its TTL is taken again once the data is in.
-  const absolute = exptime > REALTIME_MAXDELTA_S;
   return {
     dataBytes: bytes,
     swallow: false,
@@ -294,7 +291,8 @@ function storageRequest(mode: StoreMode, key: Buffer | undefined, flags: number,
     exclusive: mode === 'cas' || (mode === 'add' && ttl < 0),
     close: false,
     badChunk: noreply ? null : BAD_DATA_CHUNK,
-    run: (data) => storeReply(cache.store({ mode, key, flags, ttl: absolute ? ttlFromExptime(exptime, cache.now()) : ttl, data: data!, cas }), noreply),
+    // The TTL is taken again once the data is in: an absolute exptime is a moment.
+    run: (data) => storeReply(cache.store({ mode, key, flags, ttl: ttlFromExptime(exptime, cache.now()), data: data!, cas }), noreply),
   };
 }
 
