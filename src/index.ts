@@ -35,4 +35,5 @@ export {
   MAX_POOL_NAME_BYTES,
   MAX_TRANSACTION_READS,
   DEFAULT_CACHE_BYTES,
+  SPLIT_HEADROOM_EXTENTS,
 } from './engine/limits.js';

@@ -71,6 +71,7 @@ import { InlineWrites } from './inline.js';
 import { snapshotImage, snapshotImageBytes } from './snapshots.js';
 import {
   CLEANER_RESERVE_SEGMENTS,
+  SPLIT_HEADROOM_EXTENTS,
   CLEAN_BELOW_FREE_FRACTION,
   EXTENT_OVERHEAD_BYTES,
   MAX_BATCH_BYTES,
@@ -225,6 +226,8 @@ interface Layer {
   pools: Map<string, number>;
   /** Bytes of live data it adds (negative when it frees more than it writes). */
   growth: number;
+  /** Extents it adds to the block map: near full as the applied map says, otherwise at most. */
+  extents: number;
 }
 
 /** An admitted batch whose records are on their way to the medium. */
@@ -360,24 +363,48 @@ export class Engine {
     return this.segmentPayloadBytes;
   }
 
-  reserveSegments(): number {
-    let ckpt = checkpointBytes(this.segments.count, 2, this.map.size + 1024) + this.pools.checkpointBytes();
-    for (const s of this.snapshots.values()) ckpt += snapshotImageBytes(s);
-    return CLEANER_RESERVE_SEGMENTS + Math.ceil(ckpt / this.segmentPayloadBytes);
+  /** Free segments the store keeps for the next checkpoint (of a map with `addedExtents` more) and for the cleaner. */
+  reserveSegments(addedExtents = 0): number {
+    const checkpoint = this.checkpointBound(this.map.size + Math.max(0, addedExtents), this.checkpointOtherBytes());
+    return CLEANER_RESERVE_SEGMENTS + Math.ceil(checkpoint / this.segmentPayloadBytes);
+  }
+
+  /** The most a checkpoint of `extents` block extents writes (fixed-width sizes bound the compact ones). */
+  private checkpointBound(extents: number, otherBytes: number): number {
+    return checkpointBytes(this.segments.count, 2, extents) + otherBytes;
+  }
+
+  /** What the pools and named snapshots add to a checkpoint, at most. */
+  private checkpointOtherBytes(): number {
+    let bytes = this.pools.checkpointBytes();
+    for (const s of this.snapshots.values()) bytes += snapshotImageBytes(s);
+    return bytes;
   }
 
   /**
-   * The most live data the store accepts; past it writes fail with ERR_NO_SPACE. Live kv
-   * entries count their log overhead in their live bytes; a block extent's (its descriptor
-   * and a chunk checksum) is taken off here, so that a store of many small extents refuses
-   * growth while the cleaner still has room, and the figure it reports is data that fits.
+   * The most live data the store accepts; past it writes fail with ERR_NO_SPACE. It leaves
+   * room for SPLIT_HEADROOM_EXTENTS more extents, so that a full store keeps taking small
+   * overwrites, which split extents (see admit). Live kv entries count their log overhead in
+   * their live bytes; a block extent's (its descriptor and a chunk checksum) is taken off
+   * here, so that a store of many small extents refuses growth while the cleaner still has
+   * room, and the figure it reports is data that fits.
    */
   usableBytes(): number {
-    const segments = Math.max(0, this.segments.count - this.reserveSegments());
+    return this.capacityFor(this.map.size + SPLIT_HEADROOM_EXTENTS, this.checkpointOtherBytes());
+  }
+
+  /**
+   * Live bytes that leave the cleaner room to keep the reserve free with `extents` mapped.
+   * The segments left for data exclude the current checkpoint's (they stay taken until the
+   * next is written), the next checkpoint's (unrounded, plus one for the rounding) and the
+   * cleaner's own: the reserve then grows with the map only as fast as this shrinks.
+   */
+  private capacityFor(extents: number, checkpointOtherBytes: number): number {
+    const checkpoint = this.checkpointBound(extents, checkpointOtherBytes) / this.segmentPayloadBytes;
+    const segments = this.segments.count - this.checkpointChain.length - CLEANER_RESERVE_SEGMENTS - 1 - checkpoint;
     // Each segment also holds at least one record header and ends in up to an alignment unit of padding.
     const perSegment = this.segmentPayloadBytes - RECORD_HEADER_BYTES - this.alignment;
-    const overhead = this.map.size * EXTENT_OVERHEAD_BYTES;
-    return Math.max(0, Math.floor(segments * perSegment * USABLE_FRACTION) - overhead);
+    return Math.max(0, Math.floor(Math.max(0, segments) * perSegment * USABLE_FRACTION) - extents * EXTENT_OVERHEAD_BYTES);
   }
 
   // -------------------------------------------------------------------------------------
@@ -771,13 +798,15 @@ export class Engine {
     const { accepted, layer } = this.admit(batch, below);
     if (accepted.length === 0) return;
     const records = accepted.map((p) => this.outgoing(RecordKind.commit, SegmentKind.hot, this.toLogOps(p, layer.pools)));
-    const shrinking = layer.growth <= 0;
-    if (this.segmentsShort(records, shrinking) > 0) {
+    // A batch that adds extents raises the checkpoint's reserve: it may not dip into the
+    // cleaner's, or the cleaner could be left with no segment to open.
+    const shrinking = layer.growth <= 0 && layer.extents <= 0;
+    if (this.segmentsShort(records, shrinking, layer.extents) > 0) {
       // Cleaning and checkpoints write records of their own: nothing else may be in flight.
       await this.drain();
       try {
         if (this.failure) throw this.failure;
-        await this.makeRoom(records, shrinking);
+        await this.makeRoom(records, shrinking, layer.extents);
       } catch (error) {
         for (const p of accepted) p.reject(error as Error);
         if (!(error instanceof AtomioError && error.code === 'ERR_NO_SPACE')) this.fail(error);
@@ -856,6 +885,7 @@ export class Engine {
       keys: { keys: new Map(), dropped: new Set() },
       pools: new Map(below[0]?.pools),
       growth: 0,
+      extents: 0,
     };
     const overlays = [layer.overlay];
     const keyLayers = [layer.keys];
@@ -876,10 +906,15 @@ export class Engine {
     let worst = 0;
     let computed = false;
     for (const p of batch) {
-      worst += p.dataBytes + p.ops.length * 64;
+      // An op adds at most two extents, each some 90 bytes of log and checkpoint.
+      worst += p.dataBytes + p.ops.length * 256;
       for (const op of p.ops) if (op.type === 'put' && typeof op.value === 'function') computed = true;
     }
     const roomy = !computed && live + worst <= 0.75 * usable;
+    // Near full, extents mapped by the commits accepted so far (against the applied map: an
+    // estimate, off by at most this batch's and the batches being written).
+    let extents = this.map.size;
+    const checkpointOtherBytes = roomy ? 0 : this.checkpointOtherBytes();
     const batchKeys = layer.keys;
     for (const p of batch) {
       let failed: Error | undefined = this.failedCondition(p.conditions, overlays, keyLayers, now);
@@ -898,15 +933,20 @@ export class Engine {
         continue;
       }
       const growth = (roomy ? writtenBytes(p) : this.liveGrowth(p, overlays)) + kvGrowth;
-      if (growth > 0 && live + growth > usable) {
-        p.reject(
-          new AtomioError(
-            'ERR_NO_SPACE',
-            `store is full: ${live} live bytes of ${usable} usable; trim or overwrite data, or open with a larger capacity`,
-            { liveBytes: live, usableBytes: usable, needed: growth },
-          ),
-        );
-        continue;
+      if (roomy) {
+        if (growth > 0 && live + growth > usable) {
+          p.reject(fullError(live, usable, growth));
+          continue;
+        }
+        for (const op of p.ops) extents += op.type === 'write' ? 2 : op.type === 'trim' ? 1 : 0;
+      } else {
+        const added = this.extentGrowth(p);
+        const refusal = this.spaceRefusal(live, growth, extents, added, checkpointOtherBytes);
+        if (refusal !== undefined) {
+          p.reject(refusal);
+          continue;
+        }
+        extents += added;
       }
       live += growth;
       // Placeholder extents stand for this commit's effect on later commits; version
@@ -925,6 +965,7 @@ export class Engine {
       accepted.push(p);
     }
     layer.growth = live - start;
+    layer.extents = extents - this.map.size;
     return { accepted, layer };
   }
 
@@ -1123,6 +1164,39 @@ export class Engine {
    * of the batch wrote adds nothing. Ops of one commit that overlap each other are counted
    * as if they did not (at most the commit's own size too much).
    */
+  /**
+   * Why a commit that grows the store's footprint does not fit, or undefined. Growth in live
+   * bytes must fit usableBytes, which keeps headroom for split extents; a commit that only
+   * adds extents (an overwrite splitting them) may use that headroom, but no more. Commits
+   * that shrink the footprint (trims, overwrites of whole extents) always go ahead: they are
+   * how a full store gets room back.
+   */
+  private spaceRefusal(live: number, growth: number, extents: number, added: number, checkpointOtherBytes: number): AtomioError | undefined {
+    if (growth <= 0 && added <= 0) return undefined;
+    if (growth > 0) {
+      // The headroom also takes the commit's own new extents, up to its size.
+      const usable = this.capacityFor(extents + Math.max(SPLIT_HEADROOM_EXTENTS, added), checkpointOtherBytes);
+      return live + growth > usable ? fullError(live, usable, growth) : undefined;
+    }
+    const before = this.capacityFor(extents, checkpointOtherBytes);
+    const after = this.capacityFor(extents + added, checkpointOtherBytes);
+    if (growth + before - after <= 0 || live + growth <= after) return undefined;
+    return new AtomioError(
+      'ERR_NO_SPACE',
+      `store is full: the write splits mapped extents, and ${extents} extents already use the room kept for more; trim data or open with a larger capacity`,
+      { liveBytes: live, usableBytes: after, extents, addedExtents: added },
+    );
+  }
+
+  /** Extents the commit's block ops add to the applied map (negative when they cover whole ones). */
+  private extentGrowth(p: Pending): number {
+    let added = 0;
+    for (const op of p.ops) {
+      if (op.type === 'write' || op.type === 'trim') added += this.map.growthOf(op.lba, op.count, op.type === 'write');
+    }
+    return added;
+  }
+
   private liveGrowth(p: Pending, overlays: ExtentMap[]): number {
     let growth = 0;
     for (const op of p.ops) {
@@ -1545,14 +1619,14 @@ export class Engine {
    * stays free, so that the space they free can always be reclaimed: a cleaning opens at
    * most one segment of it, which its victim gives back (see relocationBudget).
    */
-  private async makeRoom(records: Outgoing[], shrinking = false): Promise<void> {
+  private async makeRoom(records: Outgoing[], shrinking = false, addedExtents = 0): Promise<void> {
     const needed = this.segmentsFor(records, shrinking);
     let stuck = 0;
     // Cleaning can move data around without freeing anything (nearly full victims): give up
     // once a full pass over the segments has not raised the free count, instead of looping.
     let bestFree = this.segments.freeCount();
     let fruitless = 0;
-    while (this.segments.freeCount() < needed + this.reserveSegments()) {
+    while (this.segments.freeCount() < needed + this.reserveSegments(addedExtents)) {
       if (fruitless > this.segments.count) break;
       if (await this.cleanOne()) {
         stuck = 0;
@@ -1571,7 +1645,7 @@ export class Engine {
       }
       break;
     }
-    if (this.segments.freeCount() < needed + this.reserveSegments()) {
+    if (this.segments.freeCount() < needed + this.reserveSegments(addedExtents)) {
       throw new AtomioError(
         'ERR_NO_SPACE',
         `no segment can be freed: ${this.segments.liveBytes()} live bytes; trim data or open with a larger capacity`,
@@ -1581,8 +1655,8 @@ export class Engine {
   }
 
   /** Free segments short of what `records` need, with the reserve (see makeRoom). */
-  private segmentsShort(records: Outgoing[], shrinking: boolean): number {
-    return this.segmentsFor(records, shrinking) + this.reserveSegments() - this.segments.freeCount();
+  private segmentsShort(records: Outgoing[], shrinking: boolean, addedExtents: number): number {
+    return this.segmentsFor(records, shrinking) + this.reserveSegments(addedExtents) - this.segments.freeCount();
   }
 
   private segmentsFor(records: Outgoing[], shrinking: boolean): number {
@@ -2232,6 +2306,14 @@ function writtenBytes(p: Pending): number {
   let bytes = 0;
   for (const op of p.ops) if (op.type === 'write') bytes += op.data.length;
   return bytes;
+}
+
+function fullError(live: number, usable: number, growth: number): AtomioError {
+  return new AtomioError(
+    'ERR_NO_SPACE',
+    `store is full: ${live} live bytes of ${usable} usable; trim or overwrite data, or open with a larger capacity`,
+    { liveBytes: live, usableBytes: usable, needed: growth },
+  );
 }
 
 function closedError(): AtomioError {

@@ -38,6 +38,11 @@ export const CLEANER_RESERVE_SEGMENTS = 2;
  * chunk's checksum (docs/format.md). usableBytes takes them off, since live bytes count data.
  */
 export const EXTENT_OVERHEAD_BYTES = BLOCK_OP_BYTES + CHUNK_CRC_BYTES;
+/**
+ * Extents a full store may still gain: small overwrites split extents, each costing log and
+ * checkpoint room, so growth stops this many extents short of the limit (usableBytes).
+ */
+export const SPLIT_HEADROOM_EXTENTS = 1024;
 /** Share of the non-reserved space that live data may fill; the rest lets the cleaner work. */
 export const USABLE_FRACTION = 0.9;
 /** Background cleaning starts below this share of free segments. */

@@ -154,6 +154,32 @@ export class ExtentMap {
     }
   }
 
+  /**
+   * How many extents the map gains by mapping [lba, lba + count) (`mapping`), or by clearing
+   * it: negative when the range covers whole extents, +1 more when it splits one in two.
+   */
+  growthOf(lba: number, count: number, mapping: boolean): number {
+    const end = lba + count;
+    let growth = mapping ? 1 : 0;
+    this.seek(lba);
+    let leaf: Leaf | undefined = this.foundLeaf;
+    let i = Math.max(0, this.foundIndex);
+    while (leaf !== undefined) {
+      const d = leaf.data;
+      for (; i < leaf.n; i++) {
+        const eLba = d[i * EXTENT_FIELDS + F_LBA]!;
+        if (eLba >= end) return growth;
+        const eEnd = eLba + d[i * EXTENT_FIELDS + F_COUNT]!;
+        if (eEnd <= lba) continue;
+        // The extent goes, but what reaches out of the range on either side stays.
+        growth += (eLba < lba ? 1 : 0) + (eEnd > end ? 1 : 0) - 1;
+      }
+      leaf = leaf.next;
+      i = 0;
+    }
+    return growth;
+  }
+
   /** Extents overlapping the range, clipped. */
   piecesIn(lba: number, count: number): Extent[] {
     const pieces: Extent[] = [];

@@ -102,6 +102,8 @@ export interface StoreStats {
   segmentBytes: number;
   segments: number;
   freeSegments: number;
+  /** Free segments kept back for the next checkpoint and for the cleaner: commits that grow the store leave them free. */
+  reserveSegments: number;
   /** Media bytes written per user data byte, since open (includes headers, padding, cleaning, checkpoints). */
   writeAmplification: number;
   /** (user + cleaner bytes) / user bytes since open: the cleaner's share alone. */
@@ -439,6 +441,7 @@ export class Store implements AsyncDisposable {
       segmentBytes: e.segmentBytes,
       segments: e.segments.count,
       freeSegments: free,
+      reserveSegments: e.reserveSegments(),
       writeAmplification: c.userBytes === 0 ? 0 : c.mediaBytes / c.userBytes,
       cleanerAmplification: c.userBytes === 0 ? 0 : (c.userBytes + c.cleanerBytes) / c.userBytes,
       eraseCounts: e.segments.eraseCounts(),

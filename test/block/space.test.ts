@@ -210,37 +210,97 @@ test('a group of concurrent overwrites larger than the free space commits: the g
   });
 });
 
-// Known defect, kept as a todo until fixed: the checkpoint's share of the reserve is sized by
-// a fixed-width bound per extent (about 4x the compact checkpoint), and small overwrites of a
-// full store split extents until that bound exceeds the free segments. The cleaner then may
-// open no segment, and every commit, trims included, fails with ERR_NO_SPACE.
-test(
-  'a full store keeps taking small overwrites and trims (sequential 1-8 sector overwrites after filling with 16-sector writes)',
-  { timeout: 60_000, todo: 'the checkpoint reserve outgrows the free segments as overwrites split extents' },
-  async () => {
+// Small overwrites split extents, and every extent costs room in the log and in the next
+// checkpoint. A full store takes such overwrites while the map's headroom lasts, then refuses
+// them with ERR_NO_SPACE; it never refuses trims or overwrites of whole extents, and it never
+// wedges: the cleaner keeps enough free segments for both.
+for (const geometry of [
+  { capacity: MiB, segmentSize: 64 * 1024, overwrites: 2000 },
+  { capacity: 16 * MiB, segmentSize: 256 * 1024, overwrites: 6000 },
+  { capacity: 16 * MiB, segmentSize: 64 * 1024, overwrites: 6000 },
+]) {
+  const shape = `${geometry.capacity / MiB} MiB in ${geometry.segmentSize / 1024} KiB segments`;
+  test(`a full store of small split extents keeps taking trims and whole-extent overwrites, and never wedges (${shape})`, { timeout: 120_000 }, async (t) => {
+    t.diagnostic(`seed ${SEED} (replay: ATOMIO_SEED=${SEED})`);
+    const random = makeRandom(deriveSeed(SEED, 7));
+    const int = (n: number): number => Math.floor(random() * n);
+    let phase = 'fill';
+    const msg = (m: string): string => `${m} [seed ${SEED}, ${shape}, ${phase}; replay with ATOMIO_SEED=${SEED}]`;
     await withTempDir(async (dir) => {
-      const store = await open(dir, { capacity: MiB, segmentSize: 64 * 1024, durability: 'none' });
+      const store = await open(dir, { capacity: geometry.capacity, segmentSize: geometry.segmentSize, durability: 'none' });
       try {
+        const written = new Written();
+        let tag = 1;
         let end = 0;
         for (;;) {
           try {
-            await store.block.write(end, tagged(SECTOR, 1, end, 16));
+            await store.block.write(end, tagged(SECTOR, tag, end, 16));
           } catch (error) {
-            assert.ok(isAtomioError(error) && error.code === 'ERR_NO_SPACE', `filling stops with ERR_NO_SPACE, not ${describe(error)}`);
+            assert.ok(isAtomioError(error, 'ERR_NO_SPACE'), msg(`filling stops with ERR_NO_SPACE, not ${describe(error)}`));
             break;
           }
+          written.record(end, 16, tag++);
           end += 16;
         }
-        const random = makeRandom(deriveSeed(SEED, 7));
-        for (let i = 0; i < 2000; i++) {
-          const count = 1 + Math.floor(random() * 8);
-          const lba = Math.floor(random() * (end - count));
-          await store.block.write(lba, tagged(SECTOR, 2, lba, count));
+        const extents = end / 16;
+        assert.ok(extents > 32, msg(`the store took ${extents} writes before it was full`));
+
+        phase = 'splitting overwrites';
+        // 1-8 sector overwrites inside the first half; the second half's extents stay whole.
+        const half = Math.floor(extents / 2) * 16;
+        let committed = 0;
+        let refused = 0;
+        for (let i = 0; i < geometry.overwrites; i++) {
+          const count = 1 + int(8);
+          const lba = int(half - count + 1);
+          try {
+            await store.block.write(lba, tagged(SECTOR, tag, lba, count));
+          } catch (error) {
+            assert.ok(isAtomioError(error, 'ERR_NO_SPACE'), msg(`overwrite ${i} of ${lba}+${count} failed: ${describe(error)}`));
+            refused++;
+            continue;
+          }
+          written.record(lba, count, tag++);
+          committed++;
         }
-        await store.block.trim(0, 64);
+        t.diagnostic(`${committed} splitting overwrites committed, ${refused} refused; ${JSON.stringify(store.stats().freeSegments)} free segments`);
+        // Each split adds at most two extents: the headroom of 1024 takes at least 512 of them.
+        assert.ok(committed >= Math.min(512, geometry.overwrites), msg(`only ${committed} overwrites committed before the store refused them`));
+
+        phase = 'whole-extent overwrites';
+        for (let i = 0; i < 400; i++) {
+          const lba = half + 16 * int(extents - half / 16);
+          await store.block.write(lba, tagged(SECTOR, tag, lba, 16));
+          written.record(lba, 16, tag++);
+        }
+
+        phase = 'trims';
+        for (let lba = 0; lba < end; lba += 64) {
+          const count = Math.min(32, end - lba);
+          await store.block.trim(lba, count);
+          written.forget(lba, count);
+        }
+        await written.verify(store, written.tags.keys(), msg);
+
+        phase = 'writes after trims';
+        // Half the store is trimmed: writes of a quarter of it must fit again.
+        for (let i = 0; i < extents / 4; i++) {
+          const lba = 64 * int(end / 64) + 32;
+          await store.block.write(lba, tagged(SECTOR, tag, lba, 16));
+          written.record(lba, 16, tag++);
+        }
+        await written.verify(store, written.tags.keys(), msg);
+        assert.ok((await fileSize(dir)) <= geometry.capacity, msg('the data file grew past capacity'));
       } finally {
         await store.close();
       }
+      phase = 'reopen';
+      const again = await open(dir);
+      try {
+        assert.ok(again.stats().liveBytes > 0, msg('the reopened store has data'));
+      } finally {
+        await again.close();
+      }
     });
-  },
-);
+  });
+}

@@ -5,8 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { isAtomioError } from '../../src/base/errors.js';
-import { CLEANER_RESERVE_SEGMENTS, EXTENT_OVERHEAD_BYTES, USABLE_FRACTION, WEAR_SPREAD_LIMIT } from '../../src/engine/limits.js';
-import { RECORD_HEADER_BYTES } from '../../src/log/format.js';
+import { CLEANER_RESERVE_SEGMENTS, WEAR_SPREAD_LIMIT } from '../../src/engine/limits.js';
 import { FaultMedia } from '../../src/media/fault.js';
 import { open, type Store } from '../../src/index.js';
 import { tagged } from '../helpers/data.js';
@@ -144,14 +143,10 @@ test("overwrites on a full store leave cleaning until only the checkpoint's part
     const store = await open(dir, { capacity: CAPACITY, segmentSize: 64 * 1024, durability: 'none', media: new FaultMedia(CAPACITY) });
     try {
       const s0 = store.stats();
-      // Free segments beyond the checkpoint's part of the reserve. The reserve grows with the
-      // maps; usableBytes = (segments − reserve) × (segmentBytes − 512 − a record header − 512)
-      // × USABLE_FRACTION, floored, less EXTENT_OVERHEAD_BYTES per extent (one per block here).
+      // Free segments beyond the checkpoint's part of the reserve (which grows with the maps).
       const spare = (): number => {
         const s = store.stats();
-        const perSegment = s.segmentBytes - SECTOR - RECORD_HEADER_BYTES - SECTOR;
-        const reserve = s.segments - Math.round((s.usableBytes + blocks * EXTENT_OVERHEAD_BYTES) / (perSegment * USABLE_FRACTION));
-        return s.freeSegments - (reserve - CLEANER_RESERVE_SEGMENTS);
+        return s.freeSegments - (s.reserveSegments - CLEANER_RESERVE_SEGMENTS);
       };
       const blocks = Math.floor((0.8 * s0.usableBytes) / (8 * SECTOR));
       const tags = new Array<number>(blocks).fill(1);
