@@ -1778,7 +1778,8 @@ export class Engine {
    * its cold segments would keep their erase counts while the rest of the medium wears. So
    * once a sealed segment trails the most-worn one by more than WEAR_SPREAD_LIMIT erases,
    * its data moves to the cold head and the segment goes back to the free list, where
-   * allocation, which prefers the least worn, gives it the next hot data.
+   * allocation, which prefers the least worn, gives it the next hot data. A head that trails
+   * is sealed, so that it can move too.
    */
   private async levelWear(): Promise<void> {
     const max = this.segments.eraseCounts().max;
@@ -1787,8 +1788,20 @@ export class Engine {
       if (!this.cleanable(s)) continue;
       if (max - s.eraseCount > WEAR_SPREAD_LIMIT && (victim === undefined || s.eraseCount < victim.eraseCount)) victim = s;
     }
+    if (victim === undefined) {
+      // The cold head fills only as fast as the cleaner moves data: a little-worn segment could
+      // stay open, out of reach, for good. One idle since the last checkpoint is sealed, and so
+      // becomes a victim like any other.
+      for (const [kind, head] of this.heads) {
+        const s = this.segments.at(head.segment);
+        if (max - s.eraseCount <= WEAR_SPREAD_LIMIT || s.maxSeq > this.checkpointSeq) continue;
+        this.seal(head.segment);
+        this.heads.delete(kind);
+      }
+      return;
+    }
     // Only with room to spare: a store short of it cleans, and pickVictim levels wear then.
-    if (victim === undefined || this.segments.freeCount() < this.cleaningLowWater()) return;
+    if (this.segments.freeCount() < this.cleaningLowWater()) return;
     if (this.relocationBound(victim.liveBytes) > this.relocationBudget()) return;
     await this.clean(victim, this.clock.now());
   }
