@@ -228,6 +228,8 @@ interface Layer {
   growth: number;
   /** Extents it adds to the block map: near full as the applied map says, otherwise at most. */
   extents: number;
+  /** It adds extents to a store whose live data is past usableBytes (in the split headroom). */
+  intoHeadroom: boolean;
 }
 
 /** An admitted batch whose records are on their way to the medium. */
@@ -798,9 +800,9 @@ export class Engine {
     const { accepted, layer } = this.admit(batch, below);
     if (accepted.length === 0) return;
     const records = accepted.map((p) => this.outgoing(RecordKind.commit, SegmentKind.hot, this.toLogOps(p, layer.pools)));
-    // A batch that adds extents raises the checkpoint's reserve: it may not dip into the
-    // cleaner's, or the cleaner could be left with no segment to open.
-    const shrinking = layer.growth <= 0 && layer.extents <= 0;
+    // Overwrites that split extents past usableBytes keep the cleaner's reserve: a store that
+    // full needs all of it to find victims that fit, as the reserve rises with the extents.
+    const shrinking = layer.growth <= 0 && !layer.intoHeadroom;
     if (this.segmentsShort(records, shrinking, layer.extents) > 0) {
       // Cleaning and checkpoints write records of their own: nothing else may be in flight.
       await this.drain();
@@ -886,6 +888,7 @@ export class Engine {
       pools: new Map(below[0]?.pools),
       growth: 0,
       extents: 0,
+      intoHeadroom: false,
     };
     const overlays = [layer.overlay];
     const keyLayers = [layer.keys];
@@ -947,6 +950,7 @@ export class Engine {
           continue;
         }
         extents += added;
+        if (added > 0 && live + growth > this.capacityFor(extents + SPLIT_HEADROOM_EXTENTS, checkpointOtherBytes)) layer.intoHeadroom = true;
       }
       live += growth;
       // Placeholder extents stand for this commit's effect on later commits; version
