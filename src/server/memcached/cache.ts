@@ -88,7 +88,7 @@ export interface ArithRequest {
 
 export type ArithOutcome =
   | { status: 'OK'; value: bigint; version: number; created: boolean }
-  | { status: 'NOT_FOUND' | 'EXISTS' | 'NON_NUMERIC' | 'NOT_STORED' };
+  | { status: 'NOT_FOUND' | 'EXISTS' | 'NON_NUMERIC' };
 
 export interface Counters {
   [name: string]: number;
@@ -533,9 +533,11 @@ export class Cache {
       try {
         if (found === undefined) {
           if (r.vivify === undefined) return { status: 'NOT_FOUND' };
-          if (r.vivify.ttl < 0) return { status: 'NOT_STORED' };
           const value = encodeItem(0, Buffer.from(r.vivify.initial.toString(), 'latin1'), this.now(), r.newCas);
-          const version = await this.pool.put(r.key, value, { ttl: r.vivify.ttl, ifAbsent: true });
+          // A negative TTL makes an item expired at once, which memcached answers as made.
+          const expired = r.vivify.ttl < 0;
+          const version = await this.pool.put(r.key, value, { ...(expired ? {} : { ttl: r.vivify.ttl }), ifAbsent: true });
+          if (expired) await this.pool.delete(r.key, { ifVersion: version }).catch(() => undefined);
           return { status: 'OK', value: r.vivify.initial, version, created: true };
         }
         if (r.cas !== undefined && !casMatches(r.cas, found)) return { status: 'EXISTS' };

@@ -381,13 +381,14 @@ function metaArithmetic(tokens: string[], cache: Cache): Request {
       key: f.key,
       incr,
       delta: f.D ?? 1n,
-      cas: f.C,
+      // memcached's arithmetic takes a CAS of 0 as no compare (ms and md compare it).
+      cas: f.C === 0n ? undefined : f.C,
       vivify: f.N === undefined ? undefined : { ttl: f.N, initial: f.J ?? 0n },
       ttl: f.T,
       newCas: f.E,
     });
     if (outcome.status === 'NON_NUMERIC') return line(ERR.nonNumeric);
-    if (outcome.status !== 'OK') return line(`${outcome.status === 'NOT_FOUND' ? 'NF' : outcome.status === 'EXISTS' ? 'EX' : 'NS'}${returnFlags(f)}`);
+    if (outcome.status !== 'OK') return line(`${outcome.status === 'NOT_FOUND' ? 'NF' : 'EX'}${returnFlags(f)}`);
     if (f.seen.has('q')) return null;
     const expiresAt = f.seen.has('t') ? (cache.find(f.key)?.expiresAt ?? 0) : 0;
     const cas = f.E ?? outcome.version;

@@ -126,6 +126,10 @@ test('ma: incr/decr modes, D delta, N/J vivify, C compare, T ttl, v/t/c/k/O retu
     assert.equal(await c.call(`ma n C${cas + 1} O1 k\r\n`), 'EX O1 kn\r\n');
     assert.equal(await c.call(`ma n C${cas} c t T60\r\n`), `HD c${cas + 1} t60\r\n`.replace(`c${cas + 1}`, `c${h.server.cache.pool.versionOf('n')! }`));
     assert.equal(await c.call('ma n q\r\nma nope q\r\n'), 'NF\r\n', 'q hides success only');
+    // As memcached 1.6: C0 compares nothing in ma (it does in ms and md), and N with a
+    // negative TTL answers as if it made the item, which is expired at once.
+    assert.equal(await c.call('ma n C0 D0 v\r\n'), 'VA 1\r\n2\r\n', 'ma C0 is no compare');
+    assert.equal(await c.call('ma m N-1 J7 v\r\nmg m v\r\n'), 'VA 1\r\n7\r\nEN\r\n', 'ma N-1 makes an expired item');
     await c.call('set s 0 0 1\r\nx\r\n');
     assert.equal(await c.call('ma s\r\n'), 'CLIENT_ERROR cannot increment or decrement non-numeric value\r\n');
     assert.equal(await c.call('ma n MX\r\n'), 'CLIENT_ERROR invalid mode for ma M token\r\n');
