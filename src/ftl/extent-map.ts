@@ -135,23 +135,11 @@ export class ExtentMap {
   /** Calls `visit` with each extent overlapping [lba, lba + count), clipped to the range, in lba order. */
   forEachIn(lba: number, count: number, visit: (piece: Extent) => void): void {
     const end = lba + count;
-    this.seek(lba);
-    let leaf: Leaf | undefined = this.foundLeaf;
-    let i = Math.max(0, this.foundIndex);
-    while (leaf !== undefined) {
-      const d = leaf.data;
-      for (; i < leaf.n; i++) {
-        const eLba = d[i * EXTENT_FIELDS + F_LBA]!;
-        if (eLba >= end) return;
-        const eEnd = eLba + d[i * EXTENT_FIELDS + F_COUNT]!;
-        if (eEnd <= lba) continue;
-        const e = unpack(d, i);
-        const from = Math.max(lba, eLba);
-        visit(slice(e, from, Math.min(end, eEnd) - from));
-      }
-      leaf = leaf.next;
-      i = 0;
-    }
+    this.forEachOverlapping(lba, count, (d, i) => {
+      const e = unpack(d, i);
+      const from = Math.max(lba, e.lba);
+      visit(slice(e, from, Math.min(end, e.lba + e.count) - from));
+    });
   }
 
   /**
@@ -161,6 +149,18 @@ export class ExtentMap {
   growthOf(lba: number, count: number, mapping: boolean): number {
     const end = lba + count;
     let growth = mapping ? 1 : 0;
+    this.forEachOverlapping(lba, count, (d, i) => {
+      const eLba = d[i * EXTENT_FIELDS + F_LBA]!;
+      const eEnd = eLba + d[i * EXTENT_FIELDS + F_COUNT]!;
+      // The extent goes, but what reaches out of the range on either side stays.
+      growth += (eLba < lba ? 1 : 0) + (eEnd > end ? 1 : 0) - 1;
+    });
+    return growth;
+  }
+
+  /** Calls `visit` with the leaf data and index of each extent overlapping [lba, lba + count), in lba order. */
+  private forEachOverlapping(lba: number, count: number, visit: (data: Float64Array, index: number) => void): void {
+    const end = lba + count;
     this.seek(lba);
     let leaf: Leaf | undefined = this.foundLeaf;
     let i = Math.max(0, this.foundIndex);
@@ -168,16 +168,13 @@ export class ExtentMap {
       const d = leaf.data;
       for (; i < leaf.n; i++) {
         const eLba = d[i * EXTENT_FIELDS + F_LBA]!;
-        if (eLba >= end) return growth;
-        const eEnd = eLba + d[i * EXTENT_FIELDS + F_COUNT]!;
-        if (eEnd <= lba) continue;
-        // The extent goes, but what reaches out of the range on either side stays.
-        growth += (eLba < lba ? 1 : 0) + (eEnd > end ? 1 : 0) - 1;
+        if (eLba >= end) return;
+        if (eLba + d[i * EXTENT_FIELDS + F_COUNT]! <= lba) continue;
+        visit(d, i);
       }
       leaf = leaf.next;
       i = 0;
     }
-    return growth;
   }
 
   /** Extents overlapping the range, clipped. */
