@@ -97,9 +97,12 @@ export type OpInput =
   /**
    * ttlMs 0: no expiry; keepTtl: the key keeps its current expiry (memcached incr);
    * uncached: the value cache keeps no copy (a face that holds the bytes itself).
+   * private (put, delete): the face promises that no condition, computed value or other op
+   * in flight names this key, so the batch need not stage it for them to see (a region's
+   * page keys, each written once). Far from full, such an op costs no staging at all.
    */
-  | { type: 'put'; pool: string; key: Buffer; value: ValueSource; ttlMs: number; keepTtl?: boolean; uncached?: boolean }
-  | { type: 'delete'; pool: string; key: Buffer }
+  | { type: 'put'; pool: string; key: Buffer; value: ValueSource; ttlMs: number; keepTtl?: boolean; uncached?: boolean; private?: boolean }
+  | { type: 'delete'; pool: string; key: Buffer; private?: boolean }
   /** A new expiry for a present key (ttlMs 0: never expires). */
   | { type: 'touch'; pool: string; key: Buffer; ttlMs: number }
   | { type: 'dropPool'; pool: string };
@@ -1012,7 +1015,11 @@ export class Engine {
         p.values[i] = op.value;
         p.expiries[i] = expiresAt;
         growth += entryBytes;
+        if (op.private === true) continue;
         staged.keys.set(batchKey(op.pool, op.key), { present: true, version: Infinity, value: Buffer.from(op.value.buffer, op.value.byteOffset, op.value.length), entryBytes, expiresAt });
+      } else if (op.type === 'delete' && roomy && op.private === true) {
+        // Far from full, the space a delete frees is not counted (as a trim's is not): no look at the key.
+        continue;
       } else if (op.type === 'put') {
         const state = this.keyState(op.pool, op.key, layers, now);
         const value = typeof op.value === 'function' ? op.value(this.currentValue(op.key, state)) : op.value;

@@ -478,6 +478,29 @@ abstract class KeyReader {
     else this.visitForward(range, fn);
   }
 
+  /**
+   * Copies the first key at or after `start` and before `end` into `out` and returns its
+   * length; -1 when there is none or it is longer than `out`. Makes nothing: a seek for
+   * hot paths that need one key, not a visit.
+   */
+  firstKeyInto(start: Uint8Array, end: Uint8Array, out: Uint8Array): number {
+    const leaves = this.leaves;
+    if (leaves.length === 0) return -1;
+    let li = findLeaf(leaves, this.heads, this.headSkip, start);
+    let i = lowerBound(leaves[li]!, start);
+    // The first key at or after start may open the next leaf.
+    while (i === leaves[li]!.n) {
+      if (++li === leaves.length) return -1;
+      i = 0;
+    }
+    const leaf = leaves[li]!;
+    const from = keyStart(leaf, i);
+    const to = leaf.ends[i]!;
+    if (compareAt(end, leaf.keys, from, to) <= 0 || to - from > out.length) return -1;
+    for (let j = from; j < to; j++) out[j - from] = leaf.keys[j]!;
+    return to - from;
+  }
+
   private visitForward(range: KeyRange, fn: (key: Buffer, meta: KeyMeta) => boolean | void): void {
     const { start, end } = range;
     const leaves = this.leaves;

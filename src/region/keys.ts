@@ -61,6 +61,11 @@ export function pageOf(key: Buffer): { page: number; version: number } {
   };
 }
 
+/** The version of a page key (pageOf without the object). */
+export function pageVersionOf(key: Buffer): number {
+  return (0xffffffff - key.readUInt32BE(5)) * TWO_32 + (0xffffffff - key.readUInt32BE(9));
+}
+
 export function versionKey(version: number): Buffer {
   const key = Buffer.allocUnsafe(VERSION_KEY_BYTES);
   key[0] = VERSION_TAG;

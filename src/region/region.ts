@@ -49,6 +49,7 @@ import {
   pageKey,
   pageOf,
   pagePrefix,
+  pageVersionOf,
   writePageKey,
   writePagePrefix,
   versionKey,
@@ -135,6 +136,7 @@ export class Region {
   /** Scratch bounds of storedBelow's searches. */
   private readonly seekStart = Buffer.alloc(PAGE_KEY_BYTES);
   private readonly seekEnd = Buffer.alloc(PAGE_PREFIX_BYTES);
+  private readonly seekFound = Buffer.alloc(PAGE_KEY_BYTES);
   private versionList: VersionRecord[];
   private metaPersisted: boolean;
   private lastCommit: Promise<number> | undefined;
@@ -412,7 +414,8 @@ export class Region {
     let bytes = 0;
     for (let i = 0; i < captured.pages.length; i++) {
       // A 'buffer' region holds its pages itself: copies in the value cache would only push hot kv values out.
-      ops.push({ type: 'put', pool: this.poolName, key: pageKey(captured.pages[i]!, version), value: captured.contents[i]!, ttlMs: 0, uncached: this.mem !== undefined });
+      // A page key is written once and named by no condition: the engine need not stage it.
+      ops.push({ type: 'put', pool: this.poolName, key: pageKey(captured.pages[i]!, version), value: captured.contents[i]!, ttlMs: 0, uncached: this.mem !== undefined, private: true });
       bytes += kvEntryBytes(PAGE_KEY_BYTES, captured.contents[i]!.length);
     }
     const record = encodeVersion(committedAt, captured.pages);
@@ -424,7 +427,10 @@ export class Region {
     let room = Math.floor((this.maxCommitBytes - bytes) / DELETE_BYTES);
     if (extraOps.length > 0) room = Math.min(room, MAX_ATOMIC_OPS - ops.length);
     const drop = issue.chained ? undefined : this.retentionDeletes(version, captured.pages, committedAt, room);
-    if (drop !== undefined) for (const key of drop.keys) ops.push({ type: 'delete', pool: this.poolName, key });
+    if (drop !== undefined) {
+      for (const key of drop.versionKeys) ops.push({ type: 'delete', pool: this.poolName, key });
+      for (const key of drop.pageKeys) ops.push({ type: 'delete', pool: this.poolName, key, private: true });
+    }
     if (bytes > this.maxCommitBytes || (extraOps.length > 0 && ops.length > MAX_ATOMIC_OPS)) {
       throw new AtomioError(
         'ERR_LIMIT',
@@ -635,7 +641,7 @@ export class Region {
    * Works from the version list (binary searches, no maps); the index is searched only for
    * page versions the list cannot account for (see olderPage).
    */
-  private retentionDeletes(version: number, pages: number[], committedAt: number, room: number): { keys: Buffer[]; versions: Set<number>; sweep: boolean } | undefined {
+  private retentionDeletes(version: number, pages: number[], committedAt: number, room: number): { versionKeys: Buffer[]; pageKeys: Buffer[]; versions: Set<number>; sweep: boolean } | undefined {
     const r = this.meta.retention;
     if (r.count === 0 && r.age === 0) return undefined;
     const all = this.versionList.concat([{ version, committedAt, pages: Uint32Array.from(pages) }]);
@@ -666,12 +672,11 @@ export class Region {
     // the commit has landed (a sweep before it would still count the dropped version as kept).
     if (dropped.length + unneeded.length > room) {
       // Too many for one commit: a background pass does it in chunks, after the commit too.
-      return { keys: [], versions: new Set(), sweep: true };
+      return { versionKeys: [], pageKeys: [], versions: new Set(), sweep: true };
     }
-    const keys: Buffer[] = [];
-    for (const v of dropped) keys.push(versionKey(v));
-    for (const [page, v] of unneeded) keys.push(pageKey(page, v));
-    return { keys, versions: new Set(dropped), sweep: unlisted };
+    const versionKeys = dropped.map(versionKey);
+    const pageKeys = unneeded.map(([page, v]) => pageKey(page, v));
+    return { versionKeys, pageKeys, versions: new Set(dropped), sweep: unlisted };
   }
 
   /**
@@ -702,12 +707,8 @@ export class Region {
     // The bounds are only read during the search: scratch keys serve every call.
     writePageKey(this.seekStart, page, below - 1);
     const end = page + 1 >= MAX_PAGES ? PAGES_END : writePagePrefix(this.seekEnd, page + 1);
-    let found: number | undefined;
-    index.forEachIn({ start: this.seekStart, end }, (key) => {
-      found = pageOf(key).version;
-      return false;
-    });
-    return found;
+    if (index.firstKeyInto(this.seekStart, end, this.seekFound) !== PAGE_KEY_BYTES) return undefined;
+    return pageVersionOf(this.seekFound);
   }
 
   private scheduleSweep(): void {
@@ -755,7 +756,7 @@ export class Region {
       newer = at.version;
     });
     for (let i = 0; i < keys.length; i += MAX_ATOMIC_OPS) {
-      await this.engine.commit(keys.slice(i, i + MAX_ATOMIC_OPS).map((key) => ({ type: 'delete', pool: this.poolName, key })), [], 0);
+      await this.engine.commit(keys.slice(i, i + MAX_ATOMIC_OPS).map((key) => ({ type: 'delete', pool: this.poolName, key, private: true })), [], 0);
     }
   }
 

@@ -142,6 +142,16 @@ function assertRange(reader: KeyIndex | KeyView, model: Model, random: () => num
     assert.equal(reader.count({ start, end }), expected.length, `${where}: count of ${JSON.stringify(range)}`);
     return;
   }
+  if (reader instanceof KeyIndex && start !== undefined && end !== undefined && random() < 0.3) {
+    // firstKeyInto: the first key of the range, copied whole, or -1 when none or too long for `out`.
+    const first = model.range(start, end, false)[0];
+    const out = Buffer.alloc(random() < 0.8 ? MAX_KEY_BYTES : 8, 0xee);
+    const n = reader.firstKeyInto(start, end, out);
+    const fits = first !== undefined && first.length / 2 <= out.length;
+    assert.equal(n, fits ? first.length / 2 : -1, `${where}: firstKeyInto ${JSON.stringify(range)} into ${out.length} bytes`);
+    if (fits) assert.equal(hex(out.subarray(0, n)), first, `${where}: firstKeyInto ${JSON.stringify(range)} copies the key`);
+    return;
+  }
   // Stop after `limit` entries; return nothing (not false) otherwise, which must go on.
   const limit = random() < 0.5 ? Infinity : Math.floor(random() * 20);
   const seen: [string, KeyMeta][] = [];
