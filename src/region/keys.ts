@@ -85,6 +85,11 @@ export interface VersionRecord {
   committedAt: number;
   /** The pages the version wrote, ascending. */
   pages: Uint32Array;
+  /**
+   * For each page, the newest version stored below this one when it landed (0: none), or
+   * undefined when not known (loaded from the store, or a 'paged' region).
+   */
+  older?: Float64Array | undefined;
 }
 
 export function encodeVersion(committedAt: number, pages: readonly number[]): Buffer {

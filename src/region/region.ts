@@ -116,7 +116,7 @@ export interface RegionStats {
 interface Captured {
   pages: number[];
   /** Bytes of each page (empty: zeros). */
-  contents: Buffer[];
+  contents: Uint8Array[];
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -137,6 +137,8 @@ export class Region {
   private readonly seekStart = Buffer.alloc(PAGE_KEY_BYTES);
   private readonly seekEnd = Buffer.alloc(PAGE_PREFIX_BYTES);
   private readonly seekFound = Buffer.alloc(PAGE_KEY_BYTES);
+  /** 'buffer': per page, the newest version stored (0: none), for VersionRecord.older. */
+  private readonly lastWriter: Float64Array | undefined;
   private versionList: VersionRecord[];
   private metaPersisted: boolean;
   private lastCommit: Promise<number> | undefined;
@@ -165,6 +167,7 @@ export class Region {
     this.sequence = new CommitSequence(last + 1);
     if (mode === 'buffer') {
       this.mem = Buffer.alloc(meta.size);
+      this.lastWriter = new Float64Array(this.pageCount);
       if (track === 'compare') this.shadow = Buffer.alloc(meta.size);
     }
   }
@@ -207,7 +210,7 @@ export class Region {
     for await (const e of pool.list({ start: VERSIONS_START, end: VERSIONS_END })) versions.push(decodeVersion(versionOf(e.key), e.value));
     const region = new Region(engine, name, poolName, meta, stored !== undefined, versions, mode, o.track ?? 'compare', limits.maxAtomicBytes, limits.maxValueBytes);
     if (mode === 'buffer') {
-      const orphans = await region.materialize(region.version, region.mem!);
+      const orphans = await region.materialize(region.version, region.mem!, region.lastWriter);
       region.shadow?.set(region.mem!);
       // Pages a crash left between deleting old versions and their pages: swept later.
       if (orphans > 0) region.scheduleSweep();
@@ -379,13 +382,13 @@ export class Region {
     } else {
       pages = [...this.marks].sort(ascending);
     }
-    const contents: Buffer[] = new Array<Buffer>(pages.length);
+    const contents: Uint8Array[] = new Array<Uint8Array>(pages.length);
     let bytes = 0;
     for (let i = 0; i < pages.length; i++) {
       const at = pages[i]! * pageSize;
       const n = this.pageBytes(pages[i]!);
-      // mem[at, at + n) against zeros, compared in place.
-      if (mem.compare(this.zeroPage, 0, n, at, at + n) === 0) contents[i] = EMPTY;
+      // mem[at, at + n) against zeros, compared in place (a page with data mostly shows it at an end).
+      if (mem[at] === 0 && mem[at + n - 1] === 0 && mem.compare(this.zeroPage, 0, n, at, at + n) === 0) contents[i] = EMPTY;
       else bytes += n;
     }
     const copy = bytes === 0 ? EMPTY : Buffer.allocUnsafe(bytes);
@@ -394,7 +397,8 @@ export class Region {
       if (contents[i] === EMPTY) continue;
       const at = pages[i]! * pageSize;
       const n = mem.copy(copy, offset, at, at + this.pageBytes(pages[i]!));
-      contents[i] = copy.subarray(offset, offset + n);
+      // A plain view: a Buffer's subarray costs a FastBuffer construction per page.
+      contents[i] = new Uint8Array(copy.buffer, copy.byteOffset + offset, n);
       offset += n;
     }
     return { pages, contents };
@@ -489,7 +493,17 @@ export class Region {
     this.metaPersisted = true;
     if (this.mem === undefined) for (const p of captured.pages) this.flying.delete(p);
     if (dropped !== undefined && dropped.size > 0) this.versionList = this.versionList.filter((v) => !dropped.has(v.version));
-    this.versionList.push({ version, committedAt, pages: Uint32Array.from(captured.pages) });
+    const pages = Uint32Array.from(captured.pages);
+    let older: Float64Array | undefined;
+    if (this.lastWriter !== undefined) {
+      // Commits land in version order: what each page held before this one is known here.
+      older = new Float64Array(pages.length);
+      for (let i = 0; i < pages.length; i++) {
+        older[i] = this.lastWriter[pages[i]!]!;
+        this.lastWriter[pages[i]!] = version;
+      }
+    }
+    this.versionList.push({ version, committedAt, pages, older });
   }
 
   private metaPut(change: (m: Meta) => Meta): OpInput {
@@ -565,8 +579,9 @@ export class Region {
   /**
    * Fills `into` with the region as of `version` (a frozen view of the pool and a pin keep
    * what it reads in place); returns how many stored page versions no kept version needs.
+   * `writers` receives, per page, the version `into` holds (the newest stored at `version`).
    */
-  private async materialize(version: number, into: Buffer): Promise<number> {
+  private async materialize(version: number, into: Buffer, writers?: Float64Array): Promise<number> {
     const pool = this.engine.pools.named(this.poolName);
     if (pool === undefined || version === 0) return 0;
     const { view, pin } = this.pool.frozen(pool);
@@ -589,6 +604,7 @@ export class Region {
         newer = at.version;
         if (taken || at.version > version) return;
         taken = true;
+        if (writers !== undefined && at.page < this.pageCount) writers[at.page] = at.version;
         if (meta.valueBytes > 0 && at.page < this.pageCount) wanted.push({ page: at.page, key, meta });
       });
       let next = 0;
@@ -644,6 +660,8 @@ export class Region {
   private retentionDeletes(version: number, pages: number[], committedAt: number, room: number): { versionKeys: Buffer[]; pageKeys: Buffer[]; versions: Set<number>; sweep: boolean } | undefined {
     const r = this.meta.retention;
     if (r.count === 0 && r.age === 0) return undefined;
+    const fast = this.retentionStep(committedAt, room);
+    if (fast !== undefined) return fast;
     const all = this.versionList.concat([{ version, committedAt, pages: Uint32Array.from(pages) }]);
     const kept = keptVersions(all, r, committedAt);
     if (kept.length === all.length) return undefined;
@@ -677,6 +695,35 @@ export class Region {
     const versionKeys = dropped.map(versionKey);
     const pageKeys = unneeded.map(([page, v]) => pageKey(page, v));
     return { versionKeys, pageKeys, versions: new Set(dropped), sweep: unlisted };
+  }
+
+  /**
+   * retentionDeletes in the steady state, without its lists: the commit lets go of exactly
+   * the oldest listed version d, and d + 1 is listed and kept. Then the only page versions
+   * no kept version needs any more are those d + 1 overwrote (every kept version is at or
+   * above d + 1): for each page of d + 1, the newest stored version below it, which the
+   * record of d + 1 remembers (`older`) or the index tells. Undefined when this is not the
+   * case (or the deletes do not fit): the general pass decides.
+   */
+  private retentionStep(now: number, room: number): { versionKeys: Buffer[]; pageKeys: Buffer[]; versions: Set<number>; sweep: boolean } | undefined {
+    const list = this.versionList;
+    const n = list.length + 1; // with the version being committed, always kept
+    if (list.length < 2) return undefined;
+    const r = this.meta.retention;
+    const drops = (i: number): boolean => (r.count > 0 && i < n - r.count) || (r.age > 0 && list[i]!.committedAt < now - r.age);
+    if (!drops(0)) return undefined;
+    for (let i = 1; i < list.length; i++) if (drops(i)) return undefined;
+    const d = list[0]!.version;
+    const u = list[1]!;
+    if (u.version !== d + 1 || 1 + u.pages.length > room) return undefined;
+    const pageKeys: Buffer[] = [];
+    for (let j = 0; j < u.pages.length; j++) {
+      const page = u.pages[j]!;
+      // A stored page version below d + 1 is needed by no kept version now: it goes.
+      const pv = u.older !== undefined ? u.older[j]! : ceiling(list[0]!.pages, page) === page ? d : this.storedBelow(page, u.version);
+      if (pv !== undefined && pv > 0) pageKeys.push(pageKey(page, pv));
+    }
+    return { versionKeys: [versionKey(d)], pageKeys, versions: new Set([d]), sweep: false };
   }
 
   /**
