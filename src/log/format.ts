@@ -423,7 +423,7 @@ export function encodeRecord(
   for (const op of r.ops) {
     if (isKvOp(op)) {
       const bytes = kvDescriptorBytes(op.key.length);
-      into.fill(0, d, d + bytes);
+      zero(into, d, d + bytes);
       into[d] = op.type;
       into.writeUInt32LE(bytes, d + 4);
       into.writeDoubleLE(op.version, d + 8);
@@ -444,7 +444,7 @@ export function encodeRecord(
       d += bytes;
       continue;
     }
-    into.fill(0, d, d + BLOCK_OP_BYTES);
+    zero(into, d, d + BLOCK_OP_BYTES);
     into[d] = op.type;
     into.writeUInt32LE(BLOCK_OP_BYTES, d + 4);
     into.writeDoubleLE(op.lba, d + 8);
@@ -474,6 +474,13 @@ export function encodeRecord(
   into.writeDoubleLE(r.durableSeq, h + 48);
   into.writeUInt32LE(checksum(into.subarray(h + 8, h + metaBytes), seedAt(nonce, offsetInSegment)), h + 4);
   return recordBytes;
+}
+
+const typedFill = Uint8Array.prototype.fill;
+
+/** Zeros bytes [from, to) of `into`: the typed array's fill, without Buffer#fill's checks (about twice as fast for a descriptor). */
+function zero(into: Buffer, from: number, to: number): void {
+  typedFill.call(into, 0, from, to);
 }
 
 /** Appends `data` as chunks [crc][≤ 4096 bytes], the first at `offsetInSegment`; the data copied or referred to. */

@@ -92,7 +92,7 @@ export interface VersionRecord {
   older?: Float64Array | undefined;
 }
 
-export function encodeVersion(committedAt: number, pages: readonly number[]): Buffer {
+export function encodeVersion(committedAt: number, pages: ArrayLike<number>): Buffer {
   const out = Buffer.allocUnsafe(12 + 4 * pages.length);
   out.writeDoubleBE(committedAt, 0);
   out.writeUInt32BE(pages.length, 8);

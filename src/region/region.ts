@@ -114,7 +114,8 @@ export interface RegionStats {
 
 /** The pages of one commit, as captured. */
 interface Captured {
-  pages: number[];
+  /** Ascending; kept as the version's record once it lands (never changed). */
+  pages: Uint32Array;
   /** Bytes of each page (empty: zeros). */
   contents: Uint8Array[];
 }
@@ -366,21 +367,25 @@ export class Region {
   private capture(scan: boolean): Captured {
     if (this.mem === undefined) {
       // Staged pages are the region's own copies, never changed in place (writePage replaces them).
-      const pages = [...this.staged.keys()].sort(ascending);
-      return { pages, contents: pages.map((p) => this.stagedContent(this.staged.get(p)!)) };
+      const pages = Uint32Array.from(this.staged.keys()).sort();
+      return { pages, contents: Array.from(pages, (p) => this.stagedContent(this.staged.get(p)!)) };
     }
     const mem = this.mem;
     const pageSize = this.meta.pageSize;
-    let pages: number[];
+    let pages: Uint32Array;
     if (scan) {
-      pages = diffPages(mem, this.shadow!, pageSize);
+      const found = diffPages(mem, this.shadow!, pageSize);
       if (this.marks.size > 0) {
-        const found = new Set(pages);
-        for (const p of this.marks) if (!found.has(p)) pages.push(p);
-        pages.sort(ascending);
+        const seen = new Set(found);
+        for (const p of this.marks) if (!seen.has(p)) found.push(p);
       }
+      pages = Uint32Array.from(found).sort();
     } else {
-      pages = [...this.marks].sort(ascending);
+      // A typed array sorts numbers without a comparator.
+      pages = new Uint32Array(this.marks.size);
+      let i = 0;
+      for (const p of this.marks) pages[i++] = p;
+      pages.sort();
     }
     const contents: Uint8Array[] = new Array<Uint8Array>(pages.length);
     let bytes = 0;
@@ -493,7 +498,7 @@ export class Region {
     this.metaPersisted = true;
     if (this.mem === undefined) for (const p of captured.pages) this.flying.delete(p);
     if (dropped !== undefined && dropped.size > 0) this.versionList = this.versionList.filter((v) => !dropped.has(v.version));
-    const pages = Uint32Array.from(captured.pages);
+    const pages = captured.pages;
     let older: Float64Array | undefined;
     if (this.lastWriter !== undefined) {
       // Commits land in version order: what each page held before this one is known here.
@@ -657,12 +662,12 @@ export class Region {
    * Works from the version list (binary searches, no maps); the index is searched only for
    * page versions the list cannot account for (see olderPage).
    */
-  private retentionDeletes(version: number, pages: number[], committedAt: number, room: number): { versionKeys: Buffer[]; pageKeys: Buffer[]; versions: Set<number>; sweep: boolean } | undefined {
+  private retentionDeletes(version: number, pages: Uint32Array, committedAt: number, room: number): { versionKeys: Buffer[]; pageKeys: Buffer[]; versions: Set<number>; sweep: boolean } | undefined {
     const r = this.meta.retention;
     if (r.count === 0 && r.age === 0) return undefined;
     const fast = this.retentionStep(committedAt, room);
     if (fast !== undefined) return fast;
-    const all = this.versionList.concat([{ version, committedAt, pages: Uint32Array.from(pages) }]);
+    const all = this.versionList.concat([{ version, committedAt, pages }]);
     const kept = keptVersions(all, r, committedAt);
     if (kept.length === all.length) return undefined;
     const keptNumbers = kept.map((v) => v.version);
@@ -913,10 +918,6 @@ function diffPages(mem: Buffer, shadow: Buffer, pageSize: number): number[] {
     }
   }
   return dirty;
-}
-
-function ascending(a: number, b: number): number {
-  return a - b;
 }
 
 /** The first index of `list` (ascending by version) whose version is above `version`. */
