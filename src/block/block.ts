@@ -7,7 +7,7 @@
 import { AtomioError } from '../base/errors.js';
 import type { Condition, Engine, OpInput, SnapshotState } from '../engine/engine.js';
 import { ADDRESS_SPACE_BYTES, MAX_ATOMIC_BYTES, MAX_ATOMIC_OPS, MAX_CONDITIONS } from '../engine/limits.js';
-import { OpType, recordBytesFor, type BlockOp } from '../log/format.js';
+import { BLOCK_OP_BYTES, RECORD_HEADER_BYTES, chunkedBytes } from '../log/format.js';
 
 /** One op of an atomic commit: write sectors from `lba`, or trim `count` sectors from `trim`. */
 export type AtomicOp = { write: number; data: Uint8Array } | { trim: number; count: number };
@@ -182,8 +182,9 @@ export class BlockDevice {
       });
     }
     const inputs: OpInput[] = [];
-    const encoded: BlockOp[] = [];
     let bytes = 0;
+    // The record's size, as recordBytesFor would find it, without making its ops.
+    let recordBytes = RECORD_HEADER_BYTES;
     for (const op of ops) {
       if (op !== null && typeof op === 'object' && 'write' in op) {
         const data = op.data;
@@ -198,16 +199,16 @@ export class BlockDevice {
         this.checkRange(op.write, count, 'write');
         bytes += data.length;
         inputs.push({ type: 'write', lba: op.write, count, data });
-        encoded.push({ type: OpType.write, lba: op.write, count, version: 0, expiresAt: 0, data });
+        recordBytes += BLOCK_OP_BYTES + chunkedBytes(data.length);
       } else if (op !== null && typeof op === 'object' && 'trim' in op) {
         this.checkRange(op.trim, op.count, 'trim');
         inputs.push({ type: 'trim', lba: op.trim, count: op.count });
-        encoded.push({ type: OpType.trim, lba: op.trim, count: op.count, version: 0, expiresAt: 0 });
+        recordBytes += BLOCK_OP_BYTES;
       } else {
         throw new AtomioError('ERR_ARGUMENT', 'atomic: each op is { write: lba, data } or { trim: lba, count }', {});
       }
     }
-    if (bytes > this.maxAtomicBytes || recordBytesFor(encoded, this.sectorSize) > this.engine.maxRecordBytes) {
+    if (bytes > this.maxAtomicBytes || recordBytes > this.engine.maxRecordBytes) {
       throw new AtomioError(
         'ERR_LIMIT',
         `atomic: at most ${this.maxAtomicBytes} data bytes per commit on this store, got ${bytes}`,

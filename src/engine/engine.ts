@@ -60,6 +60,7 @@ import {
   kvEntryBytes,
   recordBytesFor,
   verifyChunks,
+  zero,
   type KvOp,
   type LogOp,
   type Superblock,
@@ -200,6 +201,8 @@ interface Pending {
   conditions: Condition[];
   ttlMs: number;
   dataBytes: number;
+  /** It has kv ops (put, delete, touch, dropPool): only then does stageKv look at it. */
+  kv: boolean;
   /** Put values as admitted (computed ones made), by op index. */
   values: (Uint8Array | undefined)[];
   /** Expiry of each put and touch as admitted, by op index. */
@@ -648,15 +651,25 @@ export class Engine {
     if (this.closed) return Promise.reject(closedError());
     if (this.failure) return Promise.reject(this.failure);
     let dataBytes = 0;
+    let kv = false;
     for (const op of ops) {
       if (op.type === 'write') dataBytes += op.data.length;
-      else if (op.type === 'put') dataBytes += op.key.length + (op.value instanceof Uint8Array ? op.value.length : 64);
-      else if (op.type !== 'trim') dataBytes += 64;
+      else if (op.type === 'put') {
+        dataBytes += op.key.length + (op.value instanceof Uint8Array ? op.value.length : 64);
+        kv = true;
+      } else if (op.type !== 'trim') {
+        dataBytes += 64;
+        kv = true;
+      }
     }
-    return new Promise<number>((resolve, reject) => {
-      this.queue.push({ ops, conditions, ttlMs, dataBytes, values: [], expiries: [], resolve, reject });
-      this.kick();
-    });
+    // Block-only commits (the common small one) share the empty per-op lists: stageKv never
+    // writes them for a commit without kv ops.
+    const promise = new Promise<number>(takeSettlers);
+    const values = kv ? [] : NO_VALUES;
+    const expiries = kv ? [] : NO_EXPIRIES;
+    this.queue.push({ ops, conditions, ttlMs, dataBytes, kv, values, expiries, resolve: takenResolve!, reject: takenReject! });
+    this.kick();
+    return promise;
   }
 
   private kick(): void {
@@ -1002,8 +1015,10 @@ export class Engine {
 
   /** The commit's kv ops laid over the batch: their states, values and growth in live bytes. */
   private stageKv(p: Pending, keyLayers: BatchKeys[], now: number, roomy: boolean): { staged: BatchKeys; growth: number } {
+    if (!p.kv) return NO_KV_OPS;
     const staged: BatchKeys = { keys: new Map(), dropped: new Set() };
-    const layers = [staged, ...keyLayers];
+    // Only ops that look at a key's state need the layers (a roomy plain put does not).
+    let layers: BatchKeys[] | undefined;
     let growth = 0;
     for (let i = 0; i < p.ops.length; i++) {
       const op = p.ops[i]!;
@@ -1021,7 +1036,7 @@ export class Engine {
         // Far from full, the space a delete frees is not counted (as a trim's is not): no look at the key.
         continue;
       } else if (op.type === 'put') {
-        const state = this.keyState(op.pool, op.key, layers, now);
+        const state = this.keyState(op.pool, op.key, (layers ??= [staged, ...keyLayers]), now);
         const value = typeof op.value === 'function' ? op.value(this.currentValue(op.key, state)) : op.value;
         const expiresAt = op.keepTtl && state.present ? state.expiresAt : op.ttlMs > 0 ? now + op.ttlMs : 0;
         const entryBytes = kvEntryBytes(op.key.length, value.length);
@@ -1030,11 +1045,11 @@ export class Engine {
         growth += entryBytes - state.entryBytes;
         staged.keys.set(batchKey(op.pool, op.key), { present: true, version: Infinity, value: Buffer.from(value.buffer, value.byteOffset, value.length), entryBytes, expiresAt });
       } else if (op.type === 'delete') {
-        const state = this.keyState(op.pool, op.key, layers, now);
+        const state = this.keyState(op.pool, op.key, (layers ??= [staged, ...keyLayers]), now);
         growth -= state.entryBytes;
         staged.keys.set(batchKey(op.pool, op.key), ABSENT);
       } else if (op.type === 'touch') {
-        const state = this.keyState(op.pool, op.key, layers, now);
+        const state = this.keyState(op.pool, op.key, (layers ??= [staged, ...keyLayers]), now);
         const expiresAt = op.ttlMs > 0 ? now + op.ttlMs : 0;
         // A touch of an absent (or expired) key changes nothing and is not logged: replay
         // does not sweep, and would give an expired key a new life.
@@ -1042,7 +1057,7 @@ export class Engine {
         if (state.present) staged.keys.set(batchKey(op.pool, op.key), { ...state, expiresAt });
       } else if (op.type === 'dropPool') {
         const pool = this.pools.named(op.pool);
-        if (pool !== undefined && !layers.some((l) => l.dropped.has(op.pool))) growth -= pool.liveBytes;
+        if (pool !== undefined && !(layers ??= [staged, ...keyLayers]).some((l) => l.dropped.has(op.pool))) growth -= pool.liveBytes;
         for (const k of staged.keys.keys()) if (k.startsWith(batchKeyPrefix(op.pool))) staged.keys.delete(k);
         staged.dropped.add(op.pool);
       }
@@ -1084,12 +1099,12 @@ export class Engine {
    */
   private failedCondition(conditions: Condition[], overlays: ExtentMap[], keyLayers: BatchKeys[], now: number): AtomioError | undefined {
     let first: AtomioError | undefined;
-    const failed: number[] = [];
+    let failed: number[] | undefined;
     for (let i = 0; i < conditions.length; i++) {
       const error = this.checkCondition(i, conditions[i]!, overlays, keyLayers, now);
       if (error === undefined) continue;
       first ??= error;
-      failed.push(i);
+      (failed ??= []).push(i);
     }
     if (first === undefined) return undefined;
     (first.details as Record<string, unknown>).failed = failed;
@@ -1392,7 +1407,7 @@ export class Engine {
         if (r.segment !== span.segment) continue;
         const gap = r.offset - span.start - out.length;
         const z = out.reserve(gap);
-        into.fill(0, z, z + gap);
+        zero(into, z, z + gap);
         encodeRecord(
           { seq: r.seq, batchSeq, batchCount: records.length, durableSeq: this.flushedSeq, kind: r.kind, ops: r.ops },
           this.sectorBytes,
@@ -1405,7 +1420,7 @@ export class Engine {
       }
       const tail = spanBytes - out.length;
       const z = out.reserve(tail);
-      into.fill(0, z, z + tail);
+      zero(into, z, z + tail);
       assert(out.length === spanBytes, 'a span is laid out whole');
       this.counters.mediaBytes += spanBytes;
       this.bytesSinceCheckpoint += spanBytes;
@@ -1602,9 +1617,14 @@ export class Engine {
   }
 
   private place(e: Extent): void {
-    for (const d of this.map.set(e)) this.segments.at(d.segment).liveBytes -= d.count * this.sectorBytes;
+    this.map.setCounting(e, this.unmapped);
     this.segments.at(e.segment).liveBytes += e.count * this.sectorBytes;
   }
+
+  /** Sectors of a segment that the map stopped pointing to (one function, not a closure per place). */
+  private readonly unmapped = (segment: number, sectors: number): void => {
+    this.segments.at(segment).liveBytes -= sectors * this.sectorBytes;
+  };
 
   /** Unmaps data whose TTL has passed, so its segments empty without being copied. */
   sweepExpired(now = this.clock.now()): void {
@@ -2309,6 +2329,19 @@ interface BatchKeys {
 /** The overlay of a batch without block ops, shared: a map costs a 6 KiB leaf, and kv-only batches need none. Never written. */
 const NO_BLOCK_OPS = new ExtentMap();
 const ABSENT: KeyState = { present: false, version: 0, value: undefined, entryBytes: 0, expiresAt: 0 };
+/** What stageKv gives a commit without kv ops, shared: admit only reads it. */
+const NO_KV_OPS: { staged: BatchKeys; growth: number } = { staged: { keys: new Map(), dropped: new Set() }, growth: 0 };
+const NO_VALUES: (Uint8Array | undefined)[] = [];
+const NO_EXPIRIES: number[] = [];
+
+// A promise's resolving functions, taken without a closure per commit (the executor runs
+// synchronously inside the Promise constructor).
+let takenResolve: ((version: number) => void) | undefined;
+let takenReject: ((error: Error) => void) | undefined;
+function takeSettlers(resolve: (version: number) => void, reject: (error: Error) => void): void {
+  takenResolve = resolve;
+  takenReject = reject;
+}
 const EMPTY_KEY = Buffer.alloc(0);
 
 function batchKeyPrefix(pool: string): string {

@@ -254,6 +254,28 @@ export class ExtentMap {
     return displaced;
   }
 
+  /**
+   * set(), telling `displaced(segment, sectors)` of each piece it replaced instead of
+   * returning them: the common overwrite of an extent of the same range makes no object.
+   */
+  setCounting(extent: Extent, displaced: (segment: number, sectors: number) => void): void {
+    assert(extent.count > 0, 'extent maps at least one sector');
+    this.seek(extent.lba);
+    const index = this.foundIndex;
+    if (index >= 0) {
+      const o = index * EXTENT_FIELDS;
+      const d = this.foundLeaf.data;
+      if (d[o + F_LBA] === extent.lba && d[o + F_COUNT] === extent.count) {
+        const segment = Math.floor(d[o + F_LOCATION]! / TWO_32);
+        pack(extent, d, index);
+        displaced(segment, extent.count);
+        return;
+      }
+    }
+    for (const e of this.clear(extent.lba, extent.count)) displaced(e.segment, e.count);
+    this.insert(extent);
+  }
+
   /** Calls `visit` with every extent in lba order. */
   forEach(visit: (e: Extent) => void): void {
     for (let leaf: Leaf | undefined = this.firstLeaf(); leaf !== undefined; leaf = leaf.next) {

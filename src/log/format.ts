@@ -425,32 +425,35 @@ export function encodeRecord(
       const bytes = kvDescriptorBytes(op.key.length);
       zero(into, d, d + bytes);
       into[d] = op.type;
-      into.writeUInt32LE(bytes, d + 4);
-      into.writeDoubleLE(op.version, d + 8);
-      into.writeDoubleLE(op.expiresAt, d + 16);
-      into.writeUInt32LE(op.pool, d + 24);
-      into.writeUInt32LE(op.key.length, d + 28);
+      putU32(into, d + 4, bytes);
+      putF64(into, d + 8, op.version);
+      putF64(into, d + 16, op.expiresAt);
+      putU32(into, d + 24, op.pool);
+      putU32(into, d + 28, op.key.length);
       into.set(op.key, d + KV_OP_BYTES);
       if (op.type === OpType.put) {
         const value = op.value;
         assert(value !== undefined, 'a put op carries its value');
         const dataOffset = offsetInSegment + (out.length - start);
         const p = out.reserve(kvDataBytes(value.length));
-        into.writeUInt32LE(value.length, d + 32);
-        into.writeUInt32LE(checksum(value, seedAt(nonce, dataOffset)), p);
+        putU32(into, d + 32, value.length);
+        putU32(into, p, checksum(value, seedAt(nonce, dataOffset)));
         into.set(value, p + CHUNK_CRC_BYTES);
         dataOffsets.push(dataOffset);
       }
       d += bytes;
       continue;
     }
-    zero(into, d, d + BLOCK_OP_BYTES);
+    // Every byte of the 40 is written: no fill first.
     into[d] = op.type;
-    into.writeUInt32LE(BLOCK_OP_BYTES, d + 4);
-    into.writeDoubleLE(op.lba, d + 8);
-    into.writeDoubleLE(op.count, d + 16);
-    into.writeDoubleLE(op.version, d + 24);
-    into.writeDoubleLE(op.expiresAt, d + 32);
+    into[d + 1] = 0;
+    into[d + 2] = 0;
+    into[d + 3] = 0;
+    putU32(into, d + 4, BLOCK_OP_BYTES);
+    putF64(into, d + 8, op.lba);
+    putF64(into, d + 16, op.count);
+    putF64(into, d + 24, op.version);
+    putF64(into, d + 32, op.expiresAt);
     if (op.type === OpType.write) {
       const data = op.data;
       assert(data !== undefined && data.length === op.count * sectorBytes, 'write op carries count sectors of data');
@@ -461,18 +464,20 @@ export function encodeRecord(
     d += BLOCK_OP_BYTES;
   }
   const recordBytes = out.length - start;
-  into.writeUInt32LE(RECORD_MAGIC, h);
-  into.writeUInt32LE(recordBytes, h + 8);
-  into.writeUInt32LE(metaBytes, h + 12);
-  into.writeDoubleLE(r.seq, h + 16);
-  into.writeDoubleLE(r.batchSeq, h + 24);
-  into.writeUInt32LE(r.batchCount, h + 32);
-  into.writeUInt16LE(r.kind, h + 36);
-  into.writeUInt16LE(0, h + 38);
-  into.writeUInt32LE(r.ops.length, h + 40);
-  into.writeUInt32LE(0, h + 44);
-  into.writeDoubleLE(r.durableSeq, h + 48);
-  into.writeUInt32LE(checksum(into.subarray(h + 8, h + metaBytes), seedAt(nonce, offsetInSegment)), h + 4);
+  putU32(into, h, RECORD_MAGIC);
+  putU32(into, h + 8, recordBytes);
+  putU32(into, h + 12, metaBytes);
+  putF64(into, h + 16, r.seq);
+  putF64(into, h + 24, r.batchSeq);
+  putU32(into, h + 32, r.batchCount);
+  into[h + 36] = r.kind;
+  into[h + 37] = r.kind >>> 8;
+  into[h + 38] = 0;
+  into[h + 39] = 0;
+  putU32(into, h + 40, r.ops.length);
+  putU32(into, h + 44, 0);
+  putF64(into, h + 48, r.durableSeq);
+  putU32(into, h + 4, checksum(into.subarray(h + 8, h + metaBytes), seedAt(nonce, offsetInSegment)));
   return recordBytes;
 }
 
@@ -488,13 +493,48 @@ function writeChunks(data: Uint8Array, nonce: number, offsetInSegment: number, o
   const into = out.inline;
   let offset = offsetInSegment;
   for (let i = 0; i < data.length; i += CHUNK_DATA_BYTES) {
-    const piece = data.subarray(i, Math.min(data.length, i + CHUNK_DATA_BYTES));
+    // A one-chunk write (a 4 KiB block write, the common case) needs no view of itself.
+    const piece = i === 0 && data.length <= CHUNK_DATA_BYTES ? data : data.subarray(i, Math.min(data.length, i + CHUNK_DATA_BYTES));
     const c = out.reserve(CHUNK_CRC_BYTES);
-    into.writeUInt32LE(checksum(piece, seedAt(nonce, offset)), c);
+    putU32(into, c, checksum(piece, seedAt(nonce, offset)));
     if (refer) out.refer(piece);
     else into.set(piece, out.reserve(piece.length));
     offset += CHUNK_CRC_BYTES + piece.length;
   }
+}
+
+// The record encoder's field writers: the values are known to fit (they come from the
+// engine, not from callers), so Buffer's range checks are skipped on this path.
+
+/** A u32, little-endian. */
+function putU32(into: Uint8Array, at: number, v: number): void {
+  into[at] = v;
+  into[at + 1] = v >>> 8;
+  into[at + 2] = v >>> 16;
+  into[at + 3] = v >>> 24;
+}
+
+const F64 = new Float64Array(1);
+const F64_BYTES = new Uint8Array(F64.buffer);
+const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/** An f64, little-endian. */
+function putF64(into: Uint8Array, at: number, v: number): void {
+  F64[0] = v;
+  if (LITTLE_ENDIAN_HOST) {
+    for (let i = 0; i < 8; i++) into[at + i] = F64_BYTES[i]!;
+  } else {
+    for (let i = 0; i < 8; i++) into[at + i] = F64_BYTES[7 - i]!;
+  }
+}
+
+/** Zeros into[from, to): short runs by hand, longer ones by the typed-array fill (Buffer's fill adds checks). */
+export function zero(into: Uint8Array, from: number, to: number): void {
+  if (to - from <= 64) {
+    for (let i = from; i < to; i++) into[i] = 0;
+    return;
+  }
+  Uint8Array.prototype.fill.call(into, 0, from, to);
 }
 
 export interface DecodedOp {
