@@ -186,28 +186,34 @@ export class ExtentMap {
 
   /** Unmaps [lba, lba + count); returns the displaced pieces. */
   clear(lba: number, count: number): Extent[] {
+    this.seek(lba);
+    return this.clearSought(lba, count);
+  }
+
+  /** clear(), with seek(lba) just done. */
+  private clearSought(lba: number, count: number): Extent[] {
     const end = lba + count;
     const displaced: Extent[] = [];
     // An extent starting before the range: keep its left part, and its right part if it
     // reaches past the range.
-    this.seek(lba);
     const first = this.foundLeaf;
     const firstIndex = this.foundIndex;
-    if (firstIndex >= 0) {
+    // Fields are read raw first: most probes find no overlap, and then make no object.
+    const fo = firstIndex * EXTENT_FIELDS;
+    if (firstIndex >= 0 && first.data[fo + F_LBA]! < lba && first.data[fo + F_LBA]! + first.data[fo + F_COUNT]! > lba) {
       const e = unpack(first.data, firstIndex);
       const eEnd = e.lba + e.count;
-      if (e.lba < lba && eEnd > lba) {
-        displaced.push(slice(e, lba, Math.min(end, eEnd) - lba));
-        pack(slice(e, e.lba, lba - e.lba), first.data, firstIndex);
-        if (eEnd > end) {
-          this.insert(slice(e, end, eEnd - end));
-          return displaced;
-        }
+      displaced.push(slice(e, lba, Math.min(end, eEnd) - lba));
+      pack(slice(e, e.lba, lba - e.lba), first.data, firstIndex);
+      if (eEnd > end) {
+        this.insert(slice(e, end, eEnd - end));
+        return displaced;
       }
     }
-    // Extents starting inside the range: drop them, or keep the part past its end.
-    for (;;) {
-      this.seek(lba);
+    // Extents starting inside the range: drop them, or keep the part past its end. The
+    // first probe reuses the seek above (nothing has moved since); a removal moves extents.
+    for (let sought = true; ; sought = false) {
+      if (!sought) this.seek(lba);
       const index = this.foundIndex;
       let leaf: Leaf | undefined = this.foundLeaf;
       let i = index + 1;
@@ -216,9 +222,8 @@ export class ExtentMap {
         leaf = leaf.next;
         i = 0;
       }
-      if (leaf === undefined) return displaced;
+      if (leaf === undefined || leaf.data[i * EXTENT_FIELDS + F_LBA]! >= end) return displaced;
       const e = unpack(leaf.data, i);
-      if (e.lba >= end) return displaced;
       const eEnd = e.lba + e.count;
       if (eEnd <= end) {
         displaced.push(e);
@@ -249,7 +254,7 @@ export class ExtentMap {
         return [old];
       }
     }
-    const displaced = this.clear(extent.lba, extent.count);
+    const displaced = this.clearSought(extent.lba, extent.count);
     this.insert(extent);
     return displaced;
   }
@@ -272,7 +277,7 @@ export class ExtentMap {
         return;
       }
     }
-    for (const e of this.clear(extent.lba, extent.count)) displaced(e.segment, e.count);
+    for (const e of this.clearSought(extent.lba, extent.count)) displaced(e.segment, e.count);
     this.insert(extent);
   }
 
