@@ -219,7 +219,7 @@ export class BlockDevice {
   }
 
   private checkConditions(given: BlockCondition | BlockCondition[] | undefined): Condition[] {
-    if (given === undefined) return [];
+    if (given === undefined) return NO_CONDITIONS;
     const list = Array.isArray(given) ? given : [given];
     if (list.length > MAX_CONDITIONS) {
       throw new AtomioError('ERR_LIMIT', `at most ${MAX_CONDITIONS} conditions per commit, got ${list.length}`, {
@@ -248,6 +248,9 @@ export class BlockDevice {
     });
   }
 }
+
+/** The conditions of a commit without any, shared (frozen: the engine only reads them). */
+const NO_CONDITIONS = Object.freeze([]) as unknown as Condition[];
 
 /** The most one read returns: it is one buffer in memory. */
 const MAX_READ_BYTES = 256 * 1024 * 1024;

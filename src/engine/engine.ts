@@ -1433,10 +1433,17 @@ export class Engine {
       writes.push(written);
     }
     this.batchBytesAverage += (batchBytes - this.batchBytesAverage) / 8;
-    let done = settleAll(writes);
+    // One span (a small batch, the common case) needs no gathering of outcomes.
+    let done = writes.length === 1 ? writes[0]! : settleAll(writes);
     if (!inline) {
       const token = this.inline.threadWriteStarted();
-      done = done.finally(() => this.inline.threadWriteDone(token));
+      done = done.then(
+        () => this.inline.threadWriteDone(token),
+        (error: unknown) => {
+          this.inline.threadWriteDone(token);
+          throw error;
+        },
+      );
     }
     if (this.durability === 'full' && !durableWrites) done = done.then(() => this.media.flush());
     return done.then(
