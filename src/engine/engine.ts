@@ -1031,7 +1031,7 @@ export class Engine {
         p.expiries[i] = expiresAt;
         growth += entryBytes;
         if (op.private === true) continue;
-        staged.keys.set(batchKey(op.pool, op.key), { present: true, version: Infinity, value: Buffer.from(op.value.buffer, op.value.byteOffset, op.value.length), entryBytes, expiresAt });
+        staged.keys.set(batchKey(op.pool, op.key), { present: true, version: Infinity, value: asBuffer(op.value), entryBytes, expiresAt });
       } else if (op.type === 'delete' && roomy && op.private === true) {
         // Far from full, the space a delete frees is not counted (as a trim's is not): no look at the key.
         continue;
@@ -1043,7 +1043,7 @@ export class Engine {
         p.values[i] = value;
         p.expiries[i] = expiresAt;
         growth += entryBytes - state.entryBytes;
-        staged.keys.set(batchKey(op.pool, op.key), { present: true, version: Infinity, value: Buffer.from(value.buffer, value.byteOffset, value.length), entryBytes, expiresAt });
+        staged.keys.set(batchKey(op.pool, op.key), { present: true, version: Infinity, value: asBuffer(value), entryBytes, expiresAt });
       } else if (op.type === 'delete') {
         const state = this.keyState(op.pool, op.key, (layers ??= [staged, ...keyLayers]), now);
         growth -= state.entryBytes;
@@ -2405,7 +2405,15 @@ const SPARE_SPANS_PER_CLASS = 4;
 
 /** The size class of a span of `bytes`: the power of two at or above it, at least 4 KiB. */
 function spanClass(bytes: number): number {
-  return Math.max(4096, 2 ** Math.ceil(Math.log2(Math.max(1, bytes))));
+  if (bytes <= 4096) return 4096;
+  // Integer bit arithmetic (pooled spans are at most SPAN_POOL_MAX_BYTES, far below 2^31).
+  if (bytes <= 2 ** 30) return 2 ** (32 - Math.clz32(bytes - 1));
+  return 2 ** Math.ceil(Math.log2(bytes));
+}
+
+/** The bytes as a Buffer: itself when it is one, else a view (no copy). */
+function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
 }
 
 /** The one piece that covers [lba, lba + count) exactly, if the pieces are that. */

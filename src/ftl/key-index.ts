@@ -962,7 +962,10 @@ export class KeyIndex extends KeyReader {
       let entryCap = leaf.ends.length;
       let keyCap = leaf.keys.length;
       if (!fits) {
-        if (leaf.n === entryCap) entryCap = Math.min(LEAF_CAPACITY, entryCap + ENTRY_STEP);
+        // Keys that arrive in order (a stream's runs, a region's versions) land at the end of
+        // the last leaf: it grows to full size at once, not a step (and a copy) per 8 keys.
+        const appending = at === leaf.n && li === this.leaves.length - 1;
+        if (leaf.n === entryCap) entryCap = appending ? LEAF_CAPACITY : Math.min(LEAF_CAPACITY, entryCap + ENTRY_STEP);
         // Key room for the new capacity at the average length; growing by at least a quarter
         // when keys alone overflow keeps reallocation amortized.
         const grown = used + length > keyCap ? keyCap + (keyCap >> 2) : keyCap;
