@@ -418,11 +418,15 @@ export class Stream {
     };
     const submit = (issue: Issue): Sent => this.send(group.slab.subarray(group.start, group.end), count, issue);
     if (!group.sync) {
-      const promise = this.sequence.run(count, submit, done);
-      promise.catch((error: unknown) => {
-        for (const reject of group.rejects) reject(error);
-      });
-      this.track(promise);
+      // Tracked and its failure handed to the callers by one reaction, not two.
+      const settled: Promise<void> = this.sequence.run(count, submit, done).then(
+        () => void this.inFlight.delete(settled),
+        (error: unknown) => {
+          this.inFlight.delete(settled);
+          for (const reject of group.rejects) reject(error);
+        },
+      );
+      this.inFlight.add(settled);
       return;
     }
     // appendSync handed out numbers from group.firstSeq on: they hold only if nothing
