@@ -126,3 +126,23 @@ test('reset empties a one-leaf map for reuse, and leaves a map with inner nodes 
   assert.equal(large.reset(), false, 'a map with inner nodes does not reset');
   assert.equal(large.size, 1000, 'and keeps every extent');
 });
+
+test('setCounting reports per segment exactly the sectors set() displaces, and leaves the same map (seeded)', (t) => {
+  const seed = Number(process.env.ATOMIO_SEED ?? randomSeed());
+  t.diagnostic(`seed ${seed}`);
+  const random = makeRandom(seed);
+  const byList = new ExtentMap();
+  const byCount = new ExtentMap();
+  for (let step = 1; step <= 4000; step++) {
+    // Same-range overwrites (the in-place path) as well as overlapping and fresh ranges.
+    const lba = 8 * Math.floor(random() * 300) + (random() < 0.3 ? Math.floor(random() * 8) : 0);
+    const count = random() < 0.5 ? 8 : 1 + Math.floor(random() * 30);
+    const e = extent(lba, count, step);
+    const wanted = new Map<number, number>();
+    for (const d of byList.set(e)) wanted.set(d.segment, (wanted.get(d.segment) ?? 0) + d.count);
+    const told = new Map<number, number>();
+    byCount.setCounting(e, (segment, sectors) => told.set(segment, (told.get(segment) ?? 0) + sectors));
+    assert.deepEqual(told, wanted, `seed ${seed} step ${step}: displaced sectors by segment`);
+  }
+  assert.deepEqual(modelOf(byCount), modelOf(byList), `seed ${seed}: the two maps agree`);
+});
