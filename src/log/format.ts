@@ -481,13 +481,6 @@ export function encodeRecord(
   return recordBytes;
 }
 
-const typedFill = Uint8Array.prototype.fill;
-
-/** Zeros bytes [from, to) of `into`: the typed array's fill, without Buffer#fill's checks (about twice as fast for a descriptor). */
-function zero(into: Buffer, from: number, to: number): void {
-  typedFill.call(into, 0, from, to);
-}
-
 /** Appends `data` as chunks [crc][≤ 4096 bytes], the first at `offsetInSegment`; the data copied or referred to. */
 function writeChunks(data: Uint8Array, nonce: number, offsetInSegment: number, out: Gather, refer: boolean): void {
   const into = out.inline;
