@@ -16,8 +16,14 @@ const OPTIONS = { capacity: 8 * 1024 * 1024, segmentSize: 256 * 1024 } as const;
 /** A FaultMedia that counts the writes made inline. */
 class CountingMedia extends FaultMedia {
   inlineWrites = 0;
+  /** The next inline write fails with EIO (writes on a thread go on). */
+  failNextInline = false;
   override writeSync(buffer: Uint8Array, offset: number): void {
     this.inlineWrites++;
+    if (this.failNextInline) {
+      this.failNextInline = false;
+      this.failNextWrites(1, 'EIO');
+    }
     super.writeSync(buffer, offset);
   }
 }
@@ -170,14 +176,23 @@ test('inlineWrites: false keeps every write on an I/O thread; a bad value is ref
 test('a failed inline write rejects its commit and fails the store, as a failed write on a thread does', async () => {
   await withStore({}, async (fault, media) => {
     for (let i = 0; i < 20; i++) await fault.store.block.write(i * 8, Buffer.alloc(4096, 3));
-    const before = media.inlineWrites;
-    assert.ok(before > 0, 'the store writes inline by now');
-    media.failNextWrites(1, 'EIO');
-    await assert.rejects(fault.store.block.write(1000, Buffer.alloc(4096, 4)), (error: unknown) => error instanceof AtomioError && error.code === 'ERR_IO');
-    assert.equal(media.inlineWrites, before + 1, 'the failed write was the inline one');
-    await assert.rejects(fault.store.block.write(1008, Buffer.alloc(4096, 5)), (error: unknown) => error instanceof AtomioError && error.code === 'ERR_IO');
+    assert.ok(media.inlineWrites > 0, 'the store writes inline by now');
+    // After a slow inline write (a busy machine) the next few go to a thread: write on until
+    // one goes inline, and fail that one.
+    media.failNextInline = true;
+    let failed: number | undefined;
+    for (let lba = 1000; lba < 1000 + 8 * 64 && failed === undefined; lba += 8) {
+      try {
+        await fault.store.block.write(lba, Buffer.alloc(4096, 4));
+      } catch (error) {
+        assert.ok(error instanceof AtomioError && error.code === 'ERR_IO', `the failed write rejects with ERR_IO, not ${String(error)}`);
+        failed = lba;
+      }
+    }
+    assert.ok(failed !== undefined && !media.failNextInline, 'a write went inline, and failed');
+    await assert.rejects(fault.store.block.write(failed + 8, Buffer.alloc(4096, 5)), (error: unknown) => error instanceof AtomioError && error.code === 'ERR_IO');
     const store = await fault.closeAndReopen();
     assert.deepEqual(await store.block.read(0, 8), Buffer.alloc(4096, 3), 'acknowledged writes survive');
-    assert.deepEqual(await store.block.read(1000, 8), Buffer.alloc(4096), 'the failed write left nothing');
+    assert.deepEqual(await store.block.read(failed, 8), Buffer.alloc(4096), 'the failed write left nothing');
   });
 });
