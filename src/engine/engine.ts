@@ -2338,8 +2338,9 @@ const NO_BLOCK_OPS = new ExtentMap();
 const ABSENT: KeyState = { present: false, version: 0, value: undefined, entryBytes: 0, expiresAt: 0 };
 /** What stageKv gives a commit without kv ops, shared: admit only reads it. */
 const NO_KV_OPS: { staged: BatchKeys; growth: number } = { staged: { keys: new Map(), dropped: new Set() }, growth: 0 };
-const NO_VALUES: (Uint8Array | undefined)[] = [];
-const NO_EXPIRIES: number[] = [];
+// Frozen: a write into a list that block-only commits share would throw, not leak between them.
+const NO_VALUES: (Uint8Array | undefined)[] = Object.freeze([]) as unknown as (Uint8Array | undefined)[];
+const NO_EXPIRIES: number[] = Object.freeze([]) as unknown as number[];
 
 // A promise's resolving functions, taken without a closure per commit (the executor runs
 // synchronously inside the Promise constructor).
