@@ -243,16 +243,11 @@ export class ExtentMap {
   set(extent: Extent): Extent[] {
     assert(extent.count > 0, 'extent maps at least one sector');
     // The common overwrite replaces an extent of exactly the same range: in place.
-    this.seek(extent.lba);
-    const index = this.foundIndex;
+    const index = this.seekSameRange(extent);
     if (index >= 0) {
-      const o = index * EXTENT_FIELDS;
-      const d = this.foundLeaf.data;
-      if (d[o + F_LBA] === extent.lba && d[o + F_COUNT] === extent.count) {
-        const old = unpack(d, index);
-        pack(extent, d, index);
-        return [old];
-      }
+      const old = unpack(this.foundLeaf.data, index);
+      pack(extent, this.foundLeaf.data, index);
+      return [old];
     }
     const displaced = this.clearSought(extent.lba, extent.count);
     this.insert(extent);
@@ -265,20 +260,26 @@ export class ExtentMap {
    */
   setCounting(extent: Extent, displaced: (segment: number, sectors: number) => void): void {
     assert(extent.count > 0, 'extent maps at least one sector');
-    this.seek(extent.lba);
-    const index = this.foundIndex;
+    const index = this.seekSameRange(extent);
     if (index >= 0) {
-      const o = index * EXTENT_FIELDS;
       const d = this.foundLeaf.data;
-      if (d[o + F_LBA] === extent.lba && d[o + F_COUNT] === extent.count) {
-        const segment = Math.floor(d[o + F_LOCATION]! / TWO_32);
-        pack(extent, d, index);
-        displaced(segment, extent.count);
-        return;
-      }
+      const segment = Math.floor(d[index * EXTENT_FIELDS + F_LOCATION]! / TWO_32);
+      pack(extent, d, index);
+      displaced(segment, extent.count);
+      return;
     }
     for (const e of this.clearSought(extent.lba, extent.count)) displaced(e.segment, e.count);
     this.insert(extent);
+  }
+
+  /** Seeks `extent.lba` (for clearSought); the index there of an extent of exactly its range, or -1. */
+  private seekSameRange(extent: Extent): number {
+    this.seek(extent.lba);
+    const index = this.foundIndex;
+    if (index < 0) return -1;
+    const d = this.foundLeaf.data;
+    const o = index * EXTENT_FIELDS;
+    return d[o + F_LBA] === extent.lba && d[o + F_COUNT] === extent.count ? index : -1;
   }
 
   /** Calls `visit` with every extent in lba order. */
