@@ -89,7 +89,7 @@ export interface VersionRecord {
    * For each page, the newest version stored below this one when it landed (0: none), or
    * undefined when not known (loaded from the store, or a 'paged' region).
    */
-  older?: Float64Array | undefined;
+  older?: number[] | undefined;
 }
 
 export function encodeVersion(committedAt: number, pages: ArrayLike<number>): Buffer {

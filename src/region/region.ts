@@ -453,7 +453,8 @@ export class Region {
     if (extraOps.length > 0) room = Math.min(room, MAX_ATOMIC_OPS - ops.length);
     const drop = issue.chained ? undefined : this.retentionDeletes(version, captured.pages, committedAt, room);
     if (drop !== undefined) {
-      for (const key of drop.versionKeys) ops.push({ type: 'delete', pool: this.poolName, key });
+      // No condition names a version let go (a chained commit names the one just before it, and carries no retention).
+      for (const key of drop.versionKeys) ops.push({ type: 'delete', pool: this.poolName, key, private: true });
       for (const key of drop.pageKeys) ops.push({ type: 'delete', pool: this.poolName, key, private: true });
     }
     if (bytes > this.maxCommitBytes || (extraOps.length > 0 && ops.length > MAX_ATOMIC_OPS)) {
@@ -522,12 +523,14 @@ export class Region {
   private committed(version: number, committedAt: number, captured: Captured, dropped: Set<number> | undefined): void {
     this.metaPersisted = true;
     if (this.mem === undefined) for (const p of captured.pages) this.flying.delete(p);
-    if (dropped !== undefined && dropped.size > 0) this.versionList = this.versionList.filter((v) => !dropped.has(v.version));
+    if (dropped !== undefined && dropped.size === 1 && this.versionList[0]?.version !== undefined && dropped.has(this.versionList[0].version)) this.versionList.shift();
+    else if (dropped !== undefined && dropped.size > 0) this.versionList = this.versionList.filter((v) => !dropped.has(v.version));
     const pages = captured.pages;
-    let older: Float64Array | undefined;
+    let older: number[] | undefined;
     if (this.lastWriter !== undefined) {
       // Commits land in version order: what each page held before this one is known here.
-      older = new Float64Array(pages.length);
+      // A plain array: a small typed array costs a backing store of its own (about 1 µs).
+      older = new Array<number>(pages.length);
       for (let i = 0; i < pages.length; i++) {
         older[i] = this.lastWriter[pages[i]!]!;
         this.lastWriter[pages[i]!] = version;
