@@ -2400,7 +2400,7 @@ const REFER_DATA_BYTES = 32 * 1024;
 /** Durability 'none': log bytes after which a flush starts in the background (see flushAhead). */
 const FLUSH_AHEAD_BYTES = 8 * 1024 * 1024;
 /** Spans up to this size take their buffers from size classes of reused ones (see spanGather). */
-const SPAN_POOL_MAX_BYTES = 1024 * 1024;
+const SPAN_POOL_MAX_BYTES = 2 * 1024 * 1024;
 /** Spare buffers kept per size class: enough for the spans of the batches being written. */
 const SPARE_SPANS_PER_CLASS = 4;
 
