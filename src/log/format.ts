@@ -13,7 +13,7 @@
 // - sequence numbers rise strictly within a segment and across the whole log.
 
 import { assert } from '../base/assert.js';
-import { checksum, seedAt } from './crc.js';
+import { checksum, checksumRange, seedAt } from './crc.js';
 
 export const FORMAT_VERSION = 1;
 
@@ -477,7 +477,7 @@ export function encodeRecord(
   putU32(into, h + 40, r.ops.length);
   putU32(into, h + 44, 0);
   putF64(into, h + 48, r.durableSeq);
-  putU32(into, h + 4, checksum(into.subarray(h + 8, h + metaBytes), seedAt(nonce, offsetInSegment)));
+  putU32(into, h + 4, checksumRange(into, h + 8, h + metaBytes, seedAt(nonce, offsetInSegment)));
   return recordBytes;
 }
 
@@ -581,7 +581,7 @@ export function decodeRecordMeta(
     return { ok: false, reason: 'malformed' };
   }
   if (metaBytes > bytes.length) return { ok: false, reason: 'malformed' };
-  if (bytes.readUInt32LE(4) !== checksum(bytes.subarray(8, metaBytes), seedAt(nonce, offsetInSegment))) {
+  if (bytes.readUInt32LE(4) !== checksumRange(bytes, 8, metaBytes, seedAt(nonce, offsetInSegment))) {
     return { ok: false, reason: 'checksum' };
   }
   const kind = bytes.readUInt16LE(36);
