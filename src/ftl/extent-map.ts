@@ -1,8 +1,8 @@
 // The block face's map: which log location holds each mapped sector.
 //
 // A B+ tree keyed by lba whose leaves keep their extents in one Float64Array each (six
-// numbers an extent), so a million extents cost about 55 bytes each and no object per
-// extent: loading a checkpoint is a copy, and the garbage collector has nothing to trace.
+// numbers an extent, plus the lba again in a key array), so a million extents cost about
+// 65 bytes each and no object per extent: loading a checkpoint is a copy, and the garbage collector has nothing to trace.
 // Extent objects are made only for what a caller asks to see.
 //
 // Invariants:
@@ -11,6 +11,7 @@
 // - in an inner node, child i holds only lbas >= keys[i] (for i >= 1) and < keys[i + 1];
 //   keys[0] is unused (the leftmost child takes everything below keys[1]);
 // - no leaf or inner node is empty, except the root leaf of an empty map;
+// - a leaf's keys[i] is the lba of its extent i (seek searches the keys);
 // - an extent's sectors are sectors [firstSector, firstSector + count) of one write op whose
 //   chunked data starts at `dataOffset` of `segment` and holds `opSectors` sectors;
 // - every mutation reports the pieces it displaced, so the caller can keep per-segment live
@@ -65,6 +66,12 @@ const LOAD_FILL = 112;
 class Leaf {
   n = 0;
   readonly data = new Float64Array(LEAF_CAPACITY * EXTENT_FIELDS);
+  /**
+   * The lbas of `data`, side by side: seek's binary search reads them, not the interleaved
+   * data, so a probe costs a few cache lines rather than one per step (on a large map the
+   * search was most of what applying a write cost).
+   */
+  readonly keys = new Float64Array(LEAF_CAPACITY);
   next: Leaf | undefined;
   prev: Leaf | undefined;
 }
@@ -99,9 +106,11 @@ function unpack(d: Float64Array, i: number): Extent {
   };
 }
 
-function pack(e: Extent, d: Float64Array, i: number): void {
+function pack(e: Extent, leaf: Leaf, i: number): void {
   assert(e.opSectors < TWO_24 && e.firstSector < TWO_24 && e.dataOffset < TWO_32, 'extent fields fit their packing');
+  const d = leaf.data;
   const o = i * EXTENT_FIELDS;
+  leaf.keys[i] = e.lba;
   d[o + F_LBA] = e.lba;
   d[o + F_COUNT] = e.count;
   d[o + F_VERSION] = e.version;
@@ -204,7 +213,7 @@ export class ExtentMap {
       const e = unpack(first.data, firstIndex);
       const eEnd = e.lba + e.count;
       displaced.push(slice(e, lba, Math.min(end, eEnd) - lba));
-      pack(slice(e, e.lba, lba - e.lba), first.data, firstIndex);
+      pack(slice(e, e.lba, lba - e.lba), first, firstIndex);
       if (eEnd > end) {
         this.insert(slice(e, end, eEnd - end));
         return displaced;
@@ -246,7 +255,7 @@ export class ExtentMap {
     const index = this.seekSameRange(extent);
     if (index >= 0) {
       const old = unpack(this.foundLeaf.data, index);
-      pack(extent, this.foundLeaf.data, index);
+      pack(extent, this.foundLeaf, index);
       return [old];
     }
     const displaced = this.clearSought(extent.lba, extent.count);
@@ -262,9 +271,8 @@ export class ExtentMap {
     assert(extent.count > 0, 'extent maps at least one sector');
     const index = this.seekSameRange(extent);
     if (index >= 0) {
-      const d = this.foundLeaf.data;
-      const segment = Math.floor(d[index * EXTENT_FIELDS + F_LOCATION]! / TWO_32);
-      pack(extent, d, index);
+      const segment = Math.floor(this.foundLeaf.data[index * EXTENT_FIELDS + F_LOCATION]! / TWO_32);
+      pack(extent, this.foundLeaf, index);
       displaced(segment, extent.count);
       return;
     }
@@ -344,6 +352,7 @@ export class ExtentMap {
       for (let i = 0; i < leaf.n; i++) {
         const o = i * EXTENT_FIELDS;
         const lba = leaf.data[o + F_LBA]!;
+        leaf.keys[i] = lba;
         const sectors = leaf.data[o + F_COUNT]!;
         assert(lba >= lastEnd && sectors > 0, 'checkpoint extents are sorted and disjoint');
         lastEnd = lba + sectors;
@@ -420,13 +429,13 @@ export class ExtentMap {
       path?.push({ node, child });
       node = node.children[child]!;
     }
-    const d = node.data;
+    const keys = node.keys;
     let lo = 0;
     let hi = node.n - 1;
     let index = -1;
     while (lo <= hi) {
       const mid = (lo + hi) >> 1;
-      if (d[mid * EXTENT_FIELDS + F_LBA]! <= lba) {
+      if (keys[mid]! <= lba) {
         index = mid;
         lo = mid + 1;
       } else {
@@ -454,12 +463,12 @@ export class ExtentMap {
       leaf = routed.leaf;
       path = routed.path;
       index = -1;
-      for (let i = 0; i < leaf.n && leaf.data[i * EXTENT_FIELDS + F_LBA]! <= e.lba; i++) index = i;
+      for (let i = 0; i < leaf.n && leaf.keys[i]! <= e.lba; i++) index = i;
     }
     const at = index + 1;
-    const d = leaf.data;
-    d.copyWithin((at + 1) * EXTENT_FIELDS, at * EXTENT_FIELDS, leaf.n * EXTENT_FIELDS);
-    pack(e, d, at);
+    leaf.data.copyWithin((at + 1) * EXTENT_FIELDS, at * EXTENT_FIELDS, leaf.n * EXTENT_FIELDS);
+    leaf.keys.copyWithin(at + 1, at, leaf.n);
+    pack(e, leaf, at);
     leaf.n++;
     this.count++;
     if (leaf.n === LEAF_CAPACITY) this.splitLeaf(leaf, path);
@@ -483,6 +492,7 @@ export class ExtentMap {
     const half = leaf.n >> 1;
     right.n = leaf.n - half;
     right.data.set(leaf.data.subarray(half * EXTENT_FIELDS, leaf.n * EXTENT_FIELDS));
+    right.keys.set(leaf.keys.subarray(half, leaf.n));
     leaf.n = half;
     right.next = leaf.next;
     if (right.next) right.next.prev = right;
@@ -523,6 +533,7 @@ export class ExtentMap {
     const d = leaf.data;
     const lba = d[i * EXTENT_FIELDS + F_LBA]!;
     d.copyWithin(i * EXTENT_FIELDS, (i + 1) * EXTENT_FIELDS, leaf.n * EXTENT_FIELDS);
+    leaf.keys.copyWithin(i, i + 1, leaf.n);
     leaf.n--;
     this.count--;
     if (leaf.n > 0 || leaf === this.root) return;
