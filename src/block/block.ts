@@ -59,8 +59,17 @@ export class BlockDevice {
    * `data` is read until then (large writes go to the medium from it): do not change it before.
    * @example const v = await store.block.write(0, Buffer.alloc(4096, 1));
    */
-  write(lba: number, data: Uint8Array, options: WriteOptions = {}): Promise<number> {
-    return this.atomic([{ write: lba, data }], options);
+  write(lba: number, data: Uint8Array, options?: WriteOptions): Promise<number> {
+    if (options !== undefined || this.snapshot !== undefined) return this.atomic([{ write: lba, data }], options);
+    // A plain write (the common call): checked as checkOps checks one, without its lists.
+    try {
+      this.engine.assertOpen();
+      const input = this.writeInput(lba, data);
+      this.checkSize(data.length, RECORD_HEADER_BYTES + BLOCK_OP_BYTES + chunkedBytes(data.length));
+      return this.engine.commit([input], NO_CONDITIONS, 0);
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
   /** Unmaps sectors: they read as zeros and their space returns. Resolves with the version. */
@@ -187,19 +196,10 @@ export class BlockDevice {
     let recordBytes = RECORD_HEADER_BYTES;
     for (const op of ops) {
       if (op !== null && typeof op === 'object' && 'write' in op) {
-        const data = op.data;
-        if (!(data instanceof Uint8Array) || data.length === 0 || data.length % this.sectorSize !== 0) {
-          throw new AtomioError(
-            'ERR_ARGUMENT',
-            `write at lba ${String(op.write)}: data must be a non-empty Uint8Array of whole ${this.sectorSize}-byte sectors`,
-            { lba: op.write },
-          );
-        }
-        const count = data.length / this.sectorSize;
-        this.checkRange(op.write, count, 'write');
-        bytes += data.length;
-        inputs.push({ type: 'write', lba: op.write, count, data });
-        recordBytes += BLOCK_OP_BYTES + chunkedBytes(data.length);
+        const input = this.writeInput(op.write, op.data);
+        bytes += input.data.length;
+        inputs.push(input);
+        recordBytes += BLOCK_OP_BYTES + chunkedBytes(input.data.length);
       } else if (op !== null && typeof op === 'object' && 'trim' in op) {
         this.checkRange(op.trim, op.count, 'trim');
         inputs.push({ type: 'trim', lba: op.trim, count: op.count });
@@ -208,6 +208,26 @@ export class BlockDevice {
         throw new AtomioError('ERR_ARGUMENT', 'atomic: each op is { write: lba, data } or { trim: lba, count }', {});
       }
     }
+    this.checkSize(bytes, recordBytes);
+    return inputs;
+  }
+
+  /** One write op, checked. */
+  private writeInput(lba: number, data: Uint8Array): Extract<OpInput, { type: 'write' }> {
+    if (!(data instanceof Uint8Array) || data.length === 0 || data.length % this.sectorSize !== 0) {
+      throw new AtomioError(
+        'ERR_ARGUMENT',
+        `write at lba ${String(lba)}: data must be a non-empty Uint8Array of whole ${this.sectorSize}-byte sectors`,
+        { lba },
+      );
+    }
+    const count = data.length / this.sectorSize;
+    this.checkRange(lba, count, 'write');
+    return { type: 'write', lba, count, data };
+  }
+
+  /** A commit's data bytes and record size against the store's limits. */
+  private checkSize(bytes: number, recordBytes: number): void {
     if (bytes > this.maxAtomicBytes || recordBytes > this.engine.maxRecordBytes) {
       throw new AtomioError(
         'ERR_LIMIT',
@@ -215,7 +235,6 @@ export class BlockDevice {
         { limit: this.maxAtomicBytes, bytes },
       );
     }
-    return inputs;
   }
 
   private checkConditions(given: BlockCondition | BlockCondition[] | undefined): Condition[] {
