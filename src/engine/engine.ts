@@ -225,8 +225,15 @@ interface Outgoing {
 
 /** What an admitted batch changes, as batches admitted while it is written must see it. */
 interface Layer {
-  /** Placeholders for its block writes (version Infinity) and trims (version -1). */
+  /**
+   * Placeholders for its block writes (version Infinity) and trims (version -1), of its
+   * first `placed` commits: the rest are placed only when a condition or the exact space
+   * accounting looks at the overlays (placeOverlays), which most batches never do.
+   */
   overlay: ExtentMap;
+  /** The batch's accepted commits, in order. */
+  commits: Pending[];
+  placed: number;
   keys: BatchKeys;
   /** Pool ids as the batch (and those before it still being written) leaves them; -1: dropped. */
   pools: Map<string, number>;
@@ -898,23 +905,27 @@ export class Engine {
    * being written, newest first: this batch sees them as if they were applied.
    */
   private admit(batch: Pending[], below: Layer[]): { accepted: Pending[]; layer: Layer } {
+    const accepted: Pending[] = [];
     const layer: Layer = {
       overlay: NO_BLOCK_OPS,
+      commits: accepted,
+      placed: 0,
       keys: { keys: new Map(), dropped: new Set() },
       pools: new Map(below[0]?.pools),
       growth: 0,
       extents: 0,
       intoHeadroom: false,
     };
+    const layers = [layer];
     const overlays = [layer.overlay];
     const keyLayers = [layer.keys];
     let live = this.segments.liveBytes();
     for (const l of below) {
+      layers.push(l);
       overlays.push(l.overlay);
       keyLayers.push(l.keys);
       live += l.growth;
     }
-    const accepted: Pending[] = [];
     const usable = this.usableBytes();
     const start = live;
     const now = this.clock.now();
@@ -936,6 +947,7 @@ export class Engine {
     const checkpointOtherBytes = roomy ? 0 : this.checkpointOtherBytes();
     const batchKeys = layer.keys;
     for (const p of batch) {
+      if (p.conditions.length > 0 || !roomy) this.placeOverlays(layers, overlays);
       let failed: Error | undefined = this.failedCondition(p.conditions, overlays, keyLayers, now);
       let staged: BatchKeys | undefined;
       let kvGrowth = 0;
@@ -969,14 +981,6 @@ export class Engine {
         if (added > 0 && live + growth > this.capacityFor(extents + SPLIT_HEADROOM_EXTENTS, checkpointOtherBytes)) layer.intoHeadroom = true;
       }
       live += growth;
-      // Placeholder extents stand for this commit's effect on later commits; version
-      // Infinity means "written, not yet applied" (newer than any applied version).
-      for (const op of p.ops) {
-        if (op.type === 'write' || op.type === 'trim') {
-          if (layer.overlay === NO_BLOCK_OPS) overlays[0] = layer.overlay = this.spareOverlays.pop() ?? new ExtentMap();
-          layer.overlay.set(overlayExtent(op.lba, op.count, op.type === 'write' ? Infinity : -1));
-        }
-      }
       for (const pool of staged.dropped) {
         for (const k of batchKeys.keys.keys()) if (k.startsWith(batchKeyPrefix(pool))) batchKeys.keys.delete(k);
         batchKeys.dropped.add(pool);
@@ -987,6 +991,25 @@ export class Engine {
     layer.growth = live - start;
     layer.extents = extents - this.map.size;
     return { accepted, layer };
+  }
+
+  /**
+   * Brings the overlays of `layers` (newest first) up to date with their commits, and
+   * `overlays` with them. Placeholder extents stand for a commit's effect on later commits;
+   * version Infinity means "written, not yet applied" (newer than any applied version).
+   */
+  private placeOverlays(layers: Layer[], overlays: ExtentMap[]): void {
+    for (let i = 0; i < layers.length; i++) {
+      const layer = layers[i]!;
+      for (; layer.placed < layer.commits.length; layer.placed++) {
+        for (const op of layer.commits[layer.placed]!.ops) {
+          if (op.type !== 'write' && op.type !== 'trim') continue;
+          if (layer.overlay === NO_BLOCK_OPS) layer.overlay = this.spareOverlays.pop() ?? new ExtentMap();
+          layer.overlay.set(overlayExtent(op.lba, op.count, op.type === 'write' ? Infinity : -1));
+        }
+      }
+      overlays[i] = layer.overlay;
+    }
   }
 
   /** A key's state seen through the commit's own staged ops, then the batch's, then the maps. */
