@@ -2,7 +2,8 @@
 //
 // A B+ tree keyed by lba whose leaves keep their extents in one Float64Array each (six
 // numbers an extent, plus the lba again in a key array), so a million extents cost about
-// 65 bytes each and no object per extent: loading a checkpoint is a copy, and the garbage collector has nothing to trace.
+// 64 bytes each and no object per extent: loading a checkpoint is a copy, and the garbage
+// collector has nothing to trace.
 // Extent objects are made only for what a caller asks to see.
 //
 // Invariants:
