@@ -134,6 +134,13 @@ interface Group {
  * nothing is reused (the engine may hold a run's bytes until the run has landed).
  */
 const SLAB_BYTES = 64 * 1024;
+/**
+ * A group of fewer records goes as one commit. Each durable write costs some 80 µs of CPU
+ * (the kernel's part and the thread-pool hand-off) against about 0.6 µs per record, so a
+ * small group split in two pays a second write for little overlap: at 64 appenders in
+ * flight a split group took 2.9 – 3.3 µs of CPU per append, one commit 1.7 – 2.2.
+ */
+const SPLIT_MIN_RECORDS = 128;
 const TWO_32 = 2 ** 32;
 const SETTLED = Promise.resolve();
 
@@ -389,13 +396,14 @@ export class Stream {
     if (group === undefined) return;
     this.forming = undefined;
     assert(group.end === this.slabUsed, 'the forming group ends the slab');
-    const parts = group.sync ? 1 : Math.min(group.resolves.length, MAX_BATCHES_WRITING - this.sequence.inFlight);
+    const large = !group.sync && group.count >= SPLIT_MIN_RECORDS;
+    const parts = large ? Math.min(group.resolves.length, MAX_BATCHES_WRITING - this.sequence.inFlight) : 1;
     if (parts >= 2) {
-      // Room for more batches than this stream has in flight: as many commits keep the
-      // engine encoding one while others are written, the medium writing them side by
-      // side, and the appenders each one releases gathering the next group meanwhile. As
-      // one commit, appenders that wait for their append before the next would leave the
-      // CPU and the medium working in turn.
+      // A large group, and room for more batches than this stream has in flight: as many
+      // commits keep the engine encoding one while others are written, the medium writing
+      // them side by side, and the appenders each one releases gathering the next group
+      // meanwhile. As one commit, appenders that wait for their append before the next
+      // would leave the CPU and the medium working in turn.
       for (const part of split(group, parts)) this.sendCommit(part);
       return;
     }

@@ -71,13 +71,14 @@ test('appends of one turn, single and arrays, of many sizes, are stored byte for
     async (store, reopen) => {
       let s = store.stream('sizes');
       // Over 64 KiB in one turn (the bytes of a group outgrow their first buffer), mixing single
-      // records, arrays, strings and bytes, in two turns: one with nothing in flight (the group
-      // is split in two commits) and one behind it.
+      // records, arrays, strings and bytes, in two turns: one with nothing in flight (the group,
+      // 154 records, at least SPLIT_MIN_RECORDS, is split in two commits) and one behind it.
+      const commitsBefore = store.stats().commits;
       const expected: Buffer[] = [];
       const calls: { first: number; count: number; many: boolean }[] = [];
       const pending: Promise<number | number[]>[] = [];
       for (let turn = 0; turn < 2; turn++) {
-        for (let i = 0; i < 90; i++) {
+        for (let i = 0; i < 120; i++) {
           const size = (i * 977 + turn * 31) % 1500;
           const bytes = Buffer.alloc(size, (i + turn) % 251);
           if (i % 7 === 3) {
@@ -98,6 +99,7 @@ test('appends of one turn, single and arrays, of many sizes, are stored byte for
         if (turn === 0) await nextTurn();
       }
       const got = await Promise.all(pending);
+      assert.ok(store.stats().commits - commitsBefore >= 3, 'the first turn\'s large group went as two commits');
       got.forEach((g, i) => {
         const c = calls[i]!;
         assert.deepEqual(g, c.many ? Array.from({ length: c.count }, (_, j) => c.first + j) : c.first, `append ${i}'s numbers`);
