@@ -135,10 +135,10 @@ interface Group {
  */
 const SLAB_BYTES = 64 * 1024;
 /**
- * A group of fewer records goes as one commit. Each durable write costs some 80 µs of CPU
- * (the kernel's part and the thread-pool hand-off) against about 0.6 µs per record, so a
- * small group split in two pays a second write for little overlap: at 64 appenders in
- * flight a split group took 2.9 – 3.3 µs of CPU per append, one commit 1.7 – 2.2.
+ * A group of fewer records than this goes as one commit. Each durable write costs some
+ * 80 µs of CPU (the kernel's part and the thread-pool hand-off) against about 0.6 µs per
+ * record, so a small group split in two pays a second write for little overlap: at 64
+ * appenders in flight a split group took 2.9 – 3.3 µs of CPU per append, one commit 1.7 – 2.2.
  */
 const SPLIT_MIN_RECORDS = 128;
 const TWO_32 = 2 ** 32;
