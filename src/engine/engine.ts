@@ -1208,12 +1208,6 @@ export class Engine {
   }
 
   /**
-   * Bytes of live data the commit adds (negative when it frees more than it writes), with
-   * the sectors mapped seen through the batch's overlay: rewriting what an earlier commit
-   * of the batch wrote adds nothing. Ops of one commit that overlap each other are counted
-   * as if they did not (at most the commit's own size too much).
-   */
-  /**
    * Why a commit that grows the store's footprint does not fit, or undefined. Growth in live
    * bytes must fit usableBytes, which keeps headroom for split extents; a commit that only
    * adds extents (an overwrite splitting them) may use that headroom, but no more. Commits
@@ -1246,6 +1240,12 @@ export class Engine {
     return added;
   }
 
+  /**
+   * Bytes of live data the commit adds (negative when it frees more than it writes), with
+   * the sectors mapped seen through the batch's overlay: rewriting what an earlier commit
+   * of the batch wrote adds nothing. Ops of one commit that overlap each other are counted
+   * as if they did not (at most the commit's own size too much).
+   */
   private liveGrowth(p: Pending, overlays: ExtentMap[]): number {
     let growth = 0;
     for (const op of p.ops) {
@@ -2427,12 +2427,11 @@ const SPAN_POOL_MAX_BYTES = 2 * 1024 * 1024;
 /** Spare buffers kept per size class: enough for the spans of the batches being written. */
 const SPARE_SPANS_PER_CLASS = 4;
 
-/** The size class of a span of `bytes`: the power of two at or above it, at least 4 KiB. */
+/** The size class of a pooled span of `bytes`: the power of two at or above it, at least 4 KiB. */
 function spanClass(bytes: number): number {
-  if (bytes <= 4096) return 4096;
-  // Integer bit arithmetic (pooled spans are at most SPAN_POOL_MAX_BYTES, far below 2^31).
-  if (bytes <= 2 ** 30) return 2 ** (32 - Math.clz32(bytes - 1));
-  return 2 ** Math.ceil(Math.log2(bytes));
+  assert(bytes <= SPAN_POOL_MAX_BYTES, 'only pooled spans have a size class');
+  // Integer bit arithmetic: pooled spans are far below 2^31 bytes.
+  return bytes <= 4096 ? 4096 : 2 ** (32 - Math.clz32(bytes - 1));
 }
 
 /** The bytes as a Buffer: itself when it is one, else a view (no copy). */
