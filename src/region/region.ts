@@ -523,8 +523,12 @@ export class Region {
   private committed(version: number, committedAt: number, captured: Captured, dropped: Set<number> | undefined): void {
     this.metaPersisted = true;
     if (this.mem === undefined) for (const p of captured.pages) this.flying.delete(p);
-    if (dropped !== undefined && dropped.size === 1 && this.versionList[0]?.version !== undefined && dropped.has(this.versionList[0].version)) this.versionList.shift();
-    else if (dropped !== undefined && dropped.size > 0) this.versionList = this.versionList.filter((v) => !dropped.has(v.version));
+    if (dropped !== undefined && dropped.size > 0) {
+      // The steady state lets go of the oldest version alone: no new list for that.
+      const oldest = this.versionList[0];
+      if (dropped.size === 1 && oldest !== undefined && dropped.has(oldest.version)) this.versionList.shift();
+      else this.versionList = this.versionList.filter((v) => !dropped.has(v.version));
+    }
     const pages = captured.pages;
     let older: number[] | undefined;
     if (this.lastWriter !== undefined) {
