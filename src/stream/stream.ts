@@ -94,6 +94,8 @@ export const DEFAULT_READ_LIMIT = 1000;
 const TAIL_CHUNK = 512;
 /** Deletes per trim commit (one more op for the metadata). */
 const TRIM_CHUNK = MAX_ATOMIC_OPS - 1;
+/** Retention deletes that ride along with one run's commit, at most (see retentionRide). */
+const RIDE_MAX_DELETES = 64;
 const RATE_WINDOW_S = 10;
 /** An age limit is enforced at least this often (and at most every 100 ms). */
 const AGE_CHECK_MAX_MS = 60_000;
@@ -505,9 +507,57 @@ export class Stream {
       assert(before !== undefined && this.sentKey !== undefined && runEnd(before) === issue.first, 'a chained run follows the run sent before it');
       conditions.push({ kind: 'key', pool: this.poolName, key: this.sentKey, expect: 'present' });
     }
+    const limit = this.retentionRide(issue.first, count, key.length + run.length, ops);
     this.sentRun = { first: issue.first, count };
     this.sentKey = key;
-    return { promise: this.engine.commit(ops, conditions, 0), chainIndex: issue.chained ? 0 : undefined };
+    let promise = this.engine.commit(ops, conditions, 0);
+    if (limit !== undefined) {
+      promise = promise.then((version) => {
+        this.meta.firstSeq = Math.max(this.meta.firstSeq, limit);
+        return version;
+      });
+    }
+    return { promise, chainIndex: issue.chained ? 0 : undefined };
+  }
+
+  /**
+   * Adds to a run's commit (`ops`) what keeps the stream within its count and bytes limits
+   * once the run lands: the deletes of the oldest runs and the move of firstSeq. A stream at
+   * its limits then spends no commit of its own (no second write or flush) on retention.
+   * Returns the new firstSeq, or undefined when nothing rides along. Only runs already
+   * acknowledged and before the run sent last (which a chained commit names) go, at most
+   * RIDE_MAX_DELETES of them; enforce() trims what is left.
+   */
+  private retentionRide(first: number, count: number, runBytes: number, ops: OpInput[]): number | undefined {
+    const { count: keep, bytes } = this.meta.retention;
+    if (keep === 0 && bytes === 0) return undefined;
+    const floor = this.meta.firstSeq;
+    let cut = floor;
+    if (keep > 0) cut = Math.max(cut, first + count - keep);
+    if (bytes > 0) cut = Math.max(cut, this.cutForBytes(bytes, floor, runBytes));
+    // Every record before `first` has landed once this commit applies: it is chained to them.
+    // Only the oldest run left may hold records below firstSeq, so with more than one run in
+    // flight ahead of this one the cut stops at the run sent last.
+    let limit = Math.min(cut, first);
+    if (this.sequence.inFlight > 1 && this.sentRun !== undefined) limit = Math.min(limit, this.sentRun.first);
+    if (limit <= floor) return undefined;
+    const bound = Math.min(limit, this.sentRun?.first ?? limit);
+    let deletes = 0;
+    this.engine.pools.named(this.poolName)?.index.forEachIn({ start: FIRST_KEY, end: END_KEY }, (key) => {
+      const end = runEnd(runOf(key));
+      if (end > bound) return false;
+      if (deletes === RIDE_MAX_DELETES) {
+        // Only whole runs are cut then: the oldest run left is the only one below firstSeq.
+        limit = Math.min(limit, runOf(key).first);
+        return false;
+      }
+      ops.push({ type: 'delete', pool: this.poolName, key });
+      deletes++;
+      return true;
+    });
+    if (limit <= floor) return undefined;
+    ops.push(this.metaPut((m) => ({ ...m, firstSeq: Math.max(m.firstSeq, limit) })));
+    return limit;
   }
 
   /** After an append's commit: wake followers, count the rate, apply retention. */
@@ -812,8 +862,8 @@ export class Stream {
    * The first record to keep so that the runs from it on take at most `limit` bytes: whole
    * runs go, as a trim frees nothing of a run it cuts through.
    */
-  private cutForBytes(limit: number, first: number): number {
-    let total = this.recordBytes();
+  private cutForBytes(limit: number, first: number, extra = 0): number {
+    let total = this.recordBytes() + extra;
     let cut = first;
     if (total <= limit) return cut;
     this.engine.pools.named(this.poolName)?.index.forEachIn({ start: FIRST_KEY, end: END_KEY }, (key, meta) => {

@@ -224,6 +224,55 @@ test('count and bytes limits apply after appends, without a call to retain()', a
   });
 });
 
+
+test('a stream at its count limit trims in its appends’ own commits: one commit per group, the limit exact when they resolve', async () => {
+  await withStore(async (store, reopen) => {
+    let s = store.stream('steady');
+    await s.retain({ count: 300 });
+    const group = (n: number, tag: string): Promise<number[]> => Promise.all(Array.from({ length: n }, (_, i) => s.append(`${tag}.${i}`)));
+    for (let g = 0; g < 8; g++) await group(64, `fill${g}`);
+    const before = store.stats().commits;
+    for (let g = 0; g < 20; g++) {
+      const got = await group(64, `g${g}`);
+      assert.equal(got.length, 64);
+      assert.deepEqual([s.first, s.last], [s.last - 299, got[63]], `after group ${g}: the newest 300 records are kept, trimmed in the same commit`);
+    }
+    // Retention in commits of its own would double this (and, at 64 appends in flight, send
+    // every write to a thread: two commits queued together never go inline).
+    assert.equal(store.stats().commits - before, 20, 'one commit per group of appends, retention included');
+    const last = s.last;
+    const records = await s.read(0, { limit: 1000 });
+    assert.deepEqual(seqs(records), Array.from({ length: 300 }, (_, i) => last - 299 + i), 'reads see exactly first … last');
+    store = await reopen();
+    s = store.stream('steady');
+    assert.deepEqual([s.first, s.last], [last - 299, last], 'the cut survives a reopen');
+    assert.deepEqual(seqs(await s.read(0, { limit: 1000 })), seqs(records));
+  });
+});
+
+test('retention riding along with many runs in flight (groups split in two) keeps first … last whole and within a byte limit', async () => {
+  await withStore(async (store, reopen) => {
+    let s = store.stream('split');
+    for (let i = 0; i < 50; i++) await s.append(`warm ${i}`);
+    const per = s.stats().bytes / s.stats().records;
+    const limit = Math.floor(per * 1000);
+    await s.retain({ bytes: limit });
+    for (let g = 0; g < 12; g++) {
+      // 300 appends in one turn: a group of 128 records or more goes as several commits, in flight together.
+      const got = await Promise.all(Array.from({ length: 300 }, (_, i) => s.append(`g${g} r${i} ${'x'.repeat(i % 7)}`)));
+      assert.equal(got[299], s.last);
+      const records = await s.read(0, { limit: 5000 });
+      assert.deepEqual(seqs(records), Array.from({ length: s.last - s.first + 1 }, (_, i) => s.first + i), `after group ${g}: first … last with no gap`);
+    }
+    await s.retain();
+    assert.ok(s.stats().bytes <= limit, `kept ${s.stats().bytes} bytes, limit ${limit}`);
+    const kept = [s.first, s.last];
+    store = await reopen();
+    s = store.stream('split');
+    assert.deepEqual([s.first, s.last], kept, 'first and last survive a reopen');
+    assert.equal((await s.read(0, { limit: 5000 })).length, kept[1]! - kept[0]! + 1);
+  });
+});
 test('retention by age follows the store clock', async () => {
   const clock = new ManualClock();
   await withStore(
