@@ -320,6 +320,8 @@ export class Engine {
   private batchBytesAverage = 0;
   private dirtySinceFlush = false;
   private readonly inline: InlineWrites;
+  /** Reads served since the last batch was taken (see takeBatch). */
+  private readsSinceBatch = 0;
   /** Durability 'none': log bytes landed since a flush last started, and whether one runs. */
   private bytesSinceFlush = 0;
   private flushingAhead = false;
@@ -441,6 +443,7 @@ export class Engine {
 
   async read(lba: number, count: number, map = this.map): Promise<Buffer> {
     this.inline.arrived();
+    this.readsSinceBatch++;
     this.assertOpen();
     const pieces = this.livePieces(lba, count, map);
     const whole = coveringPiece(pieces, lba, count);
@@ -464,6 +467,7 @@ export class Engine {
    */
   async readParts(lba: number, count: number, map = this.map, allocate?: (bytes: number) => Buffer): Promise<Buffer[]> {
     this.inline.arrived();
+    this.readsSinceBatch++;
     this.assertOpen();
     const piece = coveringPiece(this.livePieces(lba, count, map), lba, count);
     if (piece === undefined) return [await this.read(lba, count, map)];
@@ -553,6 +557,7 @@ export class Engine {
   /** A key's live (unexpired) entry as of the applied state. */
   liveEntry(pool: PoolReader | undefined, key: Uint8Array, now?: number): KeyMeta | undefined {
     this.inline.arrived();
+    this.readsSinceBatch++;
     if (pool === undefined) return undefined;
     const meta = pool.index.get(key);
     if (meta === undefined || (meta.expiresAt !== 0 && meta.expiresAt <= (now ?? this.clock.now()))) return undefined;
@@ -565,6 +570,7 @@ export class Engine {
    */
   liveValueSync(pool: PoolReader | undefined, key: Uint8Array): Buffer | undefined {
     this.inline.arrived();
+    this.readsSinceBatch++;
     if (pool === undefined) return undefined;
     const meta = this.scratchMeta;
     if (!pool.index.getInto(key, meta)) return undefined;
@@ -793,8 +799,13 @@ export class Engine {
     // is written the next is admitted and encoded (with one batch, the CPU would wait for
     // the I/O and the I/O for the CPU).
     let most = Math.ceil(this.queue.length / (MAX_BATCHES_WRITING - this.writing.length));
-    // Unless the whole queue makes one batch small enough to be written inline at once.
+    // Unless the whole queue makes one batch small enough to be written inline at once; or
+    // the store serves reads between its commits, and the queue is small: the reads keep
+    // the CPU busy while a batch is written, so a second batch overlaps nothing and only
+    // adds a write, a flush and a landing for the event loop to fit in (a memcached load).
     if (this.writing.length === 0 && this.queueFitsInline()) most = this.queue.length;
+    else if (this.readsSinceBatch > 0 && this.queueSmall()) most = this.queue.length;
+    this.readsSinceBatch = 0;
     let bytes = 0;
     let n = 0;
     while (n < this.queue.length && n < most) {
@@ -803,6 +814,14 @@ export class Engine {
       n++;
     }
     return this.queue.splice(0, n);
+  }
+
+  /** Whether the queued commits are a few small ones (SMALL_QUEUE_COMMITS, SMALL_QUEUE_BYTES). */
+  private queueSmall(): boolean {
+    if (this.queue.length > SMALL_QUEUE_COMMITS) return false;
+    let bytes = 0;
+    for (const p of this.queue) bytes += p.dataBytes;
+    return bytes <= SMALL_QUEUE_BYTES;
   }
 
   /** Whether the queued commits, as one batch, are about small enough to go inline (a put's record, roughly). */
@@ -2419,6 +2438,10 @@ function overlayExtent(lba: number, count: number, version: number): Extent {
 
 /** Write data of at least this many bytes goes to the medium from the caller's buffer, not copied into the batch's. */
 const REFER_DATA_BYTES = 32 * 1024;
+
+/** A queue of at most this many commits and data bytes goes as one batch while reads come in (see takeBatch). */
+const SMALL_QUEUE_COMMITS = 16;
+const SMALL_QUEUE_BYTES = 16 * 1024;
 
 /** Durability 'none': log bytes after which a flush starts in the background (see flushAhead). */
 const FLUSH_AHEAD_BYTES = 8 * 1024 * 1024;
