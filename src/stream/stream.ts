@@ -95,7 +95,7 @@ const TAIL_CHUNK = 512;
 /** Deletes per trim commit (one more op for the metadata). */
 const TRIM_CHUNK = MAX_ATOMIC_OPS - 1;
 /** Retention deletes that ride along with one run's commit, at most (see retentionRide). */
-const RIDE_MAX_DELETES = 64;
+const RIDE_MAX_DELETES = 16;
 const RATE_WINDOW_S = 10;
 /** An age limit is enforced at least this often (and at most every 100 ms). */
 const AGE_CHECK_MAX_MS = 60_000;

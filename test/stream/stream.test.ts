@@ -250,6 +250,24 @@ test('a stream at its count limit trims in its appends’ own commits: one commi
   });
 });
 
+test('records of the largest size still fit their commit when retention rides along with it', async () => {
+  await withStore(async (store) => {
+    const s = store.stream('full-size');
+    const over = await outcome(s.append(Buffer.alloc(store.limits.maxValueBytes + 1)));
+    assert.ok(!over.ok && over.code === 'ERR_LIMIT');
+    const limit = (over.error as { details: { limit: number } }).details.limit;
+    for (let i = 1; i <= 3; i++) await s.append(Buffer.alloc(limit, i));
+    await s.retain({ count: 1 });
+    assert.deepEqual([s.first, s.last], [3, 3]);
+    for (let i = 4; i <= 12; i++) {
+      // Each commit carries the run of one record of the limit, the delete of the run before and the metadata.
+      assert.equal(await s.append(Buffer.alloc(limit, i)), i, `a record of the stated limit, ${limit} bytes, is taken with retention at count 1`);
+      assert.deepEqual([s.first, s.last], [i, i]);
+    }
+    assert.equal((await s.get(12))?.value.length, limit);
+  });
+});
+
 test('retention riding along with many runs in flight (groups split in two) keeps first … last whole and within a byte limit', async () => {
   await withStore(async (store, reopen) => {
     let s = store.stream('split');
