@@ -226,17 +226,42 @@ async function waitForPort(port: number, child: ChildProcess, what: string): Pro
   const deadline = Date.now() + SERVER_START_MS;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`${what} exited with ${child.exitCode}`);
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect({ port, host: '127.0.0.1' }, () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.once('error', () => resolve(false));
-    });
+    const ok = await nbdGreets(port);
     if (ok) return;
     if (Date.now() > deadline) throw new Error(`${what} did not listen on ${port} within ${SERVER_START_MS} ms`);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/**
+ * Whether an NBD server answers on `port`: it sends its newstyle greeting, and the probe
+ * leaves by NBD_OPT_ABORT (a bare connect and close makes qemu-nbd log a failed negotiation).
+ */
+function nbdGreets(port: number): Promise<boolean> {
+  const GREETING_BYTES = 18; // NBDMAGIC, IHAVEOPT, handshake flags
+  return new Promise<boolean>((resolve) => {
+    let got = Buffer.alloc(0);
+    let greeted = false;
+    const s = net.connect({ port, host: '127.0.0.1' });
+    const timer = setTimeout(() => s.destroy(), 2000);
+    s.on('data', (chunk: Buffer) => {
+      if (greeted) return;
+      got = Buffer.concat([got, chunk]);
+      if (got.length < GREETING_BYTES) return;
+      greeted = got.toString('latin1', 0, 8) === 'NBDMAGIC';
+      if (!greeted) return void s.destroy();
+      const abort = Buffer.alloc(4 + 16);
+      abort.writeUInt32BE(1, 0); // client flags: fixed newstyle
+      abort.write('IHAVEOPT', 4, 'latin1');
+      abort.writeUInt32BE(2, 12); // NBD_OPT_ABORT, no data
+      s.end(abort);
+    });
+    s.once('error', () => undefined);
+    s.once('close', () => {
+      clearTimeout(timer);
+      resolve(greeted);
+    });
+  });
 }
 
 /** Server processes still running: killed if this process exits early (Ctrl-C). */
