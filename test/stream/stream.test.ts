@@ -1,7 +1,8 @@
 // The stream face's API behaviour: appends (single, arrays, concurrent: numbers in call
-// order), reads, persistence across reopen, trimBefore, retention by count, bytes and age,
-// followers of the tail (abort, close, trimmed records), appendSync under durability
-// 'none', failures that must not leave a gap, the reserved pool names, drops and stats.
+// order), reads, persistence across reopen, trimBefore, retention by count, bytes and age
+// (count and bytes riding along in the appends' own commits), followers of the tail
+// (abort, close, trimmed records), appendSync under durability 'none', failures that must
+// not leave a gap, the reserved pool names, drops and stats.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -224,7 +225,6 @@ test('count and bytes limits apply after appends, without a call to retain()', a
   });
 });
 
-
 test('a stream at its count limit trims in its appends’ own commits: one commit per group, the limit exact when they resolve', async () => {
   await withStore(async (store, reopen) => {
     let s = store.stream('steady');
@@ -291,6 +291,7 @@ test('retention riding along with many runs in flight (groups split in two) keep
     assert.equal((await s.read(0, { limit: 5000 })).length, kept[1]! - kept[0]! + 1);
   });
 });
+
 test('retention by age follows the store clock', async () => {
   const clock = new ManualClock();
   await withStore(
