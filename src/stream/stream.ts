@@ -6,7 +6,8 @@
 // one flush (group commit), and an append of several records is one atomic commit. The
 // appends of one turn of the event loop go to the store as one run: one put of all their
 // records under one key, so that an append costs the engine and the index a share of one
-// entry, not an entry of its own.
+// entry, not an entry of its own. A stream at its count or bytes limit trims in those same
+// commits (retentionRide), not in commits of its own.
 //
 // Sequence numbers come from a CommitSequence (src/kv/sequence.ts): given in call order,
 // committed in call order, and gap-free among acknowledged appends, across failures (an
