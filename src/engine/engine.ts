@@ -442,8 +442,7 @@ export class Engine {
   }
 
   async read(lba: number, count: number, map = this.map): Promise<Buffer> {
-    this.inline.arrived();
-    this.readsSinceBatch++;
+    this.readArrived();
     this.assertOpen();
     const pieces = this.livePieces(lba, count, map);
     const whole = coveringPiece(pieces, lba, count);
@@ -466,8 +465,7 @@ export class Engine {
    * into (so that a caller can reuse it once done with the views).
    */
   async readParts(lba: number, count: number, map = this.map, allocate?: (bytes: number) => Buffer): Promise<Buffer[]> {
-    this.inline.arrived();
-    this.readsSinceBatch++;
+    this.readArrived();
     this.assertOpen();
     const piece = coveringPiece(this.livePieces(lba, count, map), lba, count);
     if (piece === undefined) return [await this.read(lba, count, map)];
@@ -556,8 +554,7 @@ export class Engine {
 
   /** A key's live (unexpired) entry as of the applied state. */
   liveEntry(pool: PoolReader | undefined, key: Uint8Array, now?: number): KeyMeta | undefined {
-    this.inline.arrived();
-    this.readsSinceBatch++;
+    this.readArrived();
     if (pool === undefined) return undefined;
     const meta = pool.index.get(key);
     if (meta === undefined || (meta.expiresAt !== 0 && meta.expiresAt <= (now ?? this.clock.now()))) return undefined;
@@ -569,8 +566,7 @@ export class Engine {
    * anything but the returned copy when the value is cached: getSync's path.
    */
   liveValueSync(pool: PoolReader | undefined, key: Uint8Array): Buffer | undefined {
-    this.inline.arrived();
-    this.readsSinceBatch++;
+    this.readArrived();
     if (pool === undefined) return undefined;
     const meta = this.scratchMeta;
     if (!pool.index.getInto(key, meta)) return undefined;
@@ -814,6 +810,12 @@ export class Engine {
       n++;
     }
     return this.queue.splice(0, n);
+  }
+
+  /** A read was asked for: the inline policy and takeBatch count it. */
+  private readArrived(): void {
+    this.inline.arrived();
+    this.readsSinceBatch++;
   }
 
   /** Whether the queued commits are a few small ones (SMALL_QUEUE_COMMITS, SMALL_QUEUE_BYTES). */
