@@ -525,9 +525,10 @@ export class Stream {
    * Adds to a run's commit (`ops`) what keeps the stream within its count and bytes limits
    * once the run lands: the deletes of the oldest runs and the move of firstSeq. A stream at
    * its limits then spends no commit of its own (no second write or flush) on retention.
-   * Returns the new firstSeq, or undefined when nothing rides along. Only runs already
-   * acknowledged and before the run sent last (which a chained commit names) go, at most
-   * RIDE_MAX_DELETES of them; enforce() trims what is left.
+   * Returns the new firstSeq, or undefined when it stays (deletes of whole runs may still
+   * ride along, as a trim's chunks do). Only runs already acknowledged and before the run
+   * sent last (which a chained commit names) go, at most RIDE_MAX_DELETES of them;
+   * enforce() trims what is left.
    */
   private retentionRide(first: number, count: number, runBytes: number, ops: OpInput[]): number | undefined {
     const { count: keep, bytes } = this.meta.retention;
