@@ -352,7 +352,7 @@ export class Engine {
     this.storeId = s.superblock.storeId;
     this.durability = s.durability;
     this.checkpointIntervalBytes = s.checkpointIntervalBytes;
-    this.inline = new InlineWrites(s.inlineWrites, s.durability === 'none');
+    this.inline = new InlineWrites(s.inlineWrites);
     this.segments = new SegmentTable(s.superblock.segmentCount);
     this.pools = new Pools(s.cacheBytes, (segment, delta) => {
       this.segments.at(segment).liveBytes += delta;

@@ -1,8 +1,7 @@
 // Inline writes: a lone commit, made while nothing else reaches the store, is written on the
-// event loop's thread, and with durability 'none' so is a small batch while no other is being
-// written; larger concurrent commits, durable small ones, reads during writes, slow writes and
-// the option `inlineWrites: false` keep writes on I/O threads; a failed inline write fails
-// its commit.
+// event loop's thread, and so is a small batch while no other is being written, durable or
+// not; larger concurrent commits, reads during writes, slow writes and the option
+// `inlineWrites: false` keep writes on I/O threads; a failed inline write fails its commit.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -55,8 +54,8 @@ test('the policy: quiet writes on a thread first, then inline ones, with a look 
   assert.equal(policy.choose(LONE, true, true), true, 'then inline again');
 });
 
-test('the policy, durability none: a small batch goes inline when no other is being written, busy or not, unless small ones were slow', () => {
-  const policy = new InlineWrites(true, true);
+test('the policy: a small batch goes inline when no other is being written, busy or not, unless small ones were slow', () => {
+  const policy = new InlineWrites(true);
   const SLOW = INLINE_BUSY_SLOW_MS + 0.5;
   assert.ok(SLOW <= INLINE_SLOW_MS, 'slow for a small write, not for a lone one');
   assert.equal(policy.small(INLINE_BUSY_MAX_BYTES), true);
@@ -84,10 +83,8 @@ test('the policy, durability none: a small batch goes inline when no other is be
   assert.equal(skipped(), 4 * INLINE_QUIET_WRITES, 'eight fast ones undo a doubling');
   for (let i = 0; i < 1000; i++) policy.inlineWriteDone(0.1, 512);
   assert.equal(skipped(), INLINE_QUIET_WRITES, 'many fast ones undo them all');
-  assert.equal(new InlineWrites(false, true).choose(512, true, true), false, 'disabled: never inline');
-  const durable = new InlineWrites(true, false);
-  assert.equal(durable.small(512), false, 'durable small batches are not inline by size');
-  assert.equal(durable.choose(512, true, false), false);
+  assert.equal(new InlineWrites(false).choose(512, true, true), false, 'disabled: never inline');
+  assert.equal(new InlineWrites(false).small(512), false, 'disabled: not even small ones');
 });
 
 test('the policy: an arrival during a write on a thread, or a slow inline write, stops inline writes', () => {
@@ -119,38 +116,32 @@ test('commits made one after another are written inline, and read back after reo
   });
 });
 
-test('durability none: small commits made together, among reads, go inline as one batch, and read back after reopen', async () => {
-  await withStore({ durability: 'none' }, async (fault, media) => {
-    const pool = fault.store.kv('p');
-    const value = Buffer.alloc(100, 7);
-    let inline = 0;
-    for (let round = 0; round < 20; round++) {
-      const before = media.inlineWrites;
-      const writes = media.writes;
-      await Promise.all(Array.from({ length: 8 }, async (_, i) => {
-        await pool.get(`k${round - 1}.${i}`);
-        await pool.put(`k${round}.${i}`, value);
-      }));
-      // An inline write that took over INLINE_BUSY_SLOW_MS (this process descheduled on a
-      // busy machine) rightly sends the next few rounds to a thread, in two writes.
-      if (media.inlineWrites === before) continue;
-      inline++;
-      assert.equal(media.inlineWrites - before, 1, `round ${round}: one inline write`);
-      assert.equal(media.writes - writes, 1, `round ${round}: the 8 puts went in that one write`);
-    }
-    assert.ok(inline >= 3, `rounds went inline (${inline} of 20)`);
-    const store = await fault.closeAndReopen();
-    for (let round = 0; round < 20; round++) for (let i = 0; i < 8; i++) assert.deepEqual(await store.kv('p').get(`k${round}.${i}`), value);
+for (const durability of ['none', 'full'] as const) {
+  test(`durability ${durability}: small commits made together, among reads, go inline as one batch, and read back after reopen`, async () => {
+    await withStore({ durability }, async (fault, media) => {
+      const pool = fault.store.kv('p');
+      const value = Buffer.alloc(100, 7);
+      let inline = 0;
+      for (let round = 0; round < 20; round++) {
+        const before = media.inlineWrites;
+        const writes = media.writes;
+        await Promise.all(Array.from({ length: 8 }, async (_, i) => {
+          await pool.get(`k${round - 1}.${i}`);
+          await pool.put(`k${round}.${i}`, value);
+        }));
+        // An inline write that took over INLINE_BUSY_SLOW_MS (this process descheduled on a
+        // busy machine) rightly sends the next few rounds to a thread, in two writes.
+        if (media.inlineWrites === before) continue;
+        inline++;
+        assert.equal(media.inlineWrites - before, 1, `round ${round}: one inline write`);
+        assert.equal(media.writes - writes, 1, `round ${round}: the 8 puts went in that one write`);
+      }
+      assert.ok(inline >= 3, `rounds went inline (${inline} of 20)`);
+      const store = await fault.closeAndReopen();
+      for (let round = 0; round < 20; round++) for (let i = 0; i < 8; i++) assert.deepEqual(await store.kv('p').get(`k${round}.${i}`), value);
+    });
   });
-});
-
-test('durability full: small commits made together go to a thread', async () => {
-  await withStore({}, async (fault, media) => {
-    const pool = fault.store.kv('p');
-    for (let round = 0; round < 5; round++) await Promise.all(Array.from({ length: 8 }, (_, i) => pool.put(`k${round}.${i}`, 'v')));
-    assert.equal(media.inlineWrites, 0);
-  });
-});
+}
 
 test('concurrent commits stay on I/O threads', async () => {
   await withStore({}, async (fault, media) => {
