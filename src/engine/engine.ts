@@ -68,7 +68,7 @@ import {
 import { checksum } from '../log/crc.js';
 import type { Media } from '../media/media.js';
 import { checkpointBytes, encodeCheckpoint, type Head } from './checkpoint.js';
-import { InlineWrites } from './inline.js';
+import { InlineReads, InlineWrites } from './inline.js';
 import { snapshotImage, snapshotImageBytes } from './snapshots.js';
 import {
   CLEANER_RESERVE_SEGMENTS,
@@ -172,6 +172,8 @@ export interface EngineSettings {
   cacheBytes: number;
   /** Whether a lone commit may be written on the event loop's thread (see inline.ts). */
   inlineWrites: boolean;
+  /** Whether a read may be made on the event loop's thread (see inline.ts). */
+  inlineReads: boolean;
 }
 
 export interface Corruption {
@@ -320,6 +322,7 @@ export class Engine {
   private batchBytesAverage = 0;
   private dirtySinceFlush = false;
   private readonly inline: InlineWrites;
+  private readonly inlineReads: InlineReads;
   /** Reads served since the last batch was taken (see takeBatch). */
   private readsSinceBatch = 0;
   /** Durability 'none': log bytes landed since a flush last started, and whether one runs. */
@@ -353,6 +356,7 @@ export class Engine {
     this.durability = s.durability;
     this.checkpointIntervalBytes = s.checkpointIntervalBytes;
     this.inline = new InlineWrites(s.inlineWrites);
+    this.inlineReads = new InlineReads(s.inlineReads);
     this.segments = new SegmentTable(s.superblock.segmentCount);
     this.pools = new Pools(s.cacheBytes, (segment, delta) => {
       this.segments.at(segment).liveBytes += delta;
@@ -510,7 +514,7 @@ export class Engine {
     const { start, bytes, firstChunk } = this.chunkSpan(piece);
     const chunks = allocate(bytes);
     assert(chunks.length === bytes, 'a read buffer of the size asked for');
-    await this.media.read(chunks, this.segmentOffset(piece.segment) + start);
+    await this.readMedium(chunks, this.segmentOffset(piece.segment) + start);
     const bad = verifyChunks(chunks, segment.nonce, start);
     if (bad >= 0) {
       throw new AtomioError(
@@ -520,6 +524,20 @@ export class Engine {
       );
     }
     return { chunks, firstChunk };
+  }
+
+  /** Reads `into` from the medium at `at`: on this thread when inline.ts says so, else on an I/O thread. */
+  private readMedium(into: Uint8Array, at: number): Promise<void> {
+    if (!this.inlineReads.choose(into.length)) return this.media.read(into, at);
+    const started = performance.now();
+    try {
+      this.media.readSync(into, at);
+      return Promise.resolve();
+    } catch (error) {
+      return Promise.reject(error as Error);
+    } finally {
+      this.inlineReads.inlineReadDone(performance.now() - started);
+    }
   }
 
   /** The chunk-aligned byte range (offset in segment) that holds a piece's sectors. */
@@ -587,7 +605,7 @@ export class Engine {
     const data = Buffer.allocUnsafe(kvDataBytes(meta.valueBytes));
     segment.readers++;
     try {
-      await this.media.read(data, this.segmentOffset(segment.index) + dataOffset);
+      await this.readMedium(data, this.segmentOffset(segment.index) + dataOffset);
     } finally {
       segment.readers--;
     }

@@ -72,11 +72,18 @@ export interface OpenOptions {
   /**
    * true (default): while commits come one at a time (each waiting for the one before) and
    * nothing else reaches the store meanwhile, a commit's write is made on the event loop's
-   * thread, blocking it for that write, which saves two hand-offs to an I/O thread. With
-   * durability 'none', so is any batch of at most 4 KiB while no other is being written.
+   * thread, blocking it for that write, which saves two hand-offs to an I/O thread. So is any
+   * batch of at most 4 KiB while no other is being written, unless such writes are slow.
    * false: every write goes to an I/O thread.
    */
   inlineWrites?: boolean;
+  /**
+   * true (default): a read of at most 128 KiB from the medium is made on the event loop's
+   * thread while such reads are fast (served from the OS's page cache), which saves two
+   * hand-offs to an I/O thread; once they are slow (reaching the device), reads go to I/O
+   * threads, with a rare look inline. false: every read goes to an I/O thread.
+   */
+  inlineReads?: boolean;
   /**
    * true: before open returns, write zeros over every part of the data file no segment has
    * used yet (once: a file whose blocks all exist is left alone), so that no later flush also
@@ -416,6 +423,7 @@ export class Store implements AsyncDisposable {
         checkpointIntervalBytes: options.checkpointIntervalBytes ?? Math.min(64 * 1024 * 1024, Math.max(4 * opened.superblock.segmentBytes, opened.superblock.capacity / 4)),
         cacheBytes: checkCacheSize(options.cacheSize),
         inlineWrites: checkFlag(options.inlineWrites, 'inlineWrites') ?? true,
+        inlineReads: checkFlag(options.inlineReads, 'inlineReads') ?? true,
       });
       await recover(engine);
       if (checkFlag(options.preallocate, 'preallocate') === true) await engine.preallocate();

@@ -2,21 +2,49 @@
 // event loop's thread, and so is a small batch while no other is being written, durable or
 // not; larger concurrent commits, reads during writes, slow writes and the option
 // `inlineWrites: false` keep writes on I/O threads; a failed inline write fails its commit.
+// Reads go inline while they are fast (page-cache hits), to threads after slow ones, and
+// always to threads with `inlineReads: false`; a failed inline read rejects its read.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { AtomioError } from '../../src/index.js';
-import { INLINE_BUSY_MAX_BYTES, INLINE_BUSY_SLOW_MS, INLINE_LOOK_EVERY, INLINE_MAX_BYTES, INLINE_QUIET_WRITES, INLINE_SLOW_MS, InlineWrites } from '../../src/engine/inline.js';
+import {
+  INLINE_BUSY_MAX_BYTES,
+  INLINE_BUSY_SLOW_MS,
+  INLINE_LOOK_EVERY,
+  INLINE_MAX_BYTES,
+  INLINE_QUIET_WRITES,
+  INLINE_READ_MAX_BYTES,
+  INLINE_READ_SLOW_MS,
+  INLINE_SLOW_MS,
+  InlineReads,
+  InlineWrites,
+} from '../../src/engine/inline.js';
 import { FaultMedia } from '../../src/media/fault.js';
 import { FaultStore } from '../helpers/store.js';
 
 const OPTIONS = { capacity: 8 * 1024 * 1024, segmentSize: 256 * 1024 } as const;
 
-/** A FaultMedia that counts the writes made inline. */
+/** A FaultMedia that counts the writes and reads made inline. */
 class CountingMedia extends FaultMedia {
   inlineWrites = 0;
+  inlineReads = 0;
+  threadReads = 0;
   /** The next inline write fails with EIO (writes on a thread go on). */
   failNextInline = false;
+  /** The next inline read throws this. */
+  failNextInlineRead: Error | undefined;
+  override readSync(buffer: Uint8Array, offset: number): void {
+    this.inlineReads++;
+    const error = this.failNextInlineRead;
+    this.failNextInlineRead = undefined;
+    if (error !== undefined) throw error;
+    super.readSync(buffer, offset);
+  }
+  override read(buffer: Uint8Array, offset: number): Promise<void> {
+    this.threadReads++;
+    return super.read(buffer, offset);
+  }
   override writeSync(buffer: Uint8Array, offset: number): void {
     this.inlineWrites++;
     if (this.failNextInline) {
@@ -28,7 +56,7 @@ class CountingMedia extends FaultMedia {
 }
 
 /** Runs `body` on a store over a CountingMedia. */
-async function withStore(options: { inlineWrites?: boolean; durability?: 'full' | 'none' }, body: (fault: FaultStore, media: CountingMedia) => Promise<void>): Promise<void> {
+async function withStore(options: { inlineWrites?: boolean; inlineReads?: boolean; durability?: 'full' | 'none'; cacheSize?: number }, body: (fault: FaultStore, media: CountingMedia) => Promise<void>): Promise<void> {
   const media = new CountingMedia(OPTIONS.capacity, { seed: 7 });
   const fault = await FaultStore.create({ ...OPTIONS, ...options, media });
   try {
@@ -185,5 +213,77 @@ test('a failed inline write rejects its commit and fails the store, as a failed 
     const store = await fault.closeAndReopen();
     assert.deepEqual(await store.block.read(0, 8), Buffer.alloc(4096, 3), 'acknowledged writes survive');
     assert.deepEqual(await store.block.read(failed, 8), Buffer.alloc(4096), 'the failed write left nothing');
+  });
+});
+
+test('the read policy: reads inline while fast, to threads after a slow one, twice as many after each, forgiven by fast ones', () => {
+  const policy = new InlineReads(true);
+  assert.equal(policy.choose(4096), true, 'a small read goes inline at once');
+  assert.equal(policy.choose(INLINE_READ_MAX_BYTES), true);
+  assert.equal(policy.choose(INLINE_READ_MAX_BYTES + 1), false, 'a large read goes to a thread');
+  const SLOW = INLINE_READ_SLOW_MS * 2;
+  /** How many reads go to a thread, after a slow inline read, before one goes inline again. */
+  const skipped = (): number => {
+    policy.inlineReadDone(SLOW);
+    let n = 0;
+    while (!policy.choose(4096)) n++;
+    return n;
+  };
+  assert.equal(skipped(), INLINE_QUIET_WRITES);
+  assert.equal(skipped(), 2 * INLINE_QUIET_WRITES, 'a second slow one: twice as many');
+  assert.equal(skipped(), 4 * INLINE_QUIET_WRITES);
+  for (let i = 0; i < 8; i++) policy.inlineReadDone(INLINE_READ_SLOW_MS);
+  assert.equal(skipped(), 4 * INLINE_QUIET_WRITES, 'eight fast ones undo a doubling');
+  for (let i = 0; i < 1000; i++) policy.inlineReadDone(0.005);
+  assert.equal(skipped(), INLINE_QUIET_WRITES, 'many fast ones undo them all');
+  for (let i = 0; i < 20; i++) skipped();
+  let n = 0;
+  policy.inlineReadDone(SLOW);
+  while (!policy.choose(4096)) n++;
+  assert.ok(n >= 1000 && n <= 1024, `a medium always slow reads on threads but for one look in about a thousand (${n})`);
+  assert.equal(new InlineReads(false).choose(4096), false, 'disabled: never inline');
+});
+
+test('block reads and uncached kv reads are made inline, and on threads with inlineReads: false', async () => {
+  for (const inlineReads of [true, false]) {
+    await withStore({ inlineReads, cacheSize: 0 }, async (fault, media) => {
+      for (let i = 0; i < 20; i++) await fault.store.block.write(i * 8, Buffer.alloc(4096, i + 1));
+      await fault.store.kv('p').put('k', Buffer.alloc(300, 9));
+      const inlineBefore = media.inlineReads;
+      const threadBefore = media.threadReads;
+      for (let i = 0; i < 20; i++) assert.deepEqual(await fault.store.block.read(i * 8, 8), Buffer.alloc(4096, i + 1));
+      assert.deepEqual(await fault.store.kv('p').get('k'), Buffer.alloc(300, 9));
+      const inline = media.inlineReads - inlineBefore;
+      const threads = media.threadReads - threadBefore;
+      if (inlineReads) {
+        // A read slower than INLINE_READ_SLOW_MS (this process descheduled on a busy machine) rightly sends a few to threads.
+        assert.ok(inline >= 10, `most of the 21 reads went inline (${inline} inline, ${threads} on threads)`);
+      } else {
+        assert.equal(inline, 0, 'no read inline');
+        assert.ok(threads >= 21, `every read on a thread (${threads})`);
+      }
+    });
+  }
+});
+
+test('a failed inline read rejects that read alone', async () => {
+  await withStore({}, async (fault, media) => {
+    await fault.store.block.write(0, Buffer.alloc(4096, 5));
+    media.failNextInlineRead = new Error('EIO: the medium failed a read');
+    let rejected = false;
+    // The first read that goes inline fails (a slow one before it may send a few to threads).
+    for (let i = 0; i < 64 && !rejected; i++) {
+      const reading = fault.store.block.read(0, 8);
+      assert.ok(reading instanceof Promise, 'the failure comes as a rejection, not a throw');
+      await reading.then(
+        (data) => assert.deepEqual(data, Buffer.alloc(4096, 5)),
+        (error: unknown) => {
+          assert.match(String(error), /EIO/);
+          rejected = true;
+        },
+      );
+    }
+    assert.ok(rejected, 'an inline read failed and its read rejected');
+    assert.deepEqual(await fault.store.block.read(0, 8), Buffer.alloc(4096, 5), 'the next read succeeds');
   });
 });
