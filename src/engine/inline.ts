@@ -30,8 +30,8 @@
 // Reads go inline by the same reasoning, without the quiet condition: a read from the page
 // cache is a copy (3 to 6 µs for 4 to 128 KiB here, 50 µs at p99.9), and the hand-off to a
 // thread and back costs more than that on a virtual machine. Served inline, random 4 KiB
-// reads through the NBD server ran at 13 500 – 15 300 a second at queue depth 1 against
-// 9 600 – 9 800 on threads, and 36 500 – 38 800 against 20 400 – 20 900 at depth 32. A read
+// reads through the NBD server ran at 15 200 – 15 500 a second at queue depth 1 against
+// 9 600 – 9 800 on threads, and 33 100 – 34 700 against 20 400 – 20 900 at depth 32. A read
 // that has to reach the device is slower, and blocking the loop for it would also give up
 // the thread pool's reads in parallel: an inline read slower than INLINE_READ_SLOW_MS sends
 // the next ones to threads, twice as many after each slow one (as for small writes), so a
