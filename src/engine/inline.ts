@@ -135,12 +135,16 @@ export class InlineWrites {
 export const INLINE_READ_MAX_BYTES = 128 * 1024;
 /** An inline read slower than this did not come from the page cache: the next reads go to threads. */
 export const INLINE_READ_SLOW_MS = 0.05;
+/** Reads sent to threads after the first slow inline read; twice as many after each more. */
+export const INLINE_READ_SKIP = 4;
+/** The most reads ever sent to threads before the next look inline. */
+const INLINE_READ_MAX_SKIP = 1024;
 
 /** When a read of the medium is made on the event loop's thread (see the top of this file). */
 export class InlineReads {
   /** Reads to send to a thread before the next goes inline (after slow inline reads). */
   private skip = 0;
-  private skipNext = INLINE_QUIET_WRITES;
+  private skipNext = INLINE_READ_SKIP;
 
   constructor(private readonly enabled: boolean) {}
 
@@ -155,10 +159,10 @@ export class InlineReads {
   /** An inline read completed after `ms`. */
   inlineReadDone(ms: number): void {
     if (ms <= INLINE_READ_SLOW_MS) {
-      this.skipNext = Math.max(INLINE_QUIET_WRITES, this.skipNext * FORGIVE_FACTOR);
+      this.skipNext = Math.max(INLINE_READ_SKIP, this.skipNext * FORGIVE_FACTOR);
       return;
     }
     this.skip = Math.round(this.skipNext);
-    this.skipNext = Math.min(INLINE_MAX_QUIET_WRITES, this.skipNext * 2);
+    this.skipNext = Math.min(INLINE_READ_MAX_SKIP, this.skipNext * 2);
   }
 }

@@ -15,6 +15,7 @@ import {
   INLINE_MAX_BYTES,
   INLINE_QUIET_WRITES,
   INLINE_READ_MAX_BYTES,
+  INLINE_READ_SKIP,
   INLINE_READ_SLOW_MS,
   INLINE_SLOW_MS,
   InlineReads,
@@ -229,13 +230,13 @@ test('the read policy: reads inline while fast, to threads after a slow one, twi
     while (!policy.choose(4096)) n++;
     return n;
   };
-  assert.equal(skipped(), INLINE_QUIET_WRITES);
-  assert.equal(skipped(), 2 * INLINE_QUIET_WRITES, 'a second slow one: twice as many');
-  assert.equal(skipped(), 4 * INLINE_QUIET_WRITES);
+  assert.equal(skipped(), INLINE_READ_SKIP);
+  assert.equal(skipped(), 2 * INLINE_READ_SKIP, 'a second slow one: twice as many');
+  assert.equal(skipped(), 4 * INLINE_READ_SKIP);
   for (let i = 0; i < 8; i++) policy.inlineReadDone(INLINE_READ_SLOW_MS);
-  assert.equal(skipped(), 4 * INLINE_QUIET_WRITES, 'eight fast ones undo a doubling');
+  assert.equal(skipped(), 4 * INLINE_READ_SKIP, 'eight fast ones undo a doubling');
   for (let i = 0; i < 1000; i++) policy.inlineReadDone(0.005);
-  assert.equal(skipped(), INLINE_QUIET_WRITES, 'many fast ones undo them all');
+  assert.equal(skipped(), INLINE_READ_SKIP, 'many fast ones undo them all');
   for (let i = 0; i < 20; i++) skipped();
   let n = 0;
   policy.inlineReadDone(SLOW);
