@@ -12,6 +12,7 @@ import {
   INLINE_BUSY_MAX_BYTES,
   INLINE_BUSY_SLOW_MS,
   INLINE_LOOK_EVERY,
+  INLINE_LOOK_MAX,
   INLINE_MAX_BYTES,
   INLINE_QUIET_WRITES,
   INLINE_READ_MAX_BYTES,
@@ -81,6 +82,34 @@ test('the policy: quiet writes on a thread first, then inline ones, with a look 
   assert.equal(inline, INLINE_LOOK_EVERY, 'lone batches go inline');
   assert.equal(policy.choose(LONE, true, true), false, `after ${INLINE_LOOK_EVERY} in a row one goes to a thread to look`);
   assert.equal(policy.choose(LONE, true, true), true, 'then inline again');
+});
+
+test('the policy: looks that find the store quiet come less often, down to one in INLINE_LOOK_MAX; an arrival starts over', () => {
+  const policy = new InlineWrites(true);
+  for (let i = 0; i < INLINE_QUIET_WRITES; i++) policy.threadWriteDone(policy.threadWriteStarted());
+  /** Lone batches go inline until one goes to a thread to look (which sees `arrivals` commits or reads arrive); returns the inline ones. */
+  const untilLook = (arrivals = 0): number => {
+    let inline = 0;
+    while (policy.choose(LONE, true, true)) inline++;
+    const token = policy.threadWriteStarted();
+    for (let i = 0; i < arrivals; i++) policy.arrived();
+    policy.threadWriteDone(token);
+    return inline;
+  };
+  const runs = [untilLook(), untilLook(), untilLook()];
+  assert.deepEqual(runs, [INLINE_LOOK_EVERY, 2 * INLINE_LOOK_EVERY, 4 * INLINE_LOOK_EVERY], 'each quiet look doubles the inline writes before the next');
+  for (let i = 0; i < 10; i++) untilLook();
+  assert.equal(untilLook(), INLINE_LOOK_MAX, 'capped');
+  untilLook(1);
+  assert.equal(policy.choose(LONE, true, true), false, 'a look that saw an arrival: quiet writes on threads first');
+  for (let i = 0; i < INLINE_QUIET_WRITES; i++) policy.threadWriteDone(policy.threadWriteStarted());
+  assert.equal(untilLook(), INLINE_LOOK_EVERY, 'and looks as often as at first');
+  untilLook();
+  const busy = policy.threadWriteStarted();
+  policy.arrived();
+  policy.threadWriteDone(busy);
+  for (let i = 0; i < INLINE_QUIET_WRITES; i++) policy.threadWriteDone(policy.threadWriteStarted());
+  assert.equal(untilLook(), INLINE_LOOK_EVERY, 'any write on a thread that saw an arrival starts over');
 });
 
 test('the policy: a small batch goes inline when no other is being written, busy or not, unless small ones were slow', () => {
