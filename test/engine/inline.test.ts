@@ -156,11 +156,20 @@ test('the policy: an arrival during a write on a thread, or a slow inline write,
 
   for (let i = 0; i < INLINE_QUIET_WRITES; i++) policy.threadWriteDone(policy.threadWriteStarted());
   assert.equal(policy.choose(LONE, true, true), true);
-  policy.inlineWriteDone(INLINE_SLOW_MS + 1, LONE);
-  for (let i = 0; i < INLINE_QUIET_WRITES; i++) policy.threadWriteDone(policy.threadWriteStarted());
-  assert.equal(policy.choose(LONE, true, true), false, 'after a slow inline write, twice the quiet writes are needed');
-  for (let i = 0; i < INLINE_QUIET_WRITES; i++) policy.threadWriteDone(policy.threadWriteStarted());
-  assert.equal(policy.choose(LONE, true, true), true);
+  /** After a slow inline write, how many lone batches go to a thread before one goes inline again. */
+  const skipped = (): number => {
+    policy.inlineWriteDone(INLINE_SLOW_MS + 1, LONE);
+    let n = 0;
+    while (!policy.choose(LONE, true, true)) {
+      policy.threadWriteDone(policy.threadWriteStarted());
+      n++;
+    }
+    return n;
+  };
+  assert.equal(skipped(), 1, 'a slow inline write sends the next lone batch to a thread');
+  assert.deepEqual([skipped(), skipped(), skipped()], [2, 4, 8], 'each slow one in a row: twice as many');
+  policy.inlineWriteDone(INLINE_SLOW_MS, LONE);
+  assert.equal(skipped(), 1, 'a fast inline write starts over');
   assert.equal(new InlineWrites(false).choose(LONE, true, true), false, 'disabled: never inline');
 });
 
