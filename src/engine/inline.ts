@@ -65,6 +65,47 @@ export const INLINE_BUSY_SLOW_MS = 1;
 const INLINE_BUSY_FORGIVE = 8;
 const FORGIVE_FACTOR = 2 ** (-1 / INLINE_BUSY_FORGIVE);
 
+/**
+ * How many of the next batches (or reads) go to a thread after slow inline ones: `floor`
+ * after one slow, twice as many after each slow one more (up to `max`); each fast one
+ * multiplies the count for the next slow one by `forgive` (0: back to `floor` at once).
+ */
+class SlowBackoff {
+  /** Still to send to a thread. */
+  private skip = 0;
+  /** To send after the next slow one. */
+  private next: number;
+
+  constructor(
+    private readonly floor: number,
+    private readonly max: number,
+    private readonly forgive: number,
+  ) {
+    this.next = floor;
+  }
+
+  /** Nothing is to be sent to a thread now. */
+  get clear(): boolean {
+    return this.skip === 0;
+  }
+
+  /** Whether this one goes to a thread: counts it off when it does. */
+  skipOne(): boolean {
+    if (this.skip === 0) return false;
+    this.skip--;
+    return true;
+  }
+
+  slow(): void {
+    this.skip = Math.round(this.next);
+    this.next = Math.min(this.max, this.next * 2);
+  }
+
+  fast(): void {
+    this.next = Math.max(this.floor, this.next * this.forgive);
+  }
+}
+
 /** What a write on a thread started from: the arrivals then, and whether it is a look. */
 export interface ThreadWrite {
   arrivals: number;
@@ -75,17 +116,15 @@ export class InlineWrites {
   /** Commits and reads the engine has been asked for. */
   private arrivals = 0;
   private quietWrites = 0;
-  /** Lone batches to send to a thread before the next goes inline (after slow inline writes). */
-  private slowSkip = 0;
-  private slowSkipNext = 1;
+  /** Lone batches sent to a thread after slow inline writes: one, forgiven by one fast write. */
+  private readonly loneBackoff = new SlowBackoff(1, INLINE_MAX_SKIP, 0);
   private streak = 0;
   /** Inline writes in a row before the next look (INLINE_LOOK_EVERY, doubled by quiet looks). */
   private lookEvery = INLINE_LOOK_EVERY;
   /** The batch just refused is a look: the thread write that follows tells what it saw. */
   private looking = false;
-  /** Small batches to send to a thread before the next goes inline (after slow inline writes). */
-  private busySkip = 0;
-  private busySkipNext = INLINE_QUIET_WRITES;
+  /** Small batches sent to a thread after slow small inline writes. */
+  private readonly busyBackoff = new SlowBackoff(INLINE_QUIET_WRITES, INLINE_MAX_SKIP, FORGIVE_FACTOR);
 
   constructor(private readonly enabled: boolean) {}
 
@@ -96,7 +135,7 @@ export class InlineWrites {
 
   /** Whether a batch of `bytes`, with no other batch being written, would go inline as a small one. */
   small(bytes: number): boolean {
-    return this.enabled && bytes <= INLINE_BUSY_MAX_BYTES && this.busySkip === 0;
+    return this.enabled && bytes <= INLINE_BUSY_MAX_BYTES && this.busyBackoff.clear;
   }
 
   /**
@@ -106,15 +145,9 @@ export class InlineWrites {
   choose(bytes: number, free: boolean, alone: boolean): boolean {
     assert(free || !alone, 'a lone batch has none beside it');
     if (!this.enabled || !free) return false;
-    if (bytes <= INLINE_BUSY_MAX_BYTES) {
-      if (this.busySkip === 0) return true;
-      this.busySkip--;
-    }
+    if (bytes <= INLINE_BUSY_MAX_BYTES && !this.busyBackoff.skipOne()) return true;
     if (!alone || bytes > INLINE_MAX_BYTES || this.quietWrites < INLINE_QUIET_WRITES) return false;
-    if (this.slowSkip > 0) {
-      this.slowSkip--;
-      return false;
-    }
+    if (this.loneBackoff.skipOne()) return false;
     if (this.streak >= this.lookEvery) {
       this.streak = 0;
       this.looking = true;
@@ -146,19 +179,11 @@ export class InlineWrites {
   /** An inline write of `bytes` completed after `ms`. */
   inlineWriteDone(ms: number, bytes: number): void {
     if (bytes <= INLINE_BUSY_MAX_BYTES) {
-      if (ms <= INLINE_BUSY_SLOW_MS) {
-        this.busySkipNext = Math.max(INLINE_QUIET_WRITES, this.busySkipNext * FORGIVE_FACTOR);
-      } else {
-        this.busySkip = Math.round(this.busySkipNext);
-        this.busySkipNext = Math.min(INLINE_MAX_SKIP, this.busySkipNext * 2);
-      }
+      if (ms <= INLINE_BUSY_SLOW_MS) this.busyBackoff.fast();
+      else this.busyBackoff.slow();
     }
-    if (ms <= INLINE_SLOW_MS) {
-      this.slowSkipNext = 1;
-      return;
-    }
-    this.slowSkip = this.slowSkipNext;
-    this.slowSkipNext = Math.min(INLINE_MAX_SKIP, this.slowSkipNext * 2);
+    if (ms <= INLINE_SLOW_MS) this.loneBackoff.fast();
+    else this.loneBackoff.slow();
   }
 }
 
@@ -173,27 +198,19 @@ const INLINE_READ_MAX_SKIP = 1024;
 
 /** When a read of the medium is made on the event loop's thread (see the top of this file). */
 export class InlineReads {
-  /** Reads to send to a thread before the next goes inline (after slow inline reads). */
-  private skip = 0;
-  private skipNext = INLINE_READ_SKIP;
+  /** Reads sent to threads after slow inline reads. */
+  private readonly backoff = new SlowBackoff(INLINE_READ_SKIP, INLINE_READ_MAX_SKIP, FORGIVE_FACTOR);
 
   constructor(private readonly enabled: boolean) {}
 
   /** Whether a read of `bytes` goes inline. */
   choose(bytes: number): boolean {
-    if (!this.enabled || bytes > INLINE_READ_MAX_BYTES) return false;
-    if (this.skip === 0) return true;
-    this.skip--;
-    return false;
+    return this.enabled && bytes <= INLINE_READ_MAX_BYTES && !this.backoff.skipOne();
   }
 
   /** An inline read completed after `ms`. */
   inlineReadDone(ms: number): void {
-    if (ms <= INLINE_READ_SLOW_MS) {
-      this.skipNext = Math.max(INLINE_READ_SKIP, this.skipNext * FORGIVE_FACTOR);
-      return;
-    }
-    this.skip = Math.round(this.skipNext);
-    this.skipNext = Math.min(INLINE_READ_MAX_SKIP, this.skipNext * 2);
+    if (ms <= INLINE_READ_SLOW_MS) this.backoff.fast();
+    else this.backoff.slow();
   }
 }
