@@ -16,7 +16,9 @@
 //   face resolved it; a FUA write's or FLUSH's after the Flusher resolved;
 // - a request the server cannot parse (bad magic) ends the connection; every other mistake
 //   is answered with an error and the connection carries on;
-// - no exception escapes a request: failures become NBD errors (internal ones are logged).
+// - no exception escapes a request: failures become NBD errors (internal ones are logged);
+// - the socket is corked only while the loop answers reads it has already received, never
+//   while it waits or while any other request starts.
 
 import type { Socket } from 'node:net';
 import { assert } from '../../base/assert.js';
@@ -139,6 +141,8 @@ export class Transmission {
   peakInFlightBytes = 0;
   /** Large payload and read buffers, reused from request to request. */
   private readonly pool = new BufferPool();
+  /** The socket is corked while the loop answers reads already received (see corkForRead). */
+  private corked = false;
 
   constructor(private readonly io: TransmissionIo) {}
 
@@ -157,6 +161,7 @@ export class Transmission {
     const { input } = this.io;
     try {
       for (;;) {
+        if (input.bufferedBytes < REQUEST_HEADER_BYTES) this.uncorkSoon();
         const header = await input.take(REQUEST_HEADER_BYTES);
         if (header.readUInt32BE(0) !== NBD_REQUEST_MAGIC) {
           return { kind: 'disconnect', reason: `a request with magic 0x${header.readUInt32BE(0).toString(16)}` };
@@ -172,6 +177,8 @@ export class Transmission {
           held: undefined,
         };
         if (request.type === NBD_CMD_DISC) return { kind: 'disc' };
+        if (request.type === NBD_CMD_READ) this.corkForRead();
+        else this.uncork();
         if (request.type === NBD_CMD_WRITE) {
           if (request.length > MAX_REQUEST_BYTES) {
             // Skipped unread; answered EINVAL below.
@@ -200,6 +207,8 @@ export class Transmission {
     } catch (error) {
       if (error instanceof InputEnded) return { kind: 'ended', reason: error.message };
       throw error;
+    } finally {
+      this.uncork();
     }
   }
 
@@ -209,12 +218,40 @@ export class Transmission {
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
+  /**
+   * Reads the loop answers one after another, from requests already received, mostly come
+   * from the page cache at once: their replies go out together, in one system call rather
+   * than one each (on loopback each send also runs the client's side of TCP). The cork
+   * holds only while the loop works through what it has: it is taken off before any other
+   * request starts (a write's reply must not wait behind the writes after it) and before the
+   * loop waits for anything, as a reply still corked would never call back to make room.
+   */
+  private corkForRead(): void {
+    if (this.corked || this.io.input.bufferedBytes < REQUEST_HEADER_BYTES) return;
+    this.corked = true;
+    this.io.socket.cork();
+  }
+
+  private uncork(): void {
+    if (!this.corked) return;
+    this.corked = false;
+    this.io.socket.uncork();
+  }
+
+  /** Uncorks after the replies of requests just started (settled, their callbacks queued) are written. */
+  private uncorkSoon(): void {
+    if (this.corked) queueMicrotask(this.uncorkNow);
+  }
+
+  private readonly uncorkNow = (): void => this.uncork();
+
   /** Waits for room for `bytes` more in flight, then takes it (and one request slot). */
   private async reserve(request: Request, bytes: number): Promise<void> {
     while (
       this.inFlightCount >= MAX_IN_FLIGHT_REQUESTS ||
       (this.inFlightBytes > 0 && this.inFlightBytes + bytes > MAX_IN_FLIGHT_BYTES)
     ) {
+      this.uncorkSoon();
       await new Promise<void>((resolve) => (this.wake = resolve));
     }
     this.inFlightBytes += bytes;
