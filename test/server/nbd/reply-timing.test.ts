@@ -10,17 +10,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
-import type { Socket } from 'node:net';
-import type { BlockDevice } from '../../../src/block/block.js';
-import type { Store } from '../../../src/store/store.js';
-import { VolumeDisk } from '../../../src/server/nbd/disk.js';
-import { Flusher } from '../../../src/server/nbd/flush.js';
-import { ByteInput } from '../../../src/server/nbd/input.js';
-import { Transmission } from '../../../src/server/nbd/transmission.js';
-import { Volume } from '../../../src/server/volumes.js';
+import type { ByteInput } from '../../../src/server/nbd/input.js';
 import { CMD, CMD_FLAG, requestBytes } from './client.js';
+import { SECTOR, startTransmission } from './fake-transmission.js';
 
-const SECTOR = 4096;
 const SIMPLE_REPLY_MAGIC = 0x67446698;
 const STRUCTURED_REPLY_MAGIC = 0x668e33ef;
 const NBD_REPLY_TYPE_ERROR = 32769;
@@ -93,18 +86,7 @@ class HeldBlock {
 function setup(structured = false): { socket: FakeSocket; block: HeldBlock; run: Promise<unknown>; input: ByteInput } {
   const socket = new FakeSocket();
   const block = new HeldBlock();
-  const input = new ByteInput(socket as unknown as Socket, 1024 * 1024);
-  const volume = new Volume({ name: 'default', size: 64 * SECTOR, readOnly: false, slot: 0 }, SECTOR);
-  const transmission = new Transmission({
-    input,
-    socket: socket as unknown as Socket,
-    disk: new VolumeDisk(block as unknown as BlockDevice, volume),
-    flusher: new Flusher({ flush: () => Promise.resolve() } as unknown as Store, 'full'),
-    structured,
-    baseAllocation: false,
-    log: () => undefined,
-  });
-  return { socket, block, run: transmission.run(), input };
+  return { socket, block, ...startTransmission(socket, block, { volumeSectors: 64, structured }) };
 }
 
 /** What the socket holds one microtask after `settle` runs. */
