@@ -114,6 +114,33 @@ export function encodeCheckpoint(
   pools: readonly PoolImage[],
   snapshots: readonly SnapshotImage[],
 ): Buffer {
+  const steps = encodeCheckpointInSteps(seq, nextSeq, heads, segments, extentsRaw, nextPoolId, pools, snapshots);
+  for (;;) {
+    const step = steps.next();
+    if (step.done === true) return step.value;
+  }
+}
+
+/** Extents or keys encoded between two pauses of encodeCheckpointInSteps (about a millisecond's work). */
+export const CHECKPOINT_STEP_ENTRIES = 16_384;
+
+/**
+ * encodeCheckpoint, pausing (yielding) after every CHECKPOINT_STEP_ENTRIES extents or keys;
+ * returns the same payload. A store with a million extents takes tens of milliseconds to
+ * encode: the engine lets the event loop turn at each pause, so that reads and replies are
+ * not held up for all of it. What it encodes are copies (the maps' raw exports) and the
+ * segment rows, which it reads before the first pause.
+ */
+export function* encodeCheckpointInSteps(
+  seq: number,
+  nextSeq: number,
+  heads: readonly Head[],
+  segments: readonly SegmentInfo[],
+  extentsRaw: Float64Array,
+  nextPoolId: number,
+  pools: readonly PoolImage[],
+  snapshots: readonly SnapshotImage[],
+): Generator<void, Buffer, void> {
   const extentCount = extentsRaw.length / EXTENT_FIELDS;
   // The fixed-width sizes bound the compact ones (see MAX_EXTENT_VARINT_BYTES): one
   // allocation, never a resize.
@@ -150,18 +177,18 @@ export function encodeCheckpoint(
     p += SEGMENT_BYTES;
   }
   const w = new VarintWriter(buf, p);
-  putExtents(w, extentsRaw);
+  yield* putExtents(w, extentsRaw);
   w.uint(nextPoolId);
   w.uint(pools.length);
-  for (const pool of pools) putPool(w, pool);
+  for (const pool of pools) yield* putPool(w, pool);
   w.uint(snapshots.length);
   for (const snapshot of snapshots) {
     w.bytes(Buffer.from(snapshot.name, 'utf8'));
     w.uint(snapshot.version);
     w.uint(snapshot.createdAt);
-    putExtents(w, snapshot.extentsRaw);
+    yield* putExtents(w, snapshot.extentsRaw);
     w.uint(snapshot.pools.length);
-    for (const pool of snapshot.pools) putPool(w, pool);
+    for (const pool of snapshot.pools) yield* putPool(w, pool);
   }
   assert(w.at <= buf.length, 'the compact checkpoint fits the fixed-width bound');
   return buf.subarray(0, w.at);
@@ -170,11 +197,21 @@ export function encodeCheckpoint(
 /**
  * Extents as varints: the gap from the previous extent's end, count, version, segment, data
  * offset, op sectors, first sector, expires at. Sorted and disjoint, so gaps are small.
+ * Pauses after every CHECKPOINT_STEP_ENTRIES.
  */
-function putExtents(w: VarintWriter, raw: Float64Array): void {
-  w.uint(raw.length / EXTENT_FIELDS);
+function* putExtents(w: VarintWriter, raw: Float64Array): Generator<void, void, void> {
+  const count = raw.length / EXTENT_FIELDS;
+  w.uint(count);
   let end = 0;
-  for (let o = 0; o < raw.length; o += EXTENT_FIELDS) {
+  for (let from = 0; from < count; from += CHECKPOINT_STEP_ENTRIES) {
+    if (from > 0) yield;
+    end = putExtentRange(w, raw, from, Math.min(count, from + CHECKPOINT_STEP_ENTRIES), end);
+  }
+}
+
+/** Extents [from, to) of `raw`, the one before `from` ending at `end`; returns where the last ends. */
+function putExtentRange(w: VarintWriter, raw: Float64Array, from: number, to: number, end: number): number {
+  for (let o = from * EXTENT_FIELDS; o < to * EXTENT_FIELDS; o += EXTENT_FIELDS) {
     const lba = raw[o]!;
     const count = raw[o + 1]!;
     assert(lba >= end && count > 0, 'checkpoint extents are sorted, disjoint and not empty');
@@ -192,6 +229,7 @@ function putExtents(w: VarintWriter, raw: Float64Array): void {
     w.uint(raw[o + 5]!);
     end = lba + count;
   }
+  return end;
 }
 
 /**
@@ -199,17 +237,25 @@ function putExtents(w: VarintWriter, raw: Float64Array): void {
  * with the key before it (keys are sorted, so prefixes repeat), the rest of the key, and its
  * metadata with the location split in two. The cache position is not stored.
  */
-function putPool(w: VarintWriter, pool: PoolImage): void {
+function* putPool(w: VarintWriter, pool: PoolImage): Generator<void, void, void> {
   const n = pool.ends.length;
   assert(pool.meta.length === n * META_FIELDS, 'a pool image has metadata for each key');
   w.uint(pool.id);
   w.bytes(Buffer.from(pool.name, 'utf8'));
   w.uint(n);
   w.uint(pool.keys.length);
+  for (let from = 0; from < n; from += CHECKPOINT_STEP_ENTRIES) {
+    if (from > 0) yield;
+    putKeyRange(w, pool, from, Math.min(n, from + CHECKPOINT_STEP_ENTRIES));
+  }
+}
+
+/** Keys [from, to) of `pool`, each against the key before it. */
+function putKeyRange(w: VarintWriter, pool: PoolImage, from: number, to: number): void {
   const keys = pool.keys;
-  let prevStart = 0;
-  let prevEnd = 0;
-  for (let i = 0; i < n; i++) {
+  let prevStart = from < 2 ? 0 : pool.ends[from - 2]!;
+  let prevEnd = from === 0 ? 0 : pool.ends[from - 1]!;
+  for (let i = from; i < to; i++) {
     const start = i === 0 ? 0 : pool.ends[i - 1]!;
     const end = pool.ends[i]!;
     let shared = 0;

@@ -67,7 +67,7 @@ import {
 } from '../log/format.js';
 import { checksum } from '../log/crc.js';
 import type { Media } from '../media/media.js';
-import { checkpointBytes, encodeCheckpoint, type Head } from './checkpoint.js';
+import { checkpointBytes, encodeCheckpointInSteps, type Head } from './checkpoint.js';
 import { InlineReads, InlineWrites } from './inline.js';
 import { snapshotImage, snapshotImageBytes } from './snapshots.js';
 import {
@@ -2251,7 +2251,16 @@ export class Engine {
     for (const [kind, h] of this.heads) heads.push({ kind, segment: h.segment, offset: h.offset });
     const pools = [...this.pools.byId.values()].map((p) => ({ id: p.id, name: p.name, ...p.index.exportRaw() }));
     const snapshots = [...this.snapshots.values()].map(snapshotImage);
-    const payload = encodeCheckpoint(seq, this.nextSeq, heads, this.segments.segments, this.map.exportRaw(), this.pools.nextId, pools, snapshots);
+    // Encoded in steps, the event loop turning between them: with a large map the encoding
+    // takes tens of milliseconds. Nothing it reads changes meanwhile: the maps are copies,
+    // and no batch is applied until the checkpoint is done.
+    const steps = encodeCheckpointInSteps(seq, this.nextSeq, heads, this.segments.segments, this.map.exportRaw(), this.pools.nextId, pools, snapshots);
+    let step = steps.next();
+    while (step.done !== true) {
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      step = steps.next();
+    }
+    const payload = step.value;
     const per = this.segmentPayloadBytes;
     const chain: SegmentInfo[] = [];
     for (let i = 0; i === 0 || i * per < payload.length; i++) {

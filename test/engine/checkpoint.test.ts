@@ -5,7 +5,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { makeRandom } from '../../src/media/random.js';
-import { checkpointBytes, decodeCheckpoint, encodeCheckpoint, type PoolImage, type SnapshotImage } from '../../src/engine/checkpoint.js';
+import {
+  CHECKPOINT_STEP_ENTRIES,
+  checkpointBytes,
+  decodeCheckpoint,
+  encodeCheckpoint,
+  encodeCheckpointInSteps,
+  type PoolImage,
+  type SnapshotImage,
+} from '../../src/engine/checkpoint.js';
 import { EXTENT_FIELDS } from '../../src/ftl/extent-map.js';
 import { META_FIELDS } from '../../src/ftl/key-index.js';
 import type { SegmentInfo } from '../../src/ftl/segments.js';
@@ -140,6 +148,34 @@ test('a checkpoint decodes to exactly the maps it was encoded from (seeded)', (t
       `round ${round}: snapshots`,
     );
   }
+});
+
+test('encoded in steps, a checkpoint pauses after every CHECKPOINT_STEP_ENTRIES extents or keys and decodes to the same maps (seeded)', (t) => {
+  const seed = testSeed();
+  t.diagnostic(replayHint(seed, FILE));
+  const random = makeRandom(seed);
+  const step = CHECKPOINT_STEP_ENTRIES;
+  const s = {
+    ...stateOf(random),
+    extentsRaw: extentsOf(2 * step + 5, random), // 3 ranges: 2 pauses
+    pools: [poolOf(1, 'default', step + 3, random), poolOf(2, 'small', 10, random)], // 1 pause
+    snapshots: [{ name: 'big', version: 5, createdAt: 1.7e12, extentsRaw: extentsOf(step + 1, random), pools: [] }], // 1 pause
+  };
+  const steps = encodeCheckpointInSteps(s.seq, s.nextSeq, s.heads, s.segments, s.extentsRaw, s.nextPoolId, s.pools, s.snapshots);
+  let pauses = 0;
+  let r = steps.next();
+  while (r.done !== true) {
+    pauses++;
+    r = steps.next();
+  }
+  assert.equal(pauses, 4, 'two pauses in the extents, one in the large pool, one in the snapshot\'s extents');
+  assert.ok(r.value.equals(encode(s)), 'the same bytes as encoded at once');
+  const d = decodeCheckpoint(r.value);
+  assert.ok(d !== undefined, `the payload decodes (${replayHint(seed, FILE)})`);
+  assert.deepEqual(d.extentsRaw, s.extentsRaw, 'extents across the pauses');
+  const plain = (p: PoolImage) => ({ id: p.id, name: p.name, keys: Buffer.from(p.keys), ends: p.ends, meta: p.meta });
+  assert.deepEqual(d.pools.map(plain), s.pools.map(plain), 'keys across the pauses, shared prefixes included');
+  assert.deepEqual(d.snapshots[0]!.extentsRaw, s.snapshots[0]!.extentsRaw, "the snapshot's extents");
 });
 
 test('an empty store\'s checkpoint (no extents, pools or snapshots) round-trips', () => {
