@@ -114,7 +114,8 @@ export function encodeCheckpoint(
   pools: readonly PoolImage[],
   snapshots: readonly SnapshotImage[],
 ): Buffer {
-  const steps = encodeCheckpointInSteps(seq, nextSeq, heads, segments, extentsRaw, nextPoolId, pools, snapshots);
+  const extents = { count: extentsRaw.length / EXTENT_FIELDS, slices: [extentsRaw] };
+  const steps = encodeCheckpointInSteps(seq, nextSeq, heads, segments, extents, nextPoolId, pools, snapshots);
   for (;;) {
     const step = steps.next();
     if (step.done === true) return step.value;
@@ -124,24 +125,31 @@ export function encodeCheckpoint(
 /** Extents or keys encoded between two pauses of encodeCheckpointInSteps (about a millisecond's work). */
 export const CHECKPOINT_STEP_ENTRIES = 16_384;
 
+/** The block map's extents for a checkpoint: how many, and their raw fields in lba order, in slices. */
+export interface ExtentSource {
+  count: number;
+  slices: Iterable<Float64Array>;
+}
+
 /**
  * encodeCheckpoint, pausing (yielding) after every CHECKPOINT_STEP_ENTRIES extents or keys;
- * returns the same payload. A store with a million extents takes tens of milliseconds to
- * encode: the engine lets the event loop turn at each pause, so that reads and replies are
- * not held up for all of it. What it encodes are copies (the maps' raw exports) and the
- * segment rows, which it reads before the first pause.
+ * returns the same payload. A store with a million extents takes about a tenth of a second
+ * to encode: the engine lets the event loop turn at each pause, so that reads and replies
+ * are not held up for all of it. The segment rows are read before the first pause; the
+ * extents (ExtentMap.rawSlices, the map's own leaves) and the pool images as the encoding
+ * reaches them, so none of them may change until it is done.
  */
 export function* encodeCheckpointInSteps(
   seq: number,
   nextSeq: number,
   heads: readonly Head[],
   segments: readonly SegmentInfo[],
-  extentsRaw: Float64Array,
+  extents: ExtentSource,
   nextPoolId: number,
   pools: readonly PoolImage[],
   snapshots: readonly SnapshotImage[],
 ): Generator<void, Buffer, void> {
-  const extentCount = extentsRaw.length / EXTENT_FIELDS;
+  const extentCount = extents.count;
   // The fixed-width sizes bound the compact ones (see MAX_EXTENT_VARINT_BYTES): one
   // allocation, never a resize.
   let poolBytes = 0;
@@ -177,7 +185,7 @@ export function* encodeCheckpointInSteps(
     p += SEGMENT_BYTES;
   }
   const w = new VarintWriter(buf, p);
-  yield* putExtents(w, extentsRaw);
+  yield* putExtents(w, extents);
   w.uint(nextPoolId);
   w.uint(pools.length);
   for (const pool of pools) yield* putPool(w, pool);
@@ -186,7 +194,7 @@ export function* encodeCheckpointInSteps(
     w.bytes(Buffer.from(snapshot.name, 'utf8'));
     w.uint(snapshot.version);
     w.uint(snapshot.createdAt);
-    yield* putExtents(w, snapshot.extentsRaw);
+    yield* putExtents(w, { count: snapshot.extentsRaw.length / EXTENT_FIELDS, slices: [snapshot.extentsRaw] });
     w.uint(snapshot.pools.length);
     for (const pool of snapshot.pools) yield* putPool(w, pool);
   }
@@ -199,14 +207,26 @@ export function* encodeCheckpointInSteps(
  * offset, op sectors, first sector, expires at. Sorted and disjoint, so gaps are small.
  * Pauses after every CHECKPOINT_STEP_ENTRIES.
  */
-function* putExtents(w: VarintWriter, raw: Float64Array): Generator<void, void, void> {
-  const count = raw.length / EXTENT_FIELDS;
-  w.uint(count);
+function* putExtents(w: VarintWriter, extents: ExtentSource): Generator<void, void, void> {
+  w.uint(extents.count);
   let end = 0;
-  for (let from = 0; from < count; from += CHECKPOINT_STEP_ENTRIES) {
-    if (from > 0) yield;
-    end = putExtentRange(w, raw, from, Math.min(count, from + CHECKPOINT_STEP_ENTRIES), end);
+  let written = 0;
+  let sincePause = 0;
+  for (const slice of extents.slices) {
+    const n = slice.length / EXTENT_FIELDS;
+    for (let from = 0; from < n; ) {
+      if (sincePause === CHECKPOINT_STEP_ENTRIES) {
+        yield;
+        sincePause = 0;
+      }
+      const to = Math.min(n, from + CHECKPOINT_STEP_ENTRIES - sincePause);
+      end = putExtentRange(w, slice, from, to, end);
+      sincePause += to - from;
+      written += to - from;
+      from = to;
+    }
   }
+  assert(written === extents.count, 'the slices hold every extent counted');
 }
 
 /** Extents [from, to) of `raw`, the one before `from` ending at `end`; returns where the last ends. */

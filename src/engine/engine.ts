@@ -2252,9 +2252,11 @@ export class Engine {
     const pools = [...this.pools.byId.values()].map((p) => ({ id: p.id, name: p.name, ...p.index.exportRaw() }));
     const snapshots = [...this.snapshots.values()].map(snapshotImage);
     // Encoded in steps, the event loop turning between them: with a large map the encoding
-    // takes tens of milliseconds. Nothing it reads changes meanwhile: the maps are copies,
-    // and no batch is applied until the checkpoint is done.
-    const steps = encodeCheckpointInSteps(seq, this.nextSeq, heads, this.segments.segments, this.map.exportRaw(), this.pools.nextId, pools, snapshots);
+    // takes a tenth of a second. The extents are read from the map itself, not a copy (a
+    // copy of a million cost 150 ms, most of it touching fresh memory): nothing changes the
+    // map meanwhile, as no batch is applied until the checkpoint is done (rawSlices asserts it).
+    const extents = { count: this.map.size, slices: this.map.rawSlices() };
+    const steps = encodeCheckpointInSteps(seq, this.nextSeq, heads, this.segments.segments, extents, this.pools.nextId, pools, snapshots);
     let step = steps.next();
     while (step.done !== true) {
       await new Promise<void>((resolve) => setImmediate(resolve));

@@ -123,6 +123,8 @@ function pack(e: Extent, leaf: Leaf, i: number): void {
 export class ExtentMap {
   private root: Node = new Leaf();
   private count = 0;
+  /** Counts the calls that change the map: a reader across pauses (rawSlices) checks it. */
+  private changes = 0;
   /** What seek() found: the leaf, and the index there of the last extent with lba <= the probe (-1: none). */
   private foundLeaf: Leaf = this.root as Leaf;
   private foundIndex = -1;
@@ -136,6 +138,7 @@ export class ExtentMap {
    * leaf; returns false (the map left as it was) when it has grown inner nodes.
    */
   reset(): boolean {
+    this.changes++;
     if (!(this.root instanceof Leaf)) return false;
     this.root.n = 0;
     this.count = 0;
@@ -196,6 +199,7 @@ export class ExtentMap {
 
   /** Unmaps [lba, lba + count); returns the displaced pieces. */
   clear(lba: number, count: number): Extent[] {
+    this.changes++;
     this.seek(lba);
     return this.clearSought(lba, count);
   }
@@ -252,6 +256,7 @@ export class ExtentMap {
   /** Maps `extent`, replacing whatever it overlaps; returns the displaced pieces. */
   set(extent: Extent): Extent[] {
     assert(extent.count > 0, 'extent maps at least one sector');
+    this.changes++;
     // The common overwrite replaces an extent of exactly the same range: in place.
     const index = this.seekSameRange(extent);
     if (index >= 0) {
@@ -270,6 +275,7 @@ export class ExtentMap {
    */
   setCounting(extent: Extent, displaced: (segment: number, sectors: number) => void): void {
     assert(extent.count > 0, 'extent maps at least one sector');
+    this.changes++;
     const index = this.seekSameRange(extent);
     if (index >= 0) {
       const segment = Math.floor(this.foundLeaf.data[index * EXTENT_FIELDS + F_LOCATION]! / TWO_32);
@@ -317,6 +323,19 @@ export class ExtentMap {
   }
 
   /**
+   * The raw fields of every extent, in lba order, as views of the map's own leaves (a
+   * leaf's worth each), without a copy. The map must not change until the last is read: a
+   * change in between fails an assertion when the iteration resumes.
+   */
+  *rawSlices(): Generator<Float64Array, void, void> {
+    const at = this.changes;
+    for (let leaf: Leaf | undefined = this.firstLeaf(); leaf !== undefined; leaf = leaf.next) {
+      yield leaf.data.subarray(0, leaf.n * EXTENT_FIELDS);
+      assert(this.changes === at, 'the extent map is not changed while its raw slices are read');
+    }
+  }
+
+  /**
    * The raw fields of every extent, in lba order, EXTENT_FIELDS numbers each: what a
    * checkpoint stores. `rawLocation` and `rawShape` decode the packed ones.
    */
@@ -341,6 +360,7 @@ export class ExtentMap {
     each?: (segment: number, sectors: number, expiresAt: number, lba: number, version: number) => void,
   ): void {
     assert(raw.length % EXTENT_FIELDS === 0, 'raw extents come in whole records');
+    this.changes++;
     const total = raw.length / EXTENT_FIELDS;
     let level: Node[] = [];
     let firstKeys: number[] = [];

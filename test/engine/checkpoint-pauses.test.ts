@@ -1,7 +1,7 @@
 // A checkpoint of a large map is encoded in steps, with the event loop turning between them:
 // the encoding of a million extents takes tens of milliseconds, and reads and a server's
 // replies should not wait for all of it. Counted here in turns of the event loop between
-// the checkpoint's export of the map and its first write; nothing is timed.
+// the checkpoint's start on the map and its first write; nothing is timed.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -33,13 +33,13 @@ test('a checkpoint of a large map lets the event loop turn while it encodes, and
       if (spinning) setImmediate(spin);
     };
     setImmediate(spin);
-    let atExport: number | undefined;
+    let atExport: number | undefined; // when the checkpoint began to read the map
     let atFirstWrite: number | undefined;
-    const exportRaw = ExtentMap.prototype.exportRaw;
+    const rawSlices = ExtentMap.prototype.rawSlices;
     const write = FileMedia.prototype.write;
-    ExtentMap.prototype.exportRaw = function (this: ExtentMap) {
+    ExtentMap.prototype.rawSlices = function (this: ExtentMap) {
       atExport ??= turns;
-      return exportRaw.call(this);
+      return rawSlices.call(this);
     };
     FileMedia.prototype.write = function (this: FileMedia, ...args: Parameters<FileMedia['write']>) {
       if (atExport !== undefined) atFirstWrite ??= turns;
@@ -48,14 +48,14 @@ test('a checkpoint of a large map lets the event loop turn while it encodes, and
     try {
       await store.checkpoint();
     } finally {
-      ExtentMap.prototype.exportRaw = exportRaw;
+      ExtentMap.prototype.rawSlices = rawSlices;
       FileMedia.prototype.write = write;
       spinning = false;
     }
-    assert.ok(atExport !== undefined && atFirstWrite !== undefined, 'the checkpoint exported the map, then wrote');
+    assert.ok(atExport !== undefined && atFirstWrite !== undefined, 'the checkpoint read the map, then wrote');
     assert.ok(
       atFirstWrite - atExport >= 3,
-      `${extents} extents: the event loop turned ${atFirstWrite - atExport} times between the export and the first write (3 pauses expected)`,
+      `${extents} extents: the event loop turned ${atFirstWrite - atExport} times between reading the map and the first write (3 pauses expected)`,
     );
     await store.close();
 

@@ -150,7 +150,7 @@ test('a checkpoint decodes to exactly the maps it was encoded from (seeded)', (t
   }
 });
 
-test('encoded in steps, a checkpoint pauses after every CHECKPOINT_STEP_ENTRIES extents or keys and decodes to the same maps (seeded)', (t) => {
+test('encoded in steps from slices, a checkpoint pauses after every CHECKPOINT_STEP_ENTRIES extents or keys and decodes to the same maps (seeded)', (t) => {
   const seed = testSeed();
   t.diagnostic(replayHint(seed, FILE));
   const random = makeRandom(seed);
@@ -161,7 +161,15 @@ test('encoded in steps, a checkpoint pauses after every CHECKPOINT_STEP_ENTRIES 
     pools: [poolOf(1, 'default', step + 3, random), poolOf(2, 'small', 10, random)], // 1 pause
     snapshots: [{ name: 'big', version: 5, createdAt: 1.7e12, extentsRaw: extentsOf(step + 1, random), pools: [] }], // 1 pause
   };
-  const steps = encodeCheckpointInSteps(s.seq, s.nextSeq, s.heads, s.segments, s.extentsRaw, s.nextPoolId, s.pools, s.snapshots);
+  // The extents in slices of uneven sizes, as the map's leaves hand them out.
+  const slices: Float64Array[] = [];
+  for (let at = 0; at < s.extentsRaw.length; ) {
+    const n = (1 + Math.floor(random() * 200)) * EXTENT_FIELDS;
+    slices.push(s.extentsRaw.subarray(at, Math.min(s.extentsRaw.length, at + n)));
+    at += n;
+  }
+  const extents = { count: s.extentsRaw.length / EXTENT_FIELDS, slices };
+  const steps = encodeCheckpointInSteps(s.seq, s.nextSeq, s.heads, s.segments, extents, s.nextPoolId, s.pools, s.snapshots);
   let pauses = 0;
   let r = steps.next();
   while (r.done !== true) {
@@ -169,7 +177,7 @@ test('encoded in steps, a checkpoint pauses after every CHECKPOINT_STEP_ENTRIES 
     r = steps.next();
   }
   assert.equal(pauses, 4, 'two pauses in the extents, one in the large pool, one in the snapshot\'s extents');
-  assert.ok(r.value.equals(encode(s)), 'the same bytes as encoded at once');
+  assert.ok(r.value.equals(encode(s)), 'the same bytes as encoded at once, from one array');
   const d = decodeCheckpoint(r.value);
   assert.ok(d !== undefined, `the payload decodes (${replayHint(seed, FILE)})`);
   assert.deepEqual(d.extentsRaw, s.extentsRaw, 'extents across the pauses');

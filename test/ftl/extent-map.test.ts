@@ -146,3 +146,27 @@ test('setCounting reports per segment exactly the sectors set() displaces, and l
   }
   assert.deepEqual(modelOf(byCount), modelOf(byList), `seed ${seed}: the two maps agree`);
 });
+
+test('rawSlices hands out every extent in lba order as views of the leaves, and a change between two slices fails an assertion', () => {
+  const map = new ExtentMap();
+  for (let i = 0; i < 1000; i++) map.set(extent(3 * i, 2, i + 1));
+  const slices = [...map.rawSlices()];
+  assert.ok(slices.length > 1, `a map of 1000 extents spans several leaves (${slices.length} slices)`);
+  const joined = new Float64Array(slices.reduce((n, s) => n + s.length, 0));
+  let at = 0;
+  for (const s of slices) {
+    joined.set(s, at);
+    at += s.length;
+  }
+  assert.deepEqual(joined, map.exportRaw(), 'the slices together are exactly exportRaw');
+  const first = map.rawSlices().next().value!;
+  const lba0 = first[0];
+  map.set(extent(0, 2, 5000)); // same range: rewritten in place, in the leaf the view shows
+  assert.equal(first[0], lba0, 'the lba is unchanged');
+  assert.equal(first[2], 5000, 'a view, not a copy: it shows the new version');
+
+  const reading = map.rawSlices();
+  reading.next();
+  map.set(extent(1, 1, 6000));
+  assert.throws(() => reading.next(), /not changed while its raw slices are read/, 'a change between two slices is caught');
+});
