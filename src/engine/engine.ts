@@ -2284,7 +2284,8 @@ export class Engine {
       s.eraseCount++;
       s.maxSeq = 0;
       s.liveBytes = 0;
-      const buf = Buffer.alloc(this.alignment + part.length);
+      // The header block, then the part where it lies: one vectored write, no copy of the payload.
+      const header = Buffer.alloc(this.alignment);
       encodeSegmentHeader(
         {
           index: s.index,
@@ -2297,12 +2298,11 @@ export class Engine {
           payloadBytes: part.length,
           payloadCrc: checksumOf(part),
         },
-        buf,
+        header,
       );
-      buf.set(part, this.alignment);
-      this.counters.mediaBytes += buf.length;
-      this.counters.checkpointBytes += buf.length;
-      writes.push(this.media.write(buf, this.segmentOffset(s.index)));
+      this.counters.mediaBytes += header.length + part.length;
+      this.counters.checkpointBytes += header.length + part.length;
+      writes.push(this.writeSpan([header, part], this.segmentOffset(s.index), false));
     }
     await settleAll(writes);
     const covered = this.writtenSeq;
