@@ -14,7 +14,7 @@
 
 import { assert } from '../base/assert.js';
 import { EXTENT_FIELDS, ExtentMap, type Extent } from '../ftl/extent-map.js';
-import { MAX_KEY_BYTES, META_FIELDS } from '../ftl/key-index.js';
+import { MAX_KEY_BYTES, META_FIELDS, type RawLeaf } from '../ftl/key-index.js';
 import type { SegmentInfo, SegmentState } from '../ftl/segments.js';
 import type { SegmentKind } from '../log/format.js';
 import { MAX_SEGMENTS } from './limits.js';
@@ -100,8 +100,27 @@ function pad8(n: number): number {
 }
 
 function poolImageBytes(p: PoolImage): number {
-  const n = p.ends.length;
-  return 24 + pad8(Buffer.byteLength(p.name)) + pad8(n * 4) + pad8(p.keys.length) + n * META_FIELDS * 8;
+  return poolBytesBound(p.name, p.ends.length, p.keys.length);
+}
+
+function poolBytesBound(name: string, n: number, keyBytes: number): number {
+  return 24 + pad8(Buffer.byteLength(name)) + pad8(n * 4) + pad8(keyBytes) + n * META_FIELDS * 8;
+}
+
+/** A pool for a checkpoint: its entries in key order, in slices (KeyIndex.rawSlices, or one image). */
+export interface PoolSource {
+  id: number;
+  name: string;
+  count: number;
+  keyBytes: number;
+  slices: Iterable<RawLeaf>;
+}
+
+/** A pool image as a source of one slice. */
+function poolSourceOf(image: PoolImage): PoolSource {
+  const n = image.ends.length;
+  assert(image.meta.length === n * META_FIELDS, 'a pool image has metadata for each key');
+  return { id: image.id, name: image.name, count: n, keyBytes: image.keys.length, slices: [{ n, keys: image.keys, ends: image.ends, meta: image.meta }] };
 }
 
 export function encodeCheckpoint(
@@ -115,7 +134,7 @@ export function encodeCheckpoint(
   snapshots: readonly SnapshotImage[],
 ): Buffer {
   const extents = { count: extentsRaw.length / EXTENT_FIELDS, slices: [extentsRaw] };
-  const steps = encodeCheckpointInSteps(seq, nextSeq, heads, segments, extents, nextPoolId, pools, snapshots);
+  const steps = encodeCheckpointInSteps(seq, nextSeq, heads, segments, extents, nextPoolId, pools.map(poolSourceOf), snapshots);
   for (;;) {
     const step = steps.next();
     if (step.done === true) return step.value;
@@ -146,14 +165,14 @@ export function* encodeCheckpointInSteps(
   segments: readonly SegmentInfo[],
   extents: ExtentSource,
   nextPoolId: number,
-  pools: readonly PoolImage[],
+  pools: readonly PoolSource[],
   snapshots: readonly SnapshotImage[],
 ): Generator<void, Buffer, void> {
   const extentCount = extents.count;
   // The fixed-width sizes bound the compact ones (see MAX_EXTENT_VARINT_BYTES): one
   // allocation, never a resize.
   let poolBytes = 0;
-  for (const pool of pools) poolBytes += poolImageBytes(pool);
+  for (const pool of pools) poolBytes += poolBytesBound(pool.name, pool.count, pool.keyBytes);
   for (const snapshot of snapshots) poolBytes += snapshotImageBytes(snapshot);
   const buf = Buffer.allocUnsafe(checkpointBytes(segments.length, heads.length, extentCount) + poolBytes + VARINT_SLACK_BYTES);
   buf.fill(0, 0, HEADER_BYTES);
@@ -196,7 +215,7 @@ export function* encodeCheckpointInSteps(
     w.uint(snapshot.createdAt);
     yield* putExtents(w, { count: snapshot.extentsRaw.length / EXTENT_FIELDS, slices: [snapshot.extentsRaw] });
     w.uint(snapshot.pools.length);
-    for (const pool of snapshot.pools) yield* putPool(w, pool);
+    for (const pool of snapshot.pools) yield* putPool(w, poolSourceOf(pool));
   }
   assert(w.at <= buf.length, 'the compact checkpoint fits the fixed-width bound');
   return buf.subarray(0, w.at);
@@ -253,47 +272,76 @@ function putExtentRange(w: VarintWriter, raw: Float64Array, from: number, to: nu
 }
 
 /**
- * A pool image as varints: id, name, key count, key bytes, then per key the bytes it shares
- * with the key before it (keys are sorted, so prefixes repeat), the rest of the key, and its
- * metadata with the location split in two. The cache position is not stored.
+ * A pool as varints: id, name, key count, key bytes, then per key the bytes it shares with
+ * the key before it (keys are sorted, so prefixes repeat; the key before may lie in the
+ * slice before), the rest of the key, and its metadata with the location split in two. The
+ * cache position is not stored. Pauses after every CHECKPOINT_STEP_ENTRIES keys.
  */
-function* putPool(w: VarintWriter, pool: PoolImage): Generator<void, void, void> {
-  const n = pool.ends.length;
-  assert(pool.meta.length === n * META_FIELDS, 'a pool image has metadata for each key');
+function* putPool(w: VarintWriter, pool: PoolSource): Generator<void, void, void> {
   w.uint(pool.id);
   w.bytes(Buffer.from(pool.name, 'utf8'));
-  w.uint(n);
-  w.uint(pool.keys.length);
-  for (let from = 0; from < n; from += CHECKPOINT_STEP_ENTRIES) {
-    if (from > 0) yield;
-    putKeyRange(w, pool, from, Math.min(n, from + CHECKPOINT_STEP_ENTRIES));
+  w.uint(pool.count);
+  w.uint(pool.keyBytes);
+  const prev: PreviousKey = { keys: NO_KEY, start: 0, end: 0 };
+  let written = 0;
+  let keyBytes = 0;
+  let sincePause = 0;
+  for (const slice of pool.slices) {
+    assert(slice.meta.length >= slice.n * META_FIELDS && slice.ends.length >= slice.n, 'a slice has an end and metadata for each key');
+    for (let from = 0; from < slice.n; ) {
+      if (sincePause === CHECKPOINT_STEP_ENTRIES) {
+        yield;
+        sincePause = 0;
+      }
+      const to = Math.min(slice.n, from + CHECKPOINT_STEP_ENTRIES - sincePause);
+      putKeyRange(w, slice, from, to, prev);
+      sincePause += to - from;
+      written += to - from;
+      from = to;
+    }
+    keyBytes += slice.n === 0 ? 0 : slice.ends[slice.n - 1]!;
   }
+  assert(written === pool.count && keyBytes === pool.keyBytes, 'the slices hold every key counted');
 }
 
-/** Keys [from, to) of `pool`, each against the key before it. */
-function putKeyRange(w: VarintWriter, pool: PoolImage, from: number, to: number): void {
-  const keys = pool.keys;
-  let prevStart = from < 2 ? 0 : pool.ends[from - 2]!;
-  let prevEnd = from === 0 ? 0 : pool.ends[from - 1]!;
+/** The key before the next one put: where its bytes lie. */
+interface PreviousKey {
+  keys: Uint8Array;
+  start: number;
+  end: number;
+}
+
+const NO_KEY = new Uint8Array(0);
+
+/** Keys [from, to) of `slice`, each against the key before it (`prev`, which it moves along). */
+function putKeyRange(w: VarintWriter, slice: RawLeaf, from: number, to: number, prev: PreviousKey): void {
+  const keys = slice.keys;
+  let prevKeys = prev.keys;
+  let prevStart = prev.start;
+  let prevEnd = prev.end;
   for (let i = from; i < to; i++) {
-    const start = i === 0 ? 0 : pool.ends[i - 1]!;
-    const end = pool.ends[i]!;
+    const start = i === 0 ? 0 : slice.ends[i - 1]!;
+    const end = slice.ends[i]!;
     let shared = 0;
     const most = Math.min(end - start, prevEnd - prevStart);
-    while (shared < most && keys[start + shared] === keys[prevStart + shared]) shared++;
+    while (shared < most && keys[start + shared] === prevKeys[prevStart + shared]) shared++;
     w.uint(shared);
     w.range(keys, start + shared, end);
     const o = i * META_FIELDS;
-    w.uint(pool.meta[o]!);
-    w.uint(pool.meta[o + 1]!);
-    const location = pool.meta[o + 2]!;
+    w.uint(slice.meta[o]!);
+    w.uint(slice.meta[o + 1]!);
+    const location = slice.meta[o + 2]!;
     const segment = Math.floor(location / TWO_32);
     w.uint(segment);
     w.uint(location - segment * TWO_32);
-    w.uint(pool.meta[o + 3]!);
+    w.uint(slice.meta[o + 3]!);
+    prevKeys = keys;
     prevStart = start;
     prevEnd = end;
   }
+  prev.keys = prevKeys;
+  prev.start = prevStart;
+  prev.end = prevEnd;
 }
 
 /** The counts between the sections may take a few bytes more than their fixed-width fields. */

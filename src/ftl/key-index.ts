@@ -767,9 +767,19 @@ export class KeyCursor implements KeyMeta {
  *   index.set(Buffer.from('user:1'), { version: 7, expiresAt: 0, location: 2 ** 32 + 4096, valueBytes: 300, cacheAt: -1 });
  *   index.get(Buffer.from('user:1'))?.version; // 7
  */
+/** One leaf's entries as a checkpoint reads them: its key bytes, their ends (from the leaf's start), their metadata. */
+export interface RawLeaf {
+  n: number;
+  keys: Uint8Array;
+  ends: Uint32Array;
+  meta: Float64Array;
+}
+
 export class KeyIndex extends KeyReader {
   /** Leaves made before the current epoch may be shared with a view: copy before writing. */
   private epoch = 0;
+  /** Counts the calls that change what a checkpoint stores: a reader across pauses (rawSlices) checks it. */
+  private changes = 0;
   /** Head updates since the heads were last rebuilt: a longer headSkip waits for enough of them. */
   private headUpdates = 0;
 
@@ -780,6 +790,7 @@ export class KeyIndex extends KeyReader {
   /** Inserts or replaces; returns the previous metadata. The key's bytes are copied. */
   set(key: Uint8Array, meta: KeyMeta): KeyMeta | undefined {
     assert(key.length >= 1 && key.length <= MAX_KEY_BYTES, 'a key is 1..MAX_KEY_BYTES bytes');
+    this.changes++;
     if (this.leaves.length === 0) {
       // A first leaf holding just this key, so that its head is right from the start.
       const leaf = makeLeaf(this.epoch, ENTRY_STEP, roundUp(key.length, 8) * ENTRY_STEP);
@@ -819,6 +830,8 @@ export class KeyIndex extends KeyReader {
     if (i < 0) return false;
     const m = this.writable(li).meta;
     const o = i * META_FIELDS;
+    // The cache position is not stored: changing it alone changes nothing a checkpoint keeps.
+    if (patch.version !== undefined || patch.expiresAt !== undefined || patch.location !== undefined || patch.valueBytes !== undefined) this.changes++;
     if (patch.version !== undefined) m[o + F_VERSION] = patch.version;
     if (patch.expiresAt !== undefined) m[o + F_EXPIRES] = patch.expiresAt;
     if (patch.location !== undefined) m[o + F_LOCATION] = patch.location;
@@ -829,6 +842,7 @@ export class KeyIndex extends KeyReader {
 
   /** Removes `key`; returns its metadata, or undefined when it was absent. */
   delete(key: Uint8Array): KeyMeta | undefined {
+    this.changes++;
     if (this.leaves.length === 0) return undefined;
     const li = findLeaf(this.leaves, this.heads, this.headSkip, key);
     const i = searchLeaf(this.leaves[li]!, key);
@@ -841,12 +855,28 @@ export class KeyIndex extends KeyReader {
 
   /** Empties the index. Views taken before keep their content. */
   clear(): void {
+    this.changes++;
     this.leaves = [];
     this.heads = new Float64Array(16);
     this.headSkip = 0;
     this.entries = 0;
     this.keyByteCount = 0;
     this.reshapes++;
+  }
+
+  /**
+   * Every entry in key order, as exportRaw gives them but leaf by leaf and without a copy:
+   * views of the leaves' own arrays. Nothing a checkpoint stores may change until the last
+   * is read (a cache position may): a change in between fails an assertion when the
+   * iteration resumes.
+   */
+  *rawSlices(): Generator<RawLeaf, void, void> {
+    const at = this.changes;
+    for (let li = 0; li < this.leaves.length; li++) {
+      const leaf = this.leaves[li]!;
+      yield { n: leaf.n, keys: leaf.keys, ends: leaf.ends, meta: leaf.meta };
+      assert(this.changes === at, 'the key index is not changed while its raw slices are read');
+    }
   }
 
   /**

@@ -12,10 +12,11 @@ import {
   encodeCheckpoint,
   encodeCheckpointInSteps,
   type PoolImage,
+  type PoolSource,
   type SnapshotImage,
 } from '../../src/engine/checkpoint.js';
 import { EXTENT_FIELDS } from '../../src/ftl/extent-map.js';
-import { META_FIELDS } from '../../src/ftl/key-index.js';
+import { META_FIELDS, type RawLeaf } from '../../src/ftl/key-index.js';
 import type { SegmentInfo } from '../../src/ftl/segments.js';
 import { replayHint, testSeed } from '../helpers/seed.js';
 
@@ -109,6 +110,24 @@ function stateOf(random: () => number) {
   return { seq: 99, nextSeq: 100, heads, segments, extentsRaw: extentsOf(Math.floor(random() * 3000), random), nextPoolId: 10, pools, snapshots };
 }
 
+/** A pool image as a source of slices of uneven sizes, each with its own key bytes and ends, as a KeyIndex's leaves are. */
+function inSlices(image: PoolImage, random: () => number): PoolSource {
+  const slices: RawLeaf[] = [];
+  const n = image.ends.length;
+  for (let a = 0; a < n; ) {
+    const b = Math.min(n, a + 1 + Math.floor(random() * 150));
+    const base = a === 0 ? 0 : image.ends[a - 1]!;
+    slices.push({
+      n: b - a,
+      keys: image.keys.subarray(base, image.ends[b - 1]!),
+      ends: Uint32Array.from(image.ends.subarray(a, b), (end) => end - base),
+      meta: image.meta.subarray(a * META_FIELDS, b * META_FIELDS),
+    });
+    a = b;
+  }
+  return { id: image.id, name: image.name, count: n, keyBytes: image.keys.length, slices };
+}
+
 function encode(s: ReturnType<typeof stateOf>): Buffer {
   return encodeCheckpoint(s.seq, s.nextSeq, s.heads, s.segments, s.extentsRaw, s.nextPoolId, s.pools, s.snapshots);
 }
@@ -169,7 +188,8 @@ test('encoded in steps from slices, a checkpoint pauses after every CHECKPOINT_S
     at += n;
   }
   const extents = { count: s.extentsRaw.length / EXTENT_FIELDS, slices };
-  const steps = encodeCheckpointInSteps(s.seq, s.nextSeq, s.heads, s.segments, extents, s.nextPoolId, s.pools, s.snapshots);
+  const pools = s.pools.map((image) => inSlices(image, random));
+  const steps = encodeCheckpointInSteps(s.seq, s.nextSeq, s.heads, s.segments, extents, s.nextPoolId, pools, s.snapshots);
   let pauses = 0;
   let r = steps.next();
   while (r.done !== true) {
@@ -177,7 +197,7 @@ test('encoded in steps from slices, a checkpoint pauses after every CHECKPOINT_S
     r = steps.next();
   }
   assert.equal(pauses, 4, 'two pauses in the extents, one in the large pool, one in the snapshot\'s extents');
-  assert.ok(r.value.equals(encode(s)), 'the same bytes as encoded at once, from one array');
+  assert.ok(r.value.equals(encode(s)), 'the same bytes as encoded at once, from one array and whole pool images');
   const d = decodeCheckpoint(r.value);
   assert.ok(d !== undefined, `the payload decodes (${replayHint(seed, FILE)})`);
   assert.deepEqual(d.extentsRaw, s.extentsRaw, 'extents across the pauses');

@@ -588,3 +588,38 @@ test('memory stays under 60 bytes a key beyond the key bytes at 200k random 16-b
   t.diagnostic(`heap + arrayBuffers grew ${measured.toFixed(1)} bytes a key beyond the key bytes`);
   assert.ok(measured < 120, `the heap grew ${measured.toFixed(1)} bytes a key beyond the key bytes (under 120)`);
 });
+
+test('rawSlices hands out every entry in key order as the leaves hold them, and a change to what a checkpoint keeps between two slices fails an assertion', () => {
+  const index = new KeyIndex();
+  const meta = (version: number): KeyMeta => ({ version, expiresAt: 0, location: version * 16, valueBytes: 10, cacheAt: -1 });
+  const key = (i: number): Buffer => Buffer.from(`key:${String(i).padStart(6, '0')}`);
+  for (let i = 0; i < 2000; i++) index.set(key(i), meta(i + 1));
+  const slices = [...index.rawSlices()];
+  assert.ok(slices.length > 1, `2000 keys span several leaves (${slices.length} slices)`);
+  const raw = index.exportRaw();
+  let entry = 0;
+  let base = 0;
+  for (const s of slices) {
+    for (let i = 0; i < s.n; i++, entry++) {
+      const start = i === 0 ? 0 : s.ends[i - 1]!;
+      assert.deepEqual(Buffer.from(s.keys.subarray(start, s.ends[i]!)), raw.keys.subarray(entry === 0 ? 0 : raw.ends[entry - 1]!, raw.ends[entry]!), `key ${entry}`);
+      assert.equal(s.ends[i]! + base, raw.ends[entry], `the end of key ${entry}, from its leaf's start`);
+      assert.deepEqual(s.meta.subarray(i * META_FIELDS, (i + 1) * META_FIELDS), raw.meta.subarray(entry * META_FIELDS, (entry + 1) * META_FIELDS));
+    }
+    base += s.n === 0 ? 0 : s.ends[s.n - 1]!;
+  }
+  assert.equal(entry, 2000, 'every entry once');
+
+  const cached = index.rawSlices();
+  cached.next();
+  assert.equal(index.update(key(5), { cacheAt: 7 }), true);
+  for (let r = cached.next(); r.done !== true; r = cached.next());
+  // A cache position is not stored: the read goes on.
+
+  for (const change of [() => index.set(key(3), meta(99)), () => index.update(key(4), { version: 98 }), () => index.delete(key(6)), () => index.set(key(4001), meta(1))]) {
+    const reading = index.rawSlices();
+    reading.next();
+    change();
+    assert.throws(() => reading.next(), InvariantError, 'a change between two slices is caught');
+  }
+});
