@@ -324,15 +324,19 @@ export class ExtentMap {
 
   /**
    * The raw fields of every extent, in lba order, as views of the map's own leaves (a
-   * leaf's worth each), without a copy. The map must not change until the last is read: a
-   * change in between fails an assertion when the iteration resumes.
+   * leaf's worth each), without a copy. The map must not change from this call until the
+   * last is read: a change in between fails an assertion when the iteration resumes.
    */
-  *rawSlices(): Generator<Float64Array, void, void> {
-    const at = this.changes;
+  rawSlices(): Generator<Float64Array, void, void> {
+    return this.slicesUnchangedSince(this.changes);
+  }
+
+  private *slicesUnchangedSince(at: number): Generator<Float64Array, void, void> {
     for (let leaf: Leaf | undefined = this.firstLeaf(); leaf !== undefined; leaf = leaf.next) {
-      yield leaf.data.subarray(0, leaf.n * EXTENT_FIELDS);
       assert(this.changes === at, 'the extent map is not changed while its raw slices are read');
+      yield leaf.data.subarray(0, leaf.n * EXTENT_FIELDS);
     }
+    assert(this.changes === at, 'the extent map is not changed while its raw slices are read');
   }
 
   /**

@@ -866,17 +866,21 @@ export class KeyIndex extends KeyReader {
 
   /**
    * Every entry in key order, as exportRaw gives them but leaf by leaf and without a copy:
-   * views of the leaves' own arrays. Nothing a checkpoint stores may change until the last
-   * is read (a cache position may): a change in between fails an assertion when the
-   * iteration resumes.
+   * views of the leaves' own arrays. Nothing a checkpoint stores may change from this call
+   * until the last is read (a cache position may): a change in between fails an assertion
+   * when the iteration resumes.
    */
-  *rawSlices(): Generator<RawLeaf, void, void> {
-    const at = this.changes;
+  rawSlices(): Generator<RawLeaf, void, void> {
+    return this.slicesUnchangedSince(this.changes);
+  }
+
+  private *slicesUnchangedSince(at: number): Generator<RawLeaf, void, void> {
     for (let li = 0; li < this.leaves.length; li++) {
+      assert(this.changes === at, 'the key index is not changed while its raw slices are read');
       const leaf = this.leaves[li]!;
       yield { n: leaf.n, keys: leaf.keys, ends: leaf.ends, meta: leaf.meta };
-      assert(this.changes === at, 'the key index is not changed while its raw slices are read');
     }
+    assert(this.changes === at, 'the key index is not changed while its raw slices are read');
   }
 
   /**

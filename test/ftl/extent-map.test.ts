@@ -169,4 +169,8 @@ test('rawSlices hands out every extent in lba order as views of the leaves, and 
   reading.next();
   map.set(extent(1, 1, 6000));
   assert.throws(() => reading.next(), /not changed while its raw slices are read/, 'a change between two slices is caught');
+
+  const notYetRead = map.rawSlices();
+  map.clear(0, 1);
+  assert.throws(() => notYetRead.next(), /not changed while its raw slices are read/, 'a change after the call, before the first slice, is caught');
 });
