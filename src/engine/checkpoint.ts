@@ -89,18 +89,8 @@ export function checkpointBytes(segmentCount: number, headCount: number, extentC
   return HEADER_BYTES + headCount * HEAD_BYTES + segmentCount * SEGMENT_BYTES + extentCount * EXTENT_BYTES + 16;
 }
 
-function snapshotImageBytes(s: SnapshotImage): number {
-  let bytes = 32 + pad8(Buffer.byteLength(s.name)) + s.extentsRaw.length * 8;
-  for (const pool of s.pools) bytes += poolImageBytes(pool);
-  return bytes;
-}
-
 function pad8(n: number): number {
   return Math.ceil(n / 8) * 8;
-}
-
-function poolImageBytes(p: PoolImage): number {
-  return poolBytesBound(p.name, p.ends.length, p.keys.length);
 }
 
 function poolBytesBound(name: string, n: number, keyBytes: number): number {
@@ -114,6 +104,27 @@ export interface PoolSource {
   count: number;
   keyBytes: number;
   slices: Iterable<RawLeaf>;
+}
+
+/** A named snapshot for a checkpoint: its maps as sources. */
+export interface SnapshotSource {
+  name: string;
+  version: number;
+  createdAt: number;
+  extents: ExtentSource;
+  pools: PoolSource[];
+}
+
+/** A snapshot image as a source of one slice per map. */
+function snapshotSourceOf(image: SnapshotImage): SnapshotSource {
+  const extents = { count: image.extentsRaw.length / EXTENT_FIELDS, slices: [image.extentsRaw] };
+  return { name: image.name, version: image.version, createdAt: image.createdAt, extents, pools: image.pools.map(poolSourceOf) };
+}
+
+function snapshotBytesBound(s: SnapshotSource): number {
+  let bytes = 32 + pad8(Buffer.byteLength(s.name)) + s.extents.count * EXTENT_FIELDS * 8;
+  for (const pool of s.pools) bytes += poolBytesBound(pool.name, pool.count, pool.keyBytes);
+  return bytes;
 }
 
 /** A pool image as a source of one slice. */
@@ -134,7 +145,7 @@ export function encodeCheckpoint(
   snapshots: readonly SnapshotImage[],
 ): Buffer {
   const extents = { count: extentsRaw.length / EXTENT_FIELDS, slices: [extentsRaw] };
-  const steps = encodeCheckpointInSteps(seq, nextSeq, heads, segments, extents, nextPoolId, pools.map(poolSourceOf), snapshots);
+  const steps = encodeCheckpointInSteps(seq, nextSeq, heads, segments, extents, nextPoolId, pools.map(poolSourceOf), snapshots.map(snapshotSourceOf));
   for (;;) {
     const step = steps.next();
     if (step.done === true) return step.value;
@@ -166,14 +177,14 @@ export function* encodeCheckpointInSteps(
   extents: ExtentSource,
   nextPoolId: number,
   pools: readonly PoolSource[],
-  snapshots: readonly SnapshotImage[],
+  snapshots: readonly SnapshotSource[],
 ): Generator<void, Buffer, void> {
   const extentCount = extents.count;
   // The fixed-width sizes bound the compact ones (see MAX_EXTENT_VARINT_BYTES): one
   // allocation, never a resize.
   let poolBytes = 0;
   for (const pool of pools) poolBytes += poolBytesBound(pool.name, pool.count, pool.keyBytes);
-  for (const snapshot of snapshots) poolBytes += snapshotImageBytes(snapshot);
+  for (const snapshot of snapshots) poolBytes += snapshotBytesBound(snapshot);
   const buf = Buffer.allocUnsafe(checkpointBytes(segments.length, heads.length, extentCount) + poolBytes + VARINT_SLACK_BYTES);
   buf.fill(0, 0, HEADER_BYTES);
   buf.writeUInt32LE(MAGIC, 0);
@@ -213,9 +224,9 @@ export function* encodeCheckpointInSteps(
     w.bytes(Buffer.from(snapshot.name, 'utf8'));
     w.uint(snapshot.version);
     w.uint(snapshot.createdAt);
-    yield* putExtents(w, { count: snapshot.extentsRaw.length / EXTENT_FIELDS, slices: [snapshot.extentsRaw] });
+    yield* putExtents(w, snapshot.extents);
     w.uint(snapshot.pools.length);
-    for (const pool of snapshot.pools) yield* putPool(w, poolSourceOf(pool));
+    for (const pool of snapshot.pools) yield* putPool(w, pool);
   }
   assert(w.at <= buf.length, 'the compact checkpoint fits the fixed-width bound');
   return buf.subarray(0, w.at);

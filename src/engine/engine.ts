@@ -69,7 +69,7 @@ import { checksum } from '../log/crc.js';
 import type { Media } from '../media/media.js';
 import { checkpointBytes, encodeCheckpointInSteps, type Head } from './checkpoint.js';
 import { InlineReads, InlineWrites } from './inline.js';
-import { snapshotImage, snapshotImageBytes } from './snapshots.js';
+import { snapshotImageBytes, snapshotSource } from './snapshots.js';
 import {
   CLEANER_RESERVE_SEGMENTS,
   SPLIT_HEADROOM_EXTENTS,
@@ -2251,7 +2251,7 @@ export class Engine {
     for (const [kind, h] of this.heads) heads.push({ kind, segment: h.segment, offset: h.offset });
     // The pools, like the block map below, are read from their own leaves as the encoding reaches them.
     const pools = [...this.pools.byId.values()].map((p) => ({ id: p.id, name: p.name, count: p.index.size, keyBytes: p.index.keyBytes, slices: p.index.rawSlices() }));
-    const snapshots = [...this.snapshots.values()].map(snapshotImage);
+    const snapshots = [...this.snapshots.values()].map(snapshotSource);
     // Encoded in steps, the event loop turning between them: with a large map the encoding
     // takes a tenth of a second. The extents and keys are read from the maps themselves, not
     // copies (a copy of a million extents cost 150 ms, most of it touching fresh memory):

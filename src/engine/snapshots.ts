@@ -7,10 +7,10 @@
 // rebuilt from the checkpoint and pins exactly the segments it points into.
 
 import { EXTENT_FIELDS, ExtentMap } from '../ftl/extent-map.js';
-import { KeyIndex, META_FIELDS, type KeyView } from '../ftl/key-index.js';
+import { KeyIndex, META_FIELDS } from '../ftl/key-index.js';
 import { TWO_32 } from '../ftl/pools.js';
 import type { Engine, PoolReader, SnapshotState } from './engine.js';
-import type { PoolImage, SnapshotImage } from './checkpoint.js';
+import type { PoolSource, SnapshotImage, SnapshotSource } from './checkpoint.js';
 
 /** A view of the applied state now, pinning every segment that holds live data. */
 export function takeSnapshot(engine: Engine, name: string | undefined): SnapshotState {
@@ -33,10 +33,11 @@ export function segmentsOf(map: ExtentMap, pools: Map<string, PoolReader>): Set<
   return segments;
 }
 
-export function snapshotImage(s: SnapshotState): SnapshotImage {
-  const pools: PoolImage[] = [];
-  for (const pool of s.pools.values()) pools.push({ id: pool.id, name: pool.name, ...exportReader(pool.index) });
-  return { name: s.name ?? '', version: s.version, createdAt: s.createdAt, extentsRaw: s.map.exportRaw(), pools };
+/** A snapshot for a checkpoint: its maps read from their own leaves as the encoding reaches them (they never change). */
+export function snapshotSource(s: SnapshotState): SnapshotSource {
+  const pools: PoolSource[] = [];
+  for (const pool of s.pools.values()) pools.push({ id: pool.id, name: pool.name, count: pool.index.size, keyBytes: pool.index.keyBytes, slices: pool.index.rawSlices() });
+  return { name: s.name ?? '', version: s.version, createdAt: s.createdAt, extents: { count: s.map.size, slices: s.map.rawSlices() }, pools };
 }
 
 /** About the bytes a snapshot takes in a checkpoint (for reserving room). */
@@ -53,26 +54,4 @@ export function snapshotFromImage(engine: Engine, image: SnapshotImage): Snapsho
   const pools = new Map<string, PoolReader>();
   for (const p of image.pools) pools.set(p.name, { id: p.id, name: p.name, index: KeyIndex.importRaw(p) });
   return { name: image.name, version: image.version, createdAt: image.createdAt, map, pools, pin: engine.pin(segmentsOf(map, pools)), released: false };
-}
-
-function exportReader(index: KeyIndex | KeyView): { keys: Buffer; ends: Uint32Array; meta: Float64Array } {
-  if (index instanceof KeyIndex) return index.exportRaw();
-  const parts: Buffer[] = [];
-  const ends = new Uint32Array(index.size);
-  const meta = new Float64Array(index.size * META_FIELDS);
-  let bytes = 0;
-  let i = 0;
-  index.forEachIn({}, (key, m) => {
-    parts.push(key);
-    bytes += key.length;
-    ends[i] = bytes;
-    const o = i * META_FIELDS;
-    meta[o] = m.version;
-    meta[o + 1] = m.expiresAt;
-    meta[o + 2] = m.location;
-    meta[o + 3] = m.valueBytes;
-    meta[o + 4] = -1;
-    i++;
-  });
-  return { keys: Buffer.concat(parts, bytes), ends, meta };
 }

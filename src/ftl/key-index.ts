@@ -438,6 +438,15 @@ abstract class KeyReader {
     return this.keyByteCount;
   }
 
+  /**
+   * Every entry in key order, as exportRaw gives them but leaf by leaf and without a copy:
+   * views of the leaves' own arrays. A view's leaves never change; the live index checks
+   * that it does not change while they are read (KeyIndex.rawSlices).
+   */
+  rawSlices(): Generator<RawLeaf, void, void> {
+    return leafSlices(this.leaves);
+  }
+
   /** A copy of the metadata of `key`, or undefined when absent. */
   get(key: Uint8Array): KeyMeta | undefined {
     const leaves = this.leaves;
@@ -775,6 +784,10 @@ export interface RawLeaf {
   meta: Float64Array;
 }
 
+function* leafSlices(leaves: readonly Leaf[]): Generator<RawLeaf, void, void> {
+  for (const leaf of leaves) yield { n: leaf.n, keys: leaf.keys, ends: leaf.ends, meta: leaf.meta };
+}
+
 export class KeyIndex extends KeyReader {
   /** Leaves made before the current epoch may be shared with a view: copy before writing. */
   private epoch = 0;
@@ -870,7 +883,7 @@ export class KeyIndex extends KeyReader {
    * until the last is read (a cache position may): a change in between fails an assertion
    * when the iteration resumes.
    */
-  rawSlices(): Generator<RawLeaf, void, void> {
+  override rawSlices(): Generator<RawLeaf, void, void> {
     return this.slicesUnchangedSince(this.changes);
   }
 

@@ -178,7 +178,7 @@ test('encoded in steps from slices, a checkpoint pauses after every CHECKPOINT_S
     ...stateOf(random),
     extentsRaw: extentsOf(2 * step + 5, random), // 3 ranges: 2 pauses
     pools: [poolOf(1, 'default', step + 3, random), poolOf(2, 'small', 10, random)], // 1 pause
-    snapshots: [{ name: 'big', version: 5, createdAt: 1.7e12, extentsRaw: extentsOf(step + 1, random), pools: [] }], // 1 pause
+    snapshots: [{ name: 'big', version: 5, createdAt: 1.7e12, extentsRaw: extentsOf(step + 1, random), pools: [poolOf(1, 'default', 40, random)] }], // 1 pause
   };
   // The extents in slices of uneven sizes, as the map's leaves hand them out.
   const slices: Float64Array[] = [];
@@ -189,7 +189,14 @@ test('encoded in steps from slices, a checkpoint pauses after every CHECKPOINT_S
   }
   const extents = { count: s.extentsRaw.length / EXTENT_FIELDS, slices };
   const pools = s.pools.map((image) => inSlices(image, random));
-  const steps = encodeCheckpointInSteps(s.seq, s.nextSeq, s.heads, s.segments, extents, s.nextPoolId, pools, s.snapshots);
+  const snapshots = s.snapshots.map((x) => ({
+    name: x.name,
+    version: x.version,
+    createdAt: x.createdAt,
+    extents: { count: x.extentsRaw.length / EXTENT_FIELDS, slices: [x.extentsRaw] },
+    pools: x.pools.map((image) => inSlices(image, random)),
+  }));
+  const steps = encodeCheckpointInSteps(s.seq, s.nextSeq, s.heads, s.segments, extents, s.nextPoolId, pools, snapshots);
   let pauses = 0;
   let r = steps.next();
   while (r.done !== true) {
@@ -204,6 +211,7 @@ test('encoded in steps from slices, a checkpoint pauses after every CHECKPOINT_S
   const plain = (p: PoolImage) => ({ id: p.id, name: p.name, keys: Buffer.from(p.keys), ends: p.ends, meta: p.meta });
   assert.deepEqual(d.pools.map(plain), s.pools.map(plain), 'keys across the pauses, shared prefixes included');
   assert.deepEqual(d.snapshots[0]!.extentsRaw, s.snapshots[0]!.extentsRaw, "the snapshot's extents");
+  assert.deepEqual(d.snapshots[0]!.pools.map(plain), s.snapshots[0]!.pools.map(plain), "the snapshot's pool");
 });
 
 test('an empty store\'s checkpoint (no extents, pools or snapshots) round-trips', () => {
