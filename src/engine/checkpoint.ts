@@ -106,6 +106,16 @@ export interface PoolSource {
   slices: Iterable<RawLeaf>;
 }
 
+/** A block map's extents, read from its own leaves as the encoding reaches them. */
+export function extentSource(map: { size: number; rawSlices(): Iterable<Float64Array> }): ExtentSource {
+  return { count: map.size, slices: map.rawSlices() };
+}
+
+/** A pool's index (live or a frozen view), read from its own leaves as the encoding reaches them. */
+export function poolSource(id: number, name: string, index: { size: number; keyBytes: number; rawSlices(): Iterable<RawLeaf> }): PoolSource {
+  return { id, name, count: index.size, keyBytes: index.keyBytes, slices: index.rawSlices() };
+}
+
 /** A named snapshot for a checkpoint: its maps as sources. */
 export interface SnapshotSource {
   name: string;
@@ -240,23 +250,37 @@ export function* encodeCheckpointInSteps(
 function* putExtents(w: VarintWriter, extents: ExtentSource): Generator<void, void, void> {
   w.uint(extents.count);
   let end = 0;
+  const written = yield* inSteps(
+    extents.slices,
+    (slice) => slice.length / EXTENT_FIELDS,
+    (slice, from, to) => (end = putExtentRange(w, slice, from, to, end)),
+  );
+  assert(written === extents.count, 'the slices hold every extent counted');
+}
+
+/**
+ * Calls put(slice, from, to) over the entries of every slice (`entries` tells how many a
+ * slice holds), in ranges that pause after every CHECKPOINT_STEP_ENTRIES entries across
+ * slices; returns how many entries it put.
+ */
+function* inSteps<S>(slices: Iterable<S>, entries: (slice: S) => number, put: (slice: S, from: number, to: number) => void): Generator<void, number, void> {
   let written = 0;
   let sincePause = 0;
-  for (const slice of extents.slices) {
-    const n = slice.length / EXTENT_FIELDS;
+  for (const slice of slices) {
+    const n = entries(slice);
     for (let from = 0; from < n; ) {
       if (sincePause === CHECKPOINT_STEP_ENTRIES) {
         yield;
         sincePause = 0;
       }
       const to = Math.min(n, from + CHECKPOINT_STEP_ENTRIES - sincePause);
-      end = putExtentRange(w, slice, from, to, end);
+      put(slice, from, to);
       sincePause += to - from;
       written += to - from;
       from = to;
     }
   }
-  assert(written === extents.count, 'the slices hold every extent counted');
+  return written;
 }
 
 /** Extents [from, to) of `raw`, the one before `from` ending at `end`; returns where the last ends. */
@@ -294,24 +318,16 @@ function* putPool(w: VarintWriter, pool: PoolSource): Generator<void, void, void
   w.uint(pool.count);
   w.uint(pool.keyBytes);
   const prev: PreviousKey = { keys: NO_KEY, start: 0, end: 0 };
-  let written = 0;
   let keyBytes = 0;
-  let sincePause = 0;
-  for (const slice of pool.slices) {
-    assert(slice.meta.length >= slice.n * META_FIELDS && slice.ends.length >= slice.n, 'a slice has an end and metadata for each key');
-    for (let from = 0; from < slice.n; ) {
-      if (sincePause === CHECKPOINT_STEP_ENTRIES) {
-        yield;
-        sincePause = 0;
-      }
-      const to = Math.min(slice.n, from + CHECKPOINT_STEP_ENTRIES - sincePause);
-      putKeyRange(w, slice, from, to, prev);
-      sincePause += to - from;
-      written += to - from;
-      from = to;
-    }
-    keyBytes += slice.n === 0 ? 0 : slice.ends[slice.n - 1]!;
-  }
+  const written = yield* inSteps(
+    pool.slices,
+    (slice) => {
+      assert(slice.meta.length >= slice.n * META_FIELDS && slice.ends.length >= slice.n, 'a slice has an end and metadata for each key');
+      keyBytes += slice.n === 0 ? 0 : slice.ends[slice.n - 1]!;
+      return slice.n;
+    },
+    (slice, from, to) => putKeyRange(w, slice, from, to, prev),
+  );
   assert(written === pool.count && keyBytes === pool.keyBytes, 'the slices hold every key counted');
 }
 

@@ -67,7 +67,7 @@ import {
 } from '../log/format.js';
 import { checksum } from '../log/crc.js';
 import type { Media } from '../media/media.js';
-import { checkpointBytes, encodeCheckpointInSteps, type Head } from './checkpoint.js';
+import { checkpointBytes, encodeCheckpointInSteps, extentSource, poolSource, type Head } from './checkpoint.js';
 import { InlineReads, InlineWrites } from './inline.js';
 import { snapshotImageBytes, snapshotSource } from './snapshots.js';
 import {
@@ -2250,15 +2250,14 @@ export class Engine {
     const heads: Head[] = [];
     for (const [kind, h] of this.heads) heads.push({ kind, segment: h.segment, offset: h.offset });
     // The pools, like the block map below, are read from their own leaves as the encoding reaches them.
-    const pools = [...this.pools.byId.values()].map((p) => ({ id: p.id, name: p.name, count: p.index.size, keyBytes: p.index.keyBytes, slices: p.index.rawSlices() }));
+    const pools = [...this.pools.byId.values()].map((p) => poolSource(p.id, p.name, p.index));
     const snapshots = [...this.snapshots.values()].map(snapshotSource);
     // Encoded in steps, the event loop turning between them: with a large map the encoding
     // takes a tenth of a second. The extents and keys are read from the maps themselves, not
     // copies (a copy of a million extents cost 150 ms, most of it touching fresh memory):
     // nothing changes them meanwhile, as no batch is applied until the checkpoint is done
     // (rawSlices asserts it).
-    const extents = { count: this.map.size, slices: this.map.rawSlices() };
-    const steps = encodeCheckpointInSteps(seq, this.nextSeq, heads, this.segments.segments, extents, this.pools.nextId, pools, snapshots);
+    const steps = encodeCheckpointInSteps(seq, this.nextSeq, heads, this.segments.segments, extentSource(this.map), this.pools.nextId, pools, snapshots);
     let step = steps.next();
     while (step.done !== true) {
       await new Promise<void>((resolve) => setImmediate(resolve));

@@ -10,7 +10,7 @@ import { EXTENT_FIELDS, ExtentMap } from '../ftl/extent-map.js';
 import { KeyIndex, META_FIELDS } from '../ftl/key-index.js';
 import { TWO_32 } from '../ftl/pools.js';
 import type { Engine, PoolReader, SnapshotState } from './engine.js';
-import type { PoolSource, SnapshotImage, SnapshotSource } from './checkpoint.js';
+import { extentSource, poolSource, type SnapshotImage, type SnapshotSource } from './checkpoint.js';
 
 /** A view of the applied state now, pinning every segment that holds live data. */
 export function takeSnapshot(engine: Engine, name: string | undefined): SnapshotState {
@@ -35,9 +35,8 @@ export function segmentsOf(map: ExtentMap, pools: Map<string, PoolReader>): Set<
 
 /** A snapshot for a checkpoint: its maps read from their own leaves as the encoding reaches them (they never change). */
 export function snapshotSource(s: SnapshotState): SnapshotSource {
-  const pools: PoolSource[] = [];
-  for (const pool of s.pools.values()) pools.push({ id: pool.id, name: pool.name, count: pool.index.size, keyBytes: pool.index.keyBytes, slices: pool.index.rawSlices() });
-  return { name: s.name ?? '', version: s.version, createdAt: s.createdAt, extents: { count: s.map.size, slices: s.map.rawSlices() }, pools };
+  const pools = [...s.pools.values()].map((pool) => poolSource(pool.id, pool.name, pool.index));
+  return { name: s.name ?? '', version: s.version, createdAt: s.createdAt, extents: extentSource(s.map), pools };
 }
 
 /** About the bytes a snapshot takes in a checkpoint (for reserving room). */
