@@ -16,7 +16,14 @@
 // - an extent's sectors are sectors [firstSector, firstSector + count) of one write op whose
 //   chunked data starts at `dataOffset` of `segment` and holds `opSectors` sectors;
 // - every mutation reports the pieces it displaced, so the caller can keep per-segment live
-//   byte counts exact.
+//   byte counts exact;
+// - while a lease is held, a leaf made before the map's current epoch may be shared with it:
+//   its data is never written again, only replaced by a copy (writable).
+//
+// lease() hands out the extents as they are, without a copy: a checkpoint reads them across
+// many turns of the event loop while commits keep changing the map. The map copies a leaf's
+// data the first time it changes it after a lease (some 6 KiB), and not at all once every
+// lease is released.
 
 import { assert } from '../base/assert.js';
 
@@ -66,7 +73,8 @@ const LOAD_FILL = 112;
 
 class Leaf {
   n = 0;
-  readonly data = new Float64Array(LEAF_CAPACITY * EXTENT_FIELDS);
+  /** Replaced by a copy, never written, while a lease may share it (see ExtentMap.writable). */
+  data = new Float64Array(LEAF_CAPACITY * EXTENT_FIELDS);
   /**
    * The lbas of `data`, side by side: seek's binary search reads them, not the interleaved
    * data, so a probe costs a few cache lines rather than one per step (on a large map the
@@ -75,6 +83,11 @@ class Leaf {
   readonly keys = new Float64Array(LEAF_CAPACITY);
   next: Leaf | undefined;
   prev: Leaf | undefined;
+
+  constructor(
+    /** The map's epoch when this leaf's data was made: older data may belong to a lease. */
+    public epoch: number,
+  ) {}
 }
 
 class Inner {
@@ -120,8 +133,21 @@ function pack(e: Extent, leaf: Leaf, i: number): void {
   d[o + F_EXPIRES] = e.expiresAt;
 }
 
+/** The extents of a map as they were at ExtentMap.lease(), unaffected by later changes. */
+export interface ExtentLease {
+  readonly size: number;
+  /** The raw fields of every extent, in lba order, a leaf's worth a slice, without a copy. */
+  rawSlices(): Iterable<Float64Array>;
+  /** Gives the leaves back: the map stops copying them for this lease. Call once, after the last read. */
+  release(): void;
+}
+
 export class ExtentMap {
-  private root: Node = new Leaf();
+  /** Bumped by each lease: leaves of older epochs may be shared with a lease still held. */
+  private epoch = 0;
+  /** Leases not yet released. */
+  private leases = 0;
+  private root: Node = new Leaf(0);
   private count = 0;
   /** Counts the calls that change the map: a reader across pauses (rawSlices) checks it. */
   private changes = 0;
@@ -218,7 +244,7 @@ export class ExtentMap {
       const e = unpack(first.data, firstIndex);
       const eEnd = e.lba + e.count;
       displaced.push(slice(e, lba, Math.min(end, eEnd) - lba));
-      pack(slice(e, e.lba, lba - e.lba), first, firstIndex);
+      pack(slice(e, e.lba, lba - e.lba), this.writable(first), firstIndex);
       if (eEnd > end) {
         this.insert(slice(e, end, eEnd - end));
         return displaced;
@@ -261,7 +287,7 @@ export class ExtentMap {
     const index = this.seekSameRange(extent);
     if (index >= 0) {
       const old = unpack(this.foundLeaf.data, index);
-      pack(extent, this.foundLeaf, index);
+      pack(extent, this.writable(this.foundLeaf), index);
       return [old];
     }
     const displaced = this.clearSought(extent.lba, extent.count);
@@ -279,7 +305,7 @@ export class ExtentMap {
     const index = this.seekSameRange(extent);
     if (index >= 0) {
       const segment = Math.floor(this.foundLeaf.data[index * EXTENT_FIELDS + F_LOCATION]! / TWO_32);
-      pack(extent, this.foundLeaf, index);
+      pack(extent, this.writable(this.foundLeaf), index);
       displaced(segment, extent.count);
       return;
     }
@@ -331,6 +357,45 @@ export class ExtentMap {
     return this.slicesUnchangedSince(this.changes);
   }
 
+  /**
+   * The extents as they are now, for reading over a while the map goes on changing: O(number
+   * of leaves), no copy of the extents. Until release(), the map writes a leaf it shares with
+   * the lease only after copying its data.
+   */
+  lease(): ExtentLease {
+    const datas: Float64Array[] = [];
+    const counts: number[] = [];
+    for (let leaf: Leaf | undefined = this.firstLeaf(); leaf !== undefined; leaf = leaf.next) {
+      if (leaf.n === 0) continue;
+      datas.push(leaf.data);
+      counts.push(leaf.n);
+    }
+    this.epoch++;
+    this.leases++;
+    let held = true;
+    return {
+      size: this.count,
+      rawSlices: function* () {
+        assert(held, 'a lease is read before its release');
+        for (let i = 0; i < datas.length; i++) yield datas[i]!.subarray(0, counts[i]! * EXTENT_FIELDS);
+      },
+      release: () => {
+        assert(held, 'a lease is released once');
+        held = false;
+        this.leases--;
+      },
+    };
+  }
+
+  /** `leaf`, its data first replaced by a copy when a lease may share it. */
+  private writable(leaf: Leaf): Leaf {
+    if (this.leases > 0 && leaf.epoch !== this.epoch) {
+      leaf.data = leaf.data.slice();
+      leaf.epoch = this.epoch;
+    }
+    return leaf;
+  }
+
   private *slicesUnchangedSince(at: number): Generator<Float64Array, void, void> {
     for (let leaf: Leaf | undefined = this.firstLeaf(); leaf !== undefined; leaf = leaf.next) {
       assert(this.changes === at, 'the extent map is not changed while its raw slices are read');
@@ -371,7 +436,7 @@ export class ExtentMap {
     let prev: Leaf | undefined;
     let lastEnd = -Infinity;
     for (let at = 0; at < total; at += LOAD_FILL) {
-      const leaf = new Leaf();
+      const leaf = new Leaf(this.epoch);
       leaf.n = Math.min(LOAD_FILL, total - at);
       leaf.data.set(raw.subarray(at * EXTENT_FIELDS, (at + leaf.n) * EXTENT_FIELDS));
       for (let i = 0; i < leaf.n; i++) {
@@ -393,7 +458,7 @@ export class ExtentMap {
     }
     this.count = total;
     if (level.length === 0) {
-      this.root = new Leaf();
+      this.root = new Leaf(this.epoch);
       return;
     }
     while (level.length > 1) {
@@ -491,6 +556,7 @@ export class ExtentMap {
       for (let i = 0; i < leaf.n && leaf.keys[i]! <= e.lba; i++) index = i;
     }
     const at = index + 1;
+    this.writable(leaf);
     leaf.data.copyWithin((at + 1) * EXTENT_FIELDS, at * EXTENT_FIELDS, leaf.n * EXTENT_FIELDS);
     leaf.keys.copyWithin(at + 1, at, leaf.n);
     pack(e, leaf, at);
@@ -513,7 +579,7 @@ export class ExtentMap {
   }
 
   private splitLeaf(leaf: Leaf, path: PathStep[]): void {
-    const right = new Leaf();
+    const right = new Leaf(this.epoch);
     const half = leaf.n >> 1;
     right.n = leaf.n - half;
     right.data.set(leaf.data.subarray(half * EXTENT_FIELDS, leaf.n * EXTENT_FIELDS));
@@ -555,7 +621,7 @@ export class ExtentMap {
   }
 
   private removeAt(leaf: Leaf, i: number): void {
-    const d = leaf.data;
+    const d = this.writable(leaf).data;
     const lba = d[i * EXTENT_FIELDS + F_LBA]!;
     d.copyWithin(i * EXTENT_FIELDS, (i + 1) * EXTENT_FIELDS, leaf.n * EXTENT_FIELDS);
     leaf.keys.copyWithin(i, i + 1, leaf.n);
@@ -577,7 +643,7 @@ export class ExtentMap {
     node.keys.copyWithin(child, child + 1, node.n);
     node.n--;
     if (node.n === 0) {
-      if (level === 0) this.root = new Leaf();
+      if (level === 0) this.root = new Leaf(this.epoch);
       else this.removeChild(path, level - 1);
       return;
     }

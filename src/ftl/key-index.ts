@@ -26,6 +26,8 @@
 // freeze() is copy-on-write: the index has an epoch and each leaf the epoch it was made in.
 // A view keeps the leaves array as it was; the index never changes a leaf of an older epoch
 // in place but replaces it by a copy, so a view stays exact whatever the index does next.
+// lease() makes the same view for a reader that says when it is done (a checkpoint): once
+// every lease is released, leaves older than the last freeze() alone are copied.
 //
 // Invariants:
 // - keys are 1..MAX_KEY_BYTES bytes, unique, and sorted by unsigned bytes (a prefix first)
@@ -35,8 +37,8 @@
 //   headOf(the first key of leaf l, from byte headSkip) for every leaf l;
 // - key i of a leaf spans keys[ends[i - 1] (or 0), ends[i]); `n` entries are in use and the
 //   views may be longer (room to grow without reallocating);
-// - a leaf whose epoch is older than the index's may be shared with a view: it is never
-//   written again, only replaced in the leaves array;
+// - a leaf made before the last freeze(), or before the last lease() while one is held, may
+//   be shared with a view: it is never written again, only replaced in the leaves array;
 // - the index copies every key it stores: no caller buffer is ever kept.
 
 import { assert } from '../base/assert.js';
@@ -788,9 +790,20 @@ function* leafSlices(leaves: readonly Leaf[]): Generator<RawLeaf, void, void> {
   for (const leaf of leaves) yield { n: leaf.n, keys: leaf.keys, ends: leaf.ends, meta: leaf.meta };
 }
 
+/** A view of a KeyIndex that its reader gives back when done (KeyIndex.lease). */
+export interface KeyLease {
+  readonly view: KeyView;
+  /** The index stops copying leaves for this view. Call once, after the last read. */
+  release(): void;
+}
+
 export class KeyIndex extends KeyReader {
-  /** Leaves made before the current epoch may be shared with a view: copy before writing. */
+  /** Bumped by each freeze and lease: leaves of older epochs may be shared with a view (see shared). */
   private epoch = 0;
+  /** Leaves of epochs below this may be shared with a view from freeze(), kept for as long as anyone holds it. */
+  private frozenBelow = 0;
+  /** Leases not yet released: while any is, every leaf of an older epoch may be shared. */
+  private leases = 0;
   /** Counts the calls that change what a checkpoint stores: a reader across pauses (rawSlices) checks it. */
   private changes = 0;
   /** Head updates since the heads were last rebuilt: a longer headSkip waits for enough of them. */
@@ -901,10 +914,36 @@ export class KeyIndex extends KeyReader {
    * leaves, and the index copies a shared leaf before changing it.
    */
   freeze(): KeyView {
+    const view = this.view();
+    this.frozenBelow = this.epoch;
+    return view;
+  }
+
+  /** freeze() for a reader that calls release() when done, after which the index stops copying leaves for it. */
+  lease(): KeyLease {
+    const view = this.view();
+    this.leases++;
+    let held = true;
+    return {
+      view,
+      release: () => {
+        assert(held, 'a lease is released once');
+        held = false;
+        this.leases--;
+      },
+    };
+  }
+
+  private view(): KeyView {
     const heads = this.heads.slice(0, this.leaves.length);
     const view = new KeyView(this.leaves.slice(), heads, this.headSkip, this.entries, this.keyByteCount);
     this.epoch++;
     return view;
+  }
+
+  /** Whether a view may share `leaf` (then it is copied before any change). */
+  private shared(leaf: Leaf): boolean {
+    return leaf.epoch < this.frozenBelow || (this.leases > 0 && leaf.epoch !== this.epoch);
   }
 
   /**
@@ -993,7 +1032,7 @@ export class KeyIndex extends KeyReader {
   /** Leaf `li`, first replaced by a copy when a view may share it. */
   private writable(li: number): Leaf {
     const leaf = this.leaves[li]!;
-    if (leaf.epoch === this.epoch) return leaf;
+    if (!this.shared(leaf)) return leaf;
     const copy = relayout(leaf, this.epoch, leaf.ends.length, leaf.keys.length);
     this.leaves[li] = copy;
     return copy;
@@ -1005,7 +1044,7 @@ export class KeyIndex extends KeyReader {
     const used = usedKeyBytes(leaf);
     const length = key.length;
     const fits = leaf.n < leaf.ends.length && used + length <= leaf.keys.length;
-    if (!fits || leaf.epoch !== this.epoch) {
+    if (!fits || this.shared(leaf)) {
       let entryCap = leaf.ends.length;
       let keyCap = leaf.keys.length;
       if (!fits) {

@@ -174,3 +174,69 @@ test('rawSlices hands out every extent in lba order as views of the leaves, and 
   map.clear(0, 1);
   assert.throws(() => notYetRead.next(), /not changed while its raw slices are read/, 'a change after the call, before the first slice, is caught');
 });
+
+function joined(slices: Iterable<Float64Array>): Float64Array {
+  const list = [...slices];
+  const out = new Float64Array(list.reduce((n, s) => n + s.length, 0));
+  let at = 0;
+  for (const s of list) {
+    out.set(s, at);
+    at += s.length;
+  }
+  return out;
+}
+
+test('a lease keeps the extents as they were while the map goes on changing: sets, clears, splits and emptied leaves (seeded)', (t) => {
+  const seed = Number(process.env.ATOMIO_SEED ?? randomSeed());
+  t.diagnostic(`seed ${seed}`);
+  const random = makeRandom(seed);
+  const int = (n: number): number => Math.floor(random() * n);
+  const map = new ExtentMap();
+  for (let i = 0; i < 3000; i++) map.set(extent(2 * i, 1, i + 1));
+  let version = 10_000;
+  for (let round = 0; round < 4; round++) {
+    const before = map.exportRaw();
+    const lease = map.lease();
+    assert.equal(lease.size, before.length / 6, `round ${round}: the lease counts the extents at lease()`);
+    const reading = lease.rawSlices()[Symbol.iterator]();
+    const read: Float64Array[] = [];
+    // Read a slice, change the map, read on: what a checkpoint does across its pauses.
+    for (let step = 0; ; step++) {
+      const next = reading.next();
+      if (next.done === true) break;
+      read.push(Float64Array.from(next.value));
+      for (let k = 0; k < 40; k++) {
+        const lba = int(6200);
+        const what = int(10);
+        if (what < 6) map.set(extent(lba, 1 + int(4), ++version));
+        else if (what < 9) map.clear(lba, 1 + int(300)); // empties leaves now and then
+        else map.set(extent(lba, 1 + int(900), ++version)); // covers several leaves
+      }
+    }
+    assert.deepEqual(joined(read), before, `round ${round}: the slices read across changes are the map at lease() [seed ${seed}]`);
+    assert.deepEqual(joined(lease.rawSlices()), before, `round ${round}: and read again after them [seed ${seed}]`);
+    lease.release();
+    assert.throws(() => lease.release(), /released once/, 'a second release is a bug');
+    // The live map is whole: sorted, disjoint, and exactly its own export.
+    modelOf(map);
+    assert.equal(joined(map.rawSlices()).length, map.size * 6, `round ${round}: the map's own slices cover its extents`);
+  }
+});
+
+test('after its release the map writes its leaves in place again, and a new lease still sees its own moment', () => {
+  const map = new ExtentMap();
+  for (let i = 0; i < 500; i++) map.set(extent(2 * i, 1, i + 1));
+  const first = map.rawSlices().next().value!;
+  const lease = map.lease();
+  map.set(extent(0, 1, 7000)); // same range: in place, but the leaf is shared, so copied first
+  assert.equal(first[2], 1, 'the leased leaf data keeps the old version');
+  assert.equal([...map.all()][0]!.version, 7000, 'the map has the new one');
+  lease.release();
+  const copied = map.rawSlices().next().value!;
+  map.set(extent(0, 1, 7001));
+  assert.equal(copied[2], 7001, 'with no lease held, the same leaf is written in place');
+  const second = map.lease();
+  map.set(extent(0, 1, 7002));
+  assert.equal(joined(second.rawSlices())[2], 7001, 'a second lease sees the map at its own lease()');
+  second.release();
+});

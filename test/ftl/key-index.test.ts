@@ -623,3 +623,46 @@ test('rawSlices hands out every entry in key order as the leaves hold them, and 
     assert.throws(() => reading.next(), InvariantError, 'a change between two slices is caught');
   }
 });
+
+test('a lease keeps the index as it was until released, after which leaves are written in place again; views from freeze() stay exact through it all', () => {
+  const index = new KeyIndex();
+  const meta = (version: number): KeyMeta => ({ version, expiresAt: 0, location: version * 16, valueBytes: 10, cacheAt: -1 });
+  const key = (i: number): Buffer => Buffer.from(`key:${String(i).padStart(6, '0')}`);
+  for (let i = 0; i < 3000; i++) index.set(key(2 * i), meta(i + 1));
+  const random = makeRandom(deriveSeed(testSeed(), 77));
+  const churn = (n: number, from: number): void => {
+    for (let k = 0; k < n; k++) {
+      const i = Math.floor(random() * 6000);
+      const what = Math.floor(random() * 4);
+      if (what === 0) index.delete(key(i));
+      else if (what === 1) index.update(key(i), { version: from + k, cacheAt: k });
+      else index.set(key(i), meta(from + k));
+    }
+  };
+
+  const atLease = contentOf(index);
+  const lease = index.lease();
+  churn(2000, 100_000);
+  assert.deepEqual(contentOf(lease.view), atLease, 'the leased view is the index at lease()');
+  // A view from freeze() taken while the lease is held must outlive the lease's release.
+  const atFreeze = contentOf(index);
+  const frozen = index.freeze();
+  churn(500, 200_000);
+  lease.release();
+  assert.throws(() => lease.release(), InvariantError, 'a second release is a bug');
+  churn(2000, 300_000);
+  assert.deepEqual(contentOf(frozen), atFreeze, 'the frozen view is unchanged after the lease is released');
+
+  // With no lease held and no view frozen since, a leaf made after the freeze is written in
+  // place: a released view (never to be read in earnest) shows the change.
+  const fresh = new KeyIndex();
+  for (let i = 0; i < 200; i++) fresh.set(key(i), meta(i + 1));
+  const released = fresh.lease();
+  released.release();
+  fresh.update(key(10), { version: 999 });
+  assert.equal(released.view.get(key(10))!.version, 999, 'after release, no copy: the old view sees the write');
+  const held = fresh.lease();
+  fresh.update(key(10), { version: 1000 });
+  assert.equal(held.view.get(key(10))!.version, 999, 'while held, a copy: the view keeps its value');
+  held.release();
+});
