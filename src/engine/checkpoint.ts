@@ -162,8 +162,12 @@ export function encodeCheckpoint(
   }
 }
 
-/** Extents or keys encoded between two pauses of encodeCheckpointInSteps (about a millisecond's work). */
-export const CHECKPOINT_STEP_ENTRIES = 16_384;
+/**
+ * Extents or keys encoded between two pauses of encodeCheckpointInSteps: a quarter of a
+ * millisecond's work or so, as commits written meanwhile wait a step at each of their turns
+ * of the event loop.
+ */
+export const CHECKPOINT_STEP_ENTRIES = 4096;
 
 /** The block map's extents for a checkpoint: how many, and their raw fields in lba order, in slices. */
 export interface ExtentSource {
@@ -174,10 +178,10 @@ export interface ExtentSource {
 /**
  * encodeCheckpoint, pausing (yielding) after every CHECKPOINT_STEP_ENTRIES extents or keys;
  * returns the same payload. A store with a million extents takes about a tenth of a second
- * to encode: the engine lets the event loop turn at each pause, so that reads and replies
- * are not held up for all of it. The segment rows are read before the first pause; the
- * extents (ExtentMap.rawSlices, the map's own leaves) and the pool images as the encoding
- * reaches them, so none of them may change until it is done.
+ * to encode: the engine lets the event loop turn at each pause, so that commits, reads and
+ * replies are not held up for all of it. The segment rows are read before the first pause;
+ * the extents and keys as the encoding reaches them, so their sources must not change until
+ * it is done (the engine gives it leases of its maps: ExtentMap.lease, KeyIndex.lease).
  */
 export function* encodeCheckpointInSteps(
   seq: number,

@@ -304,6 +304,10 @@ export class Engine {
 
   private readonly checkpointIntervalBytes: number;
   private bytesSinceCheckpoint = 0;
+  /** The checkpoint maintenance started behind the commits, until it is done (never rejects). */
+  private checkpointBehind: Promise<void> | undefined;
+  /** The most a checkpoint under way writes, until it has taken its segments (see reserveSegments). */
+  private checkpointBehindBytes = 0;
   private queue: Pending[] = [];
   /** Batches being written, oldest first; they land in this order. */
   private writing: Writing[] = [];
@@ -386,7 +390,8 @@ export class Engine {
 
   /** Free segments the store keeps for the next checkpoint (of a map with `addedExtents` more) and for the cleaner. */
   reserveSegments(addedExtents = 0): number {
-    const checkpoint = this.checkpointBound(this.map.size + Math.max(0, addedExtents), this.checkpointOtherBytes());
+    const next = this.checkpointBound(this.map.size + Math.max(0, addedExtents), this.checkpointOtherBytes());
+    const checkpoint = Math.max(next, this.checkpointBehindBytes);
     return CLEANER_RESERVE_SEGMENTS + Math.ceil(checkpoint / this.segmentPayloadBytes);
   }
 
@@ -789,6 +794,8 @@ export class Engine {
   }
 
   private async runJobs(): Promise<void> {
+    // Jobs change what a checkpoint under way reads (named snapshots) or take one themselves.
+    await this.checkpointBehindDone();
     for (const job of this.jobs.splice(0)) {
       if (this.failure) {
         job.reject(this.failure);
@@ -920,11 +927,12 @@ export class Engine {
    * pipeline drained, so it is not run after every batch while batches keep coming.
    */
   private maintenanceDue(): boolean {
+    if (this.checkpointBehind !== undefined) return false;
     return this.sealedSinceMaintenance || this.checkpointDue() || this.segments.freeCount() < this.cleaningLowWater();
   }
 
   private checkpointDue(): boolean {
-    // A checkpoint copies every map whole: with many keys it is large, so the log between two
+    // A checkpoint writes every map whole: with many keys it is large, so the log between two
     // is kept at least twice its size, or checkpoints would double what the store writes.
     return this.bytesSinceCheckpoint >= Math.max(this.checkpointIntervalBytes, 2 * this.checkpointCost());
   }
@@ -1720,6 +1728,7 @@ export class Engine {
    * most one segment of it, which its victim gives back (see relocationBudget).
    */
   private async makeRoom(records: Outgoing[], shrinking = false, addedExtents = 0): Promise<void> {
+    await this.checkpointBehindDone();
     const needed = this.segmentsFor(records, shrinking);
     let stuck = 0;
     // Cleaning can move data around without freeing anything (nearly full victims): give up
@@ -1861,10 +1870,18 @@ export class Engine {
   /** Background work between batches: checkpoints when due, cleaning when space runs low, wear levelling after a seal. */
   private async maintain(): Promise<void> {
     assert(this.writing.length === 0, 'maintenance runs with no batch being written');
+    this.prefillAhead();
+    // A checkpoint under way holds the segment table as it was when it started: nothing
+    // frees, cleans or moves a segment until it is done.
+    if (this.checkpointBehind !== undefined) return;
+    if (this.checkpointDue()) {
+      // Reclaiming, cleaning and wear levelling wait for the maintenance after it: what is
+      // due stays due (sealedSinceMaintenance is left set).
+      this.startCheckpointBehind();
+      return;
+    }
     const sealed = this.sealedSinceMaintenance;
     this.sealedSinceMaintenance = false;
-    this.prefillAhead();
-    if (this.checkpointDue()) await this.checkpoint();
     this.reclaimEmpty();
     if (this.segments.freeCount() < this.cleaningLowWater() && this.queue.length === 0) await this.cleanOne();
     // Erase counts only grow as segments fill: a look at wear after each seal is enough, and
@@ -2241,41 +2258,91 @@ export class Engine {
     return out;
   }
 
-  /** Writes a checkpoint of the maps and points the superblock at it. */
+  /**
+   * Writes a checkpoint of the maps and points the superblock at it, with no batch being
+   * written; first waits for one that maintenance started behind the commits.
+   */
   async checkpoint(): Promise<void> {
-    assert(this.writing.length === 0, 'a checkpoint is taken with no batch being written');
+    await this.checkpointBehindDone();
+    await this.writeCheckpoint();
+  }
+
+  /** Resolves once no checkpoint is being written behind the commits. */
+  private async checkpointBehindDone(): Promise<void> {
+    while (this.checkpointBehind !== undefined) await this.checkpointBehind;
+  }
+
+  /**
+   * Starts a checkpoint that commits go on beside: with a large map it takes a tenth of a
+   * second or more, which commits would otherwise wait out. Until it is done, maintenance
+   * waits (see maintain) and so does anything that needs it (makeRoom, jobs, close).
+   */
+  private startCheckpointBehind(): void {
+    this.checkpointBehind = this.writeCheckpoint()
+      .catch((error: unknown) => {
+        // No room for it: the log is intact without one, and makeRoom retries when it must.
+        if (!(error instanceof AtomioError && error.code === 'ERR_NO_SPACE')) this.fail(error);
+      })
+      .finally(() => (this.checkpointBehind = undefined));
+  }
+
+  /**
+   * The checkpoint of the maps as of the last record applied, which must be the last one
+   * handed a seq (no batch being written). Commits may go on once it has started: it reads
+   * leases of the maps, and the segment table and heads before its first pause.
+   */
+  private async writeCheckpoint(): Promise<void> {
+    assert(this.writing.length === 0, 'a checkpoint starts with no batch being written');
     this.sweepExpired();
     const seq = this.nextSeq - 1;
     assert(seq === this.appliedSeq || this.appliedSeq === 0 || seq >= this.appliedSeq, 'every record is applied');
+    const bytesBefore = this.bytesSinceCheckpoint;
     const heads: Head[] = [];
     for (const [kind, h] of this.heads) heads.push({ kind, segment: h.segment, offset: h.offset });
-    // The pools, like the block map below, are read from their own leaves as the encoding reaches them.
-    const pools = [...this.pools.byId.values()].map((p) => poolSource(p.id, p.name, p.index));
+    // The maps as they are at seq, without a copy (a copy of a million extents cost 150 ms,
+    // most of it touching fresh memory): leases, whose leaves the maps copy before changing.
+    const extents = this.map.lease();
+    const pools = [...this.pools.byId.values()].map((p) => ({ id: p.id, name: p.name, lease: p.index.lease() }));
+    // Named snapshots never change: no job runs until the checkpoint is done.
     const snapshots = [...this.snapshots.values()].map(snapshotSource);
-    // Encoded in steps, the event loop turning between them: with a large map the encoding
-    // takes a tenth of a second. The extents and keys are read from the maps themselves, not
-    // copies (a copy of a million extents cost 150 ms, most of it touching fresh memory):
-    // nothing changes them meanwhile, as no batch is applied until the checkpoint is done
-    // (rawSlices asserts it).
-    const steps = encodeCheckpointInSteps(seq, this.nextSeq, heads, this.segments.segments, extentSource(this.map), this.pools.nextId, pools, snapshots);
-    let step = steps.next();
-    while (step.done !== true) {
-      await new Promise<void>((resolve) => setImmediate(resolve));
-      step = steps.next();
-    }
-    const payload = step.value;
-    const per = this.segmentPayloadBytes;
-    const chain: SegmentInfo[] = [];
-    for (let i = 0; i === 0 || i * per < payload.length; i++) {
-      const s = this.segments.pickFree();
-      if (s === undefined) {
-        for (const c of chain) c.state = 'free';
-        throw new AtomioError('ERR_NO_SPACE', 'no free segment left for a checkpoint; trim data to make room', {});
+    // Until the checkpoint has taken its segments, the reserve keeps room for it as large as
+    // it is, though commits may shrink the map meanwhile.
+    this.checkpointBehindBytes = this.checkpointBound(extents.size, this.checkpointOtherBytes());
+    let payload: Buffer;
+    let chain: SegmentInfo[];
+    try {
+      try {
+        // Encoded in steps, the event loop turning between them: with a large map the
+        // encoding takes a tenth of a second. The first step reads the segment rows, before
+        // any commit can change them.
+        const steps = encodeCheckpointInSteps(
+          seq,
+          seq + 1,
+          heads,
+          this.segments.segments,
+          extentSource(extents),
+          this.pools.nextId,
+          pools.map((p) => poolSource(p.id, p.name, p.lease.view)),
+          snapshots,
+        );
+        let step = steps.next();
+        while (step.done !== true) {
+          await new Promise<void>((resolve) => setImmediate(resolve));
+          step = steps.next();
+        }
+        payload = step.value;
+      } finally {
+        extents.release();
+        for (const p of pools) p.lease.release();
       }
-      s.state = 'checkpoint';
-      chain.push(s);
+      chain = this.takeCheckpointSegments(payload.length);
+    } finally {
+      this.checkpointBehindBytes = 0;
     }
-    const writes: Promise<void>[] = [];
+    const per = this.segmentPayloadBytes;
+    // A piece at a time, of CHECKPOINT_PIECE_BYTES: commits written meanwhile go to the same
+    // file, whose writes the kernel takes one at a time. Behind all of a large checkpoint at
+    // once (with the page cache throttling writers) they waited tens of milliseconds.
     for (let i = 0; i < chain.length; i++) {
       const s = chain[i]!;
       const part = payload.subarray(i * per, Math.min(payload.length, (i + 1) * per));
@@ -2285,7 +2352,7 @@ export class Engine {
       s.eraseCount++;
       s.maxSeq = 0;
       s.liveBytes = 0;
-      // The header block, then the part where it lies: one vectored write, no copy of the payload.
+      // The header block, then the part where it lies: vectored writes, no copy of the payload.
       const header = Buffer.alloc(this.alignment);
       encodeSegmentHeader(
         {
@@ -2303,9 +2370,13 @@ export class Engine {
       );
       this.counters.mediaBytes += header.length + part.length;
       this.counters.checkpointBytes += header.length + part.length;
-      writes.push(this.writeSpan([header, part], this.segmentOffset(s.index), false));
+      const at = this.segmentOffset(s.index);
+      const first = Math.min(part.length, CHECKPOINT_PIECE_BYTES - header.length);
+      await this.writeSpan([header, part.subarray(0, first)], at, false);
+      for (let from = first; from < part.length; from += CHECKPOINT_PIECE_BYTES) {
+        await this.media.write(part.subarray(from, Math.min(part.length, from + CHECKPOINT_PIECE_BYTES)), at + header.length + from);
+      }
     }
-    await settleAll(writes);
     const covered = this.writtenSeq;
     await this.media.flush();
     this.counters.flushes++;
@@ -2326,9 +2397,25 @@ export class Engine {
     }
     this.checkpointChain = chain.map((s) => s.index);
     this.checkpointSeq = seq;
-    this.bytesSinceCheckpoint = 0;
+    // What commits logged while it was written is not covered by it.
+    this.bytesSinceCheckpoint -= bytesBefore;
     this.counters.checkpoints++;
     this.reclaimEmpty();
+  }
+
+  /** Free segments for a checkpoint payload of `bytes`, marked as the checkpoint's; ERR_NO_SPACE when too few are free. */
+  private takeCheckpointSegments(bytes: number): SegmentInfo[] {
+    const chain: SegmentInfo[] = [];
+    for (let i = 0; i === 0 || i * this.segmentPayloadBytes < bytes; i++) {
+      const s = this.segments.pickFree();
+      if (s === undefined) {
+        for (const c of chain) c.state = 'free';
+        throw new AtomioError('ERR_NO_SPACE', 'no free segment left for a checkpoint; trim data to make room', {});
+      }
+      s.state = 'checkpoint';
+      chain.push(s);
+    }
+    return chain;
   }
 
   // -------------------------------------------------------------------------------------
@@ -2361,7 +2448,12 @@ export class Engine {
   /** Waits for queued commits, makes everything durable and writes a final checkpoint. */
   async close(): Promise<void> {
     if (this.closed) return;
+    // Commits may come in while a checkpoint under way finishes: both must be done.
     await this.idle();
+    while (this.checkpointBehind !== undefined) {
+      await this.checkpointBehindDone();
+      await this.idle();
+    }
     this.closed = true;
     if (this.flushTimer) clearInterval(this.flushTimer);
     await this.prefilling;
@@ -2474,6 +2566,9 @@ const REFER_DATA_BYTES = 32 * 1024;
 /** A queue of at most this many commits and data bytes goes as one batch while reads come in (see takeBatch). */
 const SMALL_QUEUE_COMMITS = 16;
 const SMALL_QUEUE_BYTES = 16 * 1024;
+
+/** A checkpoint is written in pieces of this size, one after another (see writeCheckpoint). */
+const CHECKPOINT_PIECE_BYTES = 1024 * 1024;
 
 /** Durability 'none': log bytes after which a flush starts in the background (see flushAhead). */
 const FLUSH_AHEAD_BYTES = 8 * 1024 * 1024;

@@ -35,11 +35,11 @@ test('a checkpoint of a large map lets the event loop turn while it encodes, and
     setImmediate(spin);
     let atExport: number | undefined; // when the checkpoint began to read the map
     let atFirstWrite: number | undefined;
-    const rawSlices = ExtentMap.prototype.rawSlices;
+    const lease = ExtentMap.prototype.lease;
     const write = FileMedia.prototype.write;
-    ExtentMap.prototype.rawSlices = function (this: ExtentMap) {
+    ExtentMap.prototype.lease = function (this: ExtentMap) {
       atExport ??= turns;
-      return rawSlices.call(this);
+      return lease.call(this);
     };
     FileMedia.prototype.write = function (this: FileMedia, ...args: Parameters<FileMedia['write']>) {
       if (atExport !== undefined) atFirstWrite ??= turns;
@@ -48,7 +48,7 @@ test('a checkpoint of a large map lets the event loop turn while it encodes, and
     try {
       await store.checkpoint();
     } finally {
-      ExtentMap.prototype.rawSlices = rawSlices;
+      ExtentMap.prototype.lease = lease;
       FileMedia.prototype.write = write;
       spinning = false;
     }
