@@ -1,7 +1,7 @@
 // Snapshots: read views of the block map and every pool's index at one moment.
 //
-// Taking one is cheap: pool indexes are frozen copy-on-write (KeyIndex.freeze) and the block
-// map is copied in its packed form. The segments the view points into are pinned, so
+// Taking one is cheap: the block map and pool indexes are frozen copy-on-write
+// (ExtentMap.freeze, KeyIndex.freeze), O(number of leaves) each. The segments the view points into are pinned, so
 // neither the cleaner nor reuse can take its data away (DESIGN invariant 7). A named
 // snapshot is written into every checkpoint until it is deleted; after a reopen it is
 // rebuilt from the checkpoint and pins exactly the segments it points into.
@@ -16,8 +16,7 @@ import { extentSource, poolSource, type SnapshotImage, type SnapshotSource } fro
 export function takeSnapshot(engine: Engine, name: string | undefined): SnapshotState {
   const pools = new Map<string, PoolReader>();
   for (const pool of engine.pools.byId.values()) pools.set(pool.name, { id: pool.id, name: pool.name, index: pool.index.freeze() });
-  const map = new ExtentMap();
-  map.importRaw(engine.map.exportRaw());
+  const map = engine.map.freeze();
   const version = engine.appliedSeq;
   const createdAt = engine.clock.now();
   // A named snapshot outlives this process: pin what it points at, and no more.

@@ -17,13 +17,15 @@
 //   chunked data starts at `dataOffset` of `segment` and holds `opSectors` sectors;
 // - every mutation reports the pieces it displaced, so the caller can keep per-segment live
 //   byte counts exact;
-// - while a lease is held, a leaf made before the map's current epoch may be shared with it:
-//   its data is never written again, only replaced by a copy (writable).
+// - a leaf whose epoch is older than the last freeze(), or older than the map's current
+//   epoch while a lease is held, may share its storage: its data and keys are never written
+//   again, only replaced by copies (writable).
 //
 // lease() hands out the extents as they are, without a copy: a checkpoint reads them across
-// many turns of the event loop while commits keep changing the map. The map copies a leaf's
-// data the first time it changes it after a lease (some 6 KiB), and not at all once every
-// lease is released.
+// many turns of the event loop while commits keep changing the map. freeze() makes a map of
+// its own from the same leaves' storage, for a snapshot. Either way the map copies a leaf's
+// storage (some 7 KiB) the first time it changes it afterwards: after a lease, only until the
+// lease is released; after a freeze, for good.
 
 import { assert } from '../base/assert.js';
 
@@ -73,20 +75,19 @@ const LOAD_FILL = 112;
 
 class Leaf {
   n = 0;
-  /** Replaced by a copy, never written, while a lease may share it (see ExtentMap.writable). */
-  data = new Float64Array(LEAF_CAPACITY * EXTENT_FIELDS);
-  /**
-   * The lbas of `data`, side by side: seek's binary search reads them, not the interleaved
-   * data, so a probe costs a few cache lines rather than one per step (on a large map the
-   * search was most of what applying a write cost).
-   */
-  readonly keys = new Float64Array(LEAF_CAPACITY);
   next: Leaf | undefined;
   prev: Leaf | undefined;
 
   constructor(
-    /** The map's epoch when this leaf's data was made: older data may belong to a lease. */
+    /** The map's epoch when this leaf's storage was made: older storage may be shared (see ExtentMap.writable). */
     public epoch: number,
+    public data = new Float64Array(LEAF_CAPACITY * EXTENT_FIELDS),
+    /**
+     * The lbas of `data`, side by side: seek's binary search reads them, not the interleaved
+     * data, so a probe costs a few cache lines rather than one per step (on a large map the
+     * search was most of what applying a write cost).
+     */
+    public keys = new Float64Array(LEAF_CAPACITY),
   ) {}
 }
 
@@ -143,8 +144,10 @@ export interface ExtentLease {
 }
 
 export class ExtentMap {
-  /** Bumped by each lease: leaves of older epochs may be shared with a lease still held. */
+  /** Bumped by each lease and freeze: leaves of older epochs may share their storage (see writable). */
   private epoch = 0;
+  /** Leaves of epochs below this may share their storage with a map from freeze(), for good. */
+  private frozenBelow = 0;
   /** Leases not yet released. */
   private leases = 0;
   private root: Node = new Leaf(0);
@@ -387,10 +390,38 @@ export class ExtentMap {
     };
   }
 
-  /** `leaf`, its data first replaced by a copy when a lease may share it. */
+  /**
+   * A map of the extents as they are now, sharing the leaves' storage: O(number of leaves),
+   * no copy of the extents. This map copies a leaf's storage before it next writes it, for
+   * good; the frozen map is never written (a snapshot's).
+   */
+  freeze(): ExtentMap {
+    const frozen = new ExtentMap();
+    const leaves: Leaf[] = [];
+    let prev: Leaf | undefined;
+    for (let leaf: Leaf | undefined = this.firstLeaf(); leaf !== undefined; leaf = leaf.next) {
+      if (leaf.n === 0) continue;
+      // Stamped older than the frozen map's epoch, so that it too copies before any write.
+      const shared = new Leaf(0, leaf.data, leaf.keys);
+      shared.n = leaf.n;
+      shared.prev = prev;
+      if (prev) prev.next = shared;
+      prev = shared;
+      leaves.push(shared);
+    }
+    frozen.epoch = 1;
+    frozen.frozenBelow = 1;
+    frozen.build(leaves, this.count);
+    this.epoch++;
+    this.frozenBelow = this.epoch;
+    return frozen;
+  }
+
+  /** `leaf`, its storage first replaced by a copy when a lease or a frozen map may share it. */
   private writable(leaf: Leaf): Leaf {
-    if (this.leases > 0 && leaf.epoch !== this.epoch) {
+    if (leaf.epoch < this.frozenBelow || (this.leases > 0 && leaf.epoch !== this.epoch)) {
       leaf.data = leaf.data.slice();
+      leaf.keys = leaf.keys.slice();
       leaf.epoch = this.epoch;
     }
     return leaf;
@@ -431,8 +462,7 @@ export class ExtentMap {
     assert(raw.length % EXTENT_FIELDS === 0, 'raw extents come in whole records');
     this.changes++;
     const total = raw.length / EXTENT_FIELDS;
-    let level: Node[] = [];
-    let firstKeys: number[] = [];
+    const leaves: Leaf[] = [];
     let prev: Leaf | undefined;
     let lastEnd = -Infinity;
     for (let at = 0; at < total; at += LOAD_FILL) {
@@ -453,14 +483,20 @@ export class ExtentMap {
       leaf.prev = prev;
       if (prev) prev.next = leaf;
       prev = leaf;
-      level.push(leaf);
-      firstKeys.push(leaf.data[F_LBA]!);
+      leaves.push(leaf);
     }
-    this.count = total;
-    if (level.length === 0) {
+    this.build(leaves, total);
+  }
+
+  /** Makes the map the chain of `leaves` (linked, in lba order, none empty) holding `count` extents, with inner nodes over them. */
+  private build(leaves: Leaf[], count: number): void {
+    this.count = count;
+    if (leaves.length === 0) {
       this.root = new Leaf(this.epoch);
       return;
     }
+    let level: Node[] = leaves;
+    let firstKeys = leaves.map((leaf) => leaf.keys[0]!);
     while (level.length > 1) {
       const up: Node[] = [];
       const upKeys: number[] = [];

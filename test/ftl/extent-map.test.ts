@@ -240,3 +240,51 @@ test('after its release the map writes its leaves in place again, and a new leas
   assert.equal(joined(second.rawSlices())[2], 7001, 'a second lease sees the map at its own lease()');
   second.release();
 });
+
+test('frozen maps keep the extents of their moment while the map goes on changing, frozen with and without a lease held (seeded)', (t) => {
+  const seed = Number(process.env.ATOMIO_SEED ?? randomSeed());
+  t.diagnostic(`seed ${seed}`);
+  const random = makeRandom(seed);
+  const int = (n: number): number => Math.floor(random() * n);
+  const map = new ExtentMap();
+  for (let i = 0; i < 2000; i++) map.set(extent(3 * i, 2, i + 1));
+  let version = 10_000;
+  const churn = (n: number): void => {
+    for (let k = 0; k < n; k++) {
+      const lba = int(6200);
+      const what = int(10);
+      if (what < 6) map.set(extent(lba, 1 + int(4), ++version));
+      else if (what < 9) map.clear(lba, 1 + int(300));
+      else map.set(extent(lba, 1 + int(900), ++version));
+    }
+  };
+  const frozen: { map: ExtentMap; model: Map<number, Cell>; raw: Float64Array }[] = [];
+  const freeze = (): void => {
+    frozen.push({ map: map.freeze(), model: modelOf(map), raw: map.exportRaw() });
+    assert.equal(frozen[frozen.length - 1]!.map.size, map.size, 'the frozen map counts the extents');
+  };
+  for (let round = 0; round < 8; round++) {
+    if (round % 2 === 0) {
+      // No lease held: only the freeze keeps the map from writing shared leaves.
+      freeze();
+      churn(300);
+    } else {
+      // Frozen under a lease, which is then released: the freeze must outlast it.
+      const lease = map.lease();
+      freeze();
+      churn(150);
+      lease.release();
+      churn(300);
+    }
+    for (const [i, g] of frozen.entries()) {
+      assert.deepEqual(modelOf(g.map), g.model, `round ${round}: frozen map ${i} keeps its moment [seed ${seed}]`);
+      assert.deepEqual(g.map.exportRaw(), g.raw, `round ${round}: frozen map ${i} exports as the map did [seed ${seed}]`);
+      // Lookups go through the frozen map's own keys: each sector of a range is found as it was.
+      const lba = int(6200);
+      const found = new Map<number, number>();
+      for (const p of g.map.piecesIn(lba, 64)) for (let k = 0; k < p.count; k++) found.set(p.lba + k, p.version);
+      for (let k = lba; k < lba + 64; k++) assert.equal(found.get(k), g.model.get(k)?.[0], `round ${round}: frozen map ${i} at lba ${k} [seed ${seed}]`);
+    }
+  }
+  modelOf(map);
+});
