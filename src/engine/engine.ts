@@ -794,9 +794,9 @@ export class Engine {
   }
 
   private async runJobs(): Promise<void> {
-    // Jobs change what a checkpoint under way reads (named snapshots) or take one themselves.
-    await this.checkpointBehindDone();
     for (const job of this.jobs.splice(0)) {
+      // Jobs change what a checkpoint under way reads (named snapshots) or start one themselves.
+      await this.checkpointBehindDone();
       if (this.failure) {
         job.reject(this.failure);
         continue;
@@ -1877,7 +1877,7 @@ export class Engine {
     if (this.checkpointDue()) {
       // Reclaiming, cleaning and wear levelling wait for the maintenance after it: what is
       // due stays due (sealedSinceMaintenance is left set).
-      this.startCheckpointBehind();
+      void this.startCheckpointBehind();
       return;
     }
     const sealed = this.sealedSinceMaintenance;
@@ -2277,13 +2277,25 @@ export class Engine {
    * second or more, which commits would otherwise wait out. Until it is done, maintenance
    * waits (see maintain) and so does anything that needs it (makeRoom, jobs, close).
    */
-  private startCheckpointBehind(): void {
-    this.checkpointBehind = this.writeCheckpoint()
+  private startCheckpointBehind(): Promise<void> {
+    const written = this.writeCheckpoint();
+    this.checkpointBehind = written
       .catch((error: unknown) => {
         // No room for it: the log is intact without one, and makeRoom retries when it must.
         if (!(error instanceof AtomioError && error.code === 'ERR_NO_SPACE')) this.fail(error);
       })
       .finally(() => (this.checkpointBehind = undefined));
+    return written;
+  }
+
+  /**
+   * For a job (run between batches): starts a checkpoint behind the commits that follow the
+   * job, and resolves once it is durable, or rejects with its error. Handlers attached at
+   * once run before the next checkpoint can start.
+   */
+  checkpointBehindCommits(): Promise<void> {
+    assert(this.checkpointBehind === undefined && this.writing.length === 0, 'a job starts a checkpoint with none under way and no batch being written');
+    return this.startCheckpointBehind();
   }
 
   /**

@@ -344,6 +344,14 @@ export class ExtentMap {
     }
   }
 
+  /** Sets seen[s] for the segment s that each extent's data lies in. */
+  markSegments(seen: Uint8Array): void {
+    for (let leaf: Leaf | undefined = this.firstLeaf(); leaf !== undefined; leaf = leaf.next) {
+      const d = leaf.data;
+      for (let o = F_LOCATION; o < leaf.n * EXTENT_FIELDS; o += EXTENT_FIELDS) seen[Math.floor(d[o]! / TWO_32)] = 1;
+    }
+  }
+
   /** Iterates all extents in lba order. */
   *all(): IterableIterator<Extent> {
     for (let leaf: Leaf | undefined = this.firstLeaf(); leaf !== undefined; leaf = leaf.next) {

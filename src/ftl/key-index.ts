@@ -440,6 +440,14 @@ abstract class KeyReader {
     return this.keyByteCount;
   }
 
+  /** Sets seen[s] for the segment s that each entry's value lies in (location = segment × 2^32 + offset). */
+  markSegments(seen: Uint8Array): void {
+    for (const leaf of this.leaves) {
+      const m = leaf.meta;
+      for (let i = 0; i < leaf.n; i++) seen[Math.floor(m[i * META_FIELDS + F_LOCATION]! / 2 ** 32)] = 1;
+    }
+  }
+
   /**
    * Every entry in key order, as exportRaw gives them but leaf by leaf and without a copy:
    * views of the leaves' own arrays. A view's leaves never change; the live index checks

@@ -13,7 +13,7 @@ import { assert } from '../base/assert.js';
 import { systemClock, type Clock } from '../base/clock.js';
 import { AtomioError } from '../base/errors.js';
 import { BlockDevice } from '../block/block.js';
-import { Engine, type Durability, type RecoveryReport } from '../engine/engine.js';
+import { Engine, type Durability, type RecoveryReport, type SnapshotState } from '../engine/engine.js';
 import { KvPool } from '../kv/pool.js';
 import { checkOptionsObject, checkPoolName, faceNameOf, facePoolName, isReservedPoolName } from '../kv/encoding.js';
 import { Region, type RegionOptions } from '../region/region.js';
@@ -318,21 +318,24 @@ export class Store implements AsyncDisposable {
     if (this.engine.snapshots.has(name)) {
       throw new AtomioError('ERR_ARGUMENT', `a snapshot named '${name}' exists; open it with store.openSnapshot('${name}') or delete it first`, { name });
     }
-    let taken: Snapshot | undefined;
-    // Taken between batches and written into a checkpoint before it resolves: durable.
-    await this.engine.exclusive(async () => {
-      const state = takeSnapshot(this.engine, name);
-      this.engine.snapshots.set(name, state);
-      try {
-        await this.engine.checkpoint();
-      } catch (error) {
+    let state: SnapshotState | undefined;
+    let written: Promise<void> | undefined;
+    // Taken between batches and written into a checkpoint before it resolves: durable. The
+    // checkpoint is written behind the commits that follow, which do not wait for it.
+    await this.engine.exclusive(() => {
+      const taken = takeSnapshot(this.engine, name);
+      this.engine.snapshots.set(name, taken);
+      written = this.engine.checkpointBehindCommits();
+      // Undone before the next checkpoint can start, which would keep the snapshot.
+      written.catch(() => {
         this.engine.snapshots.delete(name);
-        this.engine.unpin(state.pin);
-        throw error;
-      }
-      taken = new Snapshot(this.engine, state, this.limits.maxValueBytes);
+        this.engine.unpin(taken.pin);
+      });
+      state = taken;
+      return Promise.resolve();
     });
-    return taken!;
+    await written;
+    return new Snapshot(this.engine, state!, this.limits.maxValueBytes);
   }
 
   /** A handle on a named snapshot (taken before, maybe before a reopen). */
@@ -357,20 +360,26 @@ export class Store implements AsyncDisposable {
     if (!this.engine.snapshots.has(name)) {
       throw new AtomioError('ERR_ARGUMENT', `there is no snapshot named '${String(name)}'; store.snapshots() lists them`, { name });
     }
-    await this.engine.exclusive(async () => {
+    let written: Promise<void> | undefined;
+    // As snapshot(): the checkpoint that makes the deletion durable is written behind the
+    // commits that follow, and the snapshot's segments are unpinned once it is.
+    await this.engine.exclusive(() => {
       const state = this.engine.snapshots.get(name);
-      if (state === undefined) return;
+      if (state === undefined) return Promise.resolve();
       this.engine.snapshots.delete(name);
-      try {
-        await this.engine.checkpoint();
-      } catch (error) {
-        this.engine.snapshots.set(name, state);
-        throw error;
-      }
-      state.released = true;
-      this.engine.unpin(state.pin);
-      this.engine.reclaimEmpty();
+      written = this.engine.checkpointBehindCommits();
+      written.then(
+        () => {
+          state.released = true;
+          this.engine.unpin(state.pin);
+          // The space only it held comes back (when no batch is being written; else at the next maintenance).
+          this.engine.reclaimEmpty();
+        },
+        () => this.engine.snapshots.set(name, state),
+      );
+      return Promise.resolve();
     });
+    await written;
   }
 
   /**

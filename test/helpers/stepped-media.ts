@@ -4,10 +4,11 @@
 import { FaultMedia } from '../../src/media/fault.js';
 
 export class SteppedMedia extends FaultMedia {
-  before: (() => Promise<void>) | undefined;
+  /** Called with the offset of a write, and with none before a flush. */
+  before: ((offset?: number) => Promise<void>) | undefined;
 
   override async write(buffer: Uint8Array, offset: number): Promise<void> {
-    await this.before?.();
+    await this.before?.(offset);
     return super.write(buffer, offset);
   }
 

@@ -9,7 +9,8 @@ import { makeRandom } from '../../src/media/random.js';
 import { FaultMedia } from '../../src/media/fault.js';
 import { code } from '../helpers/errors.js';
 import { replayHint, testSeed } from '../helpers/seed.js';
-import { FaultStore } from '../helpers/store.js';
+import { SteppedMedia } from '../helpers/stepped-media.js';
+import { FaultStore, turns } from '../helpers/store.js';
 import { withTempDir } from '../helpers/temp.js';
 
 const MiB = 1024 * 1024;
@@ -220,6 +221,57 @@ test('model: snapshots read what the store held when taken, through churn, drops
     for (const x of taken) await checkSnapshot(x, `seed ${seed}, the end, snapshot ${x.snap.name ?? '(unnamed)'}`);
     maintenance += fs.store.stats().segmentsCleaned + fs.store.stats().checkpoints;
     assert.ok(maintenance > 0, 'the store cleaned or checkpointed under the snapshots');
+  } finally {
+    await fs.dispose();
+  }
+});
+
+test('a named snapshot is written behind the commits that follow it, is durable when it resolves, and so is its deletion', async () => {
+  const media = new SteppedMedia(SMALL.capacity);
+  const fs = await FaultStore.create({ ...SMALL, media });
+  try {
+    let store = fs.store;
+    const pool = store.kv('p');
+    for (let i = 0; i < 50; i++) await pool.put(`k${i}`, 'before');
+    let acked = 0;
+    let writing = true;
+    const churn = store.kv('churn');
+    const writer = async (w: number): Promise<void> => {
+      for (let n = 0; writing; n++) {
+        await churn.put(`w${w}`, `${n}`);
+        acked++;
+      }
+    };
+    // The superblock write that makes each snapshot's checkpoint current waits until eight
+    // more commits have been acknowledged: they cannot be, if commits wait for it.
+    let holdFrom: number | undefined;
+    let held = 0;
+    media.before = async (offset?: number) => {
+      if (holdFrom === undefined || offset === undefined || offset >= 8192) return;
+      held++;
+      const until = holdFrom + 8;
+      for (let spins = 0; acked < until && spins < 2000; spins++) await turns(1);
+    };
+    const writers = Array.from({ length: 4 }, (_, w) => writer(w));
+    await turns(20);
+    holdFrom = acked;
+    const snap = await store.snapshot({ name: 'beside' });
+    const ackedDuring = acked - holdFrom;
+    holdFrom = undefined;
+    writing = false;
+    await Promise.all(writers);
+    assert.ok(held > 0, 'the snapshot wrote a superblock');
+    assert.ok(ackedDuring >= 8, `commits were acknowledged while the snapshot's checkpoint was written (${ackedDuring})`);
+    for (let i = 0; i < 50; i++) await pool.put(`k${i}`, 'after');
+    for (let i = 0; i < 50; i++) assert.equal(snap.kv('p').getSync(`k${i}`)?.toString(), 'before', `k${i} in the snapshot`);
+
+    // Durable when it resolved: a power loss right after keeps it.
+    store = await fs.reopen(fs.crashImage('lose-all'));
+    assert.deepEqual(store.snapshots().map((s) => s.name), ['beside'], 'the snapshot survives a crash right after it resolved');
+    for (let i = 0; i < 50; i++) assert.equal(store.openSnapshot('beside').kv('p').getSync(`k${i}`)?.toString(), 'before', `k${i} after the crash`);
+    await store.deleteSnapshot('beside');
+    store = await fs.reopen(fs.crashImage('lose-all'));
+    assert.deepEqual(store.snapshots(), [], 'the deletion survives a crash right after it resolved');
   } finally {
     await fs.dispose();
   }
