@@ -186,6 +186,17 @@ function joined(slices: Iterable<Float64Array>): Float64Array {
   return out;
 }
 
+/** `n` random changes over lbas [0, 6200): small sets, clears that empty leaves now and then, and overwrites across several leaves. */
+function churn(map: ExtentMap, int: (n: number) => number, versions: { last: number }, n: number): void {
+  for (let k = 0; k < n; k++) {
+    const lba = int(6200);
+    const what = int(10);
+    if (what < 6) map.set(extent(lba, 1 + int(4), ++versions.last));
+    else if (what < 9) map.clear(lba, 1 + int(300));
+    else map.set(extent(lba, 1 + int(900), ++versions.last));
+  }
+}
+
 test('a lease keeps the extents as they were while the map goes on changing: sets, clears, splits and emptied leaves (seeded)', (t) => {
   const seed = Number(process.env.ATOMIO_SEED ?? randomSeed());
   t.diagnostic(`seed ${seed}`);
@@ -193,7 +204,7 @@ test('a lease keeps the extents as they were while the map goes on changing: set
   const int = (n: number): number => Math.floor(random() * n);
   const map = new ExtentMap();
   for (let i = 0; i < 3000; i++) map.set(extent(2 * i, 1, i + 1));
-  let version = 10_000;
+  const versions = { last: 10_000 };
   for (let round = 0; round < 4; round++) {
     const before = map.exportRaw();
     const lease = map.lease();
@@ -205,13 +216,7 @@ test('a lease keeps the extents as they were while the map goes on changing: set
       const next = reading.next();
       if (next.done === true) break;
       read.push(Float64Array.from(next.value));
-      for (let k = 0; k < 40; k++) {
-        const lba = int(6200);
-        const what = int(10);
-        if (what < 6) map.set(extent(lba, 1 + int(4), ++version));
-        else if (what < 9) map.clear(lba, 1 + int(300)); // empties leaves now and then
-        else map.set(extent(lba, 1 + int(900), ++version)); // covers several leaves
-      }
+      churn(map, int, versions, 40);
     }
     assert.deepEqual(joined(read), before, `round ${round}: the slices read across changes are the map at lease() [seed ${seed}]`);
     assert.deepEqual(joined(lease.rawSlices()), before, `round ${round}: and read again after them [seed ${seed}]`);
@@ -248,16 +253,7 @@ test('frozen maps keep the extents of their moment while the map goes on changin
   const int = (n: number): number => Math.floor(random() * n);
   const map = new ExtentMap();
   for (let i = 0; i < 2000; i++) map.set(extent(3 * i, 2, i + 1));
-  let version = 10_000;
-  const churn = (n: number): void => {
-    for (let k = 0; k < n; k++) {
-      const lba = int(6200);
-      const what = int(10);
-      if (what < 6) map.set(extent(lba, 1 + int(4), ++version));
-      else if (what < 9) map.clear(lba, 1 + int(300));
-      else map.set(extent(lba, 1 + int(900), ++version));
-    }
-  };
+  const versions = { last: 10_000 };
   const frozen: { map: ExtentMap; model: Map<number, Cell>; raw: Float64Array }[] = [];
   const freeze = (): void => {
     frozen.push({ map: map.freeze(), model: modelOf(map), raw: map.exportRaw() });
@@ -267,14 +263,14 @@ test('frozen maps keep the extents of their moment while the map goes on changin
     if (round % 2 === 0) {
       // No lease held: only the freeze keeps the map from writing shared leaves.
       freeze();
-      churn(300);
+      churn(map, int, versions, 300);
     } else {
       // Frozen under a lease, which is then released: the freeze must outlast it.
       const lease = map.lease();
       freeze();
-      churn(150);
+      churn(map, int, versions, 150);
       lease.release();
-      churn(300);
+      churn(map, int, versions, 300);
     }
     for (const [i, g] of frozen.entries()) {
       assert.deepEqual(modelOf(g.map), g.model, `round ${round}: frozen map ${i} keeps its moment [seed ${seed}]`);
