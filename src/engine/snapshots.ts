@@ -1,10 +1,10 @@
 // Snapshots: read views of the block map and every pool's index at one moment.
 //
 // Taking one is cheap: the block map and pool indexes are frozen copy-on-write
-// (ExtentMap.freeze, KeyIndex.freeze), O(number of leaves) each. The segments the view points into are pinned, so
-// neither the cleaner nor reuse can take its data away (DESIGN invariant 7). A named
-// snapshot is written into every checkpoint until it is deleted; after a reopen it is
-// rebuilt from the checkpoint and pins exactly the segments it points into.
+// (ExtentMap.freeze, KeyIndex.freeze), O(number of leaves) each. The segments the view
+// points into are pinned, so neither the cleaner nor reuse can take its data away (DESIGN
+// invariant 7). A named snapshot is written into every checkpoint until it is deleted; after
+// a reopen it is rebuilt from the checkpoint and pins exactly the segments it points into.
 
 import { EXTENT_FIELDS, ExtentMap } from '../ftl/extent-map.js';
 import { KeyIndex, META_FIELDS } from '../ftl/key-index.js';

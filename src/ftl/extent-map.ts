@@ -371,7 +371,7 @@ export class ExtentMap {
   /**
    * The extents as they are now, for reading over a while the map goes on changing: O(number
    * of leaves), no copy of the extents. Until release(), the map writes a leaf it shares with
-   * the lease only after copying its data.
+   * the lease only after copying its storage.
    */
   lease(): ExtentLease {
     const datas: Float64Array[] = [];
