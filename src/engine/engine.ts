@@ -308,6 +308,8 @@ export class Engine {
   private checkpointBehind: Promise<void> | undefined;
   /** The most a checkpoint under way writes, until it has taken its segments (see reserveSegments). */
   private checkpointBehindBytes = 0;
+  /** The buffer the last checkpoint was encoded into, for the next one (see encodeCheckpointInSteps). */
+  private checkpointSpare: Buffer | undefined;
   private queue: Pending[] = [];
   /** Batches being written, oldest first; they land in this order. */
   private writing: Writing[] = [];
@@ -2336,6 +2338,7 @@ export class Engine {
           this.pools.nextId,
           pools.map((p) => poolSource(p.id, p.name, p.lease.view)),
           snapshots,
+          this.checkpointSpare,
         );
         let step = steps.next();
         while (step.done !== true) {
@@ -2343,6 +2346,9 @@ export class Engine {
           step = steps.next();
         }
         payload = step.value;
+        // Laid out at the start of a buffer of its own: the next checkpoint writes over it.
+        assert(payload.byteOffset === 0, 'a checkpoint payload starts its own buffer');
+        this.checkpointSpare = undefined;
       } finally {
         extents.release();
         for (const p of pools) p.lease.release();
@@ -2389,6 +2395,8 @@ export class Engine {
         await this.media.write(part.subarray(from, Math.min(part.length, from + CHECKPOINT_PIECE_BYTES)), at + header.length + from);
       }
     }
+    // Written: the buffer is the next checkpoint's, whose pages are then already in memory.
+    this.checkpointSpare = Buffer.from(payload.buffer, 0, payload.buffer.byteLength);
     const covered = this.writtenSeq;
     await this.media.flush();
     this.counters.flushes++;

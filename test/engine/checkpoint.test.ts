@@ -214,6 +214,33 @@ test('encoded in steps from slices, a checkpoint pauses after every CHECKPOINT_S
   assert.deepEqual(d.snapshots[0]!.pools.map(plain), s.snapshots[0]!.pools.map(plain), "the snapshot's pool");
 });
 
+test('a spare buffer large enough takes the payload in place of a new one, with the same bytes; a small one is passed over', () => {
+  const random = makeRandom(11);
+  const segments = segmentsOf(16, random);
+  const raw = new Float64Array(5000 * EXTENT_FIELDS);
+  for (let i = 0; i < 5000; i++) raw.set([3 * i, 2, i + 1, (i % 16) * 2 ** 32 + i * 4104, 2 * 2 ** 24, 0], i * EXTENT_FIELDS);
+  const encodeInto = (spare: Buffer | undefined, from: Float64Array): Buffer => {
+    const steps = encodeCheckpointInSteps(9, 10, [], segments, { count: from.length / EXTENT_FIELDS, slices: [from] }, 1, [], [], spare);
+    for (;;) {
+      const r = steps.next();
+      if (r.done === true) return r.value;
+    }
+  };
+  const first = encodeInto(undefined, raw);
+  const whole = Buffer.from(first); // a copy: the spare below is the same memory
+  assert.equal(first.byteOffset, 0, 'a payload starts its own buffer');
+  assert.ok(first.buffer.byteLength > 4096, 'never a pooled one');
+  const spare = Buffer.from(first.buffer);
+  spare.fill(0xee); // what a previous payload left behind must not show through
+  const fewer = raw.subarray(0, 4000 * EXTENT_FIELDS);
+  const again = encodeInto(spare, fewer);
+  assert.equal(again.buffer, spare.buffer, 'laid out in the spare');
+  assert.ok(again.equals(encodeCheckpoint(9, 10, [], segments, fewer, 1, [], [])), 'the same bytes as in a buffer of its own');
+  const small = encodeInto(spare.subarray(0, 100), raw);
+  assert.notEqual(small.buffer, spare.buffer, 'a spare too small for the bound is passed over');
+  assert.ok(small.equals(whole), 'and the payload is whole');
+});
+
 test('an empty store\'s checkpoint (no extents, pools or snapshots) round-trips', () => {
   const segments = segmentsOf(127, makeRandom(3));
   const payload = encodeCheckpoint(1, 2, [{ kind: 1, segment: 0, offset: 0 }], segments, new Float64Array(0), 1, [], []);
