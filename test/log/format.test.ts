@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { Gather, OpType, RecordKind, decodeRecordMeta, encodeRecord, recordBytesFor, verifyChunks, type LogOp } from '../../src/log/format.js';
+import { Gather, OpType, RecordKind, decodeRecordMeta, encodeRecord, recordBytesFor, resyncAfter, verifyChunks, type LogOp } from '../../src/log/format.js';
 
 const SECTOR = 512;
 
@@ -46,4 +46,21 @@ test('a record encoded with its large write data referred to is the same bytes a
   const write = decoded.record.ops[2]!;
   const from = write.dataOffset - at;
   assert.equal(verifyChunks(joined.subarray(from, from + 129 * SECTOR + 17 * 4), nonce, write.dataOffset), -1, 'its chunks check');
+});
+
+test('a scan that finds no record resyncs past every whole zero block at once, and only past zeros', () => {
+  const alignment = 512;
+  const segment = Buffer.alloc(1024 * 1024);
+  // Log up to 700, zeros to the end of its block and for many blocks after, then more log
+  // at 300 KiB + 512 (not on a 64 KiB boundary), then zeros to the end.
+  segment.fill(7, 0, 700);
+  const more = 300 * 1024 + 512;
+  segment.fill(9, more + 40, more + 90);
+  assert.equal(resyncAfter(segment, 700, 700, alignment), more, 'from padding to the block holding the next bytes');
+  assert.equal(resyncAfter(segment, 600, 600, alignment), 608, 'inside a block that is not zero: the next record position');
+  assert.equal(resyncAfter(segment, more + 100, more + 100, alignment), segment.length, 'to the end, past the unwritten tail');
+  // A view of part of a segment (recovery scans from a head's offset): offsets in the segment, positions in the view.
+  const from = 4096;
+  const view = segment.subarray(from);
+  assert.equal(resyncAfter(view, 700, from + 700, alignment), more, 'from the same zeros, seen through a view that starts at 4 KiB');
 });
