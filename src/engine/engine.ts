@@ -2326,9 +2326,8 @@ export class Engine {
     let chain: SegmentInfo[];
     try {
       try {
-        // Encoded in steps, the event loop turning between them: with a large map the
-        // encoding takes a tenth of a second. The first step reads the segment rows, before
-        // any commit can change them.
+        // Encoded in steps, the event loop turning between them: a million extents take
+        // 50 – 70 ms. The first step reads the segment rows, before any commit can change them.
         const steps = encodeCheckpointInSteps(
           seq,
           seq + 1,
