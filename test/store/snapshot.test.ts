@@ -7,6 +7,8 @@ import assert from 'node:assert/strict';
 import { open, type Snapshot, type Store } from '../../src/index.js';
 import { makeRandom } from '../../src/media/random.js';
 import { FaultMedia } from '../../src/media/fault.js';
+import { AtomioError } from '../../src/base/errors.js';
+import { Engine } from '../../src/engine/engine.js';
 import { code } from '../helpers/errors.js';
 import { replayHint, testSeed } from '../helpers/seed.js';
 import { SteppedMedia } from '../helpers/stepped-media.js';
@@ -273,6 +275,46 @@ test('a named snapshot is written behind the commits that follow it, is durable 
     store = await fs.reopen(fs.crashImage('lose-all'));
     assert.deepEqual(store.snapshots(), [], 'the deletion survives a crash right after it resolved');
   } finally {
+    await fs.dispose();
+  }
+});
+
+test("a named snapshot whose checkpoint finds no room is taken back, and a deletion whose checkpoint finds none is undone", async () => {
+  const fs = await FaultStore.create({ ...SMALL });
+  // The next checkpoint finds no free segment, as on a store too full for it.
+  const proto = Engine.prototype as unknown as { takeCheckpointSegments(bytes: number): unknown };
+  const take = proto.takeCheckpointSegments;
+  let refuse = 0;
+  proto.takeCheckpointSegments = function (this: Engine, bytes: number) {
+    if (refuse > 0) {
+      refuse--;
+      throw new AtomioError('ERR_NO_SPACE', 'no free segment left for a checkpoint (test)', {});
+    }
+    return take.call(this, bytes);
+  };
+  try {
+    let store = fs.store;
+    await store.kv('p').put('a', 'before');
+    refuse = 1;
+    await assert.rejects(store.snapshot({ name: 'full' }), code('ERR_NO_SPACE'), 'the snapshot fails with its checkpoint');
+    assert.deepEqual(store.snapshots(), [], 'and is not kept');
+    await store.kv('p').put('a', 'after');
+    await store.checkpoint(); // the next checkpoint, with room, must not bring it back
+    store = await fs.closeAndReopen();
+    assert.deepEqual(store.snapshots(), [], 'nor written into a later checkpoint');
+
+    const snap = await store.snapshot({ name: 'kept' });
+    refuse = 1;
+    await assert.rejects(store.deleteSnapshot('kept'), code('ERR_NO_SPACE'), 'the deletion fails with its checkpoint');
+    assert.deepEqual(store.snapshots().map((s) => s.name), ['kept'], 'and the snapshot is still there');
+    assert.equal(snap.kv('p').getSync('a')?.toString(), 'after', 'and still readable');
+    await store.checkpoint();
+    store = await fs.closeAndReopen();
+    assert.deepEqual(store.snapshots().map((s) => s.name), ['kept'], 'across a later checkpoint and a reopen');
+    await store.deleteSnapshot('kept');
+    assert.deepEqual(store.snapshots(), []);
+  } finally {
+    proto.takeCheckpointSegments = take;
     await fs.dispose();
   }
 });
