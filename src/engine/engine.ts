@@ -2279,10 +2279,12 @@ export class Engine {
    * second or more, which commits would otherwise wait out. Until it is done, maintenance
    * waits (see maintain) and so does anything that needs it (makeRoom, jobs, close).
    */
-  private startCheckpointBehind(): Promise<void> {
+  private startCheckpointBehind(onFailure?: () => void): Promise<void> {
     const written = this.writeCheckpoint();
     this.checkpointBehind = written
       .catch((error: unknown) => {
+        // Before any other checkpoint can start, which would keep what the failed one was for.
+        onFailure?.();
         // No room for it: the log is intact without one, and makeRoom retries when it must.
         if (!(error instanceof AtomioError && error.code === 'ERR_NO_SPACE')) this.fail(error);
       })
@@ -2292,12 +2294,12 @@ export class Engine {
 
   /**
    * For a job (run between batches): starts a checkpoint behind the commits that follow the
-   * job, and resolves once it is durable, or rejects with its error. Handlers attached at
-   * once run before the next checkpoint can start.
+   * job, and resolves once it is durable, or rejects with its error after `onFailure` has
+   * run, before the next checkpoint can start (a job undoes there what it was for).
    */
-  checkpointBehindCommits(): Promise<void> {
+  checkpointBehindCommits(onFailure: () => void): Promise<void> {
     assert(this.checkpointBehind === undefined && this.writing.length === 0, 'a job starts a checkpoint with none under way and no batch being written');
-    return this.startCheckpointBehind();
+    return this.startCheckpointBehind(onFailure);
   }
 
   /**

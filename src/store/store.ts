@@ -325,9 +325,7 @@ export class Store implements AsyncDisposable {
     await this.engine.exclusive(() => {
       const taken = takeSnapshot(this.engine, name);
       this.engine.snapshots.set(name, taken);
-      written = this.engine.checkpointBehindCommits();
-      // Undone before the next checkpoint can start, which would keep the snapshot.
-      written.catch(() => {
+      written = this.engine.checkpointBehindCommits(() => {
         this.engine.snapshots.delete(name);
         this.engine.unpin(taken.pin);
       });
@@ -367,7 +365,7 @@ export class Store implements AsyncDisposable {
       const state = this.engine.snapshots.get(name);
       if (state === undefined) return Promise.resolve();
       this.engine.snapshots.delete(name);
-      written = this.engine.checkpointBehindCommits();
+      written = this.engine.checkpointBehindCommits(() => this.engine.snapshots.set(name, state));
       written.then(
         () => {
           state.released = true;
@@ -375,7 +373,7 @@ export class Store implements AsyncDisposable {
           // The space only it held comes back (when no batch is being written; else at the next maintenance).
           this.engine.reclaimEmpty();
         },
-        () => this.engine.snapshots.set(name, state),
+        () => undefined, // the caller sees the error from `await written`
       );
       return Promise.resolve();
     });
