@@ -315,18 +315,20 @@ export class Store implements AsyncDisposable {
     checkOptionsObject(options, 'snapshot');
     const name = options.name === undefined ? undefined : checkPoolName(options.name);
     if (name === undefined) return new Snapshot(this.engine, takeSnapshot(this.engine, undefined), this.limits.maxValueBytes);
-    if (this.engine.snapshots.has(name)) {
-      throw new AtomioError('ERR_ARGUMENT', `a snapshot named '${name}' exists; open it with store.openSnapshot('${name}') or delete it first`, { name });
-    }
+    if (this.engine.snapshots.has(name)) throw snapshotExists(name);
     let state: SnapshotState | undefined;
     let written: Promise<void> | undefined;
     // Taken between batches and written into a checkpoint before it resolves: durable. The
     // checkpoint is written behind the commits that follow, which do not wait for it.
     await this.engine.exclusive(() => {
+      // Checked again: another call for the name may have been queued first.
+      if (this.engine.snapshots.has(name)) throw snapshotExists(name);
       const taken = takeSnapshot(this.engine, name);
       this.engine.snapshots.set(name, taken);
       written = this.engine.checkpointBehindCommits(() => {
         this.engine.snapshots.delete(name);
+        // A handle opened meanwhile must not read segments no longer pinned for it.
+        taken.released = true;
         this.engine.unpin(taken.pin);
       });
       state = taken;
@@ -642,4 +644,8 @@ async function listedUntilSettled(list: Map<string, Promise<void>>, name: string
   } finally {
     if (list.get(name) === work) list.delete(name);
   }
+}
+
+function snapshotExists(name: string): AtomioError {
+  return new AtomioError('ERR_ARGUMENT', `a snapshot named '${name}' exists; open it with store.openSnapshot('${name}') or delete it first`, { name });
 }

@@ -285,19 +285,25 @@ test("a named snapshot whose checkpoint finds no room is taken back, and a delet
   const proto = Engine.prototype as unknown as { takeCheckpointSegments(bytes: number): unknown };
   const take = proto.takeCheckpointSegments;
   let refuse = 0;
+  let store = fs.store;
+  let openedMeanwhile: Snapshot | undefined;
   proto.takeCheckpointSegments = function (this: Engine, bytes: number) {
     if (refuse > 0) {
       refuse--;
+      // A handle on the snapshot, opened while its checkpoint is under way.
+      if (store.snapshots().some((s) => s.name === 'full')) openedMeanwhile = store.openSnapshot('full');
       throw new AtomioError('ERR_NO_SPACE', 'no free segment left for a checkpoint (test)', {});
     }
     return take.call(this, bytes);
   };
   try {
-    let store = fs.store;
     await store.kv('p').put('a', 'before');
     refuse = 1;
     await assert.rejects(store.snapshot({ name: 'full' }), code('ERR_NO_SPACE'), 'the snapshot fails with its checkpoint');
     assert.deepEqual(store.snapshots(), [], 'and is not kept');
+    assert.ok(openedMeanwhile !== undefined, 'a handle was opened while the checkpoint was under way');
+    // Its segments are no longer pinned: the handle must refuse to read, not read what the cleaner reused.
+    assert.throws(() => openedMeanwhile!.kv('p').getSync('a'), code('ERR_CLOSED'), 'a handle opened meanwhile refuses reads');
     await store.kv('p').put('a', 'after');
     await store.checkpoint(); // the next checkpoint, with room, must not bring it back
     store = await fs.closeAndReopen();
@@ -315,6 +321,27 @@ test("a named snapshot whose checkpoint finds no room is taken back, and a delet
     assert.deepEqual(store.snapshots(), []);
   } finally {
     proto.takeCheckpointSegments = take;
+    await fs.dispose();
+  }
+});
+
+test('two calls for one snapshot name: one takes it, the other is refused, and nothing stays pinned for it', async () => {
+  const fs = await FaultStore.create({ ...SMALL });
+  try {
+    let store = fs.store;
+    await store.kv('p').put('a', 'one');
+    // Both pass the check made at the call; the second must be refused when its turn comes.
+    const results = await Promise.allSettled([store.snapshot({ name: 'twice' }), store.snapshot({ name: 'twice' })]);
+    assert.deepEqual(results.map((r) => r.status).sort(), ['fulfilled', 'rejected'], 'one call takes the name');
+    const refused = results.find((r) => r.status === 'rejected') as PromiseRejectedResult;
+    assert.ok(refused.reason instanceof AtomioError && refused.reason.code === 'ERR_ARGUMENT', `the other is refused as a duplicate: ${String(refused.reason)}`);
+    assert.deepEqual(store.snapshots().map((s) => s.name), ['twice']);
+    await store.deleteSnapshot('twice');
+    const pins = (store as unknown as { engine: { pins: Set<unknown> } }).engine.pins;
+    assert.equal(pins.size, 0, 'no pin is left once the snapshot is deleted');
+    store = await fs.closeAndReopen();
+    assert.deepEqual(store.snapshots(), [], 'and none comes back after a reopen');
+  } finally {
     await fs.dispose();
   }
 });
