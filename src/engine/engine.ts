@@ -2311,7 +2311,7 @@ export class Engine {
     assert(this.writing.length === 0, 'a checkpoint starts with no batch being written');
     this.sweepExpired();
     const seq = this.nextSeq - 1;
-    assert(seq === this.appliedSeq || this.appliedSeq === 0 || seq >= this.appliedSeq, 'every record is applied');
+    assert(seq === this.appliedSeq, 'every record handed a seq is applied');
     const bytesBefore = this.bytesSinceCheckpoint;
     const heads: Head[] = [];
     for (const [kind, h] of this.heads) heads.push({ kind, segment: h.segment, offset: h.offset });
