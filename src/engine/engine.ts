@@ -746,7 +746,9 @@ export class Engine {
           await new Promise<void>((resolve) => setImmediate(resolve));
           continue;
         }
-        if (this.jobs.length > 0) {
+        // A job waits for a checkpoint under way (see runJobs); the commits need not wait
+        // with it, so jobs run once it is done, or once there is nothing else to do.
+        if (this.jobs.length > 0 && (this.checkpointBehind === undefined || (this.queue.length === 0 && this.writing.length === 0))) {
           await this.drain();
           await this.runJobs();
           continue;
@@ -1878,8 +1880,10 @@ export class Engine {
     if (this.checkpointBehind !== undefined) return;
     if (this.checkpointDue()) {
       // Reclaiming, cleaning and wear levelling wait for the maintenance after it: what is
-      // due stays due (sealedSinceMaintenance is left set).
-      void this.startCheckpointBehind();
+      // due stays due (sealedSinceMaintenance is left set). A job waiting goes first: it
+      // waits for any checkpoint under way, and commits can write the next one's worth of
+      // log meanwhile, so a job could otherwise wait behind checkpoint after checkpoint.
+      if (this.jobs.length === 0) void this.startCheckpointBehind();
       return;
     }
     const sealed = this.sealedSinceMaintenance;

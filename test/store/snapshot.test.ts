@@ -345,3 +345,42 @@ test('two calls for one snapshot name: one takes it, the other is refused, and n
     await fs.dispose();
   }
 });
+
+test('a named snapshot asked for while maintenance writes a checkpoint waits for it without stopping the commits', async () => {
+  const media = new SteppedMedia(SMALL.capacity);
+  const fs = await FaultStore.create({ ...SMALL, media });
+  try {
+    const store = fs.store;
+    let acked = 0;
+    let writing = true;
+    const writer = async (w: number): Promise<void> => {
+      for (let n = 0; writing; n++) {
+        await store.kv('churn').put(`w${w}:${n % 64}`, value(w, n));
+        acked++;
+      }
+    };
+    // At the first superblock write (a checkpoint maintenance started behind the commits),
+    // a named snapshot is asked for; the write is then held until eight more commits are
+    // acknowledged. They cannot be if the snapshot's job stops the commits to wait for it.
+    let snapshot: Promise<Snapshot> | undefined;
+    let ackedAfterAsking = -1;
+    media.before = async (offset?: number) => {
+      if (snapshot !== undefined || offset === undefined || offset >= 8192) return;
+      snapshot = store.snapshot({ name: 'asked' });
+      const from = acked;
+      for (let spins = 0; acked < from + 8 && spins < 2000; spins++) await turns(1);
+      ackedAfterAsking = acked - from;
+    };
+    const writers = Array.from({ length: 4 }, (_, w) => writer(w));
+    for (let spins = 0; snapshot === undefined && spins < 100_000; spins++) await turns(1);
+    assert.ok(snapshot !== undefined, 'maintenance wrote a checkpoint');
+    const snap = await snapshot;
+    writing = false;
+    await Promise.all(writers);
+    assert.ok(ackedAfterAsking >= 8, `commits were acknowledged while the snapshot waited for the checkpoint under way (${ackedAfterAsking})`);
+    assert.deepEqual(store.snapshots().map((s) => s.name), ['asked']);
+    snap.release();
+  } finally {
+    await fs.dispose();
+  }
+});
