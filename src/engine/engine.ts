@@ -308,6 +308,13 @@ export class Engine {
   private checkpointBehind: Promise<void> | undefined;
   /** The most a checkpoint under way writes, until it has taken its segments (see reserveSegments). */
   private checkpointBehindBytes = 0;
+  /**
+   * Where the last checkpoint that found no room left things (free segments, log bytes since
+   * the last checkpoint), until one lands: maintenance tries again only once more segments are
+   * free or another interval of log was written, not after every batch (each try encodes
+   * the maps whole), and cleans meanwhile.
+   */
+  private checkpointRefused: { free: number; bytes: number } | undefined;
   /** The buffer the last checkpoint was encoded into, for the next one (see encodeCheckpointInSteps). */
   private checkpointSpare: Buffer | undefined;
   private queue: Pending[] = [];
@@ -932,7 +939,14 @@ export class Engine {
    */
   private maintenanceDue(): boolean {
     if (this.checkpointBehind !== undefined) return false;
-    return this.sealedSinceMaintenance || this.checkpointDue() || this.segments.freeCount() < this.cleaningLowWater();
+    return this.sealedSinceMaintenance || this.checkpointWanted() || this.segments.freeCount() < this.cleaningLowWater();
+  }
+
+  /** A checkpoint is due, and not refused for room since as much room and log as now. */
+  private checkpointWanted(): boolean {
+    if (!this.checkpointDue()) return false;
+    const refused = this.checkpointRefused;
+    return refused === undefined || this.segments.freeCount() > refused.free || this.bytesSinceCheckpoint >= refused.bytes + this.checkpointIntervalBytes;
   }
 
   private checkpointDue(): boolean {
@@ -1878,7 +1892,7 @@ export class Engine {
     // A checkpoint under way holds the segment table as it was when it started: nothing
     // frees, cleans or moves a segment until it is done.
     if (this.checkpointBehind !== undefined) return;
-    if (this.checkpointDue()) {
+    if (this.checkpointWanted()) {
       // Reclaiming, cleaning and wear levelling wait for the maintenance after it: what is
       // due stays due (sealedSinceMaintenance is left set). A job waiting goes first: it
       // waits for any checkpoint under way, and commits can write the next one's worth of
@@ -2291,6 +2305,7 @@ export class Engine {
         onFailure?.();
         // No room for it: the log is intact without one, and makeRoom retries when it must.
         if (!(error instanceof AtomioError && error.code === 'ERR_NO_SPACE')) this.fail(error);
+        else this.checkpointRefused = { free: this.segments.freeCount(), bytes: this.bytesSinceCheckpoint };
       })
       .finally(() => (this.checkpointBehind = undefined));
     return written;
@@ -2424,6 +2439,7 @@ export class Engine {
     this.checkpointSeq = seq;
     // What commits logged while it was written is not covered by it.
     this.bytesSinceCheckpoint -= bytesBefore;
+    this.checkpointRefused = undefined;
     this.counters.checkpoints++;
     this.reclaimEmpty();
   }

@@ -8,6 +8,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { open } from '../../src/index.js';
+import { AtomioError } from '../../src/base/errors.js';
+import { Engine } from '../../src/engine/engine.js';
 import { CHECKPOINT_STEP_ENTRIES } from '../../src/engine/checkpoint.js';
 import { ExtentMap, type ExtentLease } from '../../src/ftl/extent-map.js';
 import { KeyIndex, type KeyLease } from '../../src/ftl/key-index.js';
@@ -156,4 +158,46 @@ test('commits are acknowledged while a checkpoint is written, and the checkpoint
       await reopened.close();
     }
   });
+});
+
+test('a checkpoint that finds no room is tried again once per interval of log, not after every batch', async () => {
+  const interval = 64 * 1024;
+  const proto = Engine.prototype as unknown as { takeCheckpointSegments(bytes: number): unknown };
+  const take = proto.takeCheckpointSegments;
+  let refusing = true;
+  let tries = 0;
+  proto.takeCheckpointSegments = function (this: Engine, bytes: number) {
+    if (!refusing) return take.call(this, bytes);
+    tries++;
+    throw new AtomioError('ERR_NO_SPACE', 'no free segment left for a checkpoint (test)', {});
+  };
+  try {
+    await withTempDir(async (dir) => {
+      const store = await open(dir, { capacity: 16 * MiB, segmentSize: 256 * 1024, checkpointIntervalBytes: interval });
+      try {
+        const pool = store.kv('p');
+        const value = Buffer.alloc(1000, 7);
+        // About ten intervals of log, one commit (one batch, one maintenance) at a time.
+        const commits = Math.ceil((10 * interval) / value.length);
+        for (let i = 0; i < commits; i++) await pool.put(`k${i % 50}`, value);
+        assert.ok(tries >= 1, 'maintenance tried a checkpoint');
+        // Once per interval, and again when reclaiming frees a segment (17 here; every batch was 613).
+        assert.ok(tries <= 40, `a refused checkpoint was tried ${tries} times over ${commits} commits (about 10 intervals)`);
+        refusing = false;
+        const before = store.stats().checkpoints;
+        for (let i = 0; i < commits / 5; i++) await pool.put(`k${i % 50}`, value);
+        assert.ok(store.stats().checkpoints > before, 'with room again, a checkpoint lands');
+      } finally {
+        await store.close();
+      }
+      const again = await open(dir);
+      try {
+        assert.equal(again.kv('p').getSync('k0')?.length, 1000);
+      } finally {
+        await again.close();
+      }
+    });
+  } finally {
+    proto.takeCheckpointSegments = take;
+  }
 });
