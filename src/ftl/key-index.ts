@@ -862,10 +862,14 @@ export class KeyIndex extends KeyReader {
     const li = findLeaf(this.leaves, this.heads, this.headSkip, key);
     const i = searchLeaf(this.leaves[li]!, key);
     if (i < 0) return false;
-    const m = this.writable(li).meta;
+    const cacheOnly = patch.version === undefined && patch.expiresAt === undefined && patch.location === undefined && patch.valueBytes === undefined;
+    // A cache position alone is written in place, even in a leaf a view or lease shares (a
+    // read during a checkpoint or beside a snapshot would otherwise copy the leaf): every
+    // sharer holds this very entry, and a position names the same value for all of them
+    // (ValueCache). A checkpoint does not keep it, so it counts as no change.
+    const m = (cacheOnly ? this.leaves[li]! : this.writable(li)).meta;
     const o = i * META_FIELDS;
-    // The cache position is not stored: changing it alone changes nothing a checkpoint keeps.
-    if (patch.version !== undefined || patch.expiresAt !== undefined || patch.location !== undefined || patch.valueBytes !== undefined) this.changes++;
+    if (!cacheOnly) this.changes++;
     if (patch.version !== undefined) m[o + F_VERSION] = patch.version;
     if (patch.expiresAt !== undefined) m[o + F_EXPIRES] = patch.expiresAt;
     if (patch.location !== undefined) m[o + F_LOCATION] = patch.location;

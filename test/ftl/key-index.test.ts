@@ -113,26 +113,32 @@ function randomBound(random: () => number, model: Model): Uint8Array | undefined
 }
 
 /** Everything `reader` holds, in the order forEach gives it. */
-function contentOf(reader: KeyIndex | KeyView): [string, KeyMeta][] {
+function contentOf(reader: KeyIndex | KeyView, mask: Mask = asIs): [string, KeyMeta][] {
   const out: [string, KeyMeta][] = [];
-  reader.forEach((key, meta) => out.push([hex(key), meta]));
+  reader.forEach((key, meta) => out.push([hex(key), mask(meta)]));
   return out;
 }
 
-function modelContent(model: Model): [string, KeyMeta][] {
-  return model.keys.map((key) => [key, model.metas.get(key)!]);
+function modelContent(model: Model, mask: Mask = asIs): [string, KeyMeta][] {
+  return model.keys.map((key) => [key, mask(model.metas.get(key)!)]);
 }
 
+/** What of an entry's metadata a check compares. */
+type Mask = (meta: KeyMeta) => KeyMeta;
+const asIs: Mask = (meta) => meta;
+/** A view shares cache positions with the index (update() writes them in place): they are no part of its content. */
+const withoutCache: Mask = (meta) => ({ ...meta, cacheAt: -1 });
+
 /** Checks all of `reader` against `model`: invariants, content, size, key bytes. */
-function assertSame(reader: KeyIndex | KeyView, model: Model, where: string): void {
+function assertSame(reader: KeyIndex | KeyView, model: Model, where: string, mask: Mask = asIs): void {
   reader.checkInvariants();
   assert.equal(reader.size, model.keys.length, `${where}: size`);
   assert.equal(reader.keyBytes, model.keyBytes(), `${where}: keyBytes`);
-  assert.deepEqual(contentOf(reader), modelContent(model), `${where}: every entry, in order`);
+  assert.deepEqual(contentOf(reader, mask), modelContent(model, mask), `${where}: every entry, in order`);
 }
 
 /** One random range query (forEachIn with a random stop, or count) checked against the model. */
-function assertRange(reader: KeyIndex | KeyView, model: Model, random: () => number, where: string): void {
+function assertRange(reader: KeyIndex | KeyView, model: Model, random: () => number, where: string, mask: Mask = asIs): void {
   const start = randomBound(random, model);
   const end = randomBound(random, model);
   const reverse = random() < 0.5;
@@ -156,20 +162,20 @@ function assertRange(reader: KeyIndex | KeyView, model: Model, random: () => num
   const limit = random() < 0.5 ? Infinity : Math.floor(random() * 20);
   const seen: [string, KeyMeta][] = [];
   reader.forEachIn({ start, end, reverse }, (key, meta) => {
-    seen.push([hex(key), meta]);
+    seen.push([hex(key), mask(meta)]);
     if (seen.length >= limit) return false;
     return random() < 0.5 ? true : undefined;
   });
   const want = expected.slice(0, limit === Infinity ? expected.length : Math.max(1, limit));
   assert.deepEqual(
     seen,
-    want.map((key) => [key, model.metas.get(key)!]),
+    want.map((key) => [key, mask(model.metas.get(key)!)]),
     `${where}: forEachIn ${JSON.stringify(range)} stopping after ${limit}`,
   );
 }
 
 /** One random range walked by a cursor of `view`, checked against the model, to its end and past it. */
-function assertCursor(view: KeyView, model: Model, random: () => number, where: string): void {
+function assertCursor(view: KeyView, model: Model, random: () => number, where: string, mask: Mask = asIs): void {
   const start = randomBound(random, model);
   const end = randomBound(random, model);
   const reverse = random() < 0.5;
@@ -177,13 +183,13 @@ function assertCursor(view: KeyView, model: Model, random: () => number, where: 
   const cursor = view.cursor({ start, end }, reverse);
   const seen: [string, KeyMeta][] = [];
   while (cursor.next()) {
-    seen.push([hex(cursor.key()), cursor.meta()]);
+    seen.push([hex(cursor.key()), mask(cursor.meta())]);
     assert.equal(cursor.version, cursor.meta().version, `${where}: the cursor's fields are its entry's`);
   }
   const expected = model.range(start, end, reverse);
   assert.deepEqual(
     seen,
-    expected.map((key) => [key, model.metas.get(key)!]),
+    expected.map((key) => [key, mask(model.metas.get(key)!)]),
     `${where}: cursor ${JSON.stringify(range)}`,
   );
   assert.equal(cursor.next(), false, `${where}: a finished cursor stays finished`);
@@ -272,13 +278,15 @@ test('a frozen view keeps the content of its moment while the index changes (see
     if (views.length > 8) views = views.slice(views.length - 8);
     for (const { view, model: then, at } of views) {
       const label = `${where}: view taken at step ${at}, checked at step ${step.n}`;
-      assertSame(view, then, label);
+      assertSame(view, then, label, withoutCache);
       for (let q = 0; q < 20; q++) {
         const key = randomKey(random, then);
-        assert.deepEqual(view.get(key), then.metas.get(hex(key)), `${label}: get ${hex(key)}`);
+        const got = view.get(key);
+        const want = then.metas.get(hex(key));
+        assert.deepEqual(got && withoutCache(got), want && withoutCache(want), `${label}: get ${hex(key)}`);
         assert.equal(view.has(key), then.metas.has(hex(key)), `${label}: has ${hex(key)}`);
-        assertRange(view, then, random, label);
-        assertCursor(view, then, random, label);
+        assertRange(view, then, random, label, withoutCache);
+        assertCursor(view, then, random, label, withoutCache);
       }
     }
   }
@@ -665,4 +673,29 @@ test('a lease keeps the index as it was until released, after which leaves are w
   fresh.update(key(10), { version: 1000 });
   assert.equal(held.view.get(key(10))!.version, 999, 'while held, a copy: the view keeps its value');
   held.release();
+});
+
+test('a cache position alone changes in place in a leaf that a view or a lease shares; any other field copies the leaf first', () => {
+  const index = new KeyIndex();
+  const keys = Array.from({ length: 300 }, (_, i) => Buffer.from(`key:${String(i).padStart(4, '0')}`));
+  for (const [i, key] of keys.entries()) index.set(key, { version: i + 1, expiresAt: 0, location: 4096 * (i + 1), valueBytes: 10, cacheAt: -1 });
+  const frozen = index.freeze();
+  const lease = index.lease();
+  const key = keys[150]!;
+  assert.equal(index.update(key, { cacheAt: 1234 }), true);
+  assert.equal(frozen.get(key)?.cacheAt, 1234, 'the frozen view shares the leaf: it sees the position');
+  assert.equal(lease.view.get(key)?.cacheAt, 1234, 'so does the lease');
+  assert.equal(frozen.get(key)?.version, 151, 'and the entry is the same');
+  assert.equal(index.update(key, { version: 999, cacheAt: -1 }), true);
+  assert.equal(index.get(key)?.version, 999);
+  assert.deepEqual([frozen.get(key)?.version, frozen.get(key)?.cacheAt], [151, 1234], 'a version change copied the leaf: the view keeps its entry');
+  assert.deepEqual([lease.view.get(key)?.version, lease.view.get(key)?.cacheAt], [151, 1234], 'and so does the lease');
+  index.update(key, { cacheAt: 5678 });
+  assert.equal(frozen.get(key)?.cacheAt, 1234, 'the live copy is no longer shared: its positions are its own');
+  // A neighbour in the leaf copied above, and one in a leaf never changed.
+  index.update(keys[151]!, { cacheAt: 42 });
+  assert.equal(frozen.get(keys[151]!)?.cacheAt, -1, 'a key of the copied leaf changes in the copy only');
+  index.update(keys[0]!, { cacheAt: 43 });
+  assert.equal(frozen.get(keys[0]!)?.cacheAt, 43, 'a key of a leaf still shared changes in place');
+  lease.release();
 });
