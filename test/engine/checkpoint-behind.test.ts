@@ -16,21 +16,12 @@ import { KeyIndex, type KeyLease } from '../../src/ftl/key-index.js';
 import { MAX_ATOMIC_OPS } from '../../src/engine/limits.js';
 import { makeRandom } from '../../src/media/random.js';
 import { deriveSeed, testSeed } from '../helpers/seed.js';
+import { joined } from '../helpers/slices.js';
 import { withTempDir } from '../helpers/temp.js';
 
 const MiB = 1024 * 1024;
 const SEED = testSeed();
 const OPTIONS = { capacity: 256 * MiB, segmentSize: MiB, durability: 'none', checkpointIntervalBytes: MiB } as const;
-
-function joined(slices: Float64Array[]): Float64Array {
-  const out = new Float64Array(slices.reduce((n, s) => n + s.length, 0));
-  let at = 0;
-  for (const s of slices) {
-    out.set(s, at);
-    at += s.length;
-  }
-  return out;
-}
 
 test('commits are acknowledged while a checkpoint is written, and the checkpoint holds the maps as they were when it started', async (t) => {
   t.diagnostic(`seed ${SEED} (replay: ATOMIO_SEED=${SEED})`);

@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { ExtentMap, type Extent } from '../../src/ftl/extent-map.js';
-import { makeRandom, randomSeed } from '../../src/media/random.js';
+import { makeRandom } from '../../src/media/random.js';
+import { testSeed } from '../helpers/seed.js';
+import { joined } from '../helpers/slices.js';
 
 // A sector-by-sector model: lba → [version, segment, dataOffset, op sector].
 type Cell = [version: number, segment: number, dataOffset: number, opSector: number];
@@ -22,7 +24,7 @@ function modelOf(map: ExtentMap): Map<number, Cell> {
 }
 
 test('extent map matches a per-sector model under random sets and clears (seeded)', (t) => {
-  const seed = Number(process.env.ATOMIO_SEED ?? randomSeed());
+  const seed = testSeed();
   t.diagnostic(`seed ${seed}`);
   const random = makeRandom(seed);
   const map = new ExtentMap();
@@ -128,7 +130,7 @@ test('reset empties a one-leaf map for reuse, and leaves a map with inner nodes 
 });
 
 test('setCounting reports per segment exactly the sectors set() displaces, and leaves the same map (seeded)', (t) => {
-  const seed = Number(process.env.ATOMIO_SEED ?? randomSeed());
+  const seed = testSeed();
   t.diagnostic(`seed ${seed}`);
   const random = makeRandom(seed);
   const byList = new ExtentMap();
@@ -175,17 +177,6 @@ test('rawSlices hands out every extent in lba order as views of the leaves, and 
   assert.throws(() => notYetRead.next(), /not changed while its raw slices are read/, 'a change after the call, before the first slice, is caught');
 });
 
-function joined(slices: Iterable<Float64Array>): Float64Array {
-  const list = [...slices];
-  const out = new Float64Array(list.reduce((n, s) => n + s.length, 0));
-  let at = 0;
-  for (const s of list) {
-    out.set(s, at);
-    at += s.length;
-  }
-  return out;
-}
-
 /** `n` random changes over lbas [0, 6200): small sets, clears that empty leaves now and then, and overwrites across several leaves. */
 function churn(map: ExtentMap, int: (n: number) => number, versions: { last: number }, n: number): void {
   for (let k = 0; k < n; k++) {
@@ -198,7 +189,7 @@ function churn(map: ExtentMap, int: (n: number) => number, versions: { last: num
 }
 
 test('a lease keeps the extents as they were while the map goes on changing: sets, clears, splits and emptied leaves (seeded)', (t) => {
-  const seed = Number(process.env.ATOMIO_SEED ?? randomSeed());
+  const seed = testSeed();
   t.diagnostic(`seed ${seed}`);
   const random = makeRandom(seed);
   const int = (n: number): number => Math.floor(random() * n);
@@ -247,7 +238,7 @@ test('after its release the map writes its leaves in place again, and a new leas
 });
 
 test('frozen maps keep the extents of their moment while the map goes on changing, frozen with and without a lease held (seeded)', (t) => {
-  const seed = Number(process.env.ATOMIO_SEED ?? randomSeed());
+  const seed = testSeed();
   t.diagnostic(`seed ${seed}`);
   const random = makeRandom(seed);
   const int = (n: number): number => Math.floor(random() * n);

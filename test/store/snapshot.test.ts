@@ -31,6 +31,30 @@ async function withStore(body: (store: Store) => Promise<void>): Promise<void> {
 
 const value = (slot: number, round: number): Buffer => Buffer.from(`${slot}@${round}:`.padEnd(1500, '#'));
 
+/** Four writers, each committing `put(writer, n)` one after another until stop(); counts acknowledged commits. */
+function startWriters(put: (writer: number, n: number) => Promise<unknown>): { acked: () => number; stop: () => Promise<void> } {
+  let acked = 0;
+  let writing = true;
+  const writers = Array.from({ length: 4 }, async (_, w) => {
+    for (let n = 0; writing; n++) {
+      await put(w, n);
+      acked++;
+    }
+  });
+  return {
+    acked: () => acked,
+    stop: async () => {
+      writing = false;
+      await Promise.all(writers);
+    },
+  };
+}
+
+/** Waits (a bounded number of turns) until `writers` have `more` acknowledged commits beyond `from`. */
+async function ackedBeyond(writers: { acked: () => number }, from: number, more: number): Promise<void> {
+  for (let spins = 0; writers.acked() < from + more && spins < 2000; spins++) await turns(1);
+}
+
 test('a snapshot reads kv and block as they were when it was taken, while writes go on', async () => {
   await withStore(async (store) => {
     await store.kv('p').put('a', 'A1');
@@ -235,15 +259,7 @@ test('a named snapshot is written behind the commits that follow it, is durable 
     let store = fs.store;
     const pool = store.kv('p');
     for (let i = 0; i < 50; i++) await pool.put(`k${i}`, 'before');
-    let acked = 0;
-    let writing = true;
     const churn = store.kv('churn');
-    const writer = async (w: number): Promise<void> => {
-      for (let n = 0; writing; n++) {
-        await churn.put(`w${w}`, `${n}`);
-        acked++;
-      }
-    };
     // The superblock write that makes each snapshot's checkpoint current waits until eight
     // more commits have been acknowledged: they cannot be, if commits wait for it.
     let holdFrom: number | undefined;
@@ -251,17 +267,15 @@ test('a named snapshot is written behind the commits that follow it, is durable 
     media.before = async (offset?: number) => {
       if (holdFrom === undefined || offset === undefined || offset >= 8192) return;
       held++;
-      const until = holdFrom + 8;
-      for (let spins = 0; acked < until && spins < 2000; spins++) await turns(1);
+      await ackedBeyond(writers, holdFrom, 8);
     };
-    const writers = Array.from({ length: 4 }, (_, w) => writer(w));
+    const writers = startWriters((w, n) => churn.put(`w${w}`, `${n}`));
     await turns(20);
-    holdFrom = acked;
+    holdFrom = writers.acked();
     const snap = await store.snapshot({ name: 'beside' });
-    const ackedDuring = acked - holdFrom;
+    const ackedDuring = writers.acked() - holdFrom;
     holdFrom = undefined;
-    writing = false;
-    await Promise.all(writers);
+    await writers.stop();
     assert.ok(held > 0, 'the snapshot wrote a superblock');
     assert.ok(ackedDuring >= 8, `commits were acknowledged while the snapshot's checkpoint was written (${ackedDuring})`);
     for (let i = 0; i < 50; i++) await pool.put(`k${i}`, 'after');
@@ -351,14 +365,6 @@ test('a named snapshot asked for while maintenance writes a checkpoint waits for
   const fs = await FaultStore.create({ ...SMALL, media });
   try {
     const store = fs.store;
-    let acked = 0;
-    let writing = true;
-    const writer = async (w: number): Promise<void> => {
-      for (let n = 0; writing; n++) {
-        await store.kv('churn').put(`w${w}:${n % 64}`, value(w, n));
-        acked++;
-      }
-    };
     // At the first superblock write (a checkpoint maintenance started behind the commits),
     // a named snapshot is asked for; the write is then held until eight more commits are
     // acknowledged. They cannot be if the snapshot's job stops the commits to wait for it.
@@ -367,16 +373,15 @@ test('a named snapshot asked for while maintenance writes a checkpoint waits for
     media.before = async (offset?: number) => {
       if (snapshot !== undefined || offset === undefined || offset >= 8192) return;
       snapshot = store.snapshot({ name: 'asked' });
-      const from = acked;
-      for (let spins = 0; acked < from + 8 && spins < 2000; spins++) await turns(1);
-      ackedAfterAsking = acked - from;
+      const from = writers.acked();
+      await ackedBeyond(writers, from, 8);
+      ackedAfterAsking = writers.acked() - from;
     };
-    const writers = Array.from({ length: 4 }, (_, w) => writer(w));
+    const writers = startWriters((w, n) => store.kv('churn').put(`w${w}:${n % 64}`, value(w, n)));
     for (let spins = 0; snapshot === undefined && spins < 100_000; spins++) await turns(1);
     assert.ok(snapshot !== undefined, 'maintenance wrote a checkpoint');
     const snap = await snapshot;
-    writing = false;
-    await Promise.all(writers);
+    await writers.stop();
     assert.ok(ackedAfterAsking >= 8, `commits were acknowledged while the snapshot waited for the checkpoint under way (${ackedAfterAsking})`);
     assert.deepEqual(store.snapshots().map((s) => s.name), ['asked']);
     snap.release();
